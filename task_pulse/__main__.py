@@ -1,0 +1,3 @@
+from task_pulse.cli import main
+
+main()

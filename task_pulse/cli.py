@@ -1,0 +1,339 @@
+"""The `task-pulse` command: what writers (agents, sub-agents, cron scripts) and readers call.
+
+Verbs and outputs follow the original Live Task Pulse script, so existing prompts keep working.
+Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NoReturn
+
+import click
+
+from task_pulse import __version__
+from task_pulse.config import LANGS, Settings, load_settings
+from task_pulse.errors import OperationFailed, TaskPulseError
+from task_pulse.messages import format_duration, progress_bar, status_view, word
+from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
+from task_pulse.store import TaskStore
+
+
+@dataclass
+class Context:
+    """What every command needs, resolved on first use so `--help` works even with bad settings."""
+
+    flags: dict[str, Any]
+    json_output: bool
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.flags)
+        return self._settings
+
+    @property
+    def store(self) -> TaskStore:
+        return TaskStore(self.settings.tasks_dir)
+
+    @property
+    def lang(self) -> str:
+        return self.settings.lang
+
+
+class _Group(click.Group):
+    """Turns our errors into click's one-line `Error: …` with the exit code DESIGN.md fixes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TaskPulseError as exc:
+            _fail(str(exc), exc.exit_code)
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{where}", 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    error = click.ClickException(message)
+    error.exit_code = code
+    raise error
+
+
+def _emit(ctx: Context, text: str, data: Any) -> None:
+    """Print `data` as one JSON line under --json, else the human text."""
+    if ctx.json_output:
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        click.echo(text)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--json` on a command; the group-level `task-pulse --json VERB` works too."""
+
+    def enable(click_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+        if value:
+            click_ctx.find_object(Context).json_output = True
+
+    return click.option("--json", "json_flag", is_flag=True, expose_value=False, callback=enable,
+                        help="Print data as JSON.")(f)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dir", "tasks_dir", type=click.Path(file_okay=False), envvar=None,
+              help="Tasks directory [env TASK_PULSE_DIR; default ~/.openclaw/workspace/tasks].")
+@click.option("--lang", type=click.Choice(LANGS), help="Language of messages [env TASK_PULSE_LANG; default zh].")
+@click.option("--json", "json_output", is_flag=True, help="Print data as JSON (any verb).")
+@click.version_option(__version__, prog_name="task-pulse")
+@click.pass_context
+def cli(click_ctx: click.Context, tasks_dir: str | None, lang: str | None, json_output: bool) -> None:
+    """Track a multi-step job in a task file that task-pulsed turns into live chat messages.
+
+    \b
+    Example:
+      id=$(task-pulse create "Daily report" fetch filter write publish)
+      task-pulse next "$id" "fetched 25 items"
+      task-pulse heartbeat "$id" --percent 60 "filtering"
+      task-pulse done "$id" "published"
+    """
+    click_ctx.obj = Context(flags={"tasks_dir": tasks_dir, "lang": lang}, json_output=json_output)
+
+
+def _join(words: tuple[str, ...]) -> str | None:
+    return " ".join(words) if words else None
+
+
+def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], None]) -> Task:
+    """Resolve the id, then apply `change(task, now_iso)` under the task's lock."""
+    store = ctx.store
+    task_id = store.resolve(id_or_prefix)
+    now = ctx.settings.now()
+    return store.update(task_id, lambda task: change(task, now.isoformat()), now)
+
+
+def _require_running(task: Task) -> None:
+    if task.status != "running":
+        raise OperationFailed(f"task '{task.task_id}' has already ended ({task.status})")
+
+
+# -- writer verbs --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("steps", nargs=-1, required=True)
+@click.option("--stall", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Stall threshold for this task [default: TASK_PULSE_STALL or 180].")
+@click.option("--id", "task_id", metavar="ID", help="Use this id instead of NAME-YYYYmmdd-HHMMSS.")
+@json_option
+@pass_ctx
+def create(ctx: Context, name: str, steps: tuple[str, ...], stall: float | None, task_id: str | None) -> None:
+    """Create a task whose first step is running; prints its id.
+
+    \b
+    Example:
+      task-pulse create "日报发布" 抓取 筛选 写稿 发布
+      task-pulse create --stall 600 --id nightly-build "Nightly build" compile test package
+    """
+    task = ctx.store.create(name, list(steps), ctx.settings.now(), stall_seconds=stall, task_id=task_id)
+    _emit(ctx, task.task_id, task.to_dict())
+
+
+@cli.command("next")
+@click.argument("task_id", metavar="ID")
+@click.argument("message", nargs=-1)
+@json_option
+@pass_ctx
+def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
+    """Finish the running step (keeping MESSAGE) and start the next one.
+
+    ID may be a unique prefix of the task id.
+
+    \b
+    Example:
+      task-pulse next 日报发布-20261124-093000 "抓取了25条数据"
+    """
+    text = _join(message)
+
+    def advance(task: Task, now: str) -> None:
+        _require_running(task)
+        i = next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
+        if i is None:
+            raise OperationFailed(f"task '{task.task_id}' has no running step "
+                                  f"({task.done_count}/{task.total} done); finish it with `task-pulse done`")
+        step = task.steps[i]
+        step.status, step.finished_at = "done", now
+        if text is not None:
+            step.message = text
+        following = next((s for s in task.steps[i + 1:] if s.status == "pending"), None)
+        if following is not None:
+            following.status, following.started_at = "running", now
+
+    task = _change(ctx, task_id, advance)
+    current = task.running_step
+    _emit(ctx, f"[{task.done_count}/{task.total}] {progress_bar(task.done_count, task.total)} → "
+               f"{current.name if current else '—'}", task.to_dict())
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.argument("message", nargs=-1)
+@click.option("--percent", type=click.FloatRange(0, 100), help="Progress of the running step, 0-100.")
+@json_option
+@pass_ctx
+def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: float | None) -> None:
+    """Say the task is alive; optionally set the running step's MESSAGE and --percent.
+
+    A heartbeat resets the stall timer. Message changes reach the chat at most once per
+    TASK_PULSE_PROGRESS_INTERVAL seconds (the latest wins).
+
+    \b
+    Example:
+      task-pulse heartbeat 日报发布 "已处理60%" --percent 60
+    """
+    text = _join(message)
+
+    def touch(task: Task, _now: str) -> None:
+        _require_running(task)
+        if text is None and percent is None:
+            return
+        step = task.running_step
+        if step is None:
+            raise OperationFailed(f"task '{task.task_id}' has no running step to attach the message to")
+        if text is not None:
+            step.message = text
+        if percent is not None:
+            step.percent = int(percent) if percent.is_integer() else percent
+
+    task = _change(ctx, task_id, touch)
+    _emit(ctx, "💓 ok", task.to_dict())
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.argument("result", nargs=-1)
+@json_option
+@pass_ctx
+def done(ctx: Context, task_id: str, result: tuple[str, ...]) -> None:
+    """Mark the task done (its running step too), with an optional RESULT.
+
+    \b
+    Example:
+      task-pulse done 日报发布 "已发布 https://example.com/daily"
+    """
+    text = _join(result)
+
+    def finish(task: Task, now: str) -> None:
+        _require_running(task)
+        task.status, task.finished_at = "done", now
+        if text is not None:
+            task.result = text
+        for step in task.steps:
+            if step.status == "running":
+                step.status, step.finished_at = "done", now
+
+    task = _change(ctx, task_id, finish)
+    started, finished = parse_time(task.started_at), parse_time(task.finished_at)
+    duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
+    _emit(ctx, f"✅ {word('done', ctx.lang)}{duration}", task.to_dict())
+
+
+@cli.command()
+@click.argument("task_id", metavar="ID")
+@click.argument("message", nargs=-1, required=True)
+@json_option
+@pass_ctx
+def error(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
+    """Mark the task failed with MESSAGE (its running step too).
+
+    \b
+    Example:
+      task-pulse error 日报发布 "发布接口返回 502"
+    """
+    text = " ".join(message)
+
+    def fail(task: Task, now: str) -> None:
+        _require_running(task)
+        task.status, task.finished_at, task.error = "error", now, text
+        step = task.running_step
+        if step is not None:
+            step.status, step.finished_at, step.message = "error", now, text
+
+    task = _change(ctx, task_id, fail)
+    _emit(ctx, f"❌ {text}", task.to_dict())
+
+
+# -- reader verbs --------------------------------------------------------------------------------------
+
+
+def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str, Any]:
+    stalled = stalled_for(task, now, default_stall)
+    return {**task.to_dict(), "stalled": stalled is not None,
+            "stalledSeconds": None if stalled is None else round(stalled, 1)}
+
+
+@cli.command()
+@click.argument("task_id", metavar="[ID]", required=False)
+@json_option
+@pass_ctx
+def status(ctx: Context, task_id: str | None) -> None:
+    """Show every task (stalled ones flagged), or one task as JSON.
+
+    A running task is stalled when its updatedAt is older than its stallSeconds (else
+    TASK_PULSE_STALL, default 180 s). Unreadable files are named, never hidden.
+
+    \b
+    Example:
+      task-pulse status
+      task-pulse status --json | jq '.[] | select(.stalled)'
+      task-pulse status 日报发布
+    """
+    settings, store = ctx.settings, ctx.store
+    now = settings.now()
+    if task_id is not None:
+        task = store.load(store.resolve(task_id))
+        click.echo(json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2))
+        return
+    entries = store.list_tasks()
+    if ctx.json_output:
+        records = [
+            {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
+            else _status_record(t, now, settings.stall_seconds)
+            for tid, t in entries
+        ]
+        click.echo(json.dumps(records, ensure_ascii=False))
+        return
+    click.echo(status_view(entries, now, settings.stall_seconds, ctx.lang))
+
+
+@cli.command()
+@click.option("--days", type=click.FloatRange(min=0, min_open=True), metavar="N",
+              help="Age in days [env TASK_PULSE_KEEP_DAYS; default 7].")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+@json_option
+@pass_ctx
+def cleanup(ctx: Context, days: float | None, dry_run: bool) -> None:
+    """Remove done/error tasks that finished more than N days ago.
+
+    \b
+    Example:
+      task-pulse cleanup --days 3 --dry-run
+    """
+    days = days if days is not None else ctx.settings.keep_days
+    removed = ctx.store.cleanup(ctx.settings.now(), days, dry_run=dry_run)
+    shown_days = f"{days:g}"
+    text = word("cleanup_dry" if dry_run else "cleanup", ctx.lang).format(n=len(removed), days=shown_days)
+    if dry_run and removed:
+        text += "".join(f"\n  {i}" for i in removed)
+    _emit(ctx, text, {"removed": removed, "dryRun": dry_run, "days": days})
+
+
+def main() -> None:
+    cli.main(prog_name="task-pulse")

@@ -1,0 +1,169 @@
+"""Every text a person reads: the `status` view and the chat notifications, in zh and en.
+
+Rules carried over from the original skill: emoji first, `[done/total]`, the current step, one line of
+detail, at most three lines. Every field that came from a task file is cleaned (control characters
+and terminal escapes removed, newlines flattened) and capped before it is put in a template, because
+these texts go to a terminal or a chat.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
+
+FIELD_CAP = 200
+
+# ESC-introduced sequences first (CSI, OSC, two-character escapes), then any lone control character,
+# including C1 controls and the bidi overrides that can make a chat line read backwards.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]+")
+
+
+def clean(value: Any, cap: int = FIELD_CAP) -> str:
+    """One line of safe text from any field value, at most `cap` characters (with … when cut)."""
+    if value is None:
+        return ""
+    text = _ESCAPES.sub("", str(value))
+    text = _LINE_BREAKS.sub(" ", text)
+    text = _CONTROLS.sub("", text).strip()
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+def progress_bar(done: int, total: int, width: int = 10) -> str:
+    filled = min(width, int(width * done / total)) if total else 0
+    return "█" * filled + "░" * (width - filled)
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `3m12s`, `2h5m`: the original script's durations (negative clock skew shows as 0s)."""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{int(seconds)}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60)}s"
+    return f"{int(seconds // 3600)}h{int((seconds % 3600) // 60)}m"
+
+
+def task_duration(task: Task, now: datetime) -> str:
+    """Start to finish, or start to now for a task still running; empty when there is no start."""
+    started = parse_time(task.started_at)
+    if started is None:
+        return ""
+    end = parse_time(task.finished_at) if task.status != "running" else None
+    return format_duration(((end or now) - started).total_seconds())
+
+
+def format_percent(percent: float | None) -> str:
+    if percent is None:
+        return ""
+    return f"{int(percent)}%" if float(percent).is_integer() else f"{percent:.1f}%"
+
+
+# -- notifications ------------------------------------------------------------------------------------
+# `<<…>>` is an optional part: kept only when every field inside it is non-empty. Lines that end up
+# empty are dropped. Fields are filled by str.format once, so braces in user text are harmless.
+
+NOTIFICATION_KINDS = ("started", "step_done", "progress", "done", "failed", "stalled", "resumed", "invalid")
+
+_TEMPLATES: dict[str, dict[str, str]] = {
+    "zh": {
+        "started": "🚀 开始【{name}】\n📋 {plan}\n<<🔄 当前: {current}>>",
+        "step_done": "✅ [{done}/{total}] {step}完成<<（{message}）>>\n<<🔄 → {next}>>",
+        "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
+        "done": "🎉 【{name}】完成！<<({duration})>>\n<<结果: {result}>>",
+        "failed": "❌ 【{name}】失败\n错误: {error}\n当前步骤: {step} [{done}/{total}]",
+        "stalled": "⚠️ 【{name}】可能卡住了（{minutes}分钟无更新）\n当前步骤: {step} [{done}/{total}]",
+        "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step} [{done}/{total}]",
+        "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
+    },
+    "en": {
+        "started": "🚀 Started【{name}】\n📋 {plan}\n<<🔄 Now: {current}>>",
+        "step_done": "✅ [{done}/{total}] {step} done<< ({message})>>\n<<🔄 → {next}>>",
+        "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
+        "done": "🎉 【{name}】done!<< ({duration})>>\n<<Result: {result}>>",
+        "failed": "❌ 【{name}】failed\nError: {error}\nAt step: {step} [{done}/{total}]",
+        "stalled": "⚠️ 【{name}】may be stuck (no update for {minutes} min)\nAt step: {step} [{done}/{total}]",
+        "resumed": "🔄 【{name}】resumed (stuck for {duration})\nAt step: {step} [{done}/{total}]",
+        "invalid": "⚠️ Task file unreadable: {file} ({reason})",
+    },
+}
+_OPTIONAL = re.compile(r"<<(.*?)>>", re.S)
+_FIELD = re.compile(r"{(\w+)}")
+
+
+def render(kind: str, fields: Mapping[str, Any], lang: str = "zh") -> str:
+    """The chat text of one notification. Unknown or missing fields render as `—` (never a crash)."""
+    values = {k: clean(v) for k, v in fields.items()}
+
+    def keep_if_filled(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        return inner if all(values.get(f) for f in _FIELD.findall(inner)) else ""
+
+    template = _OPTIONAL.sub(keep_if_filled, _TEMPLATES[lang][kind])
+    needed = {f: values.get(f) or "—" for f in _FIELD.findall(template)}
+    lines = template.format(**needed).split("\n")
+    return "\n".join(line for line in lines if line.strip())
+
+
+def plan_of(step_names: Iterable[str]) -> str:
+    """`s1 → s2 → …`, capped as one field."""
+    return clean(" → ".join(clean(n) for n in step_names), cap=FIELD_CAP + 100)
+
+
+# -- the status view ----------------------------------------------------------------------------------
+
+_WORDS = {
+    "zh": {"running": "执行中", "done": "完成", "error": "失败", "stalled": "STALLED", "waiting": "等待结束",
+           "current": "当前", "error_line": "错误", "empty": "📭 没有任务", "unreadable": "无法读取",
+           "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）"},
+    "en": {"running": "running", "done": "done", "error": "failed", "stalled": "STALLED", "waiting": "waiting",
+           "current": "now", "error_line": "error", "empty": "📭 no tasks", "unreadable": "unreadable",
+           "cleanup": "🧹 removed {n} finished tasks (>{days} days)",
+           "cleanup_dry": "🧹 would remove {n} finished tasks (>{days} days)"},
+}
+
+
+def word(key: str, lang: str) -> str:
+    return _WORDS[lang][key]
+
+
+def status_view(
+    entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float, lang: str = "zh"
+) -> str:
+    """The original script's `status` table: one block per task, unreadable files named, a summary."""
+    if not entries:
+        return word("empty", lang)
+    counts = {"running": 0, "stalled": 0, "done": 0, "error": 0}
+    lines: list[str] = []
+    for task_id, task in entries:
+        if isinstance(task, TaskFormatError):
+            lines.append(f"⚠️ {clean(task_id)}.json: {word('unreadable', lang)} ({clean(str(task))})")
+            continue
+        running = task.running_step
+        if stalled_for(task, now, default_stall) is not None:
+            icon, label, bucket = "⚠️", word("stalled", lang), "stalled"
+        elif task.status == "running" and running is None:
+            icon, label, bucket = "⏳", word("waiting", lang), "running"
+        else:
+            icon = {"running": "🔄", "done": "✅", "error": "❌"}[task.status]
+            label, bucket = word(task.status, lang), task.status
+        counts[bucket] += 1
+        duration = task_duration(task, now)
+        lines.append(f"{icon} {clean(task.name)} [{task.done_count}/{task.total}] "
+                     f"{progress_bar(task.done_count, task.total)} {label}" + (f" ({duration})" if duration else ""))
+        if task.status == "running":
+            current = f"   {word('current', lang)}: {clean(running.name) if running else '—'}"
+            if running is not None and (running.message or running.percent is not None):
+                detail = " ".join(p for p in (format_percent(running.percent), clean(running.message)) if p)
+                current += f" — {detail}"
+            lines.append(current)
+        if task.status == "error" and task.error:
+            lines.append(f"   {word('error_line', lang)}: {clean(task.error)}")
+    lines.append("")
+    lines.append(f"📊 🔄{counts['running']} ⚠️{counts['stalled']} ✅{counts['done']} ❌{counts['error']}")
+    return "\n".join(lines)

@@ -1,0 +1,261 @@
+"""Task and Step: the JSON contract every writer shares.
+
+The reader is tolerant (files come from the original Live Task Pulse script, from task-pulse, and
+from agents writing JSON by hand) but precise when it refuses: a `TaskFormatError` names the field
+and what was wrong with it. Unknown fields, at task and step level, are kept in `extra` and written
+back unchanged, so a rewrite never loses what another tool put there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+TASK_STATUSES = ("running", "done", "error")
+STEP_STATUSES = ("pending", "running", "done", "error")
+
+# Known keys, in the order they are written back (the order of the original script).
+_TASK_KEYS = ("taskId", "taskName", "status", "startedAt", "updatedAt", "finishedAt", "steps", "error",
+              "result", "rev", "stallSeconds")
+_STEP_KEYS = ("name", "status", "startedAt", "finishedAt", "message", "percent")
+
+
+class TaskFormatError(ValueError):
+    """The content is not a task; the message says which field and why."""
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = "pending"
+    started_at: str | None = None
+    finished_at: str | None = None
+    message: str | None = None
+    percent: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "status": self.status}
+        for key, value in (("startedAt", self.started_at), ("finishedAt", self.finished_at),
+                           ("message", self.message), ("percent", self.percent)):
+            if value is not None:
+                out[key] = value
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Task:
+    task_id: str
+    name: str
+    status: str
+    steps: list[Step]
+    started_at: str | None = None
+    updated_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+    result: str | None = None
+    rev: int = 0
+    stall_seconds: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived views ---------------------------------------------------------------------------
+
+    @property
+    def total(self) -> int:
+        return len(self.steps)
+
+    @property
+    def done_count(self) -> int:
+        return sum(1 for s in self.steps if s.status == "done")
+
+    @property
+    def current_index(self) -> int | None:
+        """Index of the running step; else of the failed step (what `failed` reports)."""
+        for wanted in ("running", "error"):
+            for i, s in enumerate(self.steps):
+                if s.status == wanted:
+                    return i
+        return None
+
+    @property
+    def current(self) -> Step | None:
+        i = self.current_index
+        return None if i is None else self.steps[i]
+
+    @property
+    def running_step(self) -> Step | None:
+        return next((s for s in self.steps if s.status == "running"), None)
+
+    # -- serialisation ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "taskId": self.task_id,
+            "taskName": self.name,
+            "status": self.status,
+            "startedAt": self.started_at,
+            "updatedAt": self.updated_at,
+            "finishedAt": self.finished_at,
+            "steps": [s.to_dict() for s in self.steps],
+            "error": self.error,
+            "result": self.result,
+            "rev": self.rev,
+        }
+        if self.stall_seconds is not None:
+            out["stallSeconds"] = self.stall_seconds
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+
+# -- parsing ----------------------------------------------------------------------------------------
+
+def _text(value: Any, where: str, *, required: bool = False) -> str | None:
+    """A free-text field: strings as they are, numbers and booleans as their text, null as None."""
+    if value is None:
+        if required:
+            raise TaskFormatError(f"{where} is missing")
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    raise TaskFormatError(f"{where} must be a string, got {type(value).__name__}")
+
+
+def _timestamp(value: Any, where: str) -> str | None:
+    # Kept as written (a rewrite must not reformat it); `parse_time` reads it when needed.
+    if value is None or isinstance(value, str):
+        return value
+    raise TaskFormatError(f"{where} must be an ISO 8601 string, got {type(value).__name__}")
+
+
+def _number(value: Any, where: str, low: float, high: float | None = None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TaskFormatError(f"{where} must be a number, got {type(value).__name__}")
+    if value != value or value < low or (high is not None and value > high):
+        bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+        raise TaskFormatError(f"{where} must be {bound}, got {value!r}")
+    return value
+
+
+def _status(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if value is None:
+        raise TaskFormatError(f"{where} is missing")
+    if value not in allowed:
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise TaskFormatError(f"{where} must be one of {'|'.join(allowed)}, got {shown!r}")
+    return value
+
+
+def _parse_step(raw: Any, i: int) -> Step:
+    where = f"steps[{i}]"
+    if isinstance(raw, str):  # a bare step name, as some hand-written files have it
+        return Step(name=raw)
+    if not isinstance(raw, dict):
+        raise TaskFormatError(f"{where} must be an object, got {type(raw).__name__}")
+    name = _text(raw.get("name"), f"{where}.name", required=True)
+    assert name is not None
+    status = raw.get("status", "pending")
+    return Step(
+        name=name,
+        status=_status(status, f"{where}.status", STEP_STATUSES),
+        started_at=_timestamp(raw.get("startedAt"), f"{where}.startedAt"),
+        finished_at=_timestamp(raw.get("finishedAt"), f"{where}.finishedAt"),
+        message=_text(raw.get("message"), f"{where}.message"),
+        percent=_number(raw.get("percent"), f"{where}.percent", 0, 100),
+        extra={k: v for k, v in raw.items() if k not in _STEP_KEYS},
+    )
+
+
+def task_from_dict(raw: Any, fallback_id: str) -> Task:
+    """Build a Task from decoded JSON; `fallback_id` (the file name) stands in for a missing taskId."""
+    if not isinstance(raw, dict):
+        raise TaskFormatError(f"top level must be an object, got {type(raw).__name__}")
+    name = _text(raw.get("taskName"), "taskName", required=True)
+    assert name is not None
+    steps_raw = raw.get("steps")
+    if steps_raw is None:
+        raise TaskFormatError("steps is missing")
+    if not isinstance(steps_raw, list):
+        raise TaskFormatError(f"steps must be a list, got {type(steps_raw).__name__}")
+    task_id = raw.get("taskId")
+    if task_id is not None and not isinstance(task_id, str):
+        raise TaskFormatError(f"taskId must be a string, got {type(task_id).__name__}")
+    rev = raw.get("rev", 0)
+    if rev is None:
+        rev = 0
+    if isinstance(rev, bool) or not isinstance(rev, int) or rev < 0:
+        raise TaskFormatError(f"rev must be a non-negative integer, got {rev!r}")
+    return Task(
+        task_id=task_id or fallback_id,
+        name=name,
+        status=_status(raw.get("status"), "status", TASK_STATUSES),
+        steps=[_parse_step(s, i) for i, s in enumerate(steps_raw)],
+        started_at=_timestamp(raw.get("startedAt"), "startedAt"),
+        updated_at=_timestamp(raw.get("updatedAt"), "updatedAt"),
+        finished_at=_timestamp(raw.get("finishedAt"), "finishedAt"),
+        error=_text(raw.get("error"), "error"),
+        result=_text(raw.get("result"), "result"),
+        rev=rev,
+        stall_seconds=_number(raw.get("stallSeconds"), "stallSeconds", 1),
+        extra={k: v for k, v in raw.items() if k not in _TASK_KEYS},
+    )
+
+
+def parse_task(data: bytes | str, fallback_id: str) -> Task:
+    """Parse a task file's content. Raises TaskFormatError with a one-line reason."""
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TaskFormatError(f"not UTF-8 (byte {exc.start})") from None
+    if not data.strip():
+        raise TaskFormatError("empty file")
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise TaskFormatError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise TaskFormatError("not valid JSON (nested too deeply)") from None
+    return task_from_dict(raw, fallback_id)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime (naive ones are local time), or None if unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (ValueError, TypeError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+
+
+def stall_threshold(task: Task, default_seconds: float) -> float:
+    """The task's own `stallSeconds` when it has one, else the configured default."""
+    return task.stall_seconds if task.stall_seconds is not None else default_seconds
+
+
+def stalled_for(task: Task, now: datetime, default_seconds: float) -> float | None:
+    """Seconds since the last update if the task counts as stalled at `now`, else None.
+
+    One rule for everyone (`task-pulse status` and the daemon): a running task whose `updatedAt` is
+    more than its threshold in the past. Same strict `>` as the original script.
+    """
+    if task.status != "running":
+        return None
+    updated = parse_time(task.updated_at)
+    if updated is None:
+        return None
+    elapsed = (now - updated).total_seconds()
+    return elapsed if elapsed > stall_threshold(task, default_seconds) else None

@@ -1,0 +1,299 @@
+"""TaskStore: the tasks directory and every rule about touching it.
+
+Writers change a task under a per-task `flock`, and replace the file atomically (temp file in the
+same directory, fsync, `os.replace`), so concurrent writers never lose an update and a reader never
+sees half a file from us. Files written by other tools may still be torn; readers cope with that.
+Nothing here follows a symlink or opens anything but a regular file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
+from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time
+
+MAX_ID_BYTES = 200
+# A task file is a few KB. Anything bigger is refused before it is read whole.
+MAX_FILE_BYTES = 1024 * 1024
+PULSE_DIR = ".pulse"
+_SUFFIX = ".json"
+
+
+def check_task_id(task_id: str) -> str:
+    """Refuse ids that could escape the tasks dir or hide from it (exit 2)."""
+    if not task_id:
+        raise BadInput("task id is empty")
+    if "/" in task_id or "\\" in task_id or "\0" in task_id:
+        raise BadInput(f"task id {task_id!r} contains a path separator or NUL")
+    if task_id.startswith("."):
+        raise BadInput(f"task id {task_id!r} starts with '.'")
+    try:
+        size = len(task_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadInput(f"task id {task_id!r} is not valid UTF-8") from None
+    if size > MAX_ID_BYTES:
+        raise BadInput(f"task id is {size} bytes, over the limit of {MAX_ID_BYTES}")
+    return task_id
+
+
+def id_stem(name: str) -> str:
+    """The original script's file-safe form of a task name (Unicode word characters survive)."""
+    stem = re.sub(r"[^\w\-]", "-", name).strip("-")[:60]
+    return stem or "task"
+
+
+def task_id_from_filename(name: str) -> str | None:
+    """The task id for a directory entry name, or None when the entry is not a task file."""
+    if not name.endswith(_SUFFIX) or name.startswith("."):
+        return None
+    task_id = name[: -len(_SUFFIX)]
+    try:
+        check_task_id(task_id)
+    except BadInput:
+        return None
+    return task_id
+
+
+def read_task_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a task file without following symlinks or blocking on FIFOs.
+
+    Raises FileNotFoundError when it is gone, TaskFormatError when it is not something we read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise TaskFormatError("is a symlink (never followed)") from None
+        if exc.errno == errno.ENOENT:
+            raise
+        raise TaskFormatError(f"cannot open ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TaskFormatError("not a regular file")
+        if st.st_size > max_bytes:
+            raise TaskFormatError(f"file too large ({st.st_size} bytes, limit {max_bytes})")
+        chunks = []
+        remaining = max_bytes + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        data = b"".join(chunks)
+        if len(data) > max_bytes:  # grew while we read it
+            raise TaskFormatError(f"file too large (over {max_bytes} bytes)")
+        return data
+    finally:
+        os.close(fd)
+
+
+def _iso(now: datetime) -> str:
+    return now.isoformat()
+
+
+class TaskStore:
+    """One tasks directory. Cheap to construct; touches the disk only when asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.pulse_dir = self.root / PULSE_DIR
+        self.locks_dir = self.pulse_dir / "locks"
+
+    # -- paths and ids -----------------------------------------------------------------------------
+
+    def path_for(self, task_id: str) -> Path:
+        return self.root / f"{check_task_id(task_id)}{_SUFFIX}"
+
+    def ensure_dirs(self) -> None:
+        """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for private in (self.pulse_dir, self.locks_dir):
+            try:
+                private.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+
+    def task_ids(self) -> list[str]:
+        """Ids of the regular `*.json` files at the top of the tasks dir (no dotfiles, no symlinks)."""
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for entry in entries:
+            task_id = task_id_from_filename(entry.name)
+            if task_id is not None and entry.is_file(follow_symlinks=False):
+                ids.append(task_id)
+        return sorted(ids)
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """An exact id, or the one id starting with the prefix (the original's lookup, made strict)."""
+        check_task_id(id_or_prefix)
+        if os.path.lexists(self.path_for(id_or_prefix)):
+            return id_or_prefix
+        candidates = [i for i in self.task_ids() if i.startswith(id_or_prefix)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise TaskNotFound(f"task '{id_or_prefix}' not found in {self.root}")
+        shown = ", ".join(candidates[:10]) + (f" (+{len(candidates) - 10} more)" if len(candidates) > 10 else "")
+        raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous: {shown}")
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def load(self, task_id: str) -> Task:
+        """The task, or TaskNotFound / OperationFailed naming what is wrong with the file."""
+        path = self.path_for(task_id)
+        try:
+            return parse_task(read_task_bytes(path), task_id)
+        except FileNotFoundError:
+            raise TaskNotFound(f"task '{task_id}' not found in {self.root}") from None
+        except TaskFormatError as exc:
+            raise OperationFailed(f"task file {path.name} is not readable: {exc}") from None
+
+    def list_tasks(self) -> list[tuple[str, Task | TaskFormatError]]:
+        """Every task file, parsed; a file that is not a task comes with its reason instead."""
+        out: list[tuple[str, Task | TaskFormatError]] = []
+        for task_id in self.task_ids():
+            try:
+                out.append((task_id, parse_task(read_task_bytes(self.path_for(task_id)), task_id)))
+            except FileNotFoundError:
+                continue  # removed since we listed it
+            except TaskFormatError as exc:
+                out.append((task_id, exc))
+        return out
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, task_id: str) -> Iterator[None]:
+        """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for the block."""
+        self.ensure_dirs()
+        lock_path = self.locks_dir / f"{check_task_id(task_id)}.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _write(self, task: Task, *, exclusive: bool) -> None:
+        """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
+        final = self.path_for(task.task_id)
+        tmp = self.root / f".{task.task_id}{_SUFFIX}.tmp"
+        data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, 0o600)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if exclusive:
+                # link() is the atomic "create only if absent" for a file that is already complete.
+                os.link(tmp, final)
+                os.unlink(tmp)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def create(
+        self,
+        name: str,
+        step_names: list[str],
+        now: datetime,
+        *,
+        stall_seconds: float | None = None,
+        task_id: str | None = None,
+    ) -> Task:
+        """A new task with its first step running. Id collisions get `-2`, `-3` … (never overwrite)."""
+        if not step_names:
+            raise BadInput("a task needs at least one step")
+        if any(not s.strip() for s in step_names):
+            raise BadInput("step names must not be empty")
+        stamp = _iso(now)
+        steps = [Step(name=s) for s in step_names]
+        steps[0].status, steps[0].started_at = "running", stamp
+        task = Task(task_id="", name=name, status="running", steps=steps, started_at=stamp,
+                    updated_at=stamp, rev=1, stall_seconds=stall_seconds)
+        base = check_task_id(task_id) if task_id else f"{id_stem(name)}-{now.strftime('%Y%m%d-%H%M%S')}"
+        for n in range(1, 10_000):
+            task.task_id = base if n == 1 else f"{base}-{n}"
+            check_task_id(task.task_id)
+            with self.locked(task.task_id):
+                try:
+                    self._write(task, exclusive=True)
+                    return task
+                except FileExistsError:
+                    if task_id:
+                        raise OperationFailed(f"task '{task_id}' already exists") from None
+        raise OperationFailed(f"no free task id left for '{base}'")
+
+    def update(self, task_id: str, change: Callable[[Task], None], now: datetime) -> Task:
+        """Locked read-modify-write: `change` edits the task (or raises); rev +1, updatedAt = now."""
+        with self.locked(task_id):
+            task = self.load(task_id)
+            change(task)
+            task.rev += 1
+            task.updated_at = _iso(now)
+            self._write(task, exclusive=False)
+        return task
+
+    # -- cleanup -----------------------------------------------------------------------------------
+
+    def expired(self, now: datetime, days: float) -> list[Task]:
+        """Done/error tasks that finished (else were last updated) more than `days` ago."""
+        cutoff = now - timedelta(days=days)
+        out = []
+        for _, task in self.list_tasks():
+            if isinstance(task, Task) and _finished_before(task, cutoff):
+                out.append(task)
+        return out
+
+    def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
+        """Remove expired tasks (and their lock files). Returns the ids removed (or that would be)."""
+        cutoff = now - timedelta(days=days)
+        removed = []
+        for task in self.expired(now, days):
+            if dry_run:
+                removed.append(task.task_id)
+                continue
+            with self.locked(task.task_id):
+                try:  # re-check under the lock: a writer may have revived it meanwhile
+                    current = self.load(task.task_id)
+                except (TaskNotFound, OperationFailed):
+                    continue
+                if not _finished_before(current, cutoff):
+                    continue
+                with suppress(FileNotFoundError):
+                    os.unlink(self.path_for(task.task_id))
+                with suppress(FileNotFoundError):
+                    os.unlink(self.locks_dir / f"{task.task_id}.lock")
+                removed.append(task.task_id)
+        return removed
+
+
+def _finished_before(task: Task, cutoff: datetime) -> bool:
+    if task.status not in ("done", "error"):
+        return False
+    finished = parse_time(task.finished_at) or parse_time(task.updated_at)
+    return finished is not None and finished < cutoff
+
