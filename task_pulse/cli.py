@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input; errors are o
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -337,3 +338,49 @@ def cleanup(ctx: Context, days: float | None, dry_run: bool) -> None:
 
 def main() -> None:
     cli.main(prog_name="task-pulse")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N notifications.")
+@json_option
+@pass_ctx
+def drain(ctx: Context, limit: int | None) -> None:
+    """Print pending notifications, oldest first, then mark them delivered.
+
+    Each message is printed and flushed before it is marked delivered: if the caller dies in
+    between, the next drain prints it again (at least once, never lost). Two drains running at
+    once never print the same notification. --json prints one object per line with seq, key,
+    taskId, taskName, kind, text, createdAt, done, total, step.
+
+    \b
+    Example (a parent agent's heartbeat):
+      task-pulse drain --json | while read -r line; do send-to-chat "$line"; done
+    """
+    import os
+    import uuid
+
+    from task_pulse.outbox import DB_NAME, Outbox  # sqlite3 only for readers that need it
+
+    db_path = ctx.store.pulse_dir / DB_NAME
+    if not db_path.exists():
+        click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
+                   err=True)
+        return
+    outbox = Outbox(db_path, create=False)
+    owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    try:
+        rows = outbox.claim(owner, limit, lease_seconds=60)
+        try:
+            for row in rows:
+                if ctx.json_output:
+                    click.echo(json.dumps(row.to_json(), ensure_ascii=False))
+                else:
+                    click.echo(f"{row.text}\n")
+            sys.stdout.flush()
+        except BaseException:
+            for row in rows:  # not printed for sure: hand them straight back
+                outbox.release(row.seq, owner, "drain output failed")
+            raise
+        outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
+    finally:
+        outbox.close()

@@ -64,8 +64,8 @@ def task_id_from_filename(name: str) -> str | None:
     return task_id
 
 
-def read_task_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a task file without following symlinks or blocking on FIFOs.
+def read_task_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+    """Read a task file without following symlinks or blocking on FIFOs; its content and stat.
 
     Raises FileNotFoundError when it is gone, TaskFormatError when it is not something we read.
     """
@@ -94,9 +94,14 @@ def read_task_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         data = b"".join(chunks)
         if len(data) > max_bytes:  # grew while we read it
             raise TaskFormatError(f"file too large (over {max_bytes} bytes)")
-        return data
+        return data, st
     finally:
         os.close(fd)
+
+
+def file_signature(st: os.stat_result) -> str:
+    """Changes whenever the file is replaced or rewritten: lets a rescan skip unchanged files."""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _iso(now: datetime) -> str:
@@ -120,23 +125,20 @@ class TaskStore:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
         self.root.mkdir(parents=True, exist_ok=True)
         for private in (self.pulse_dir, self.locks_dir):
-            try:
+            with suppress(FileExistsError):
                 private.mkdir(mode=0o700)
-            except FileExistsError:
-                pass
 
     def task_ids(self) -> list[str]:
-        """Ids of the regular `*.json` files at the top of the tasks dir (no dotfiles, no symlinks)."""
+        """Ids of the `*.json` entries at the top of the tasks dir, dotfiles excluded.
+
+        Entries that are not regular files (symlinks, FIFOs) are listed too, so that readers name
+        them as unreadable instead of silently skipping them; `read_task_file` refuses to open them.
+        """
         try:
-            entries = list(os.scandir(self.root))
+            names = os.listdir(self.root)
         except FileNotFoundError:
             return []
-        ids = []
-        for entry in entries:
-            task_id = task_id_from_filename(entry.name)
-            if task_id is not None and entry.is_file(follow_symlinks=False):
-                ids.append(task_id)
-        return sorted(ids)
+        return sorted(i for i in map(task_id_from_filename, names) if i is not None)
 
     def resolve(self, id_or_prefix: str) -> str:
         """An exact id, or the one id starting with the prefix (the original's lookup, made strict)."""
@@ -157,7 +159,7 @@ class TaskStore:
         """The task, or TaskNotFound / OperationFailed naming what is wrong with the file."""
         path = self.path_for(task_id)
         try:
-            return parse_task(read_task_bytes(path), task_id)
+            return parse_task(read_task_file(path)[0], task_id)
         except FileNotFoundError:
             raise TaskNotFound(f"task '{task_id}' not found in {self.root}") from None
         except TaskFormatError as exc:
@@ -168,7 +170,7 @@ class TaskStore:
         out: list[tuple[str, Task | TaskFormatError]] = []
         for task_id in self.task_ids():
             try:
-                out.append((task_id, parse_task(read_task_bytes(self.path_for(task_id)), task_id)))
+                out.append((task_id, parse_task(read_task_file(self.path_for(task_id))[0], task_id)))
             except FileNotFoundError:
                 continue  # removed since we listed it
             except TaskFormatError as exc:

@@ -1,0 +1,92 @@
+"""task-pulsed's process: the daemon lock, the threads, startup and shutdown.
+
+Order matters at startup: the observer starts before the first scan, so a write that lands during
+the scan is seen either by the scan or as an event (both just make the worker read the file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from daemon.watcher import OverflowHook, start_observer
+from daemon.worker import RESCAN, Worker, WorkerOptions, WorkQueue
+from task_pulse.store import TaskStore
+
+log = logging.getLogger("task-pulsed")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@dataclass
+class DaemonOptions:
+    tasks_dir: Path
+    lang: str = "zh"
+    announce_existing: bool = False
+
+
+def take_daemon_lock(store: TaskStore) -> int:
+    """Hold `.pulse/daemon.lock` for the life of the process: one daemon per tasks dir."""
+    path = store.pulse_dir / "daemon.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise AlreadyRunning(f"another task-pulsed (pid {holder}) is already watching {store.root}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def run(options: DaemonOptions) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until the worker fails (exit 1)."""
+    store = TaskStore(options.tasks_dir)
+    store.ensure_dirs()
+    try:
+        lock_fd = take_daemon_lock(store)
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        return 1
+    queue = WorkQueue()
+    worker = Worker(store, queue, WorkerOptions(lang=options.lang, announce_existing=options.announce_existing))
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            log.info("%s: finishing the current item, then exiting", signal.Signals(signum).name)
+            stopping.set()
+            queue.close()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    overflow = OverflowHook(lambda: (log.warning("inotify queue overflowed: rescanning"), queue.put(RESCAN)))
+    overflow.install()
+    observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)))
+    try:
+        worker.start()
+        worker.ready.wait()
+        if worker.error is None:
+            log.info("ready: watching %s (%d tasks, %d notifications pending)", store.root,
+                     worker.stats["tasks"], worker.stats["pending"])
+        worker.join()  # interrupted by signal handlers, which close the queue
+    finally:
+        observer.stop()
+        observer.join(timeout=5)
+        overflow.remove()
+        os.close(lock_fd)
+    if worker.error is not None:
+        log.error("stopped: %s", worker.error)
+        return 1
+    log.info("stopped")
+    return 0

@@ -1,0 +1,57 @@
+"""The `task-pulsed` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from daemon.app import DaemonOptions, run
+from task_pulse import __version__
+from task_pulse.config import LANGS, load_settings
+from task_pulse.errors import TaskPulseError
+
+
+def setup_logging(verbose: bool) -> None:
+    """One line per event on stderr; no timestamps under systemd (journald adds its own)."""
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:  # watchdog and apscheduler are chatty at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dir", "tasks_dir", type=click.Path(file_okay=False),
+              help="Tasks directory to watch [env TASK_PULSE_DIR; default ~/.openclaw/workspace/tasks].")
+@click.option("--lang", type=click.Choice(LANGS), help="Language of notifications [env TASK_PULSE_LANG; default zh].")
+@click.option("--announce-existing", is_flag=True,
+              help="On the very first start, announce tasks already in the dir instead of adopting them silently.")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+@click.version_option(__version__, prog_name="task-pulsed")
+def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, verbose: bool) -> None:
+    """Watch the tasks dir and queue a chat notification for every change.
+
+    Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. The parent agent
+    reads the queue with `task-pulse drain`.
+
+    \b
+    Example:
+      task-pulsed --dir ~/.openclaw/workspace/tasks --lang en
+    """
+    setup_logging(verbose)
+    try:
+        settings = load_settings({"tasks_dir": tasks_dir, "lang": lang})
+    except TaskPulseError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, lang=settings.lang,
+                               announce_existing=announce_existing)))
+
+
+def main() -> None:
+    cli.main(prog_name="task-pulsed")

@@ -1,0 +1,135 @@
+"""diff_tasks: what the user must be told, given what they were told before and the file now.
+
+Pure: no clock, no I/O. The worker passes `now`. Every notification gets a stable key built from the
+facts it announces (the run, the step index, the step's finish time …), so the same transition seen
+twice produces the same key and the outbox stores it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from task_pulse.messages import format_duration, format_percent, plan_of, render
+from task_pulse.model import Step, Task, parse_time
+from task_pulse.outbox import Notification
+
+
+def notification_key(task_id: str, kind: str, *facts: object) -> str:
+    """`taskId:kind:digest`: the digest keeps keys short whatever a task file contains."""
+    digest = hashlib.sha1("\x1f".join(map(str, facts)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{task_id}:{kind}:{digest}"
+
+
+@dataclass(frozen=True)
+class Diff:
+    notifications: list[Notification] = field(default_factory=list)
+    run: int = 0  # the run counter to store with the new snapshot
+
+
+def _baseline(task: Task) -> Task:
+    """The task as it was when it started: every step pending, nothing said yet."""
+    return replace(task, status="running", finished_at=None, error=None, result=None,
+                   steps=[Step(name=s.name) for s in task.steps])
+
+
+def _same_step(old: Task, i: int, new_step: Step) -> Step | None:
+    """The old step at index i if it is the same step (same name), else None."""
+    if i < len(old.steps) and old.steps[i].name == new_step.name:
+        return old.steps[i]
+    return None
+
+
+def _current_name(task: Task) -> str | None:
+    step = task.current
+    return step.name if step else None
+
+
+class _Builder:
+    """Collects the notifications of one diff, with the fields every kind shares."""
+
+    def __init__(self, task: Task, run: int, lang: str) -> None:
+        self.task, self.lang = task, lang
+        self.run_key = f"{task.started_at or ''}#{run}"
+        self.out: list[Notification] = []
+
+    def add(self, kind: str, facts: tuple[object, ...], **fields: Any) -> None:
+        fields.setdefault("name", self.task.name)
+        fields.setdefault("total", self.task.total)
+        data = {"taskId": self.task.task_id, "taskName": self.task.name, **fields}
+        self.out.append(Notification(
+            key=notification_key(self.task.task_id, kind, self.run_key, *facts),
+            task_id=self.task.task_id, task_name=self.task.name, kind=kind,
+            text=render(kind, fields, self.lang), data=data))
+
+
+def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: str = "zh") -> Diff:
+    """The notifications that take the user from `old` (None: never announced) to `new`, in order.
+
+    A task seen for the first time is replayed from its start (started, each done step, its end),
+    so a writer faster than the daemon loses nothing. A task running again after it ended counts
+    as a new run (`started` again); steps already announced as done are not repeated.
+    """
+    restarted = old is not None and old.status != "running" and new.status == "running"
+    if restarted:
+        run += 1
+    b = _Builder(new, run, lang)
+    before = _baseline(new) if old is None else old
+
+    if old is None or restarted:
+        current = new.steps[0].name if old is None and new.steps else _current_name(new)
+        b.add("started", (), plan=plan_of(s.name for s in new.steps), current=current, step=current,
+              done=0 if old is None else new.done_count)
+
+    # Steps that became done, in step order; `done` counts the steps done once that one finished.
+    newly_done = []
+    already_done = 0
+    for i, step in enumerate(new.steps):
+        if step.status != "done":
+            continue
+        prior = _same_step(before, i, step)
+        if prior is not None and prior.status == "done":
+            already_done += 1
+        else:
+            newly_done.append(i)
+    done_so_far = already_done
+    for i in newly_done:
+        step = new.steps[i]
+        done_so_far += 1
+        following = new.steps[i + 1] if i + 1 < len(new.steps) else None
+        show_next = following is not None and (new.status == "running" or following.status != "pending")
+        b.add("step_done", (i, step.name, step.finished_at), step=step.name, index=i, message=step.message,
+              next=following.name if show_next and following else None, done=done_so_far)
+
+    # The running step's message or percent changed: progress (the daemon throttles these).
+    if new.status == "running":
+        i = new.current_index
+        step = new.running_step
+        if step is not None and i is not None and (step.message or step.percent is not None):
+            prior = _same_step(before, i, step)
+            if prior is None or (prior.message, prior.percent) != (step.message, step.percent):
+                b.add("progress", (i, step.name, new.updated_at, step.message, step.percent), step=step.name,
+                      index=i, message=step.message, percent=format_percent(step.percent),
+                      done=new.done_count)
+
+    ended = new.status in ("done", "error") and (old is None or restarted or old.status != new.status)
+    if ended and new.status == "done":
+        started = parse_time(new.started_at)
+        finished = parse_time(new.finished_at) or now
+        b.add("done", (new.finished_at,), result=new.result, done=new.done_count,
+              duration=format_duration((finished - started).total_seconds()) if started else None)
+    elif ended:
+        b.add("failed", (new.finished_at,), error=new.error, step=_current_name(new), done=new.done_count)
+    return Diff(b.out, run)
+
+
+def invalid_notification(
+    task_id: str, file_name: str, reason: str, content_digest: str, lang: str = "zh"
+) -> Notification:
+    """`invalid`, keyed by the file's content so each distinct broken content is reported once."""
+    fields = {"file": file_name, "reason": reason}
+    return Notification(key=notification_key(task_id, "invalid", content_digest), task_id=task_id,
+                        task_name=file_name, kind="invalid", text=render("invalid", fields, lang),
+                        data={"taskId": task_id, "taskName": file_name, **fields})

@@ -1,0 +1,207 @@
+"""The worker: the one thread that reads task files, diffs them and writes the state database.
+
+Everything else (the watcher, the scheduler, signal handlers) only puts work in the `WorkQueue`.
+Work is always "look at this task file now", never "this event happened": the worker reads the
+file as it is when it gets there, so lost, duplicated or reordered events cannot make it wrong, and
+a rescan is just "look at every file".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from daemon.differ import Diff, diff_tasks, invalid_notification
+from task_pulse.model import TaskFormatError, parse_task
+from task_pulse.outbox import Notification, Outbox, Seen
+from task_pulse.store import TaskStore, file_signature, read_task_file
+
+log = logging.getLogger("task-pulsed")
+
+# How long a file that fails to parse is given to settle before it counts as invalid: the original
+# script writes in place (truncate, then write), so a reader can catch it half written.
+SETTLE_SECONDS = 0.25
+RESCAN = ("rescan",)
+
+
+class WorkQueue:
+    """A coalescing queue: an item already waiting is not queued twice; delayed items wait their turn.
+
+    `get` blocks without polling (a condition variable, woken by `put` or by the next due time).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: dict[Hashable, int] = {}  # item -> attempt, in arrival order
+        self._delayed: list[tuple[float, int, Hashable, int]] = []
+        self._order = itertools.count()
+        self._closed = False
+
+    def put(self, item: Hashable, attempt: int = 0, delay: float = 0.0) -> None:
+        with self._cond:
+            if delay > 0:
+                heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._order), item, attempt))
+            elif item not in self._ready:
+                self._ready[item] = attempt
+            else:
+                return
+            self._cond.notify()
+
+    def get(self) -> tuple[Hashable, int] | None:
+        """The next item and its attempt number, or None once the queue is closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, item, attempt = heapq.heappop(self._delayed)
+                    self._ready.setdefault(item, attempt)
+                if self._ready:
+                    item = next(iter(self._ready))
+                    return item, self._ready.pop(item)
+                self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._ready) + len(self._delayed)
+
+
+@dataclass
+class WorkerOptions:
+    lang: str = "zh"
+    announce_existing: bool = False
+
+
+class Worker(threading.Thread):
+    """Owns the Outbox connection. Start it, wait for `ready`, then feed it with `queue.put`."""
+
+    def __init__(self, store: TaskStore, queue: WorkQueue, options: WorkerOptions) -> None:
+        super().__init__(name="task-pulsed-worker", daemon=True)
+        self.store, self.queue, self.options = store, queue, options
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.outbox: Outbox | None = None
+        self.stats = {"tasks": 0, "pending": 0}
+
+    # -- thread body -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.outbox = Outbox.for_tasks_dir(self.store.root)
+            adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
+            self.rescan(adopt=adopt)
+            self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
+            self._refresh_stats()
+            self.ready.set()
+            while (work := self.queue.get()) is not None:
+                item, attempt = work
+                self.handle(item, attempt)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which exits 1
+            self.error = exc
+            log.exception("worker stopped: %s", exc)
+        finally:
+            if self.outbox is not None:
+                self.outbox.close()
+            self.ready.set()
+
+    def handle(self, item: Hashable, attempt: int) -> None:
+        if item == RESCAN:
+            self.rescan()
+        elif isinstance(item, tuple) and item[0] == "file":
+            self.process(item[1], attempt)
+        else:
+            raise ValueError(f"unknown work item {item!r}")
+        self._refresh_stats()
+
+    def _refresh_stats(self) -> None:
+        assert self.outbox is not None
+        self.stats = {"tasks": self.outbox.count_seen(), "pending": self.outbox.count_pending()}
+
+    # -- the work ----------------------------------------------------------------------------------
+
+    def rescan(self, adopt: bool = False) -> None:
+        """Look at every task file whose signature changed, and forget tasks whose file is gone."""
+        assert self.outbox is not None
+        started = time.monotonic()
+        known = self.outbox.seen_signatures()
+        on_disk = self.store.task_ids()
+        looked = 0
+        for task_id in on_disk:
+            if known.get(task_id) is not None and known[task_id] == _lstat_signature(self.store, task_id):
+                continue
+            self.process(task_id, attempt=1, adopt=adopt)
+            looked += 1
+        for task_id in set(known) - set(on_disk):
+            self.process(task_id)
+        log.info("scan: %d task files, %d read, %d forgotten, %.0f ms%s", len(on_disk), looked,
+                 len(set(known) - set(on_disk)), (time.monotonic() - started) * 1000,
+                 " (existing tasks adopted silently)" if adopt and on_disk else "")
+
+    def process(self, task_id: str, attempt: int = 0, adopt: bool = False) -> None:
+        """Bring the announced state of one task up to date with its file."""
+        assert self.outbox is not None
+        seen = self.outbox.seen(task_id)
+        path = self.store.root / f"{task_id}.json"
+        try:
+            data, st = read_task_file(path)
+        except FileNotFoundError:
+            if seen is not None:
+                self.outbox.record(task_id, None, [])
+                log.info("%s: file removed, forgotten", task_id)
+            return
+        except TaskFormatError as exc:
+            self._invalid(task_id, seen, str(exc), str(exc).encode(), None)
+            return
+        sig = file_signature(st)
+        try:
+            task = parse_task(data, task_id)
+        except TaskFormatError as exc:
+            if attempt == 0:
+                self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
+            else:
+                self._invalid(task_id, seen, str(exc), data, sig)
+            return
+        task.task_id = task_id  # the file name is the identity, whatever the content claims
+        if adopt:
+            diff = Diff([], 0)
+        else:
+            diff = diff_tasks(seen.snapshot if seen else None, task, datetime.now(UTC),
+                              run=seen.run if seen else 0, lang=self.options.lang)
+        new_seen = Seen(task_id=task_id, snapshot=task, run=diff.run, file_sig=sig)
+        if seen is not None:
+            new_seen.stalled_for, new_seen.progress_at, new_seen.held = seen.stalled_for, seen.progress_at, seen.held
+        self._commit(task_id, new_seen, diff.notifications)
+
+    def _invalid(self, task_id: str, seen: Seen | None, reason: str, content: bytes, sig: str | None) -> None:
+        """Report an unreadable file once per distinct content; keep the last good snapshot."""
+        digest = hashlib.sha256(content).hexdigest()
+        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.options.lang)
+        if seen is not None and sig is not None:
+            seen.file_sig = sig
+        self._commit(task_id, seen, [note])
+
+    def _commit(self, task_id: str, seen: Seen | None, notifications: list[Notification]) -> None:
+        assert self.outbox is not None
+        if self.outbox.record(task_id, seen, notifications):
+            for n in notifications:
+                log.info("%s: %s %s", task_id, n.kind, n.text.replace("\n", " | "))
+
+
+def _lstat_signature(store: TaskStore, task_id: str) -> str | None:
+    try:
+        return file_signature((store.root / f"{task_id}.json").lstat())
+    except OSError:
+        return None

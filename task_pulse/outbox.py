@@ -1,0 +1,295 @@
+"""The state database `<tasks>/.pulse/state.db`: announced snapshots and the notification queue.
+
+One interface over one SQLite file, the SQL kept as named statements below. Who writes what:
+
+* the daemon's worker thread is the only writer of `seen` and the only inserter of `notifications`,
+  one transaction per processed file (snapshot + its notifications), so a crash can never leave a
+  snapshot that claims something was announced when it was not, or the reverse;
+* deliverers (`task-pulse drain`, the daemon's sinks) only claim rows and mark them delivered. A
+  claim is taken under `BEGIN IMMEDIATE` with a lease, so two deliverers never take the same row,
+  and a deliverer that dies mid-way only delays its rows until the lease runs out.
+
+Every notification has a stable `key` (UNIQUE): inserting a notification a second time is a no-op,
+which is what makes a re-applied diff harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from task_pulse.model import Task, task_from_dict
+
+SCHEMA_VERSION = 1
+DB_NAME = "state.db"
+
+
+class SQL:
+    """Every statement the outbox runs, by name."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS seen (
+        task_id     TEXT PRIMARY KEY,
+        snapshot    TEXT NOT NULL,      -- the task as last announced (JSON)
+        run         INTEGER NOT NULL,   -- +1 each time the task starts again after ending
+        file_sig    TEXT,               -- inode:size:mtime_ns of the file last read
+        stalled_for TEXT,               -- updatedAt of the episode announced as stalled
+        progress_at REAL,               -- unix time of the last progress push
+        held        TEXT                -- a progress notification held back by the throttle (JSON)
+    );
+    CREATE TABLE IF NOT EXISTS notifications (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        key          TEXT NOT NULL UNIQUE,
+        task_id      TEXT NOT NULL,
+        task_name    TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        delivered_at TEXT,
+        delivered_by TEXT,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        claimed_by   TEXT,
+        claim_until  REAL
+    );
+    CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) WHERE delivered_at IS NULL;
+    CREATE INDEX IF NOT EXISTS notifications_delivered ON notifications (delivered_at)
+        WHERE delivered_at IS NOT NULL;
+    """
+    GET_META = "SELECT value FROM meta WHERE name = ?"
+    SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+
+    GET_SEEN = "SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held FROM seen WHERE task_id = ?"
+    SEEN_IDS = "SELECT task_id FROM seen"
+    SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
+    PUT_SEEN = """
+    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held)
+    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held)
+    ON CONFLICT (task_id) DO UPDATE SET
+        snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
+        stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held
+    """
+    DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
+    COUNT_SEEN = "SELECT count(*) FROM seen"
+
+    INSERT_NOTIFICATION = """
+    INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
+    VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data)
+    """
+    COUNT_NOTIFICATIONS = "SELECT count(*) FROM notifications"
+    COUNT_PENDING = "SELECT count(*) FROM notifications WHERE delivered_at IS NULL"
+    CLAIMABLE = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications
+    WHERE delivered_at IS NULL AND (claim_until IS NULL OR claim_until < :now)
+    ORDER BY seq LIMIT :limit
+    """
+    CLAIM = "UPDATE notifications SET claimed_by = :owner, claim_until = :until WHERE seq = :seq"
+    MARK_DELIVERED = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = :by, claimed_by = NULL, claim_until = NULL
+    WHERE seq = :seq AND claimed_by = :owner AND delivered_at IS NULL
+    """
+    RELEASE = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = :retry_at, attempts = attempts + 1,
+        last_error = :error
+    WHERE seq = :seq AND claimed_by = :owner
+    """
+    PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
+
+
+def utc_stamp(at: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds: the format of `createdAt` and `deliveredAt`."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One chat message to be delivered, with the structured fields it was rendered from."""
+
+    key: str
+    task_id: str
+    task_name: str
+    kind: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A notification as stored, with its place in the queue."""
+
+    seq: int
+    key: str
+    task_id: str
+    task_name: str
+    kind: str
+    created_at: str
+    text: str
+    data: dict[str, Any]
+    attempts: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The `drain --json` object: the stored fields, then the structured ones."""
+        return {"seq": self.seq, "key": self.key, "taskId": self.task_id, "taskName": self.task_name,
+                "kind": self.kind, "text": self.text, "createdAt": self.created_at,
+                **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
+
+
+@dataclass
+class Seen:
+    """What the daemon knows it has announced about one task."""
+
+    task_id: str
+    snapshot: Task
+    run: int = 0
+    file_sig: str | None = None
+    stalled_for: str | None = None
+    progress_at: float | None = None
+    held: dict[str, Any] | None = None
+
+
+class Outbox:
+    """The state database. One instance per thread (sqlite3 connections stay in their thread)."""
+
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self.created = False
+        if create and not self.path.exists():
+            # Make the file ourselves so it is 0600 from the first byte (SQLite gives -wal/-shm the same).
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+            self.created = True
+        elif not self.path.exists():
+            raise FileNotFoundError(self.path)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=True)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.db.execute("PRAGMA busy_timeout = 30000")
+        self._init_schema()
+
+    @classmethod
+    def for_tasks_dir(cls, tasks_dir: Path, *, create: bool = True) -> Outbox:
+        return cls(Path(tasks_dir) / ".pulse" / DB_NAME, create=create)
+
+    def _init_schema(self) -> None:
+        self.db.executescript(SQL.SCHEMA)
+        with self.transaction():
+            row = self.db.execute(SQL.GET_META, ("schema_version",)).fetchone()
+            if row is None:
+                self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path} has schema {row[0]}, newer than this task-pulse ({SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------------------------------
+
+    def get_meta(self, name: str) -> str | None:
+        row = self.db.execute(SQL.GET_META, (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute(SQL.SET_META, (name, value))
+
+    # -- the worker's side ---------------------------------------------------------------------------
+
+    def seen(self, task_id: str) -> Seen | None:
+        row = self.db.execute(SQL.GET_SEEN, (task_id,)).fetchone()
+        if row is None:
+            return None
+        return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
+                    file_sig=row[3], stalled_for=row[4], progress_at=row[5],
+                    held=None if row[6] is None else json.loads(row[6]))
+
+    def seen_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute(SQL.SEEN_IDS)}
+
+    def seen_signatures(self) -> dict[str, str | None]:
+        return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
+
+    def count_seen(self) -> int:
+        return self.db.execute(SQL.COUNT_SEEN).fetchone()[0]
+
+    def record(self, task_id: str, seen: Seen | None, notifications: Iterable[Notification]) -> int:
+        """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications.
+
+        Returns how many notifications were new (a key already queued is skipped, never repeated).
+        """
+        created_at = utc_stamp()
+        with self.transaction() as db:
+            if seen is None:
+                db.execute(SQL.DROP_SEEN, (task_id,))
+            else:
+                db.execute(SQL.PUT_SEEN, {
+                    "task_id": task_id, "snapshot": json.dumps(seen.snapshot.to_dict(), ensure_ascii=False),
+                    "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
+                    "progress_at": seen.progress_at,
+                    "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
+            inserted = 0
+            for n in notifications:
+                cur = db.execute(SQL.INSERT_NOTIFICATION, {
+                    "key": n.key, "task_id": n.task_id, "task_name": n.task_name, "kind": n.kind,
+                    "created_at": created_at, "text": n.text, "data": json.dumps(n.data, ensure_ascii=False)})
+                inserted += cur.rowcount
+        return inserted
+
+    def purge_delivered(self, before: float) -> int:
+        with self.transaction() as db:
+            return db.execute(SQL.PURGE_DELIVERED, {"before": utc_stamp(before)}).rowcount
+
+    # -- the deliverers' side ------------------------------------------------------------------------
+
+    def count_pending(self) -> int:
+        return self.db.execute(SQL.COUNT_PENDING).fetchone()[0]
+
+    def count_notifications(self) -> int:
+        return self.db.execute(SQL.COUNT_NOTIFICATIONS).fetchone()[0]
+
+    def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]:
+        """Take up to `limit` undelivered, unclaimed notifications, oldest first, for `owner`."""
+        now = time.time()
+        with self.transaction() as db:
+            rows = db.execute(SQL.CLAIMABLE, {"now": now, "limit": -1 if limit is None else limit}).fetchall()
+            db.executemany(SQL.CLAIM, [{"owner": owner, "until": now + lease_seconds, "seq": r[0]} for r in rows])
+        return [Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5],
+                       text=r[6], data=json.loads(r[7]), attempts=r[8]) for r in rows]
+
+    def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int:
+        """Mark claimed rows delivered. Only rows still claimed by `owner` change."""
+        at = utc_stamp()
+        with self.transaction() as db:
+            cur = db.executemany(SQL.MARK_DELIVERED, [{"at": at, "by": by or owner, "seq": s, "owner": owner}
+                                                      for s in seqs])
+            return cur.rowcount
+
+    def release(self, seq: int, owner: str, error: str, retry_at: float | None = None) -> None:
+        """Give a claimed row back after a failed attempt; nobody takes it again before `retry_at`."""
+        with self.transaction() as db:
+            db.execute(SQL.RELEASE, {"seq": seq, "owner": owner, "error": error[:500], "retry_at": retry_at})
