@@ -1,0 +1,128 @@
+"""Shared helpers: the real `task-pulse` / `task-pulsed` processes and polling with a deadline."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+BIN = Path(sys.executable).parent
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process, without any TASK_PULSE_* setting of the developer's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+    env.update(extra)
+    return env
+
+
+def run_tp(tasks_dir: Path, *args: str, env: dict[str, str] | None = None,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed `task-pulse` on `tasks_dir`."""
+    proc = subprocess.run([str(BIN / "task-pulse"), "--dir", str(tasks_dir), *args], capture_output=True,
+                          text=True, env=env or clean_env(), timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"task-pulse {' '.join(args)} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def read_notifications(tasks_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the outbox, in queue order (empty when there is no database yet)."""
+    db_path = tasks_dir / ".pulse" / "state.db"
+    if not db_path.exists():
+        return []
+    db = sqlite3.connect(db_path, timeout=30)
+    try:
+        rows = db.execute("SELECT seq, key, task_id, kind, text, data, delivered_at, delivered_by "
+                          "FROM notifications ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:  # schema not created yet
+        return []
+    finally:
+        db.close()
+    return [{"seq": r[0], "key": r[1], "task_id": r[2], "kind": r[3], "text": r[4], "data": json.loads(r[5]),
+             "delivered_at": r[6], "delivered_by": r[7]} for r in rows]
+
+
+def kinds(tasks_dir: Path, task_id: str | None = None) -> list[str]:
+    return [n["kind"] for n in read_notifications(tasks_dir) if task_id is None or n["task_id"] == task_id]
+
+
+class Daemon:
+    """A real `task-pulsed` process on a tasks dir, its stderr kept in a log file."""
+
+    def __init__(self, tasks_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.tasks_dir, self.args, self.env = tasks_dir, args, env or clean_env()
+        self.log_path = tasks_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_ready: bool = True) -> Daemon:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", str(self.tasks_dir), *self.args],
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        if wait_ready:
+            wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 20, "daemon ready")
+            assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def tasks_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "tasks"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[Daemon]]:
+    """Append every Daemon you start; whatever is still running at the end is killed."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.alive():
+            d.kill()
+
+
+@pytest.fixture
+def daemon(tasks_dir: Path, daemons: list[Daemon]) -> Daemon:
+    d = Daemon(tasks_dir).start()
+    daemons.append(d)
+    return d

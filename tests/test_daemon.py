@@ -1,0 +1,216 @@
+"""The real `task-pulsed` process on a real temp dir, driven by the real `task-pulse` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.conftest import Daemon, kinds, read_notifications, run_tp, wait_for
+
+STEPS = ("fetch", "filter", "write")
+FULL_RUN = ["started", "step_done", "step_done", "step_done", "done"]
+
+
+def create(tasks_dir: Path, name: str = "Daily", *steps: str) -> str:
+    return run_tp(tasks_dir, "create", name, *(steps or STEPS)).stdout.strip()
+
+
+def wait_kinds(tasks_dir: Path, task_id: str, expected: list[str], timeout: float = 10) -> None:
+    wait_for(lambda: kinds(tasks_dir, task_id) == expected, timeout,
+             f"{expected}, have {kinds(tasks_dir, task_id)}")
+
+
+def test_writer_verbs_at_a_human_pace(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = create(tasks_dir)
+    wait_kinds(tasks_dir, task_id, ["started"])
+    run_tp(tasks_dir, "next", task_id, "25 items")
+    wait_kinds(tasks_dir, task_id, ["started", "step_done"])
+    run_tp(tasks_dir, "next", task_id)
+    wait_kinds(tasks_dir, task_id, ["started", "step_done", "step_done"])
+    run_tp(tasks_dir, "done", task_id, "published")
+    wait_kinds(tasks_dir, task_id, FULL_RUN)
+    texts = [n["text"] for n in read_notifications(tasks_dir)]
+    assert texts[1] == "✅ [1/3] fetch完成（25 items）\n🔄 → filter"
+    assert texts[-1].startswith("🎉 【Daily】完成！") and texts[-1].endswith("结果: published")
+    created_at = [n for n in read_notifications(tasks_dir)]
+    assert len({n["key"] for n in created_at}) == len(created_at)
+
+
+def test_writer_verbs_in_one_burst(tasks_dir: Path, daemon: Daemon) -> None:
+    ids = [create(tasks_dir, f"burst {i}") for i in range(5)]
+    for task_id in ids:
+        run_tp(tasks_dir, "next", task_id)
+        run_tp(tasks_dir, "next", task_id)
+        run_tp(tasks_dir, "done", task_id)
+    for task_id in ids:
+        wait_kinds(tasks_dir, task_id, FULL_RUN)
+    time.sleep(0.5)  # nothing more may trickle in after the full run (checked right below)
+    assert all(kinds(tasks_dir, t) == FULL_RUN for t in ids)
+
+
+def test_follows_an_in_place_writer_without_rev(tasks_dir: Path, daemon: Daemon) -> None:
+    """The original script rewrites the file in place with open('w'), and knows nothing of rev."""
+    path = tasks_dir / "legacy-20261124-093000.json"
+    task = {"taskId": "legacy-20261124-093000", "taskName": "Legacy", "status": "running",
+            "startedAt": "2026-11-24T09:30:00+08:00", "updatedAt": "2026-11-24T09:30:00+08:00",
+            "finishedAt": None, "steps": [{"name": "a", "status": "running"}, {"name": "b", "status": "pending"}],
+            "error": None, "result": None, "agent": "cron-7"}
+
+    def save() -> None:
+        with path.open("w") as fh:
+            json.dump(task, fh, ensure_ascii=False, indent=2)
+
+    save()
+    wait_kinds(tasks_dir, path.stem, ["started"])
+    task["steps"][0].update(status="done", message="ok")  # type: ignore[index]
+    task["steps"][1]["status"] = "running"  # type: ignore[index]
+    save()
+    wait_kinds(tasks_dir, path.stem, ["started", "step_done"])
+    task["steps"][1]["status"] = "done"  # type: ignore[index]
+    task.update(status="done", finishedAt="2026-11-24T09:31:00+08:00")
+    save()
+    wait_kinds(tasks_dir, path.stem, ["started", "step_done", "step_done", "done"])
+    assert "invalid" not in kinds(tasks_dir)
+
+
+def test_a_torn_in_place_write_is_not_reported_invalid(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = create(tasks_dir)
+    wait_kinds(tasks_dir, task_id, ["started"])
+    path = tasks_dir / f"{task_id}.json"
+    data = json.loads(path.read_text())
+    data["steps"][0]["status"] = "done"
+    data["steps"][1]["status"] = "running"
+    text = json.dumps(data, ensure_ascii=False)
+    with path.open("w") as fh:  # half a file for 50 ms, then the rest
+        fh.write(text[: len(text) // 2])
+        fh.flush()
+        time.sleep(0.05)
+        fh.write(text[len(text) // 2:])
+    wait_kinds(tasks_dir, task_id, ["started", "step_done"])
+    time.sleep(0.5)  # past the settle delay: the retry must not report anything
+    assert kinds(tasks_dir) == ["started", "step_done"]
+
+
+def test_a_broken_file_is_reported_once_and_the_daemon_lives(tasks_dir: Path, daemon: Daemon) -> None:
+    broken = tasks_dir / "broken.json"
+    broken.write_text('{"taskName": "x", "status": ')
+    wait_for(lambda: kinds(tasks_dir) == ["invalid"], 10, "invalid")
+    assert "broken.json" in read_notifications(tasks_dir)[0]["text"]
+    broken.write_text('{"taskName": "x", "status": ')  # same content again: not repeated
+    task_id = create(tasks_dir)
+    wait_kinds(tasks_dir, task_id, ["started"])
+    assert kinds(tasks_dir).count("invalid") == 1
+    broken.write_text("[1, 2")  # different broken content: reported
+    wait_for(lambda: kinds(tasks_dir).count("invalid") == 2, 10, "second invalid")
+    assert broken.read_text() == "[1, 2"  # never modified
+    assert daemon.alive()
+
+
+def test_kill_9_writes_while_down_restart(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    first = Daemon(tasks_dir).start()
+    daemons.append(first)
+    a = create(tasks_dir, "A")
+    run_tp(tasks_dir, "next", a)
+    wait_kinds(tasks_dir, a, ["started", "step_done"])
+    first.kill()
+    # while the daemon is down: a advances and finishes, b is created and advanced, c is created and removed
+    run_tp(tasks_dir, "next", a, "while down")
+    run_tp(tasks_dir, "done", a)
+    b = create(tasks_dir, "B")
+    run_tp(tasks_dir, "next", b)
+    c = create(tasks_dir, "C")
+    (tasks_dir / f"{c}.json").unlink()
+    second = Daemon(tasks_dir).start()
+    daemons.append(second)
+    wait_kinds(tasks_dir, a, FULL_RUN)
+    wait_kinds(tasks_dir, b, ["started", "step_done"])
+    assert kinds(tasks_dir, c) == []
+    notes = read_notifications(tasks_dir)
+    assert len({n["key"] for n in notes}) == len(notes)
+    assert Counter((n["task_id"], n["text"]) for n in notes).most_common(1)[0][1] == 1
+    assert second.stop() == 0
+    third = Daemon(tasks_dir).start()  # a clean restart with nothing changed repeats nothing
+    daemons.append(third)
+    assert third.stop() == 0
+    assert read_notifications(tasks_dir) == notes
+
+
+def test_a_second_daemon_on_the_same_dir_refuses(tasks_dir: Path, daemon: Daemon, daemons: list[Daemon]) -> None:
+    second = Daemon(tasks_dir).start(wait_ready=False)
+    daemons.append(second)
+    assert second.proc is not None
+    assert second.proc.wait(15) == 1
+    assert f"already watching {tasks_dir}" in second.log()
+    assert "Traceback" not in second.log()
+    assert daemon.alive()
+
+
+def test_sigterm_and_sigint_exit_cleanly(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        d = Daemon(tasks_dir).start()
+        daemons.append(d)
+        assert d.proc is not None
+        d.proc.send_signal(sig)
+        assert d.proc.wait(15) == 0
+        assert "stopped" in d.log() and "Traceback" not in d.log()
+
+
+def test_first_start_adopts_existing_tasks_silently(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    old = create(tasks_dir, "Old")
+    run_tp(tasks_dir, "next", old)
+    d = Daemon(tasks_dir).start()
+    daemons.append(d)
+    run_tp(tasks_dir, "next", old)
+    wait_kinds(tasks_dir, old, ["step_done"])  # only what happened after adoption
+    assert read_notifications(tasks_dir)[0]["data"]["done"] == 2
+
+
+def test_announce_existing_replays_them(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    old = create(tasks_dir, "Old")
+    run_tp(tasks_dir, "next", old)
+    daemons.append(Daemon(tasks_dir, "--announce-existing").start())
+    wait_kinds(tasks_dir, old, ["started", "step_done"])
+
+
+def test_a_deleted_task_is_forgotten_quietly(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = create(tasks_dir)
+    wait_kinds(tasks_dir, task_id, ["started"])
+    (tasks_dir / f"{task_id}.json").unlink()
+    wait_for(lambda: "file removed" in daemon.log(), 10, "removal logged")
+    assert kinds(tasks_dir) == ["started"]
+
+
+def test_drain_prints_then_marks_delivered(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = create(tasks_dir)
+    run_tp(tasks_dir, "next", task_id, "25 items")
+    wait_kinds(tasks_dir, task_id, ["started", "step_done"])
+    first = run_tp(tasks_dir, "drain", "--limit", "1")
+    assert first.stdout == "🚀 开始【Daily】\n📋 fetch → filter → write\n🔄 当前: fetch\n\n"
+    rest = run_tp(tasks_dir, "drain", "--json")
+    (line,) = rest.stdout.splitlines()
+    obj = json.loads(line)
+    assert {k: obj[k] for k in ("taskId", "taskName", "kind", "done", "total", "step")} == {
+        "taskId": task_id, "taskName": "Daily", "kind": "step_done", "done": 1, "total": 3, "step": "fetch"}
+    assert {"seq", "key", "text", "createdAt"} <= obj.keys()
+    assert run_tp(tasks_dir, "drain").stdout == ""
+    assert all(n["delivered_by"] == "drain" for n in read_notifications(tasks_dir))
+
+
+def test_created_at_has_milliseconds(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = create(tasks_dir)
+    wait_kinds(tasks_dir, task_id, ["started"])
+    obj = json.loads(run_tp(tasks_dir, "drain", "--json").stdout)
+    assert len(obj["createdAt"]) == len("2026-11-24T09:30:00.123+00:00")
+
+
+def test_python_dash_m_daemon_help() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True, text=True,
+                         env={**os.environ}, timeout=30)
+    assert out.returncode == 0 and "Example" in out.stdout

@@ -1,0 +1,155 @@
+"""diff_tasks is pure: every transition is checked with hand-built tasks and a fixed `now`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from daemon.differ import diff_tasks
+from task_pulse.model import Task, task_from_dict
+
+NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+T0 = "2026-11-24T09:30:00+00:00"
+
+
+def task(status: str = "running", steps: list[tuple[str, str] | tuple[str, str, str]] | None = None,
+         **extra: Any) -> Task:
+    """A task from (name, status[, message]) triples."""
+    raw_steps = []
+    for s in steps if steps is not None else [("fetch", "running"), ("filter", "pending"), ("write", "pending")]:
+        step: dict[str, Any] = {"name": s[0], "status": s[1]}
+        if s[1] in ("done", "error"):
+            step["finishedAt"] = f"2026-11-24T09:3{len(raw_steps) + 1}:00+00:00"
+        if len(s) == 3:
+            step["message"] = s[2]
+        raw_steps.append(step)
+    raw = {"taskId": "t1", "taskName": "Daily", "status": status, "startedAt": T0, "steps": raw_steps, **extra}
+    return task_from_dict(raw, "t1")
+
+
+def kinds_of(old: Task | None, new: Task, run: int = 0) -> list[str]:
+    return [n.kind for n in diff_tasks(old, new, NOW, run=run).notifications]
+
+
+def test_first_sight_of_a_fresh_task_is_started_only() -> None:
+    diff = diff_tasks(None, task(), NOW)
+    assert [n.kind for n in diff.notifications] == ["started"]
+    started = diff.notifications[0]
+    assert started.text == "🚀 开始【Daily】\n📋 fetch → filter → write\n🔄 当前: fetch"
+    assert started.data["total"] == 3 and started.data["done"] == 0
+    assert diff.run == 0
+
+
+def test_no_change_gives_nothing() -> None:
+    t = task(steps=[("fetch", "done", "25 items"), ("filter", "running", "60%"), ("write", "pending")])
+    assert kinds_of(t, t) == []
+
+
+def test_one_step_done() -> None:
+    old = task()
+    new = task(steps=[("fetch", "done", "25 items"), ("filter", "running"), ("write", "pending")])
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [n.kind for n in notes] == ["step_done"]
+    assert notes[0].text == "✅ [1/3] fetch完成（25 items）\n🔄 → filter"
+    assert (notes[0].data["done"], notes[0].data["total"], notes[0].data["step"]) == (1, 3, "fetch")
+
+
+def test_several_transitions_in_one_read_all_come_out_in_order() -> None:
+    """A writer faster than the daemon: created, advanced twice and finished before the first read."""
+    new = task("done", [("fetch", "done", "a"), ("filter", "done", "b"), ("write", "done")], result="ok",
+               finishedAt="2026-11-24T09:33:12+00:00")
+    notes = diff_tasks(None, new, NOW).notifications
+    assert [n.kind for n in notes] == ["started", "step_done", "step_done", "step_done", "done"]
+    # each step_done counts the steps done once THAT step finished
+    assert [n.data["done"] for n in notes if n.kind == "step_done"] == [1, 2, 3]
+    assert [n.data.get("next") for n in notes if n.kind == "step_done"] == ["filter", "write", None]
+    assert notes[-1].text == "🎉 【Daily】完成！(3m12s)\n结果: ok"
+
+
+def test_done_counts_include_steps_already_announced() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "running"), ("write", "pending")])
+    new = task(steps=[("fetch", "done"), ("filter", "done"), ("write", "done")])
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [(n.kind, n.data["done"]) for n in notes] == [("step_done", 2), ("step_done", 3)]
+
+
+def test_progress_when_the_running_step_message_or_percent_changes() -> None:
+    old = task(steps=[("fetch", "running"), ("filter", "pending")])
+    new = task(steps=[("fetch", "running", "60%"), ("filter", "pending")])
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [n.kind for n in notes] == ["progress"]
+    assert notes[0].text == "🔄 [0/2] fetch: 60%"
+    with_percent = task_from_dict({**new.to_dict(), "steps": [
+        {"name": "fetch", "status": "running", "message": "60%", "percent": 60}, {"name": "filter"}]}, "t1")
+    assert [n.text for n in diff_tasks(new, with_percent, NOW).notifications] == ["🔄 [0/2] fetch 60%: 60%"]
+
+
+def test_failed_reports_the_failing_step() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "running"), ("write", "pending")])
+    new = task("error", [("fetch", "done"), ("filter", "error", "HTTP 502"), ("write", "pending")],
+               error="HTTP 502", finishedAt="2026-11-24T09:35:00+00:00")
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [n.kind for n in notes] == ["failed"]
+    assert notes[0].text == "❌ 【Daily】失败\n错误: HTTP 502\n当前步骤: filter [1/3]"
+
+
+def test_step_list_that_grows_and_shrinks() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "running")])
+    grown = task(steps=[("fetch", "done"), ("filter", "done"), ("write", "running"), ("publish", "pending")])
+    notes = diff_tasks(old, grown, NOW).notifications
+    assert [(n.kind, n.data["step"], n.data["done"], n.data["total"]) for n in notes] == [
+        ("step_done", "filter", 2, 4)]
+    # a step replaced by another name at the same index is a different step
+    renamed = task(steps=[("fetch", "done"), ("review", "done")])
+    assert [(n.kind, n.data["step"]) for n in diff_tasks(old, renamed, NOW).notifications] == [
+        ("step_done", "review")]
+    shrunk = task(steps=[("fetch", "done")])
+    assert kinds_of(old, shrunk) == []
+
+
+def test_task_going_back_from_done_to_running_is_a_new_run() -> None:
+    ended = task("done", [("fetch", "done"), ("filter", "done")], finishedAt="2026-11-24T09:40:00+00:00")
+    again = task("running", [("fetch", "done"), ("filter", "running")])
+    diff = diff_tasks(ended, again, NOW, run=0)
+    assert [n.kind for n in diff.notifications] == ["started"]  # done steps are not repeated
+    assert diff.run == 1
+    assert diff.notifications[0].data["current"] == "filter"
+    first_started = diff_tasks(None, task(), NOW).notifications[0]
+    assert diff.notifications[0].key != first_started.key
+    finished_again = task("done", [("fetch", "done"), ("filter", "done")], finishedAt="2026-11-24T09:50:00+00:00")
+    later = diff_tasks(again, finished_again, NOW, run=1).notifications
+    assert [n.kind for n in later] == ["step_done", "done"]
+    assert later[-1].key != diff_tasks(task(), ended, NOW).notifications[-1].key
+
+
+def test_error_to_running_restarts_too() -> None:
+    failed = task("error", [("fetch", "error")], error="x")
+    assert kinds_of(failed, task(steps=[("fetch", "running")])) == ["started"]
+
+
+def test_missing_optional_fields() -> None:
+    """A hand-written file: no taskId, no timestamps, bare step names, no rev."""
+    bare = task_from_dict({"taskName": "Bare", "status": "running", "steps": ["a", "b"]}, "bare")
+    notes = diff_tasks(None, bare, NOW).notifications
+    assert [n.kind for n in notes] == ["started"]
+    assert notes[0].task_id == "bare"
+    finished = task_from_dict({"taskName": "Bare", "status": "done",
+                               "steps": [{"name": "a", "status": "done"}, {"name": "b", "status": "done"}]}, "bare")
+    notes = diff_tasks(bare, finished, NOW).notifications
+    assert [n.kind for n in notes] == ["step_done", "step_done", "done"]
+    assert notes[-1].text == "🎉 【Bare】完成！"  # no duration without startedAt, no result line
+
+
+def test_keys_are_stable_and_distinct() -> None:
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")])
+    first = diff_tasks(None, new, NOW).notifications
+    again = diff_tasks(None, new, datetime(2030, 1, 1, tzinfo=UTC)).notifications
+    assert [n.key for n in first] == [n.key for n in again]  # re-applying gives the same keys
+    assert len({n.key for n in first}) == len(first)
+    assert all(n.key.startswith("t1:") for n in first)
+
+
+def test_english() -> None:
+    notes = diff_tasks(None, task("done", [("fetch", "done", "25 items")], result="ok"), NOW, lang="en").notifications
+    assert notes[1].text == "✅ [1/1] fetch done (25 items)"
+    assert notes[2].text.startswith("🎉 【Daily】done!")

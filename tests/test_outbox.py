@@ -1,0 +1,111 @@
+"""The state database: one transaction per file, UNIQUE keys, claims that never hand a row out twice."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from task_pulse.model import task_from_dict
+from task_pulse.outbox import Notification, Outbox, Seen
+from tests.conftest import BIN, clean_env
+
+
+def note(key: str, kind: str = "step_done", task_id: str = "t1") -> Notification:
+    return Notification(key=key, task_id=task_id, task_name="Daily", kind=kind, text=f"text {key}",
+                        data={"done": 1, "total": 3, "step": "fetch"})
+
+
+def snapshot(task_id: str = "t1") -> Seen:
+    return Seen(task_id=task_id, snapshot=task_from_dict(
+        {"taskName": "Daily", "status": "running", "steps": [{"name": "fetch", "status": "running"}]}, task_id))
+
+
+def test_database_is_private_and_wal(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir(mode=0o700)
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("t1", snapshot(), [note("k1")])
+    assert stat.S_IMODE((tasks_dir / ".pulse" / "state.db").stat().st_mode) == 0o600
+    assert outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert outbox.get_meta("schema_version") == "1"
+    outbox.close()
+
+
+def test_record_stores_snapshot_and_notifications_together(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    assert outbox.record("t1", snapshot(), [note("k1"), note("k2")]) == 2
+    assert outbox.seen("t1") is not None
+    assert outbox.seen("t1").snapshot.name == "Daily"  # type: ignore[union-attr]
+    # the same key again is skipped, never repeated
+    assert outbox.record("t1", snapshot(), [note("k1"), note("k3")]) == 1
+    assert outbox.count_notifications() == 3
+    outbox.record("t1", None, [])
+    assert outbox.seen("t1") is None
+    outbox.close()
+
+
+def test_claim_mark_and_release(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("t1", snapshot(), [note(f"k{i}") for i in range(5)])
+    first = outbox.claim("a", limit=3)
+    assert [r.key for r in first] == ["k0", "k1", "k2"]
+    second = outbox.claim("b")
+    assert [r.key for r in second] == ["k3", "k4"]  # never a row another owner holds
+    assert outbox.mark_delivered([r.seq for r in first], owner="b") == 0  # not b's rows
+    assert outbox.mark_delivered([r.seq for r in first], owner="a") == 3
+    outbox.release(second[0].seq, "b", "sink down")
+    assert [r.key for r in outbox.claim("c")] == ["k3"]
+    assert outbox.count_pending() == 2
+    outbox.close()
+
+
+def test_an_expired_claim_is_taken_again(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("t1", snapshot(), [note("k1")])
+    assert len(outbox.claim("dead", lease_seconds=0.05)) == 1
+    assert outbox.claim("alive") == []
+    time.sleep(0.1)  # the lease itself is what is under test
+    assert [r.key for r in outbox.claim("alive")] == ["k1"]
+    outbox.close()
+
+
+def test_purge_removes_only_old_delivered_rows(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("t1", snapshot(), [note("k1"), note("k2")])
+    rows = outbox.claim("a", limit=1)
+    outbox.mark_delivered([r.seq for r in rows], "a")
+    assert outbox.purge_delivered(before=time.time() - 3600) == 0
+    assert outbox.purge_delivered(before=time.time() + 1) == 1
+    assert outbox.count_notifications() == 1 and outbox.count_pending() == 1
+    outbox.close()
+
+
+def test_two_drain_processes_deliver_each_notification_exactly_once(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    for i in range(200):
+        outbox.record(f"t{i % 10}", snapshot(f"t{i % 10}"), [note(f"k{i:03d}", task_id=f"t{i % 10}")])
+    outbox.close()
+    script = (
+        "import subprocess, sys\n"
+        "out = []\n"
+        "for _ in range(40):\n"
+        "    r = subprocess.run([sys.argv[1], '--dir', sys.argv[2], 'drain', '--json', '--limit', '7'],"
+        " capture_output=True, text=True, check=True)\n"
+        "    out.append(r.stdout)\n"
+        "print(''.join(out), end='')\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(BIN / "task-pulse"), str(tasks_dir)],
+                              stdout=subprocess.PIPE, text=True, env=clean_env()) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    keys = [json.loads(line)["key"] for out in outputs for line in out.splitlines() if line]
+    assert sorted(keys) == [f"k{i:03d}" for i in range(200)]
+    assert all(out for out in outputs), "both drains should have taken a share"

@@ -1,0 +1,117 @@
+"""The watcher with a real watchdog observer on a real temp dir, and the worker's rescan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from daemon.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
+from daemon.worker import RESCAN, WorkQueue, Worker, WorkerOptions
+from task_pulse.store import TaskStore
+from tests.conftest import kinds, wait_for
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, task_id: str) -> None:
+        with self.lock:
+            self.ids.append(task_id)
+
+    def has(self, task_id: str) -> bool:
+        with self.lock:
+            return task_id in self.ids
+
+
+def test_events_become_task_ids_and_noise_is_ignored(tasks_dir: Path) -> None:
+    seen = Seen()
+    observer = start_observer(tasks_dir, seen)
+    try:
+        (tasks_dir / ".pulse").mkdir()
+        (tasks_dir / ".pulse" / "x.json").write_text("{}")  # inside .pulse/
+        (tasks_dir / ".hidden.json").write_text("{}")  # dotfile
+        (tasks_dir / ".a.json.tmp").write_text("{}")  # a writer's temp file
+        (tasks_dir / "notes.txt").write_text("x")  # not json
+        (tasks_dir / "sub").mkdir()
+        (tasks_dir / "sub" / "deep.json").write_text("{}")  # not top level
+        (tasks_dir / "created.json").write_text("{}")
+        tmp = tasks_dir / ".replaced.json.tmp"
+        tmp.write_text("{}")
+        os.replace(tmp, tasks_dir / "replaced.json")  # atomic writer: a move, dest counts
+        (tasks_dir / "created.json").rename(tasks_dir / "renamed.json")  # source counts too (it is gone)
+        wait_for(lambda: all(map(seen.has, ("created", "replaced", "renamed"))), 10, "events")
+        (tasks_dir / "renamed.json").unlink()
+        wait_for(lambda: seen.ids.count("renamed") >= 2, 10, "delete event")
+    finally:
+        observer.stop()
+        observer.join()
+    assert set(seen.ids) == {"created", "replaced", "renamed"}
+
+
+def test_overflow_warning_from_watchdog_triggers_the_callback() -> None:
+    calls: list[int] = []
+    hook = OverflowHook(lambda: calls.append(1))
+    hook.install()
+    try:
+        logger = logging.getLogger(INOTIFY_LOGGER)
+        logger.warning("Inotify queue overflowed; filesystem events were lost")  # watchdog 7's own words
+        logger.warning("something else")
+    finally:
+        hook.remove()
+    assert calls == [1]
+
+
+def test_rescan_finds_what_no_event_announced(tasks_dir: Path) -> None:
+    store = TaskStore(tasks_dir)
+    store.ensure_dirs()
+    queue = WorkQueue()
+    worker = Worker(store, queue, WorkerOptions(announce_existing=True))
+    worker.start()
+    try:
+        worker.ready.wait(10)
+        assert worker.error is None
+        task = store.create("Quiet", ["a", "b"], datetime.now(UTC))  # no observer: nobody tells the worker
+        store.update(task.task_id, lambda t: t.steps[0].__setattr__("status", "done"), datetime.now(UTC))
+        queue.put(RESCAN)
+        wait_for(lambda: kinds(tasks_dir) == ["started", "step_done"], 10, "rescan result")
+        (tasks_dir / f"{task.task_id}.json").unlink()
+        queue.put(RESCAN)
+        wait_for(lambda: worker.stats["tasks"] == 0, 10, "forgotten after rescan")
+    finally:
+        queue.close()
+        worker.join(10)
+    assert worker.error is None
+
+
+def test_work_queue_coalesces_and_delays() -> None:
+    queue = WorkQueue()
+    queue.put(("file", "a"))
+    queue.put(("file", "a"))
+    queue.put(("file", "b"), attempt=1, delay=0.05)
+    queue.put(("file", "c"))
+    assert queue.get() == (("file", "a"), 0)
+    assert queue.get() == (("file", "c"), 0)
+    assert queue.get() == (("file", "b"), 1)  # blocks until due
+    queue.close()
+    assert queue.get() is None
+
+
+def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:
+    store = TaskStore(tasks_dir)
+    store.ensure_dirs()
+    (tasks_dir / "by-hand.json").write_text(json.dumps(
+        {"taskName": "By hand", "status": "running", "steps": ["one", "two"]}))
+    queue = WorkQueue()
+    worker = Worker(store, queue, WorkerOptions(announce_existing=True))
+    worker.start()
+    try:
+        wait_for(lambda: kinds(tasks_dir, "by-hand") == ["started"], 10, "started from a hand-written file")
+    finally:
+        queue.close()
+        worker.join(10)
