@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from daemon.scheduler import Timers
+from daemon.tracker import Policy
 from daemon.watcher import OverflowHook, start_observer
-from daemon.worker import RESCAN, Worker, WorkerOptions, WorkQueue
+from daemon.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
 from task_pulse.store import TaskStore
 
 log = logging.getLogger("task-pulsed")
@@ -29,8 +31,11 @@ class AlreadyRunning(Exception):
 @dataclass
 class DaemonOptions:
     tasks_dir: Path
-    lang: str = "zh"
+    policy: Policy
     announce_existing: bool = False
+    keep_days: float = 7
+    rescan_seconds: float = 300
+    cleanup_seconds: float = 3600
 
 
 def take_daemon_lock(store: TaskStore) -> int:
@@ -58,7 +63,9 @@ def run(options: DaemonOptions) -> int:
         log.error("%s", exc)
         return 1
     queue = WorkQueue()
-    worker = Worker(store, queue, WorkerOptions(lang=options.lang, announce_existing=options.announce_existing))
+    timers = Timers(queue, rescan_seconds=options.rescan_seconds, cleanup_seconds=options.cleanup_seconds)
+    worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
+                                                        announce_existing=options.announce_existing))
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -74,13 +81,16 @@ def run(options: DaemonOptions) -> int:
     overflow.install()
     observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)))
     try:
+        timers.start()
         worker.start()
         worker.ready.wait()
         if worker.error is None:
             log.info("ready: watching %s (%d tasks, %d notifications pending)", store.root,
                      worker.stats["tasks"], worker.stats["pending"])
+            queue.put(CLEANUP)
         worker.join()  # interrupted by signal handlers, which close the queue
     finally:
+        timers.shutdown()
         observer.stop()
         observer.join(timeout=5)
         overflow.remove()

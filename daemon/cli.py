@@ -9,7 +9,9 @@ import sys
 import click
 
 from daemon.app import DaemonOptions, run
+from daemon.tracker import Policy
 from task_pulse import __version__
+from task_pulse.cli import FiniteRange
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 
@@ -32,9 +34,22 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--lang", type=click.Choice(LANGS), help="Language of notifications [env TASK_PULSE_LANG; default zh].")
 @click.option("--announce-existing", is_flag=True,
               help="On the very first start, announce tasks already in the dir instead of adopting them silently.")
+@click.option("--stall", type=FiniteRange(min=0, min_open=True), metavar="SECONDS",
+              help="Default stall threshold [env TASK_PULSE_STALL; default 180].")
+@click.option("--progress-interval", type=FiniteRange(min=0), metavar="SECONDS",
+              help="Min seconds between progress pushes per task [env TASK_PULSE_PROGRESS_INTERVAL; default 30].")
+@click.option("--keep-days", type=FiniteRange(min=0, min_open=True), metavar="DAYS",
+              help="Remove finished tasks and delivered notifications older than this [env TASK_PULSE_KEEP_DAYS; "
+                   "default 7].")
+@click.option("--cleanup-interval", type=FiniteRange(min=1), default=3600, show_default=True, metavar="SECONDS",
+              help="How often to clean up (also once at startup).")
+@click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
+              help="How often to rescan the whole dir, for anything the watcher missed.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
-def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, verbose: bool) -> None:
+def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
+        progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
+        verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. The parent agent
@@ -46,11 +61,15 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, verbos
     """
     setup_logging(verbose)
     try:
-        settings = load_settings({"tasks_dir": tasks_dir, "lang": lang})
+        settings = load_settings({"tasks_dir": tasks_dir, "lang": lang, "stall_seconds": stall,
+                                  "progress_interval": progress_interval, "keep_days": keep_days})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
-    sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, lang=settings.lang,
-                               announce_existing=announce_existing)))
+    policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
+                    lang=settings.lang)
+    sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
+                               keep_days=settings.keep_days, rescan_seconds=rescan_interval,
+                               cleanup_seconds=cleanup_interval)))
 
 
 def main() -> None:

@@ -15,13 +15,18 @@ import logging
 import threading
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from daemon.differ import Diff, diff_tasks, invalid_notification
+from daemon.differ import invalid_notification
+from daemon.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulse.model import TaskFormatError, parse_task
 from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, file_signature, read_task_file
+
+if TYPE_CHECKING:
+    from daemon.scheduler import Timers
 
 log = logging.getLogger("task-pulsed")
 
@@ -29,6 +34,7 @@ log = logging.getLogger("task-pulsed")
 # script writes in place (truncate, then write), so a reader can catch it half written.
 SETTLE_SECONDS = 0.25
 RESCAN = ("rescan",)
+CLEANUP = ("cleanup",)
 
 
 class WorkQueue:
@@ -81,16 +87,18 @@ class WorkQueue:
 
 @dataclass
 class WorkerOptions:
-    lang: str = "zh"
+    policy: Policy = field(default_factory=Policy)
     announce_existing: bool = False
+    keep_days: float = 7
 
 
 class Worker(threading.Thread):
     """Owns the Outbox connection. Start it, wait for `ready`, then feed it with `queue.put`."""
 
-    def __init__(self, store: TaskStore, queue: WorkQueue, options: WorkerOptions) -> None:
+    def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
-        self.store, self.queue, self.options = store, queue, options
+        self.store, self.queue, self.timers, self.options = store, queue, timers, options
+        self.policy = options.policy
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.outbox: Outbox | None = None
@@ -104,6 +112,7 @@ class Worker(threading.Thread):
             adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
             self.rescan(adopt=adopt)
             self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
+            self._restore_timers()
             self._refresh_stats()
             self.ready.set()
             while (work := self.queue.get()) is not None:
@@ -117,11 +126,32 @@ class Worker(threading.Thread):
                 self.outbox.close()
             self.ready.set()
 
+    def _restore_timers(self) -> None:
+        """Timers do not survive a restart; the database remembers when each one was due."""
+        assert self.outbox is not None
+        threshold = repr(self.policy.default_stall)
+        threshold_changed = self.outbox.get_meta("default_stall") not in (None, threshold)
+        for task_id, stall_at, progress_at, holds in self.outbox.timers():
+            if threshold_changed and stall_at is not None:
+                self.process(task_id)  # the stored deadline used the old default: derive it again
+            else:
+                self.timers.set("stall", task_id, stall_at)
+            if holds and progress_at is not None:
+                self.timers.set("flush", task_id, progress_at + self.policy.progress_interval)
+        self.outbox.set_meta("default_stall", threshold)
+
     def handle(self, item: Hashable, attempt: int) -> None:
         if item == RESCAN:
             self.rescan()
-        elif isinstance(item, tuple) and item[0] == "file":
+        elif item == CLEANUP:
+            self.cleanup()
+        elif isinstance(item, tuple) and item[0] in ("file", "stall"):
+            # A stall timer just re-reads the file: `track` announces the stall if it is real.
             self.process(item[1], attempt)
+        elif isinstance(item, tuple) and item[0] == "flush":
+            seen = self.outbox.seen(item[1]) if self.outbox else None
+            if seen is not None:
+                self._apply(flush_held(seen, datetime.now(UTC), self.policy))
         else:
             raise ValueError(f"unknown work item {item!r}")
         self._refresh_stats()
@@ -160,6 +190,8 @@ class Worker(threading.Thread):
         except FileNotFoundError:
             if seen is not None:
                 self.outbox.record(task_id, None, [])
+                self.timers.set("stall", task_id, None)
+                self.timers.set("flush", task_id, None)
                 log.info("%s: file removed, forgotten", task_id)
             return
         except TaskFormatError as exc:
@@ -175,29 +207,40 @@ class Worker(threading.Thread):
                 self._invalid(task_id, seen, str(exc), data, sig)
             return
         task.task_id = task_id  # the file name is the identity, whatever the content claims
-        if adopt:
-            diff = Diff([], 0)
-        else:
-            diff = diff_tasks(seen.snapshot if seen else None, task, datetime.now(UTC),
-                              run=seen.run if seen else 0, lang=self.options.lang)
-        new_seen = Seen(task_id=task_id, snapshot=task, run=diff.run, file_sig=sig)
-        if seen is not None:
-            new_seen.stalled_for, new_seen.progress_at, new_seen.held = seen.stalled_for, seen.progress_at, seen.held
-        self._commit(task_id, new_seen, diff.notifications)
+        self._apply(track(seen, task, datetime.now(UTC), self.policy, file_sig=sig, adopt=adopt))
+
+    def cleanup(self) -> None:
+        """Remove expired finished tasks (the code `task-pulse cleanup` runs) and old delivered rows."""
+        assert self.outbox is not None
+        removed = self.store.cleanup(datetime.now(UTC), self.options.keep_days)
+        for task_id in removed:
+            self.process(task_id)  # the file is gone: forgets the task and its timers
+        purged = self.outbox.purge_delivered(time.time() - self.options.keep_days * 86400)
+        if removed or purged:
+            log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
 
     def _invalid(self, task_id: str, seen: Seen | None, reason: str, content: bytes, sig: str | None) -> None:
         """Report an unreadable file once per distinct content; keep the last good snapshot."""
+        assert self.outbox is not None
         digest = hashlib.sha256(content).hexdigest()
-        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.options.lang)
+        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.policy.lang)
         if seen is not None and sig is not None:
             seen.file_sig = sig
-        self._commit(task_id, seen, [note])
+        self._log_new(self.outbox.record(task_id, seen, [note]), [note])
 
-    def _commit(self, task_id: str, seen: Seen | None, notifications: list[Notification]) -> None:
+    def _apply(self, update: Update) -> None:
+        """Record the update in one transaction, then move the task's timers to where it says."""
         assert self.outbox is not None
-        if self.outbox.record(task_id, seen, notifications):
+        seen = update.seen
+        self._log_new(self.outbox.record(seen.task_id, seen, update.notifications), update.notifications)
+        self.timers.set("stall", seen.task_id, seen.stall_at)
+        self.timers.set("flush", seen.task_id, flush_due(seen, self.policy))
+
+    @staticmethod
+    def _log_new(count: int, notifications: list[Notification]) -> None:
+        if count:
             for n in notifications:
-                log.info("%s: %s %s", task_id, n.kind, n.text.replace("\n", " | "))
+                log.info("%s: %s %s", n.task_id, n.kind, n.text.replace("\n", " | "))
 
 
 def _lstat_signature(store: TaskStore, task_id: str) -> str | None:

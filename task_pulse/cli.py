@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 the operation failed, 2 bad usage or bad input; errors are o
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,6 +77,16 @@ def _emit(ctx: Context, text: str, data: Any) -> None:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class FiniteRange(click.FloatRange):
+    """click's FloatRange lets `nan` (and, without a max, `inf`) through; seconds and days must be finite."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """`--json` on a command; the group-level `task-pulse --json VERB` works too."""
 
@@ -130,7 +141,7 @@ def _require_running(task: Task) -> None:
 @cli.command()
 @click.argument("name")
 @click.argument("steps", nargs=-1, required=True)
-@click.option("--stall", type=click.FloatRange(min=1), metavar="SECONDS",
+@click.option("--stall", type=FiniteRange(min=1), metavar="SECONDS",
               help="Stall threshold for this task [default: TASK_PULSE_STALL or 180].")
 @click.option("--id", "task_id", metavar="ID", help="Use this id instead of NAME-YYYYmmdd-HHMMSS.")
 @json_option
@@ -186,7 +197,7 @@ def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
 @cli.command()
 @click.argument("task_id", metavar="ID")
 @click.argument("message", nargs=-1)
-@click.option("--percent", type=click.FloatRange(0, 100), help="Progress of the running step, 0-100.")
+@click.option("--percent", type=FiniteRange(0, 100), help="Progress of the running step, 0-100.")
 @json_option
 @pass_ctx
 def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: float | None) -> None:
@@ -315,7 +326,7 @@ def status(ctx: Context, task_id: str | None) -> None:
 
 
 @cli.command()
-@click.option("--days", type=click.FloatRange(min=0, min_open=True), metavar="N",
+@click.option("--days", type=FiniteRange(min=0, min_open=True), metavar="N",
               help="Age in days [env TASK_PULSE_KEEP_DAYS; default 7].")
 @click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
 @json_option

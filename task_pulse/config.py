@@ -77,6 +77,9 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
 }
 
 
+_FLAG_NAMES = {"tasks_dir": "--dir", "lang": "--lang"}
+
+
 def _read_config_file(path: Path) -> dict[str, str]:
     """The TOML file's keys are the environment names in lower case (`task_pulse_stall = 300`)."""
     if not path.is_file():
@@ -86,7 +89,7 @@ def _read_config_file(path: Path) -> dict[str, str]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     return {str(k).upper(): str(v) for k, v in data.items()}
 
@@ -99,13 +102,21 @@ def load_settings(
     """Resolve every setting. `flags` holds command-line values (None = not given)."""
     flags = flags or {}
     env = os.environ if env is None else env
-    file_values = _read_config_file(config_file or Path(os.path.expanduser(CONFIG_FILE)))
+    config_path = config_file or Path(os.path.expanduser(CONFIG_FILE))
+    file_values = _read_config_file(config_path)
     values: dict[str, Any] = {}
     for name, (var, parse, default) in _FIELDS.items():
-        if flags.get(name) is not None:
-            values[name] = flags[name]  # click already validated the type of a flag
+        flag = flags.get(name)
+        if isinstance(flag, str):  # a path or a choice: the same checks as the environment's
+            try:
+                values[name] = parse(flag)
+            except ValueError as exc:
+                raise ConfigError(f"{_FLAG_NAMES.get(name, name)} {flag!r}: {exc}") from None
             continue
-        for source, mapping in ((var, env), (f"{var.lower()} in {CONFIG_FILE}", file_values)):
+        if flag is not None:
+            values[name] = flag  # a number: click already checked it
+            continue
+        for source, mapping in ((var, env), (f"{var.lower()} in {config_path}", file_values)):
             raw = mapping.get(var)
             if raw is not None and raw != "":
                 try:
@@ -116,6 +127,4 @@ def load_settings(
                 break
         else:
             values[name] = None if default is None else parse(default)
-    if isinstance(values["tasks_dir"], str):
-        values["tasks_dir"] = _path(values["tasks_dir"])
     return Settings(**values)

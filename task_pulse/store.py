@@ -46,10 +46,19 @@ def check_task_id(task_id: str) -> str:
     return task_id
 
 
+# Room left in an id for `-YYYYmmdd-HHMMSS` and a collision suffix like `-9999`.
+_STEM_MAX_BYTES = MAX_ID_BYTES - len("-20261124-093000") - len("-9999")
+
+
 def id_stem(name: str) -> str:
-    """The original script's file-safe form of a task name (Unicode word characters survive)."""
+    """The original script's file-safe form of a task name (Unicode word characters survive).
+
+    At most 60 characters, as in the original, and short enough in UTF-8 bytes that the full id fits.
+    """
     stem = re.sub(r"[^\w\-]", "-", name).strip("-")[:60]
-    return stem or "task"
+    while len(stem.encode("utf-8")) > _STEM_MAX_BYTES:
+        stem = stem[:-1]
+    return stem.rstrip("-") or "task"
 
 
 def task_id_from_filename(name: str) -> str | None:
@@ -263,7 +272,7 @@ class TaskStore:
 
     def expired(self, now: datetime, days: float) -> list[Task]:
         """Done/error tasks that finished (else were last updated) more than `days` ago."""
-        cutoff = now - timedelta(days=days)
+        cutoff = _cutoff(now, days)
         out = []
         for _, task in self.list_tasks():
             if isinstance(task, Task) and _finished_before(task, cutoff):
@@ -272,7 +281,7 @@ class TaskStore:
 
     def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
         """Remove expired tasks (and their lock files). Returns the ids removed (or that would be)."""
-        cutoff = now - timedelta(days=days)
+        cutoff = _cutoff(now, days)
         removed = []
         for task in self.expired(now, days):
             if dry_run:
@@ -291,6 +300,14 @@ class TaskStore:
                     os.unlink(self.locks_dir / f"{task.task_id}.lock")
                 removed.append(task.task_id)
         return removed
+
+
+def _cutoff(now: datetime, days: float) -> datetime:
+    """`now - days`, where an age beyond the calendar (a huge N) simply means nothing is that old."""
+    try:
+        return now - timedelta(days=days)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=now.tzinfo)
 
 
 def _finished_before(task: Task, cutoff: datetime) -> bool:

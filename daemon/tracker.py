@@ -1,0 +1,139 @@
+"""What one task's announced state becomes, given its file now and the time: diff, stall, resume, throttle.
+
+Pure functions of (what was announced, the task now, now, policy), so every timing rule is tested
+without threads or sleeps. The worker applies the result: it records the new `Seen` row and the
+notifications in one transaction, and sets the stall and flush timers the result asks for.
+
+The rules:
+* stalled: a running task whose `updatedAt` is older than its threshold (the same `stalled_for`
+  that `task-pulse status` uses), announced once per episode; the episode is remembered in
+  `Seen.stalled_for` (the `updatedAt` that went stale), so a restart neither repeats nor forgets it.
+* resumed: the first update of a stalled task, while it still runs, with how long it was stuck.
+* progress: at most one push per `progress_interval` per task. Inside the window the latest one is
+  held, and goes out when the window ends, unless a step transition or the end of the task
+  superseded it first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from daemon.differ import diff_tasks, notification_key
+from task_pulse.messages import format_duration, render
+from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
+from task_pulse.outbox import Notification, Seen
+
+# A stall timer fires this long after the deadline, because a task is stalled only when it is
+# strictly older than its threshold.
+STALL_MARGIN = timedelta(milliseconds=10)
+
+
+@dataclass(frozen=True)
+class Policy:
+    default_stall: float = 180
+    progress_interval: float = 30
+    lang: str = "zh"
+
+
+@dataclass
+class Update:
+    """The result for one task: the row to store (with its timers) and what to queue."""
+
+    seen: Seen
+    notifications: list[Notification] = field(default_factory=list)
+
+
+def _fields(task: Task) -> dict[str, Any]:
+    step = task.current
+    return {"name": task.name, "step": step.name if step else None, "done": task.done_count, "total": task.total}
+
+
+def _timed(task: Task, run: int, kind: str, fact: str | None, **extra: Any) -> Notification:
+    fields = {**_fields(task), **extra}
+    return Notification(key=notification_key(task.task_id, kind, f"{task.started_at or ''}#{run}", fact),
+                        task_id=task.task_id, task_name=task.name, kind=kind, text="",
+                        data={"taskId": task.task_id, "taskName": task.name, **fields})
+
+
+def _rendered(n: Notification, lang: str) -> Notification:
+    return replace(n, text=render(n.kind, n.data, lang))
+
+
+def stall_deadline(task: Task, default_stall: float) -> datetime | None:
+    """When a running task becomes stalled if nobody updates it (None: it never will)."""
+    updated = parse_time(task.updated_at)
+    if task.status != "running" or updated is None:
+        return None
+    return updated + timedelta(seconds=stall_threshold(task, default_stall))
+
+
+def _stall_and_timers(update: Update, now: datetime, policy: Policy) -> Update:
+    """Announce a stall that is due, and set the stall timer for one that is not yet."""
+    seen, task = update.seen, update.seen.snapshot
+    elapsed = stalled_for(task, now, policy.default_stall)
+    if elapsed is not None and seen.stalled_for != task.updated_at:
+        seen.stalled_for = task.updated_at
+        update.notifications.append(_rendered(_timed(
+            task, seen.run, "stalled", task.updated_at, minutes=max(1, int(elapsed // 60)),
+            stalledSeconds=round(elapsed, 1)), policy.lang))
+    deadline = stall_deadline(task, policy.default_stall)
+    seen.stall_at = (deadline + STALL_MARGIN).timestamp() if deadline and seen.stalled_for is None else None
+    return update
+
+
+def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, file_sig: str | None = None,
+          adopt: bool = False) -> Update:
+    """The task's file was read: everything to announce, and the new announced state."""
+    if adopt:  # first start: take the task as already announced, an old stall included
+        seen = Seen(task.task_id, task, file_sig=file_sig)
+        if stalled_for(task, now, policy.default_stall) is not None:
+            seen.stalled_for = task.updated_at
+        return _stall_and_timers(Update(seen), now, policy)
+    diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang)
+    seen = Seen(task.task_id, task, run=diff.run, file_sig=file_sig)
+    if old is not None:
+        seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held
+    out: list[Notification] = []
+
+    if seen.stalled_for is not None and task.updated_at != seen.stalled_for:
+        # Updated again after a stall: the episode is over. Say so if the task still runs (an end says it).
+        if task.status == "running":
+            stuck_since, back_at = parse_time(seen.stalled_for), parse_time(task.updated_at) or now
+            stuck = format_duration((back_at - stuck_since).total_seconds()) if stuck_since else None
+            out.append(_rendered(_timed(task, seen.run, "resumed", seen.stalled_for, duration=stuck), policy.lang))
+        seen.stalled_for = None
+
+    progress = [n for n in diff.notifications if n.kind == "progress"]
+    others = [n for n in diff.notifications if n.kind != "progress"]
+    out.extend(others)
+    if others:
+        seen.held = None  # a step transition or the end supersedes a held progress message
+    if progress:
+        latest = progress[-1]
+        if seen.progress_at is None or now.timestamp() - seen.progress_at >= policy.progress_interval:
+            out.append(latest)
+            seen.progress_at, seen.held = now.timestamp(), None
+        else:
+            seen.held = asdict(latest)
+    if task.status != "running":
+        seen.held = None
+    return _stall_and_timers(Update(seen, out), now, policy)
+
+
+def flush_held(seen: Seen, now: datetime, policy: Policy) -> Update:
+    """The throttle window may be over: send the held progress message if it is due."""
+    update = Update(seen)
+    if seen.held is not None and seen.progress_at is not None and \
+            now.timestamp() - seen.progress_at >= policy.progress_interval:
+        update.notifications.append(Notification(**seen.held))
+        seen.progress_at, seen.held = now.timestamp(), None
+    return _stall_and_timers(update, now, policy)
+
+
+def flush_due(seen: Seen, policy: Policy) -> float | None:
+    """When the held progress message may go out (unix time), or None when nothing is held."""
+    if seen.held is None or seen.progress_at is None:
+        return None
+    return seen.progress_at + policy.progress_interval

@@ -1,0 +1,560 @@
+"""The `task-pulse` command, end to end through click: outputs, files and exit codes of DESIGN.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from task_pulse.cli import cli
+
+SETTINGS_VARS = ("TASK_PULSE_DIR", "TASK_PULSE_TZ", "TASK_PULSE_STALL", "TASK_PULSE_LANG", "TASK_PULSE_KEEP_DAYS",
+                 "TASK_PULSE_PROGRESS_INTERVAL")
+COMMANDS = ("create", "next", "heartbeat", "done", "error", "status", "cleanup", "drain")
+
+
+@pytest.fixture
+def tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A tasks dir under tmp_path/w/, with a clean environment and a HOME without a config file."""
+    for var in SETTINGS_VARS:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return tmp_path / "w" / "tasks"
+
+
+def run(tasks_dir: Path, *args: str, group: Sequence[str] = ()) -> Result:
+    result = CliRunner().invoke(cli, ["--dir", str(tasks_dir), *group, *args])
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result
+
+
+def ok(tasks_dir: Path, *args: str, group: Sequence[str] = ()) -> str:
+    result = run(tasks_dir, *args, group=group)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    return result.stdout
+
+
+def fails(tasks_dir: Path, code: int, *args: str) -> str:
+    """Run a command that must fail with `code`, one `Error:` line on stderr and nothing on stdout."""
+    result = run(tasks_dir, *args)
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ")
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n")
+    return result.stderr.rstrip("\n")
+
+
+def read(tasks_dir: Path, task_id: str) -> dict[str, Any]:
+    return json.loads((tasks_dir / f"{task_id}.json").read_text(encoding="utf-8"))
+
+
+def local_now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def write_task(tasks_dir: Path, task_id: str, **fields: Any) -> Path:
+    now = local_now().isoformat()
+    raw: dict[str, Any] = {"taskId": task_id, "taskName": task_id, "status": "running", "startedAt": now,
+                           "updatedAt": now, "finishedAt": None,
+                           "steps": [{"name": "a", "status": "running", "startedAt": now},
+                                     {"name": "b", "status": "pending"}],
+                           "error": None, "result": None}
+    raw.update(fields)
+    tasks_dir.mkdir(parents=True, exist_ok=True)
+    path = tasks_dir / f"{task_id}.json"
+    path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def ago(**delta: float) -> str:
+    return (local_now() - timedelta(**delta)).isoformat()
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Every path under root with its mode, size and mtime."""
+    out = {}
+    for path in [root, *root.rglob("*")]:
+        st = os.lstat(path)
+        out[str(path)] = (st.st_mode, st.st_size, st.st_mtime_ns)
+    return out
+
+
+# -- help -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_has_an_example(command: str, tasks: Path) -> None:
+    out = ok(tasks, command, "--help")
+    assert "Example" in out
+    assert f"task-pulse {command}" in out  # the example shows this very command
+
+
+def test_group_help_and_help_works_with_bad_settings(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_PULSE_STALL", "abc")
+    assert "Example" in ok(tasks, "--help")
+    assert "Example" in ok(tasks, "status", "--help")
+
+
+# -- create -----------------------------------------------------------------------------------------
+
+
+def test_create_prints_original_style_id(tasks: Path) -> None:
+    out = ok(tasks, "create", "Daily report", "fetch", "filter", "write")
+    task_id = out.rstrip("\n")
+    assert out == task_id + "\n"
+    assert re.fullmatch(r"Daily-report-\d{8}-\d{6}", task_id)
+    raw = read(tasks, task_id)
+    assert raw["taskName"] == "Daily report"
+    assert raw["status"] == "running"
+    assert raw["rev"] == 1
+    assert [(s["name"], s["status"]) for s in raw["steps"]] == [
+        ("fetch", "running"), ("filter", "pending"), ("write", "pending")]
+    assert "stallSeconds" not in raw
+
+
+def test_create_with_id_and_stall(tasks: Path) -> None:
+    assert ok(tasks, "create", "--stall", "600", "--id", "nightly", "Nightly build", "compile", "test") == "nightly\n"
+    assert read(tasks, "nightly")["stallSeconds"] == 600
+
+
+def test_create_existing_id_fails(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "x", "a")
+    assert fails(tasks, 1, "create", "--id", "t", "y", "b") == "Error: task 't' already exists"
+    assert read(tasks, "t")["taskName"] == "x"
+
+
+def test_create_without_steps_is_bad_usage(tasks: Path) -> None:
+    result = run(tasks, "create", "name only")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "STEPS" in result.stderr
+    assert not tasks.exists()
+
+
+def test_create_with_empty_step_name(tasks: Path) -> None:
+    assert fails(tasks, 2, "create", "n", "a", " ") == "Error: step names must not be empty"
+    assert not tasks.exists()
+
+
+def test_create_json_group_and_command_level(tasks: Path) -> None:
+    first = json.loads(ok(tasks, "create", "--id", "j1", "n", "a", "b", group=["--json"]))
+    assert first["taskId"] == "j1"
+    assert first["rev"] == 1
+    assert first["steps"][0]["status"] == "running"
+    out = ok(tasks, "create", "--id", "j2", "n", "a", "b", "--json")
+    assert out.count("\n") == 1
+    assert json.loads(out)["taskId"] == "j2"
+
+
+def test_create_honours_tz(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_PULSE_TZ", "8")
+    ok(tasks, "create", "--id", "tz", "n", "a")
+    raw = read(tasks, "tz")
+    assert raw["startedAt"].endswith("+08:00")
+    assert raw["steps"][0]["startedAt"].endswith("+08:00")
+
+
+def test_create_files_are_private(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "p", "n", "a")
+    assert (tasks / "p.json").stat().st_mode & 0o777 == 0o600
+    assert (tasks / ".pulse").stat().st_mode & 0o777 == 0o700
+
+
+# -- next / heartbeat / done / error ----------------------------------------------------------------
+
+
+def test_next_through_all_steps(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "fetch", "filter", "write")
+    assert ok(tasks, "next", "t", "fetched", "25", "items") == "[1/3] ███░░░░░░░ → filter\n"
+    raw = read(tasks, "t")
+    assert raw["rev"] == 2
+    assert raw["steps"][0]["status"] == "done"
+    assert raw["steps"][0]["message"] == "fetched 25 items"
+    assert raw["steps"][0]["finishedAt"]
+    assert raw["steps"][1]["status"] == "running"
+    assert ok(tasks, "next", "t") == "[2/3] ██████░░░░ → write\n"
+    assert "message" not in read(tasks, "t")["steps"][1]
+    assert ok(tasks, "next", "t") == "[3/3] ██████████ → —\n"
+    assert read(tasks, "t")["status"] == "running"
+    reason = fails(tasks, 1, "next", "t")
+    assert reason == "Error: task 't' has no running step (3/3 done); finish it with `task-pulse done`"
+    assert read(tasks, "t")["rev"] == 4
+
+
+def test_next_by_unique_prefix_and_json(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "日报发布-20261124-093000", "日报发布", "抓取", "筛选")
+    assert ok(tasks, "next", "日报") == "[1/2] █████░░░░░ → 筛选\n"
+    data = json.loads(ok(tasks, "next", "日报", "--json"))
+    assert data["taskId"] == "日报发布-20261124-093000"
+    assert [s["status"] for s in data["steps"]] == ["done", "done"]
+
+
+def test_ambiguous_prefix_lists_candidates(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "job-1", "n", "a")
+    ok(tasks, "create", "--id", "job-2", "n", "a")
+    message = fails(tasks, 2, "next", "job")
+    assert "ambiguous" in message and "job-1" in message and "job-2" in message
+    assert read(tasks, "job-1")["rev"] == 1 and read(tasks, "job-2")["rev"] == 1
+
+
+def test_heartbeat(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "a", "b")
+    before = read(tasks, "t")
+    assert ok(tasks, "heartbeat", "t", "--percent", "60", "已处理60%") == "💓 ok\n"
+    raw = read(tasks, "t")
+    assert raw["rev"] == 2
+    assert raw["updatedAt"] != before["updatedAt"]
+    assert raw["steps"][0]["message"] == "已处理60%"
+    assert raw["steps"][0]["percent"] == 60
+    assert ok(tasks, "heartbeat", "t", "--percent", "12.5") == "💓 ok\n"
+    assert read(tasks, "t")["steps"][0]["percent"] == 12.5
+    assert read(tasks, "t")["steps"][0]["message"] == "已处理60%"
+    assert ok(tasks, "heartbeat", "t") == "💓 ok\n"
+    assert read(tasks, "t")["rev"] == 4
+
+
+@pytest.mark.parametrize("percent", ["101", "-1", "inf", "abc"])
+def test_heartbeat_percent_out_of_range(percent: str, tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "a")
+    result = run(tasks, "heartbeat", "t", "--percent", percent)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert read(tasks, "t")["rev"] == 1
+
+
+def test_heartbeat_percent_nan_is_refused_and_task_stays_readable(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "a", "b")
+    result = run(tasks, "heartbeat", "t", "--percent", "nan")
+    assert result.exit_code == 2
+    assert ok(tasks, "next", "t") == "[1/2] █████░░░░░ → b\n"
+
+
+def test_create_stall_nan_is_refused(tasks: Path) -> None:
+    result = run(tasks, "create", "--stall", "nan", "--id", "s", "n", "a")
+    assert result.exit_code == 2
+    assert not (tasks / "s.json").exists()
+
+
+def test_heartbeat_without_running_step(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "a")
+    ok(tasks, "next", "t")
+    assert fails(tasks, 1, "heartbeat", "t", "msg") == "Error: task 't' has no running step to attach the message to"
+    assert ok(tasks, "heartbeat", "t") == "💓 ok\n"
+
+
+def test_done(tasks: Path) -> None:
+    write_task(tasks, "t", startedAt=ago(seconds=192))
+    assert ok(tasks, "done", "t", "published", "ok") == "✅ 完成 (3m12s)\n"
+    raw = read(tasks, "t")
+    assert raw["status"] == "done"
+    assert raw["result"] == "published ok"
+    assert raw["finishedAt"]
+    assert [s["status"] for s in raw["steps"]] == ["done", "pending"]
+    assert raw["rev"] == 1  # the hand-written file had no rev
+    assert fails(tasks, 1, "next", "t") == "Error: task 't' has already ended (done)"
+    assert fails(tasks, 1, "error", "t", "late") == "Error: task 't' has already ended (done)"
+
+
+def test_done_en_without_result(tasks: Path) -> None:
+    write_task(tasks, "t", startedAt=ago(seconds=7500))
+    assert ok(tasks, "done", "t", group=["--lang", "en"]) == "✅ done (2h5m)\n"
+    assert read(tasks, "t")["result"] is None
+
+
+def test_error(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "fetch", "publish")
+    ok(tasks, "next", "t")
+    assert ok(tasks, "error", "t", "发布接口返回", "502") == "❌ 发布接口返回 502\n"
+    raw = read(tasks, "t")
+    assert raw["status"] == "error"
+    assert raw["error"] == "发布接口返回 502"
+    assert raw["steps"][1]["status"] == "error"
+    assert raw["steps"][1]["message"] == "发布接口返回 502"
+    assert fails(tasks, 1, "done", "t") == "Error: task 't' has already ended (error)"
+
+
+def test_error_needs_a_message(tasks: Path) -> None:
+    ok(tasks, "create", "--id", "t", "n", "a")
+    result = run(tasks, "error", "t")
+    assert result.exit_code == 2
+    assert read(tasks, "t")["status"] == "running"
+
+
+@pytest.mark.parametrize("command", [["next"], ["heartbeat"], ["done"], ["error", "boom"], ["status"]])
+def test_unknown_id(command: list[str], tasks: Path) -> None:
+    ok(tasks, "create", "--id", "other", "n", "a")
+    verb, *rest = command
+    assert fails(tasks, 1, verb, "nope", *rest) == f"Error: task 'nope' not found in {tasks}"
+
+
+def test_writer_keeps_unknown_fields(tasks: Path) -> None:
+    write_task(tasks, "t", channel="telegram", steps=[{"name": "a", "status": "running", "owner": "sub"}])
+    ok(tasks, "heartbeat", "t", "still going")
+    raw = read(tasks, "t")
+    assert raw["channel"] == "telegram"
+    assert raw["steps"][0]["owner"] == "sub"
+
+
+# -- hostile ids ------------------------------------------------------------------------------------
+
+HOSTILE = ("../../x", "a/b", ".hidden")
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+@pytest.mark.parametrize("command", [
+    ["next", "{id}"], ["next", "{id}", "msg"], ["heartbeat", "{id}", "--percent", "5", "m"], ["done", "{id}"],
+    ["error", "{id}", "m"], ["status", "{id}"], ["create", "--id", "{id}", "n", "a"],
+])
+def test_hostile_ids_write_nothing(command: list[str], hostile: str, tasks: Path, tmp_path: Path) -> None:
+    ok(tasks, "create", "--id", "real", "n", "a")
+    before, parent_before = snapshot(tmp_path), sorted(os.listdir(tmp_path.parent))
+    message = fails(tasks, 2, *[hostile if part == "{id}" else part for part in command])
+    assert hostile in message
+    assert snapshot(tmp_path) == before
+    assert sorted(os.listdir(tmp_path.parent)) == parent_before
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_hostile_id_into_missing_dir_creates_nothing(tasks: Path, tmp_path: Path) -> None:
+    before, parent_before = snapshot(tmp_path), sorted(os.listdir(tmp_path.parent))
+    fails(tasks, 2, "create", "--id", "../../x", "n", "a")
+    fails(tasks, 2, "next", "a/b")
+    assert snapshot(tmp_path) == before
+    assert sorted(os.listdir(tmp_path.parent)) == parent_before
+    assert not tasks.exists()
+
+
+def test_hostile_name_stays_inside(tasks: Path, tmp_path: Path) -> None:
+    task_id = ok(tasks, "create", "../../x", "a").rstrip("\n")
+    assert re.fullmatch(r"x-\d{8}-\d{6}", task_id)
+    assert (tasks / f"{task_id}.json").is_file()
+    assert not (tmp_path / "x.json").exists()
+
+
+# -- status -----------------------------------------------------------------------------------------
+
+
+def test_status_table_and_summary(tasks: Path) -> None:
+    write_task(tasks, "running", startedAt=ago(seconds=192), updatedAt=ago(seconds=5),
+               steps=[{"name": "fetch", "status": "done"}, {"name": "filter", "status": "running",
+                                                           "message": "已处理", "percent": 60},
+                      {"name": "write", "status": "pending"}])
+    write_task(tasks, "finished", status="done", startedAt=ago(seconds=600), finishedAt=ago(seconds=408),
+               steps=[{"name": "a", "status": "done"}])
+    write_task(tasks, "broken", status="error", startedAt=ago(seconds=60), finishedAt=ago(seconds=18),
+               error="boom", steps=[{"name": "a", "status": "error"}])
+    assert ok(tasks, "status").split("\n") == [
+        "❌ broken [0/1] ░░░░░░░░░░ 失败 (42s)",
+        "   错误: boom",
+        "✅ finished [1/1] ██████████ 完成 (3m12s)",
+        "🔄 running [1/3] ███░░░░░░░ 执行中 (3m12s)",
+        "   当前: filter — 60% 已处理",
+        "",
+        "📊 🔄1 ⚠️0 ✅1 ❌1",
+        "",
+    ]
+
+
+def test_status_flags_stalled_task(tasks: Path) -> None:
+    old = ago(seconds=1000)
+    write_task(tasks, "old", startedAt=old, updatedAt=old)
+    write_task(tasks, "patient", startedAt=old, updatedAt=old, stallSeconds=5000)
+    write_task(tasks, "fresh", startedAt=old, updatedAt=ago(seconds=10))
+    lines = ok(tasks, "status", group=["--lang", "en"]).split("\n")
+    assert lines[0] == "🔄 fresh [0/2] ░░░░░░░░░░ running (16m40s)"
+    assert lines[2] == "⚠️ old [0/2] ░░░░░░░░░░ STALLED (16m40s)"
+    assert lines[4] == "🔄 patient [0/2] ░░░░░░░░░░ running (16m40s)"
+    assert lines[-2] == "📊 🔄2 ⚠️1 ✅0 ❌0"
+
+    records = {r["taskId"]: r for r in json.loads(ok(tasks, "status", "--json"))}
+    assert (records["old"]["stalled"], records["patient"]["stalled"], records["fresh"]["stalled"]) == (
+        True, False, False)
+    assert records["old"]["stalledSeconds"] >= 1000
+    assert records["fresh"]["stalledSeconds"] is None
+
+    one = json.loads(ok(tasks, "status", "old"))
+    assert one["taskId"] == "old"
+    assert one["stalled"] is True
+
+
+def test_status_stall_from_environment(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_task(tasks, "old", updatedAt=ago(seconds=1000))
+    monkeypatch.setenv("TASK_PULSE_STALL", "5000")
+    assert "⚠️0" in ok(tasks, "status")
+    monkeypatch.setenv("TASK_PULSE_STALL", "500")
+    assert "⚠️1" in ok(tasks, "status")
+
+
+def test_status_one_task_as_json_by_prefix(tasks: Path) -> None:
+    write_task(tasks, "日报发布-20261124-093000", extra_field=1)
+    data = json.loads(ok(tasks, "status", "日报"))
+    assert data["taskId"] == "日报发布-20261124-093000"
+    assert data["extra_field"] == 1
+    assert data["stalled"] is False
+
+
+def test_status_with_corrupt_file(tasks: Path) -> None:
+    write_task(tasks, "good")
+    (tasks / "bad.json").write_text("{oops", encoding="utf-8")
+    (tasks / "empty.json").write_text("", encoding="utf-8")
+    lines = ok(tasks, "status").split("\n")
+    assert lines[0].startswith("⚠️ bad.json: 无法读取 (not valid JSON")
+    assert lines[1] == "⚠️ empty.json: 无法读取 (empty file)"
+    assert lines[2].startswith("🔄 good [0/2]")
+    assert lines[-2] == "📊 🔄1 ⚠️0 ✅0 ❌0"
+    records = json.loads(ok(tasks, "status", "--json"))
+    assert records[0]["taskId"] == "bad" and records[0]["invalid"].startswith("not valid JSON")
+    assert records[2]["taskId"] == "good" and "invalid" not in records[2]
+    assert (tasks / "bad.json").read_text(encoding="utf-8") == "{oops"
+    message = fails(tasks, 1, "status", "bad")
+    assert message.startswith("Error: task file bad.json is not readable: not valid JSON")
+    assert fails(tasks, 1, "next", "bad").startswith("Error: task file bad.json is not readable")
+    assert (tasks / "bad.json").read_text(encoding="utf-8") == "{oops"
+
+
+def test_status_symlink_not_followed(tasks: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"taskName": "secret", "status": "running", "steps": []}))
+    tasks.mkdir(parents=True)
+    (tasks / "link.json").symlink_to(secret)
+    out = ok(tasks, "status")
+    assert "secret" not in out
+    assert "⚠️ link.json: 无法读取 (is a symlink (never followed))" in out
+    assert fails(tasks, 1, "done", "link").startswith("Error: task file link.json is not readable")
+    assert json.loads(secret.read_text())["status"] == "running"
+
+
+def test_status_empty_dir(tasks: Path) -> None:
+    assert ok(tasks, "status") == "📭 没有任务\n"
+    assert ok(tasks, "status", group=["--lang", "en"]) == "📭 no tasks\n"
+    assert json.loads(ok(tasks, "status", "--json")) == []
+
+
+def test_bad_setting_is_one_line_exit_2(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_task(tasks, "t")
+    monkeypatch.setenv("TASK_PULSE_STALL", "abc")
+    for args in (["status"], ["create", "n", "a"], ["next", "t"], ["cleanup"], ["drain"]):
+        message = fails(tasks, 2, *args)
+        assert "TASK_PULSE_STALL" in message
+        assert message == "Error: TASK_PULSE_STALL='abc': must be a number"
+    assert read(tasks, "t")["steps"][0]["status"] == "running"
+
+
+def test_bad_lang_setting(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_PULSE_LANG", "fr")
+    assert "TASK_PULSE_LANG" in fails(tasks, 2, "status")
+    assert ok(tasks, "status", group=["--lang", "en"]) == "📭 no tasks\n"  # the flag wins
+
+
+def test_empty_dir_flag_is_bad_usage(tasks: Path) -> None:
+    result = CliRunner().invoke(cli, ["--dir", "", "status"])
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+
+
+def test_dir_from_environment(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASK_PULSE_DIR", str(tasks))
+    result = CliRunner().invoke(cli, ["create", "--id", "e", "n", "a"])
+    assert result.exit_code == 0 and result.stdout == "e\n"
+    assert (tasks / "e.json").is_file()
+
+
+# -- cleanup ----------------------------------------------------------------------------------------
+
+
+def cleanup_tasks(tasks: Path) -> None:
+    write_task(tasks, "old-done", status="done", finishedAt=ago(days=10), updatedAt=ago(days=10))
+    write_task(tasks, "old-error", status="error", updatedAt=ago(days=5))
+    write_task(tasks, "recent-done", status="done", finishedAt=ago(days=1), updatedAt=ago(days=1))
+    write_task(tasks, "old-running", updatedAt=ago(days=30))
+
+
+def test_cleanup(tasks: Path) -> None:
+    cleanup_tasks(tasks)
+    assert ok(tasks, "cleanup", "--days", "3") == "🧹 清理 2 个过期任务（>3天）\n"
+    assert sorted(p.name for p in tasks.glob("*.json")) == ["old-running.json", "recent-done.json"]
+    assert ok(tasks, "cleanup", "--days", "3") == "🧹 清理 0 个过期任务（>3天）\n"
+
+
+def test_cleanup_default_and_env_days(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cleanup_tasks(tasks)
+    monkeypatch.setenv("TASK_PULSE_KEEP_DAYS", "20")
+    assert ok(tasks, "cleanup") == "🧹 清理 0 个过期任务（>20天）\n"
+    monkeypatch.delenv("TASK_PULSE_KEEP_DAYS")
+    assert ok(tasks, "cleanup", group=["--lang", "en"]) == "🧹 removed 1 finished tasks (>7 days)\n"
+    assert not (tasks / "old-done.json").exists()
+    assert (tasks / "old-error.json").exists()
+
+
+def test_cleanup_dry_run(tasks: Path, tmp_path: Path) -> None:
+    cleanup_tasks(tasks)
+    before = snapshot(tmp_path)
+    out = ok(tasks, "cleanup", "--days", "3", "--dry-run")
+    assert out == "🧹 将清理 2 个过期任务（>3天）\n  old-done\n  old-error\n"
+    assert snapshot(tmp_path) == before
+
+
+def test_cleanup_json(tasks: Path) -> None:
+    cleanup_tasks(tasks)
+    assert json.loads(ok(tasks, "cleanup", "--days", "3", "--dry-run", "--json")) == {
+        "removed": ["old-done", "old-error"], "dryRun": True, "days": 3}
+    assert json.loads(ok(tasks, "cleanup", "--days", "3", group=["--json"])) == {
+        "removed": ["old-done", "old-error"], "dryRun": False, "days": 3}
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
+def test_cleanup_bad_days(days: str, tasks: Path) -> None:
+    cleanup_tasks(tasks)
+    result = run(tasks, "cleanup", "--days", days)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert (tasks / "old-done.json").exists()
+
+
+def test_cleanup_huge_days_keeps_everything(tasks: Path) -> None:
+    cleanup_tasks(tasks)
+    assert ok(tasks, "cleanup", "--days", "1000000").startswith("🧹 清理 0 个过期任务")
+    assert (tasks / "old-done.json").exists()
+
+
+def test_cleanup_huge_keep_days_setting(tasks: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cleanup_tasks(tasks)
+    monkeypatch.setenv("TASK_PULSE_KEEP_DAYS", "1e9")
+    result = run(tasks, "cleanup")
+    assert result.exit_code in (0, 2)
+    assert (tasks / "old-done.json").exists()
+
+
+# -- drain ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_drain_without_state_db(extra: list[str], tasks: Path, tmp_path: Path) -> None:
+    write_task(tasks, "t")
+    before = snapshot(tmp_path)
+    result = run(tasks, "drain", *extra)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert "nothing to drain" in result.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_drain_with_missing_dir(tasks: Path) -> None:
+    result = run(tasks, "drain")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert not tasks.exists()
