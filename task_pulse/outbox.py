@@ -47,7 +47,8 @@ class SQL:
         file_sig    TEXT,               -- inode:size:mtime_ns of the file last read
         stalled_for TEXT,               -- updatedAt of the episode announced as stalled
         progress_at REAL,               -- unix time of the last progress push
-        held        TEXT                -- a progress notification held back by the throttle (JSON)
+        held        TEXT,               -- a progress notification held back by the throttle (JSON)
+        stall_at    REAL                -- unix time the task becomes stalled if not updated (NULL: never)
     );
     CREATE TABLE IF NOT EXISTS notifications (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,15 +73,21 @@ class SQL:
     GET_META = "SELECT value FROM meta WHERE name = ?"
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
-    GET_SEEN = "SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held FROM seen WHERE task_id = ?"
+    GET_SEEN = """
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at FROM seen WHERE task_id = ?
+    """
+    TIMERS = """
+    SELECT task_id, stall_at, progress_at, held IS NOT NULL FROM seen WHERE stall_at IS NOT NULL OR held IS NOT NULL
+    """
     SEEN_IDS = "SELECT task_id FROM seen"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
     PUT_SEEN = """
-    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held)
-    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held)
+    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at)
+    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
-        stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held
+        stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
+        stall_at = excluded.stall_at
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     COUNT_SEEN = "SELECT count(*) FROM seen"
@@ -160,6 +167,7 @@ class Seen:
     stalled_for: str | None = None
     progress_at: float | None = None
     held: dict[str, Any] | None = None
+    stall_at: float | None = None
 
 
 class Outbox:
@@ -226,13 +234,17 @@ class Outbox:
             return None
         return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
                     file_sig=row[3], stalled_for=row[4], progress_at=row[5],
-                    held=None if row[6] is None else json.loads(row[6]))
+                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7])
 
     def seen_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute(SQL.SEEN_IDS)}
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
+
+    def timers(self) -> list[tuple[str, float | None, float | None, bool]]:
+        """(task_id, stall_at, progress_at, holds_progress) of every task with a timer to set."""
+        return [(r[0], r[1], r[2], bool(r[3])) for r in self.db.execute(SQL.TIMERS)]
 
     def count_seen(self) -> int:
         return self.db.execute(SQL.COUNT_SEEN).fetchone()[0]
@@ -250,7 +262,7 @@ class Outbox:
                 db.execute(SQL.PUT_SEEN, {
                     "task_id": task_id, "snapshot": json.dumps(seen.snapshot.to_dict(), ensure_ascii=False),
                     "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
-                    "progress_at": seen.progress_at,
+                    "progress_at": seen.progress_at, "stall_at": seen.stall_at,
                     "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
             inserted = 0
             for n in notifications:

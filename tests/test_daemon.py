@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tests.conftest import Daemon, kinds, read_notifications, run_tp, wait_for
@@ -55,12 +56,14 @@ def test_writer_verbs_in_one_burst(tasks_dir: Path, daemon: Daemon) -> None:
 def test_follows_an_in_place_writer_without_rev(tasks_dir: Path, daemon: Daemon) -> None:
     """The original script rewrites the file in place with open('w'), and knows nothing of rev."""
     path = tasks_dir / "legacy-20261124-093000.json"
+    now = datetime.now(timezone(timedelta(hours=8))).isoformat()
     task = {"taskId": "legacy-20261124-093000", "taskName": "Legacy", "status": "running",
-            "startedAt": "2026-11-24T09:30:00+08:00", "updatedAt": "2026-11-24T09:30:00+08:00",
+            "startedAt": now, "updatedAt": now,
             "finishedAt": None, "steps": [{"name": "a", "status": "running"}, {"name": "b", "status": "pending"}],
             "error": None, "result": None, "agent": "cron-7"}
 
     def save() -> None:
+        task["updatedAt"] = datetime.now(timezone(timedelta(hours=8))).isoformat()
         with path.open("w") as fh:
             json.dump(task, fh, ensure_ascii=False, indent=2)
 
@@ -71,7 +74,7 @@ def test_follows_an_in_place_writer_without_rev(tasks_dir: Path, daemon: Daemon)
     save()
     wait_kinds(tasks_dir, path.stem, ["started", "step_done"])
     task["steps"][1]["status"] = "done"  # type: ignore[index]
-    task.update(status="done", finishedAt="2026-11-24T09:31:00+08:00")
+    task.update(status="done", finishedAt=datetime.now(timezone(timedelta(hours=8))).isoformat())
     save()
     wait_kinds(tasks_dir, path.stem, ["started", "step_done", "step_done", "done"])
     assert "invalid" not in kinds(tasks_dir)

@@ -6,13 +6,35 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from daemon.scheduler import Timers
 from daemon.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
-from daemon.worker import RESCAN, WorkQueue, Worker, WorkerOptions
+from daemon.worker import RESCAN, Worker, WorkerOptions, WorkQueue
 from task_pulse.store import TaskStore
 from tests.conftest import kinds, wait_for
+
+
+@contextmanager
+def running_worker(store: TaskStore, **options: bool) -> Iterator[tuple[Worker, WorkQueue]]:
+    """A worker with its real timers, as the daemon runs it, without the watcher."""
+    queue = WorkQueue()
+    timers = Timers(queue, rescan_seconds=300, cleanup_seconds=3600)
+    timers.start()
+    worker = Worker(store, queue, timers, WorkerOptions(**options))
+    worker.start()
+    try:
+        worker.ready.wait(10)
+        assert worker.error is None
+        yield worker, queue
+    finally:
+        queue.close()
+        worker.join(10)
+        timers.shutdown()
+    assert worker.error is None
 
 
 class Seen:
@@ -70,12 +92,7 @@ def test_overflow_warning_from_watchdog_triggers_the_callback() -> None:
 def test_rescan_finds_what_no_event_announced(tasks_dir: Path) -> None:
     store = TaskStore(tasks_dir)
     store.ensure_dirs()
-    queue = WorkQueue()
-    worker = Worker(store, queue, WorkerOptions(announce_existing=True))
-    worker.start()
-    try:
-        worker.ready.wait(10)
-        assert worker.error is None
+    with running_worker(store, announce_existing=True) as (worker, queue):
         task = store.create("Quiet", ["a", "b"], datetime.now(UTC))  # no observer: nobody tells the worker
         store.update(task.task_id, lambda t: t.steps[0].__setattr__("status", "done"), datetime.now(UTC))
         queue.put(RESCAN)
@@ -83,10 +100,6 @@ def test_rescan_finds_what_no_event_announced(tasks_dir: Path) -> None:
         (tasks_dir / f"{task.task_id}.json").unlink()
         queue.put(RESCAN)
         wait_for(lambda: worker.stats["tasks"] == 0, 10, "forgotten after rescan")
-    finally:
-        queue.close()
-        worker.join(10)
-    assert worker.error is None
 
 
 def test_work_queue_coalesces_and_delays() -> None:
@@ -107,11 +120,5 @@ def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:
     store.ensure_dirs()
     (tasks_dir / "by-hand.json").write_text(json.dumps(
         {"taskName": "By hand", "status": "running", "steps": ["one", "two"]}))
-    queue = WorkQueue()
-    worker = Worker(store, queue, WorkerOptions(announce_existing=True))
-    worker.start()
-    try:
+    with running_worker(store, announce_existing=True):
         wait_for(lambda: kinds(tasks_dir, "by-hand") == ["started"], 10, "started from a hand-written file")
-    finally:
-        queue.close()
-        worker.join(10)
