@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from daemon.scheduler import Timers
+from daemon.sdnotify import notify, watchdog_interval
 from daemon.tracker import Policy
 from daemon.watcher import OverflowHook, start_observer
 from daemon.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
@@ -53,6 +54,10 @@ def take_daemon_lock(store: TaskStore) -> int:
     return fd
 
 
+def status_line(stats: dict[str, int]) -> str:
+    return f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+
+
 def run(options: DaemonOptions) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the worker fails (exit 1)."""
     store = TaskStore(options.tasks_dir)
@@ -64,13 +69,22 @@ def run(options: DaemonOptions) -> int:
         return 1
     queue = WorkQueue()
     timers = Timers(queue, rescan_seconds=options.rescan_seconds, cleanup_seconds=options.cleanup_seconds)
+    watchdog = watchdog_interval()
+
+    def heartbeat(stats: dict[str, int]) -> None:
+        notify(*(["WATCHDOG=1"] if watchdog else []), f"STATUS={status_line(stats)}")
+
+    # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
+    beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
-                                                        announce_existing=options.announce_existing))
+                                                        announce_existing=options.announce_existing),
+                    heartbeat=heartbeat, heartbeat_every=beat_every)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if not stopping.is_set():
             log.info("%s: finishing the current item, then exiting", signal.Signals(signum).name)
+            notify("STOPPING=1", "STATUS=stopping")
             stopping.set()
             queue.close()
 
@@ -85,8 +99,8 @@ def run(options: DaemonOptions) -> int:
         worker.start()
         worker.ready.wait()
         if worker.error is None:
-            log.info("ready: watching %s (%d tasks, %d notifications pending)", store.root,
-                     worker.stats["tasks"], worker.stats["pending"])
+            log.info("ready: %s in %s", status_line(worker.stats), store.root)
+            notify("READY=1", f"STATUS={status_line(worker.stats)}")
             queue.put(CLEANUP)
         worker.join()  # interrupted by signal handlers, which close the queue
     finally:

@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -35,6 +35,7 @@ log = logging.getLogger("task-pulsed")
 SETTLE_SECONDS = 0.25
 RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
+IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
 
 
 class WorkQueue:
@@ -60,20 +61,24 @@ class WorkQueue:
                 return
             self._cond.notify()
 
-    def get(self) -> tuple[Hashable, int] | None:
-        """The next item and its attempt number, or None once the queue is closed."""
+    def get(self, timeout: float | None = None) -> tuple[Hashable, int] | None:
+        """The next item and its attempt number; (IDLE, 0) after `timeout`; None once closed."""
+        give_up = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._closed:
                     return None
                 now = time.monotonic()
+                if give_up is not None and now >= give_up:
+                    return IDLE, 0
                 while self._delayed and self._delayed[0][0] <= now:
                     _, _, item, attempt = heapq.heappop(self._delayed)
                     self._ready.setdefault(item, attempt)
                 if self._ready:
                     item = next(iter(self._ready))
                     return item, self._ready.pop(item)
-                self._cond.wait(self._delayed[0][0] - now if self._delayed else None)
+                waits = [t - now for t in (self._delayed[0][0] if self._delayed else None, give_up) if t is not None]
+                self._cond.wait(min(waits) if waits else None)
 
     def close(self) -> None:
         with self._cond:
@@ -95,14 +100,20 @@ class WorkerOptions:
 class Worker(threading.Thread):
     """Owns the Outbox connection. Start it, wait for `ready`, then feed it with `queue.put`."""
 
-    def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions) -> None:
+    def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions,
+                 heartbeat: Callable[[dict[str, int]], None] | None = None, heartbeat_every: float | None = None,
+                 ) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
         self.store, self.queue, self.timers, self.options = store, queue, timers, options
         self.policy = options.policy
+        # Called from this thread's loop with fresh stats at least every `heartbeat_every` seconds:
+        # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
+        self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
+        self._last_beat = 0.0
         self.ready = threading.Event()
         self.error: BaseException | None = None
         self.outbox: Outbox | None = None
-        self.stats = {"tasks": 0, "pending": 0}
+        self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
 
     # -- thread body -------------------------------------------------------------------------------
 
@@ -115,9 +126,10 @@ class Worker(threading.Thread):
             self._restore_timers()
             self._refresh_stats()
             self.ready.set()
-            while (work := self.queue.get()) is not None:
+            while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
                 self.handle(item, attempt)
+                self._beat()
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which exits 1
             self.error = exc
             log.exception("worker stopped: %s", exc)
@@ -152,13 +164,22 @@ class Worker(threading.Thread):
             seen = self.outbox.seen(item[1]) if self.outbox else None
             if seen is not None:
                 self._apply(flush_held(seen, datetime.now(UTC), self.policy))
-        else:
+        elif item != IDLE:
             raise ValueError(f"unknown work item {item!r}")
-        self._refresh_stats()
 
     def _refresh_stats(self) -> None:
         assert self.outbox is not None
-        self.stats = {"tasks": self.outbox.count_seen(), "pending": self.outbox.count_pending()}
+        self.stats = {"tasks": self.outbox.count_seen(), "stalled": self.outbox.count_stalled(),
+                      "pending": self.outbox.count_pending()}
+
+    def _beat(self) -> None:
+        if self.heartbeat is None or self.heartbeat_every is None:
+            return
+        now = time.monotonic()
+        if now - self._last_beat >= self.heartbeat_every:
+            self._last_beat = now
+            self._refresh_stats()
+            self.heartbeat(self.stats)
 
     # -- the work ----------------------------------------------------------------------------------
 

@@ -395,3 +395,68 @@ def drain(ctx: Context, limit: int | None) -> None:
         outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
     finally:
         outbox.close()
+
+
+@cli.group()
+def service() -> None:
+    """Run task-pulsed as a systemd user service.
+
+    \b
+    Example:
+      task-pulse service install            # write the unit, enable and start it
+      task-pulse service status
+      journalctl --user -u task-pulsed -f   # its log
+    """
+
+
+@service.command("install")
+@click.option("--no-start", is_flag=True, help="Only write the unit file.")
+@json_option
+@pass_ctx
+def service_install(ctx: Context, no_start: bool) -> None:
+    """Write ~/.config/systemd/user/task-pulsed.service for the tasks dir, enable and start it.
+
+    The unit runs the task-pulsed of this installation on the tasks dir (--dir before the verb,
+    else TASK_PULSE_DIR, else the default). Run it again after an upgrade or to change the dir.
+
+    \b
+    Example:
+      task-pulse --dir ~/agent/tasks service install
+    """
+    from task_pulse import service as svc
+
+    done = svc.install(ctx.settings.tasks_dir, start=not no_start)
+    _emit(ctx, "\n".join(done), {"done": done})
+
+
+@service.command("uninstall")
+@json_option
+@pass_ctx
+def service_uninstall(ctx: Context) -> None:
+    """Stop and disable the service and remove its unit file (tasks and state stay).
+
+    \b
+    Example:
+      task-pulse service uninstall
+    """
+    from task_pulse import service as svc
+
+    done = svc.uninstall()
+    _emit(ctx, "\n".join(done), {"done": done})
+
+
+@service.command("status")
+@json_option
+@pass_ctx
+def service_status(ctx: Context) -> None:
+    """Whether the service is installed, enabled and active.
+
+    \b
+    Example:
+      task-pulse service status --json
+    """
+    from task_pulse import service as svc
+
+    state = svc.status()
+    text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in state.items())
+    _emit(ctx, text, state)

@@ -91,6 +91,7 @@ class SQL:
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     COUNT_SEEN = "SELECT count(*) FROM seen"
+    COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL"
 
     INSERT_NOTIFICATION = """
     INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
@@ -248,6 +249,9 @@ class Outbox:
 
     def count_seen(self) -> int:
         return self.db.execute(SQL.COUNT_SEEN).fetchone()[0]
+
+    def count_stalled(self) -> int:
+        return self.db.execute(SQL.COUNT_STALLED).fetchone()[0]
 
     def record(self, task_id: str, seen: Seen | None, notifications: Iterable[Notification]) -> int:
         """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications.

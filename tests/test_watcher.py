@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ def running_worker(store: TaskStore, **options: bool) -> Iterator[tuple[Worker, 
         worker.join(10)
         timers.shutdown()
     assert worker.error is None
+
+
+def seen_rows(tasks_dir: Path) -> int:
+    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
+    try:
+        return db.execute("SELECT count(*) FROM seen").fetchone()[0]
+    finally:
+        db.close()
 
 
 class Seen:
@@ -92,14 +101,14 @@ def test_overflow_warning_from_watchdog_triggers_the_callback() -> None:
 def test_rescan_finds_what_no_event_announced(tasks_dir: Path) -> None:
     store = TaskStore(tasks_dir)
     store.ensure_dirs()
-    with running_worker(store, announce_existing=True) as (worker, queue):
+    with running_worker(store, announce_existing=True) as (_worker, queue):
         task = store.create("Quiet", ["a", "b"], datetime.now(UTC))  # no observer: nobody tells the worker
         store.update(task.task_id, lambda t: t.steps[0].__setattr__("status", "done"), datetime.now(UTC))
         queue.put(RESCAN)
         wait_for(lambda: kinds(tasks_dir) == ["started", "step_done"], 10, "rescan result")
         (tasks_dir / f"{task.task_id}.json").unlink()
         queue.put(RESCAN)
-        wait_for(lambda: worker.stats["tasks"] == 0, 10, "forgotten after rescan")
+        wait_for(lambda: seen_rows(tasks_dir) == 0, 10, "forgotten after rescan")
 
 
 def test_work_queue_coalesces_and_delays() -> None:

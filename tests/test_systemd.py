@@ -1,0 +1,167 @@
+"""The systemd side: the rendered unit verified by the real systemd-analyze, and sd_notify on a real socket."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
+
+
+def install_env(home: Path, **extra: str) -> dict[str, str]:
+    env = clean_env(HOME=str(home), **extra)
+    env.pop("XDG_CONFIG_HOME", None)
+    return env
+
+
+def install(home: Path, tasks_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "task-pulse"), "--dir", str(tasks_dir), "service", "install", *args],
+                          capture_output=True, text=True, env=install_env(home, **env), timeout=60)
+
+
+def unit_value(unit: str, key: str) -> list[str]:
+    return re.findall(rf"^{key}=(.*)$", unit, re.M)
+
+
+def test_install_writes_exactly_one_unit_running_this_installation(tmp_path: Path, tasks_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = install(home, tasks_dir, "--no-start", TASK_PULSE_LANG="en")
+    assert proc.returncode == 0, proc.stderr
+    units = list(home.rglob("*.service"))
+    assert units == [home / ".config" / "systemd" / "user" / "task-pulsed.service"]
+    unit = units[0].read_text()
+    (exec_start,) = unit_value(unit, "ExecStart")
+    binary = Path(exec_start.strip('"'))
+    assert binary.is_absolute() and binary.is_file() and os.access(binary, os.X_OK)
+    assert binary.parent == BIN  # the task-pulsed beside this task-pulse, not whatever PATH finds
+    assert f'"TASK_PULSE_DIR={tasks_dir}"' in unit_value(unit, "Environment")
+    assert '"TASK_PULSE_LANG=en"' in unit_value(unit, "Environment")
+    assert unit_value(unit, "Type") == ["notify"] and unit_value(unit, "NoNewPrivileges") == ["yes"]
+    assert "@" not in exec_start and "@ENVIRONMENT@" not in unit
+    assert str(units[0]) in proc.stdout
+
+
+@pytest.mark.parametrize("dir_name", ["tasks", "my tasks 100%"])
+def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path, dir_name: str) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is part of this machine's image; the unit must be verified by it"
+    home, runtime = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    tasks = tmp_path / dir_name
+    assert install(home, tasks, "--no-start").returncode == 0
+    unit_path = home / ".config" / "systemd" / "user" / "task-pulsed.service"
+    proc = subprocess.run([analyze, "--user", "verify", str(unit_path)], capture_output=True, text=True,
+                          env=install_env(home, XDG_RUNTIME_DIR=str(runtime)), timeout=60)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "task-pulsed" in line]
+    assert ours == [] and proc.returncode == 0, proc.stdout + proc.stderr
+    (env_line,) = unit_value(unit_path.read_text(), "Environment")
+    assert "%%" in env_line if "%" in dir_name else True  # systemd specifiers are escaped
+
+
+def test_verify_does_catch_a_broken_unit(tmp_path: Path) -> None:
+    """The check above can fail: the same verify rejects a unit whose binary is missing."""
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    broken = tmp_path / "task-pulsed.service"
+    broken.write_text("[Service]\nType=notify\nExecStart=/nonexistent/task-pulsed\nBogusKey=1\n")
+    proc = subprocess.run(["systemd-analyze", "--user", "verify", str(broken)], capture_output=True, text=True,
+                          env=clean_env(XDG_RUNTIME_DIR=str(runtime)), timeout=60)
+    assert "task-pulsed" in proc.stderr
+
+
+def test_without_systemctl_the_unit_is_still_written_and_the_error_is_clear(tmp_path: Path, tasks_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = install(home, tasks_dir, PATH=str(tmp_path))  # a PATH with no systemctl on it
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "systemctl is not installed" in proc.stderr
+    assert (home / ".config" / "systemd" / "user" / "task-pulsed.service").exists()
+    status = subprocess.run([str(BIN / "task-pulse"), "service", "status", "--json"], capture_output=True,
+                            text=True, env=install_env(home, PATH=str(tmp_path)), timeout=60)
+    assert '"installed": true' in status.stdout
+
+
+def test_uninstall_removes_the_unit(tmp_path: Path, tasks_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    assert install(home, tasks_dir, "--no-start").returncode == 0
+    proc = subprocess.run([str(BIN / "task-pulse"), "service", "uninstall"], capture_output=True, text=True,
+                          env=install_env(home, PATH=str(tmp_path)), timeout=60)
+    assert proc.returncode == 0 and "removed" in proc.stdout
+    assert list(home.rglob("*.service")) == []
+
+
+class NotifySocket:
+    """An abstract AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self) -> None:
+        self.name = f"task-pulse-test-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def receive(self) -> list[str]:
+        try:
+            while True:
+                self.messages.append(self.sock.recv(4096).decode())
+        except TimeoutError:
+            pass
+        return self.messages
+
+    def assignments(self) -> list[str]:
+        return [line for m in self.receive() for line in m.splitlines()]
+
+
+def test_ready_after_the_scan_then_watchdog_then_stopping(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    task_id = run_tp(tasks_dir, "create", "Existing", "a", "b").stdout.strip()
+    notify = NotifySocket()
+    d = Daemon(tasks_dir, "--announce-existing",
+               env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="2000000"))
+    d.start(wait_ready=False)
+    daemons.append(d)
+    wait_for(lambda: "READY=1" in notify.assignments(), 20, "READY=1")
+    assert kinds(tasks_dir, task_id) == ["started"]  # the first scan was done before READY
+    status = [a for a in notify.assignments() if a.startswith("STATUS=")]
+    assert status and status[0] == "STATUS=watching 1 tasks, 0 stalled, 1 notifications pending"
+    ready_at = notify.assignments().index("READY=1")
+    wait_for(lambda: notify.assignments()[ready_at:].count("WATCHDOG=1") >= 2, 10, "two watchdog pings")
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(15) == 0
+    assert "STOPPING=1" in notify.assignments()
+
+
+def test_watchdog_pid_of_another_process_means_no_pings(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    notify = NotifySocket()
+    d = Daemon(tasks_dir, env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="200000",
+                                        WATCHDOG_PID="1"))
+    daemons.append(d.start())
+    wait_for(lambda: "READY=1" in notify.assignments(), 20, "READY=1")
+    time.sleep(1)  # five watchdog intervals: none of them may ping
+    assert "WATCHDOG=1" not in notify.assignments()
+
+
+def test_no_notify_socket_is_a_silent_no_op(tasks_dir: Path, daemon: Daemon) -> None:
+    assert "sd_notify" not in daemon.log() and "Traceback" not in daemon.log()
+
+
+def test_logs_have_timestamps_unless_journald_adds_them(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    plain = Daemon(tasks_dir).start()
+    daemons.append(plain)
+    assert plain.stop() == 0
+    journald = Daemon(tasks_dir, env=clean_env(JOURNAL_STREAM="8:12345")).start()
+    daemons.append(journald)
+    assert journald.stop() == 0
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO ", plain.log())
+    assert journald.log().startswith("INFO ")
