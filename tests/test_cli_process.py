@@ -1,0 +1,86 @@
+"""The installed `task-pulse` as real processes: concurrency, the original file format, import weight."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import BIN, clean_env, run_tp
+
+ORIGINAL = {  # as the original Live Task Pulse script writes it: no rev, plus fields of its own users
+    "taskId": "日报发布-20261124-093000",
+    "taskName": "日报发布",
+    "status": "running",
+    "startedAt": "2026-11-24T09:30:00+08:00",
+    "updatedAt": "2026-11-24T09:31:10+08:00",
+    "finishedAt": None,
+    "steps": [
+        {"name": "抓取", "status": "done", "startedAt": "2026-11-24T09:30:00+08:00",
+         "finishedAt": "2026-11-24T09:31:00+08:00", "message": "抓取了25条数据", "source": "rss"},
+        {"name": "筛选", "status": "running", "startedAt": "2026-11-24T09:31:00+08:00", "message": "已处理60%"},
+        {"name": "写稿", "status": "pending", "owner": "writer-bot"},
+    ],
+    "error": None,
+    "result": None,
+    "agent": "cron-daily",
+    "meta": {"channel": "telegram", "tags": ["daily", "news"]},
+}
+
+
+def test_eight_processes_times_ten_heartbeats_lose_no_update(tasks_dir: Path) -> None:
+    task_id = run_tp(tasks_dir, "create", "Busy", "a", "b").stdout.strip()
+    rev_before = json.loads((tasks_dir / f"{task_id}.json").read_text())["rev"]
+    script = (
+        "import subprocess, sys\n"
+        "for i in range(10):\n"
+        "    subprocess.run([sys.argv[1], '--dir', sys.argv[2], 'heartbeat', sys.argv[3], f'w{sys.argv[4]}-{i}'],"
+        " check=True, capture_output=True)\n"
+    )
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(BIN / "task-pulse"), str(tasks_dir), task_id,
+                                 str(n)], env=clean_env()) for n in range(8)]
+    assert [w.wait(120) for w in writers] == [0] * 8
+    after = json.loads((tasks_dir / f"{task_id}.json").read_text())
+    assert after["rev"] == rev_before + 80
+    assert after["steps"][0]["message"].endswith("-9")  # some writer's last heartbeat, intact
+    assert list(tasks_dir.glob(".*.tmp")) == []  # no temp file left behind
+
+
+def test_an_original_format_file_advanced_by_next_keeps_its_extra_fields(tasks_dir: Path) -> None:
+    path = tasks_dir / f"{ORIGINAL['taskId']}.json"
+    path.write_text(json.dumps(ORIGINAL, ensure_ascii=False, indent=2), encoding="utf-8")
+    out = run_tp(tasks_dir, "next", "日报", "筛出12条")  # a prefix, as the original allowed
+    assert out.stdout == "[2/3] ██████░░░░ → 写稿\n"
+    after = json.loads(path.read_text(encoding="utf-8"))
+    assert after["agent"] == "cron-daily" and after["meta"] == ORIGINAL["meta"]
+    assert after["steps"][0]["source"] == "rss" and after["steps"][2]["owner"] == "writer-bot"
+    assert after["steps"][1] | {"finishedAt": None} == {
+        "name": "筛选", "status": "done", "startedAt": "2026-11-24T09:31:00+08:00", "message": "筛出12条",
+        "finishedAt": None}
+    assert after["steps"][2]["status"] == "running"
+    assert after["rev"] == 1  # counting starts at the first task-pulse write
+    assert after["startedAt"] == ORIGINAL["startedAt"]  # timestamps written by others are kept as written
+
+
+def test_python_dash_m_task_pulse(tasks_dir: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "task_pulse", "--dir", str(tasks_dir), "create", "M", "x"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert proc.returncode == 0 and (tasks_dir / f"{proc.stdout.strip()}.json").exists()
+
+
+def test_hostile_id_exits_2_and_writes_nothing(tmp_path: Path, tasks_dir: Path) -> None:
+    before = sorted(p for p in tmp_path.rglob("*"))
+    for verb in ("next", "heartbeat", "done"):
+        proc = run_tp(tasks_dir, verb, "../../x", check=False)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_the_writer_path_stays_light() -> None:
+    """`task-pulse heartbeat` must not pay for the daemon's libraries (or sqlite3)."""
+    code = ("import sys, task_pulse.cli, task_pulse.store, task_pulse.messages\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('watchdog', 'apscheduler', 'sqlite3',"
+            " 'daemon', 'tzlocal')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]"
