@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import itertools
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -128,9 +129,18 @@ class Worker(threading.Thread):
             self.ready.set()
             while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
-                self.handle(item, attempt)
+                try:
+                    self.handle(item, attempt)
+                except sqlite3.Error:
+                    raise  # the state db itself is failing (disk full, read-only): stop, clearly
+                except Exception:
+                    # One odd file must not take the daemon down with it; the next change retries it.
+                    log.exception("%r: skipped after an unexpected error", item)
                 self._beat()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread, which exits 1
+        except sqlite3.Error as exc:
+            self.error = exc
+            log.error("state database %s: %s", self.store.pulse_dir / "state.db", exc)
+        except BaseException as exc:  # reported by the main thread, which exits 1
             self.error = exc
             log.exception("worker stopped: %s", exc)
         finally:
@@ -193,7 +203,7 @@ class Worker(threading.Thread):
         for task_id in on_disk:
             if known.get(task_id) is not None and known[task_id] == _lstat_signature(self.store, task_id):
                 continue
-            self.process(task_id, attempt=1, adopt=adopt)
+            self.process(task_id, adopt=adopt)
             looked += 1
         for task_id in set(known) - set(on_disk):
             self.process(task_id)

@@ -154,6 +154,7 @@ class Queued:
         """The `drain --json` object: the stored fields, then the structured ones."""
         return {"seq": self.seq, "key": self.key, "taskId": self.task_id, "taskName": self.task_name,
                 "kind": self.kind, "text": self.text, "createdAt": self.created_at,
+                "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
                 **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
 
 
