@@ -18,7 +18,7 @@ import click
 
 from task_pulse import __version__
 from task_pulse.config import LANGS, Settings, load_settings
-from task_pulse.errors import OperationFailed, TaskPulseError
+from task_pulse.errors import TaskPulseError
 from task_pulse.messages import format_duration, progress_bar, status_view, word
 from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
 from task_pulse.store import TaskStore
@@ -130,11 +130,6 @@ def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], None]
     return store.update(task_id, lambda task: change(task, now.isoformat()), now)
 
 
-def _require_running(task: Task) -> None:
-    if task.status != "running":
-        raise OperationFailed(f"task '{task.task_id}' has already ended ({task.status})")
-
-
 # -- writer verbs --------------------------------------------------------------------------------------
 
 
@@ -173,22 +168,7 @@ def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
       task-pulse next 日报发布-20261124-093000 "抓取了25条数据"
     """
     text = _join(message)
-
-    def advance(task: Task, now: str) -> None:
-        _require_running(task)
-        i = next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
-        if i is None:
-            raise OperationFailed(f"task '{task.task_id}' has no running step "
-                                  f"({task.done_count}/{task.total} done); finish it with `task-pulse done`")
-        step = task.steps[i]
-        step.status, step.finished_at = "done", now
-        if text is not None:
-            step.message = text
-        following = next((s for s in task.steps[i + 1:] if s.status == "pending"), None)
-        if following is not None:
-            following.status, following.started_at = "running", now
-
-    task = _change(ctx, task_id, advance)
+    task = _change(ctx, task_id, lambda t, now: t.advance(now, text))
     current = task.running_step
     _emit(ctx, f"[{task.done_count}/{task.total}] {progress_bar(task.done_count, task.total)} → "
                f"{current.name if current else '—'}", task.to_dict())
@@ -211,20 +191,7 @@ def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: flo
       task-pulse heartbeat 日报发布 "已处理60%" --percent 60
     """
     text = _join(message)
-
-    def touch(task: Task, _now: str) -> None:
-        _require_running(task)
-        if text is None and percent is None:
-            return
-        step = task.running_step
-        if step is None:
-            raise OperationFailed(f"task '{task.task_id}' has no running step to attach the message to")
-        if text is not None:
-            step.message = text
-        if percent is not None:
-            step.percent = int(percent) if percent.is_integer() else percent
-
-    task = _change(ctx, task_id, touch)
+    task = _change(ctx, task_id, lambda t, _now: t.touch(text, percent))
     _emit(ctx, "💓 ok", task.to_dict())
 
 
@@ -241,17 +208,7 @@ def done(ctx: Context, task_id: str, result: tuple[str, ...]) -> None:
       task-pulse done 日报发布 "已发布 https://example.com/daily"
     """
     text = _join(result)
-
-    def finish(task: Task, now: str) -> None:
-        _require_running(task)
-        task.status, task.finished_at = "done", now
-        if text is not None:
-            task.result = text
-        for step in task.steps:
-            if step.status == "running":
-                step.status, step.finished_at = "done", now
-
-    task = _change(ctx, task_id, finish)
+    task = _change(ctx, task_id, lambda t, now: t.finish(now, text))
     started, finished = parse_time(task.started_at), parse_time(task.finished_at)
     duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
     _emit(ctx, f"✅ {word('done', ctx.lang)}{duration}", task.to_dict())
@@ -270,15 +227,7 @@ def error(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
       task-pulse error 日报发布 "发布接口返回 502"
     """
     text = " ".join(message)
-
-    def fail(task: Task, now: str) -> None:
-        _require_running(task)
-        task.status, task.finished_at, task.error = "error", now, text
-        step = task.running_step
-        if step is not None:
-            step.status, step.finished_at, step.message = "error", now, text
-
-    task = _change(ctx, task_id, fail)
+    task = _change(ctx, task_id, lambda t, now: t.fail(now, text))
     _emit(ctx, f"❌ {text}", task.to_dict())
 
 

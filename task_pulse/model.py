@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from task_pulse.errors import OperationFailed
+
 TASK_STATUSES = ("running", "done", "error")
 STEP_STATUSES = ("pending", "running", "done", "error")
 
@@ -88,6 +90,58 @@ class Task:
     @property
     def running_step(self) -> Step | None:
         return next((s for s in self.steps if s.status == "running"), None)
+
+    # -- the writer verbs (each raises OperationFailed when the task is not in a state for it) -----
+
+    def _require_running(self) -> None:
+        if self.status != "running":
+            raise OperationFailed(f"task '{self.task_id}' has already ended ({self.status})")
+
+    def advance(self, now: str, message: str | None = None) -> None:
+        """`next`: the running step is done (keeping `message`), the next pending step runs."""
+        self._require_running()
+        i = next((i for i, s in enumerate(self.steps) if s.status == "running"), None)
+        if i is None:
+            raise OperationFailed(f"task '{self.task_id}' has no running step "
+                                  f"({self.done_count}/{self.total} done); finish it with `task-pulse done`")
+        step = self.steps[i]
+        step.status, step.finished_at = "done", now
+        if message is not None:
+            step.message = message
+        following = next((s for s in self.steps[i + 1:] if s.status == "pending"), None)
+        if following is not None:
+            following.status, following.started_at = "running", now
+
+    def touch(self, message: str | None = None, percent: float | None = None) -> None:
+        """`heartbeat`: the caller's write refreshes updatedAt; set the running step's message/percent."""
+        self._require_running()
+        if message is None and percent is None:
+            return
+        step = self.running_step
+        if step is None:
+            raise OperationFailed(f"task '{self.task_id}' has no running step to attach the message to")
+        if message is not None:
+            step.message = message
+        if percent is not None:
+            step.percent = int(percent) if float(percent).is_integer() else percent
+
+    def finish(self, now: str, result: str | None = None) -> None:
+        """`done`: the task and its running step are done."""
+        self._require_running()
+        self.status, self.finished_at = "done", now
+        if result is not None:
+            self.result = result
+        for step in self.steps:
+            if step.status == "running":
+                step.status, step.finished_at = "done", now
+
+    def fail(self, now: str, error: str) -> None:
+        """`error`: the task and its running step failed with `error`."""
+        self._require_running()
+        self.status, self.finished_at, self.error = "error", now, error
+        step = self.running_step
+        if step is not None:
+            step.status, step.finished_at, step.message = "error", now, error
 
     # -- serialisation ---------------------------------------------------------------------------
 
