@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -21,6 +20,9 @@ class Timers:
     def __init__(self, queue: WorkQueue, *, rescan_seconds: float, cleanup_seconds: float) -> None:
         self.queue = queue
         self.rescan_seconds, self.cleanup_seconds = rescan_seconds, cleanup_seconds
+        # Ids of the date jobs we set. A job that fired is gone from APScheduler but may still be
+        # listed here; that only costs one suppressed JobLookupError when it is removed.
+        self._armed: set[str] = set()
         # One thread is enough: a job is a queue.put.
         self.scheduler = BackgroundScheduler(timezone=UTC, executors={"default": {"type": "threadpool",
                                                                                  "max_workers": 1}})
@@ -41,11 +43,11 @@ class Timers:
         """Run ("kind", task_id) through the queue at unix time `at`; None removes the timer."""
         job_id = f"{kind}:{task_id}"
         if at is None:
-            with suppress(JobLookupError):  # never set, or already fired
-                self.scheduler.remove_job(job_id)
+            if job_id in self._armed:
+                self._armed.discard(job_id)
+                with suppress(JobLookupError):  # already fired
+                    self.scheduler.remove_job(job_id)
             return
+        self._armed.add(job_id)
         self.scheduler.add_job(self.queue.put, "date", args=[(kind, task_id)], id=job_id, replace_existing=True,
                                run_date=datetime.fromtimestamp(at, UTC), misfire_grace_time=None)
-
-    def jobs(self) -> list[Any]:
-        return self.scheduler.get_jobs()

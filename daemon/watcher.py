@@ -13,7 +13,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
@@ -21,7 +28,12 @@ from task_pulse.store import task_id_from_filename
 
 log = logging.getLogger("task-pulsed")
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
-_RELEVANT = frozenset({"created", "modified", "closed", "deleted", "moved"})
+# What we ask the kernel for. Not IN_MODIFY/IN_ATTRIB/IN_OPEN/IN_CLOSE_NOWRITE: every writer (and
+# every read of our own) would raise several of those per change, for nothing: an in-place writer
+# is seen when it closes the file (IN_CLOSE_WRITE), an atomic one when it renames (IN_MOVED_TO).
+# Fewer events also keep the kernel queue further from overflowing.
+EVENT_FILTER = [FileCreatedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent]
+_RELEVANT = frozenset({"created", "closed", "deleted", "moved"})
 
 
 class TaskEventHandler(FileSystemEventHandler):
@@ -69,7 +81,7 @@ class OverflowHook(logging.Handler):
 
 def start_observer(root: Path, on_task: Callable[[str], None]) -> BaseObserver:
     observer = Observer()
-    observer.schedule(TaskEventHandler(root, on_task), os.fspath(root), recursive=False)
+    observer.schedule(TaskEventHandler(root, on_task), os.fspath(root), recursive=False, event_filter=EVENT_FILTER)
     observer.daemon = True
     observer.start()
     return observer

@@ -24,7 +24,7 @@ from daemon.differ import invalid_notification
 from daemon.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulse.model import TaskFormatError, parse_task
 from task_pulse.outbox import Notification, Outbox, Seen
-from task_pulse.store import TaskStore, file_signature, read_task_file
+from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file
 
 if TYPE_CHECKING:
     from daemon.scheduler import Timers
@@ -34,6 +34,8 @@ log = logging.getLogger("task-pulsed")
 # How long a file that fails to parse is given to settle before it counts as invalid: the original
 # script writes in place (truncate, then write), so a reader can catch it half written.
 SETTLE_SECONDS = 0.25
+# Files processed per transaction during a scan (each file's snapshot and notifications stay atomic).
+SCAN_BATCH = 500
 RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
 IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
@@ -199,16 +201,16 @@ class Worker(threading.Thread):
         started = time.monotonic()
         known = self.outbox.seen_signatures()
         on_disk = self.store.task_ids()
-        looked = 0
-        for task_id in on_disk:
-            if known.get(task_id) is not None and known[task_id] == _lstat_signature(self.store, task_id):
-                continue
-            self.process(task_id, adopt=adopt)
-            looked += 1
-        for task_id in set(known) - set(on_disk):
+        changed = [i for i in on_disk if known.get(i) is None or known[i] != _lstat_signature(self.store, i)]
+        for start in range(0, len(changed), SCAN_BATCH):
+            with self.outbox.batch():
+                for task_id in changed[start:start + SCAN_BATCH]:
+                    self.process(task_id, adopt=adopt)
+        gone = set(known) - set(on_disk)
+        for task_id in gone:
             self.process(task_id)
-        log.info("scan: %d task files, %d read, %d forgotten, %.0f ms%s", len(on_disk), looked,
-                 len(set(known) - set(on_disk)), (time.monotonic() - started) * 1000,
+        log.info("scan: %d task files, %d read, %d forgotten, %.0f ms%s", len(on_disk), len(changed),
+                 len(gone), (time.monotonic() - started) * 1000,
                  " (existing tasks adopted silently)" if adopt and on_disk else "")
 
     def process(self, task_id: str, attempt: int = 0, adopt: bool = False) -> None:
@@ -241,12 +243,17 @@ class Worker(threading.Thread):
         self._apply(track(seen, task, datetime.now(UTC), self.policy, file_sig=sig, adopt=adopt))
 
     def cleanup(self) -> None:
-        """Remove expired finished tasks (the code `task-pulse cleanup` runs) and old delivered rows."""
+        """Remove expired finished tasks and old delivered notifications.
+
+        Candidates come from the `seen` table, not from reading every file; each is then re-checked
+        and removed by `TaskStore.remove_if_expired`, the code `task-pulse cleanup` uses.
+        """
         assert self.outbox is not None
-        removed = self.store.cleanup(datetime.now(UTC), self.options.keep_days)
+        cutoff = expiry_cutoff(datetime.now(UTC), self.options.keep_days)
+        removed = [i for i in self.outbox.ended_before(cutoff.timestamp()) if self.store.remove_if_expired(i, cutoff)]
         for task_id in removed:
             self.process(task_id)  # the file is gone: forgets the task and its timers
-        purged = self.outbox.purge_delivered(time.time() - self.options.keep_days * 86400)
+        purged = self.outbox.purge_delivered(cutoff.timestamp())
         if removed or purged:
             log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
 

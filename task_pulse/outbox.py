@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from task_pulse.model import Task, task_from_dict
+from task_pulse.model import Task, parse_time, task_from_dict
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.db"
@@ -48,8 +48,10 @@ class SQL:
         stalled_for TEXT,               -- updatedAt of the episode announced as stalled
         progress_at REAL,               -- unix time of the last progress push
         held        TEXT,               -- a progress notification held back by the throttle (JSON)
-        stall_at    REAL                -- unix time the task becomes stalled if not updated (NULL: never)
+        stall_at    REAL,               -- unix time the task becomes stalled if not updated (NULL: never)
+        ended_at    REAL                -- unix time a done/error task ended (finishedAt, else updatedAt)
     );
+    CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS notifications (
         seq          INTEGER PRIMARY KEY AUTOINCREMENT,
         key          TEXT NOT NULL UNIQUE,
@@ -82,14 +84,15 @@ class SQL:
     SEEN_IDS = "SELECT task_id FROM seen"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
     PUT_SEEN = """
-    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at)
-    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at)
+    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at)
+    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
-        stall_at = excluded.stall_at
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
+    ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? ORDER BY ended_at"
     COUNT_SEEN = "SELECT count(*) FROM seen"
     COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL"
 
@@ -178,6 +181,7 @@ class Outbox:
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = Path(path)
         self.created = False
+        self._batch_depth = 0
         if create and not self.path.exists():
             # Make the file ourselves so it is 0600 from the first byte (SQLite gives -wal/-shm the same).
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -209,7 +213,13 @@ class Outbox:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced."""
+        """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced.
+
+        Inside `batch()` this joins the batch's transaction instead of starting one.
+        """
+        if self._batch_depth:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -217,6 +227,16 @@ class Outbox:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many `record` calls in one transaction (a scan): as atomic, with far fewer commits."""
+        with self.transaction():
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
 
     # -- meta ----------------------------------------------------------------------------------------
 
@@ -248,6 +268,10 @@ class Outbox:
         """(task_id, stall_at, progress_at, holds_progress) of every task with a timer to set."""
         return [(r[0], r[1], r[2], bool(r[3])) for r in self.db.execute(SQL.TIMERS)]
 
+    def ended_before(self, before: float) -> list[str]:
+        """Ids of tasks last seen done/error that ended before unix time `before`: cleanup candidates."""
+        return [r[0] for r in self.db.execute(SQL.ENDED_BEFORE, (before,))]
+
     def count_seen(self) -> int:
         return self.db.execute(SQL.COUNT_SEEN).fetchone()[0]
 
@@ -268,6 +292,7 @@ class Outbox:
                     "task_id": task_id, "snapshot": json.dumps(seen.snapshot.to_dict(), ensure_ascii=False),
                     "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
                     "progress_at": seen.progress_at, "stall_at": seen.stall_at,
+                    "ended_at": _ended_at(seen.snapshot),
                     "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
             inserted = 0
             for n in notifications:
@@ -310,3 +335,10 @@ class Outbox:
         """Give a claimed row back after a failed attempt; nobody takes it again before `retry_at`."""
         with self.transaction() as db:
             db.execute(SQL.RELEASE, {"seq": seq, "owner": owner, "error": error[:500], "retry_at": retry_at})
+
+
+def _ended_at(task: Task) -> float | None:
+    if task.status not in ("done", "error"):
+        return None
+    ended = parse_time(task.finished_at) or parse_time(task.updated_at)
+    return None if ended is None else ended.timestamp()

@@ -174,17 +174,18 @@ class TaskStore:
         except TaskFormatError as exc:
             raise OperationFailed(f"task file {path.name} is not readable: {exc}") from None
 
-    def list_tasks(self) -> list[tuple[str, Task | TaskFormatError]]:
-        """Every task file, parsed; a file that is not a task comes with its reason instead."""
-        out: list[tuple[str, Task | TaskFormatError]] = []
+    def iter_tasks(self) -> Iterator[tuple[str, Task | TaskFormatError]]:
+        """Every task file, parsed one at a time; a file that is not a task comes with its reason."""
         for task_id in self.task_ids():
             try:
-                out.append((task_id, parse_task(read_task_file(self.path_for(task_id))[0], task_id)))
+                yield task_id, parse_task(read_task_file(self.path_for(task_id))[0], task_id)
             except FileNotFoundError:
                 continue  # removed since we listed it
             except TaskFormatError as exc:
-                out.append((task_id, exc))
-        return out
+                yield task_id, exc
+
+    def list_tasks(self) -> list[tuple[str, Task | TaskFormatError]]:
+        return list(self.iter_tasks())
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -270,39 +271,36 @@ class TaskStore:
 
     # -- cleanup -----------------------------------------------------------------------------------
 
-    def expired(self, now: datetime, days: float) -> list[Task]:
-        """Done/error tasks that finished (else were last updated) more than `days` ago."""
-        cutoff = _cutoff(now, days)
-        out = []
-        for _, task in self.list_tasks():
-            if isinstance(task, Task) and _finished_before(task, cutoff):
-                out.append(task)
-        return out
+    def expired(self, now: datetime, days: float) -> list[str]:
+        """Ids of done/error tasks that finished (else were last updated) more than `days` ago."""
+        cutoff = expiry_cutoff(now, days)
+        return [i for i, task in self.iter_tasks() if isinstance(task, Task) and finished_before(task, cutoff)]
+
+    def remove_if_expired(self, task_id: str, cutoff: datetime) -> bool:
+        """Remove the task (and its lock file) if, read under its lock, it ended before `cutoff`."""
+        with self.locked(task_id):
+            try:  # a writer may have revived it since it was found expired
+                current = self.load(task_id)
+            except (TaskNotFound, OperationFailed):
+                return False
+            if not finished_before(current, cutoff):
+                return False
+            with suppress(FileNotFoundError):
+                os.unlink(self.path_for(task_id))
+            with suppress(FileNotFoundError):
+                os.unlink(self.locks_dir / f"{task_id}.lock")
+        return True
 
     def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
-        """Remove expired tasks (and their lock files). Returns the ids removed (or that would be)."""
-        cutoff = _cutoff(now, days)
-        removed = []
-        for task in self.expired(now, days):
-            if dry_run:
-                removed.append(task.task_id)
-                continue
-            with self.locked(task.task_id):
-                try:  # re-check under the lock: a writer may have revived it meanwhile
-                    current = self.load(task.task_id)
-                except (TaskNotFound, OperationFailed):
-                    continue
-                if not _finished_before(current, cutoff):
-                    continue
-                with suppress(FileNotFoundError):
-                    os.unlink(self.path_for(task.task_id))
-                with suppress(FileNotFoundError):
-                    os.unlink(self.locks_dir / f"{task.task_id}.lock")
-                removed.append(task.task_id)
-        return removed
+        """Remove expired tasks. Returns the ids removed (or, with `dry_run`, that would be)."""
+        candidates = self.expired(now, days)
+        if dry_run:
+            return candidates
+        cutoff = expiry_cutoff(now, days)
+        return [i for i in candidates if self.remove_if_expired(i, cutoff)]
 
 
-def _cutoff(now: datetime, days: float) -> datetime:
+def expiry_cutoff(now: datetime, days: float) -> datetime:
     """`now - days`, where an age beyond the calendar (a huge N) simply means nothing is that old."""
     try:
         return now - timedelta(days=days)
@@ -310,7 +308,8 @@ def _cutoff(now: datetime, days: float) -> datetime:
         return datetime.min.replace(tzinfo=now.tzinfo)
 
 
-def _finished_before(task: Task, cutoff: datetime) -> bool:
+def finished_before(task: Task, cutoff: datetime) -> bool:
+    """Whether a done/error task ended (finishedAt, else updatedAt) before `cutoff`."""
     if task.status not in ("done", "error"):
         return False
     finished = parse_time(task.finished_at) or parse_time(task.updated_at)
