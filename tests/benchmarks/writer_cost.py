@@ -1,0 +1,299 @@
+"""What a writer call costs: `task-pulse heartbeat` against the smallest program doing the same I/O.
+
+Measured, all as subprocesses of the same interpreter (`sys.executable`), alternated in one run
+(the order rotates every iteration, so drift and noise hit every variant alike):
+
+  baseline  `python tests/benchmarks/_baseline_heartbeat.py --dir D heartbeat ID MSG`
+            click + stdlib only: flock, read JSON, set updatedAt + running step message, rev+1,
+            write temp file in the same dir, fsync, os.replace
+  script    the installed console script `task-pulse --dir D heartbeat ID MSG`
+  module    `python -m task_pulse --dir D heartbeat ID MSG`
+  floor     `python -c pass` (interpreter start-up alone; for reference, not compared)
+
+Each variant heartbeats its own task file (same shape: 5 steps, one done, one running) in one temp
+dir. Wall time of each subprocess (spawn to exit) is recorded; the report gives median and p90 and
+the ratio of medians ours/baseline (goal <= 1.3).
+
+Then `python -X importtime -c "import task_pulse.cli"` (median over several runs): the total import
+cost of the writer, the top 8 modules by cumulative time, and a FAIL if watchdog, apscheduler,
+sqlite3 or the daemon package is on the writer's import path (the heartbeat command's full run is
+checked too). Exit status 1 on a FAIL, else 0 (a missed timing goal is reported, not fatal).
+
+Run from the repository root with the project's virtualenv:
+
+    .venv/bin/python tests/benchmarks/writer_cost.py            # 60 iterations
+    .venv/bin/python tests/benchmarks/writer_cost.py --n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from task_pulse.model import Task
+from task_pulse.store import TaskStore
+
+HERE = Path(__file__).resolve().parent
+BASELINE_SCRIPT = HERE / "_baseline_heartbeat.py"
+RATIO_GOAL = 1.3
+FORBIDDEN = ("watchdog", "apscheduler", "sqlite3", "_sqlite3", "daemon", "tzlocal")
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def console_script(name: str) -> Path:
+    """The console script installed beside the running interpreter (the venv's bin/)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    if found is None:
+        sys.exit(f"cannot find the console script {name!r} beside {sys.executable} or on PATH")
+    return Path(found)
+
+
+def shebang_interpreter(script: Path) -> str:
+    with script.open("rb") as fh:
+        first = fh.readline().decode(errors="replace").strip()
+    return first[2:].strip() if first.startswith("#!") else "?"
+
+
+@dataclass
+class Variant:
+    name: str
+    argv_prefix: list[str]  # the command up to (not including) the heartbeat arguments
+    task_id: str | None  # None: not a heartbeat (the floor)
+    times: list[float] = field(default_factory=list)
+    last_message: str | None = None
+    runs: int = 0
+
+    def argv(self, tasks_dir: Path, message: str) -> list[str]:
+        if self.task_id is None:
+            return list(self.argv_prefix)
+        return [*self.argv_prefix, "--dir", os.fspath(tasks_dir), "heartbeat", self.task_id, message]
+
+
+def make_task(store: TaskStore, task_id: str) -> None:
+    """A typical task: 5 steps, the first done with a message, the second running."""
+    now = datetime.now().astimezone()
+    store.create("Writer cost benchmark", ["fetch", "filter", "write", "review", "publish"], now, task_id=task_id)
+
+    def advance(task: Task) -> None:
+        steps = task.steps
+        stamp = now.isoformat()
+        steps[0].status, steps[0].finished_at, steps[0].message = "done", stamp, "fetched 25 items"
+        steps[1].status, steps[1].started_at = "running", stamp
+
+    store.update(task_id, advance, now)
+
+
+def run_once(variant: Variant, tasks_dir: Path, message: str, env: dict[str, str], cwd: Path) -> float:
+    argv = variant.argv(tasks_dir, message)
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{variant.name}: {argv} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+    if variant.task_id is not None and "ok" not in proc.stdout.decode(errors="replace"):
+        raise RuntimeError(f"{variant.name}: unexpected output {proc.stdout!r}")
+    variant.runs += 1
+    variant.last_message = message
+    return elapsed
+
+
+# -- import time ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportEntry:
+    self_us: int
+    cumulative_us: int
+    depth: int
+
+
+def parse_importtime(stderr: str) -> dict[str, ImportEntry]:
+    """`-X importtime` lines by module name (a module is imported once per process)."""
+    out: dict[str, ImportEntry] = {}
+    for line in stderr.splitlines():
+        m = IMPORT_LINE.match(line)
+        if m:
+            out[m.group(4)] = ImportEntry(int(m.group(1)), int(m.group(2)), len(m.group(3)) // 2)
+    return out
+
+
+def importtime(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, ImportEntry]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", *args], env=env, cwd=cwd,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"importtime {args} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return parse_importtime(proc.stderr)
+
+
+def forbidden_in(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+
+
+def import_report(runs: int, env: dict[str, str], cwd: Path, hb_argv: list[str]) -> bool:
+    """Print the import-time report. Returns False when a forbidden module is on the writer's path."""
+    importtime(["-c", "import task_pulse.cli"], env, cwd)  # warm: make sure every .pyc exists
+    startup = set(importtime(["-c", "pass"], env, cwd))
+    samples = [importtime(["-c", "import task_pulse.cli"], env, cwd) for _ in range(runs)]
+    path_modules = set().union(*(set(s) for s in samples)) - startup
+
+    def med(name: str, attr: str) -> float:
+        return statistics.median(getattr(s[name], attr) for s in samples if name in s)
+
+    # The statement's cost: every top-level import it triggered (task_pulse itself, then task_pulse.cli).
+    top_level = sorted(m for m in path_modules if all(s.get(m, ImportEntry(0, 0, 1)).depth == 0 for s in samples))
+    total_ms = statistics.median(sum(s[m].cumulative_us for m in top_level if m in s) for s in samples) / 1000
+    cli_ms = med("task_pulse.cli", "cumulative_us") / 1000
+    print(f"\nImport time of `import task_pulse.cli` (median of {runs} runs of -X importtime; "
+          "modules beyond interpreter start-up)")
+    print(f"  total (top-level imports {', '.join(top_level)}): {total_ms:.1f} ms")
+    print(f"  task_pulse.cli cumulative: {cli_ms:.1f} ms; modules loaded: {len(path_modules)}")
+    ranked = sorted((m for m in path_modules if m != "task_pulse.cli"), key=lambda m: -med(m, "cumulative_us"))
+    print(f"  top 8 by cumulative time:\n    {'module':<28} {'cumul ms':>9} {'self ms':>8}")
+    for m in ranked[:8]:
+        print(f"    {m:<28} {med(m, 'cumulative_us') / 1000:>9.2f} {med(m, 'self_us') / 1000:>8.2f}")
+
+    # What task-pulse adds on top of click (the baseline imports click too): the self time of every
+    # module that `import click` alone does not load.
+    click_only = set(importtime(["-c", "import click"], env, cwd)) - startup
+    extra = sorted(path_modules - click_only, key=lambda m: -med(m, "self_us"))
+    extra_ms = sum(med(m, "self_us") for m in extra) / 1000
+    largest = ", ".join(f"{m} {med(m, 'self_us') / 1000:.2f}" for m in extra[:6])
+    print(f"  beyond `import click` ({len(click_only)} modules): {len(extra)} more modules, "
+          f"{extra_ms:.1f} ms self time; largest (ms): {largest}")
+
+    ok = True
+    bad = forbidden_in(path_modules)
+    if bad:
+        ok = False
+        print(f"  FAIL: forbidden modules on the writer import path: {', '.join(bad)}")
+    else:
+        print(f"  ok: none of {', '.join(FORBIDDEN)} imported by task_pulse.cli")
+    # The whole heartbeat command, lazy imports included.
+    hb_modules = set(importtime(hb_argv, env, cwd)) - startup
+    bad = forbidden_in(hb_modules)
+    if bad:
+        ok = False
+        print(f"  FAIL: forbidden modules imported while running `heartbeat`: {', '.join(bad)}")
+    else:
+        print(f"  ok: a full `heartbeat` run imports none of them either ({len(hb_modules)} modules)")
+    return ok
+
+
+# -- main -------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--n", type=int, default=60, help="timed iterations per variant (default 60)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
+    parser.add_argument("--import-runs", type=int, default=7, help="-X importtime runs (default 7)")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be >= 1")
+
+    script = console_script("task-pulse")
+    tmp = Path(tempfile.mkdtemp(prefix="tp-writer-cost-"))
+    try:
+        tasks_dir = tmp / "tasks"
+        home = tmp / "home"
+        home.mkdir()
+        # Isolate from the user's settings: no TASK_PULSE_* variables, no ~/.config/task-pulse file.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+        env["HOME"] = os.fspath(home)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        store = TaskStore(tasks_dir)
+        variants = [
+            Variant("baseline", [sys.executable, os.fspath(BASELINE_SCRIPT)], "bench-baseline"),
+            Variant("script", [os.fspath(script)], "bench-script"),
+            Variant("module", [sys.executable, "-m", "task_pulse"], "bench-module"),
+            Variant("floor", [sys.executable, "-c", "pass"], None),
+        ]
+        for v in variants:
+            if v.task_id is not None:
+                make_task(store, v.task_id)
+        revs_before = {v.name: store.load(v.task_id).rev for v in variants if v.task_id}
+
+        print(f"writer_cost: python {sys.version.split()[0]} at {sys.executable}")
+        print(f"  console script {script} (interpreter {shebang_interpreter(script)})")
+        print(f"  tasks dir {tasks_dir}; {args.n} timed iterations (+{args.warmup} warm-up), order rotating")
+        total = args.warmup + args.n
+        for i in range(total):
+            k = i % len(variants)
+            for v in variants[k:] + variants[:k]:
+                elapsed = run_once(v, tasks_dir, f"heartbeat {i:05d} from {v.name}", env, tmp)
+                if i >= args.warmup:
+                    v.times.append(elapsed)
+
+        # Every heartbeat must really have happened (the baseline does the same work as ours).
+        for v in variants:
+            if v.task_id is None:
+                continue
+            task = store.load(v.task_id)
+            running = task.running_step
+            assert running is not None and running.message == v.last_message, (v.name, running)
+            assert task.rev == revs_before[v.name] + total, (v.name, task.rev, revs_before[v.name], total)
+
+        base = statistics.median(variants[0].times)
+        print(f"\n  {'variant':<10} {'median ms':>10} {'p90 ms':>8} {'min ms':>8} {'ratio':>7}  goal")
+        ratios: dict[str, float] = {}
+        for v in variants:
+            med = statistics.median(v.times)
+            ratio = med / base
+            p90 = percentile(v.times, 90)
+            line = f"  {v.name:<10} {med * 1000:>10.1f} {p90 * 1000:>8.1f} {min(v.times) * 1000:>8.1f}"
+            if v.name in ("script", "module"):
+                ratios[v.name] = ratio
+                verdict = "PASS" if ratio <= RATIO_GOAL else "MISS"
+                line += f" {ratio:>7.2f}  <= {RATIO_GOAL} {verdict}"
+            elif v.name == "baseline":
+                line += f" {1:>7.2f}"
+            else:
+                line += f" {ratio:>7.2f}  (reference: interpreter start-up)"
+            print(line)
+        over_floor = statistics.median(variants[3].times)
+        print(f"  above the interpreter floor: baseline +{(base - over_floor) * 1000:.1f} ms, "
+              f"script +{(statistics.median(variants[1].times) - over_floor) * 1000:.1f} ms, "
+              f"module +{(statistics.median(variants[2].times) - over_floor) * 1000:.1f} ms")
+
+        hb_argv = ["-m", "task_pulse", "--dir", os.fspath(tasks_dir), "heartbeat", "bench-module", "import check"]
+        imports_ok = import_report(args.import_runs, env, tmp, hb_argv)
+
+        summary = {"n": args.n, "baseline_ms": round(base * 1000, 2),
+                   **{f"{k}_ratio": round(r, 3) for k, r in ratios.items()}, "imports_ok": imports_ok}
+        print(f"\nsummary: {json.dumps(summary)}")
+        return 0 if imports_ok else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
