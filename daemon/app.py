@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from daemon.delivery import Deliverer
 from daemon.scheduler import Timers
 from daemon.sdnotify import notify, watchdog_interval
+from daemon.sinks import Sink
 from daemon.tracker import Policy
 from daemon.watcher import OverflowHook, start_observer
 from daemon.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
@@ -37,6 +39,9 @@ class DaemonOptions:
     keep_days: float = 7
     rescan_seconds: float = 300
     cleanup_seconds: float = 3600
+    sink: Sink | None = None
+    sink_attempts: int = 5
+    sink_backoff: float = 2.0
 
 
 def take_daemon_lock(store: TaskStore) -> int:
@@ -76,9 +81,13 @@ def run(options: DaemonOptions) -> int:
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
+    deliverer = None
+    if options.sink is not None:
+        deliverer = Deliverer(store.root, options.sink, attempts=options.sink_attempts, backoff=options.sink_backoff,
+                              lease_seconds=options.sink.timeout + 30)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
-                    heartbeat=heartbeat, heartbeat_every=beat_every)
+                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=deliverer.wake if deliverer else None)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -102,8 +111,13 @@ def run(options: DaemonOptions) -> int:
             log.info("ready: %s in %s", status_line(worker.stats), store.root)
             notify("READY=1", f"STATUS={status_line(worker.stats)}")
             queue.put(CLEANUP)
+            if deliverer is not None:
+                deliverer.start()
         worker.join()  # interrupted by signal handlers, which close the queue
     finally:
+        if deliverer is not None and deliverer.is_alive():
+            deliverer.stop()
+            deliverer.join(timeout=5)  # a delivery still running is redone after its claim lapses
         timers.shutdown()
         observer.stop()
         observer.join(timeout=5)

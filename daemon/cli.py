@@ -9,6 +9,7 @@ import sys
 import click
 
 from daemon.app import DaemonOptions, run
+from daemon.sinks import ExecSink, Sink, WebhookSink
 from daemon.tracker import Policy
 from task_pulse import __version__
 from task_pulse.cli import FiniteRange
@@ -45,19 +46,34 @@ def setup_logging(verbose: bool) -> None:
               help="How often to clean up (also once at startup).")
 @click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
               help="How often to rescan the whole dir, for anything the watcher missed.")
+@click.option("--exec", "exec_command", metavar="CMD",
+              help="Deliver each notification by running CMD with the text as last argument (JSON on stdin).")
+@click.option("--webhook", metavar="URL", help="Deliver each notification by POSTing its JSON to URL.")
+@click.option("--webhook-header", "webhook_headers", multiple=True, metavar="'NAME: VALUE'",
+              help="Header for --webhook (repeatable); ${VAR} in VALUE is read from the environment.")
+@click.option("--sink-attempts", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Attempts per notification before it is left for `task-pulse drain`.")
+@click.option("--sink-backoff", type=FiniteRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
+              help="Wait before the first retry; doubles after each failure.")
+@click.option("--sink-timeout", type=FiniteRange(min=1), default=30.0, show_default=True, metavar="SECONDS",
+              help="Time allowed for one delivery.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
-        verbose: bool) -> None:
+        exec_command: str | None, webhook: str | None, webhook_headers: tuple[str, ...], sink_attempts: int,
+        sink_backoff: float, sink_timeout: float, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
-    Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. The parent agent
-    reads the queue with `task-pulse drain`.
+    Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
+    pushed live through one sink (--exec or --webhook); whatever a sink cannot deliver, and
+    everything when there is no sink, is read with `task-pulse drain`.
 
     \b
-    Example:
+    Examples:
       task-pulsed --dir ~/.openclaw/workspace/tasks --lang en
+      task-pulsed --exec "openclaw message send --channel telegram --target 123456 --message"
+      task-pulsed --webhook https://chat.example/hook --webhook-header 'Authorization: Bearer ${CHAT_TOKEN}'
     """
     setup_logging(verbose)
     try:
@@ -65,11 +81,24 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                   "progress_interval": progress_interval, "keep_days": keep_days})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
+    if exec_command is not None and webhook is not None:
+        raise click.UsageError("--exec and --webhook are exclusive: one sink per daemon")
+    if webhook_headers and webhook is None:
+        raise click.UsageError("--webhook-header needs --webhook")
+    sink: Sink | None = None
+    try:
+        if exec_command is not None:
+            sink = ExecSink(exec_command, timeout=sink_timeout)
+        elif webhook is not None:
+            sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
                     lang=settings.lang)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
-                               cleanup_seconds=cleanup_interval)))
+                               cleanup_seconds=cleanup_interval, sink=sink, sink_attempts=sink_attempts,
+                               sink_backoff=sink_backoff)))
 
 
 def main() -> None:

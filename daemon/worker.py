@@ -105,13 +105,14 @@ class Worker(threading.Thread):
 
     def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions,
                  heartbeat: Callable[[dict[str, int]], None] | None = None, heartbeat_every: float | None = None,
-                 ) -> None:
+                 on_new: Callable[[], None] | None = None) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
         self.store, self.queue, self.timers, self.options = store, queue, timers, options
         self.policy = options.policy
         # Called from this thread's loop with fresh stats at least every `heartbeat_every` seconds:
         # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
+        self.on_new = on_new  # told after a commit that queued something (wakes the sink)
         self._last_beat = 0.0
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -206,6 +207,8 @@ class Worker(threading.Thread):
             with self.outbox.batch():
                 for task_id in changed[start:start + SCAN_BATCH]:
                     self.process(task_id, adopt=adopt)
+        if changed and self.on_new is not None:
+            self.on_new()  # the batches are committed only now
         gone = set(known) - set(on_disk)
         for task_id in gone:
             self.process(task_id)
@@ -274,11 +277,12 @@ class Worker(threading.Thread):
         self.timers.set("stall", seen.task_id, seen.stall_at)
         self.timers.set("flush", seen.task_id, flush_due(seen, self.policy))
 
-    @staticmethod
-    def _log_new(count: int, notifications: list[Notification]) -> None:
+    def _log_new(self, count: int, notifications: list[Notification]) -> None:
         if count:
             for n in notifications:
                 log.info("%s: %s %s", n.task_id, n.kind, n.text.replace("\n", " | "))
+            if self.on_new is not None:
+                self.on_new()
 
 
 def _lstat_signature(store: TaskStore, task_id: str) -> str | None:

@@ -338,8 +338,7 @@ def drain(ctx: Context, limit: int | None) -> None:
                     click.echo(f"{row.text}\n")
             sys.stdout.flush()
         except BaseException:
-            for row in rows:  # not printed for sure: hand them straight back
-                outbox.release(row.seq, owner, "drain output failed")
+            outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
             raise
         outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
     finally:

@@ -66,9 +66,11 @@ class SQL:
         attempts     INTEGER NOT NULL DEFAULT 0,
         last_error   TEXT,
         claimed_by   TEXT,
-        claim_until  REAL
+        claim_until  REAL,              -- unix time the claim lapses (a dead deliverer's rows come back)
+        retry_at     REAL               -- a sink's next attempt after a failure (drain ignores it)
     );
     CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) WHERE delivered_at IS NULL;
+    CREATE INDEX IF NOT EXISTS notifications_task_pending ON notifications (task_id, seq) WHERE delivered_at IS NULL;
     CREATE INDEX IF NOT EXISTS notifications_delivered ON notifications (delivered_at)
         WHERE delivered_at IS NOT NULL;
     """
@@ -113,10 +115,30 @@ class SQL:
     UPDATE notifications SET delivered_at = :at, delivered_by = :by, claimed_by = NULL, claim_until = NULL
     WHERE seq = :seq AND claimed_by = :owner AND delivered_at IS NULL
     """
-    RELEASE = """
-    UPDATE notifications SET claimed_by = NULL, claim_until = :retry_at, attempts = attempts + 1,
-        last_error = :error
+    RELEASE = "UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE seq = :seq AND claimed_by = :owner"
+    RETRY_LATER = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1, last_error = :error,
+        retry_at = :retry_at
     WHERE seq = :seq AND claimed_by = :owner
+    """
+    # A sink takes the oldest row it may try now, and never one whose task has an older row still
+    # undelivered (failed and waiting to retry, or held by a drain): per-task order is kept. Rows that
+    # used up their attempts are left to `task-pulse drain` and no longer hold their task back.
+    SINK_CLAIMABLE = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications AS n
+    WHERE n.delivered_at IS NULL AND n.attempts < :max_attempts
+      AND (n.claim_until IS NULL OR n.claim_until < :now) AND (n.retry_at IS NULL OR n.retry_at <= :now)
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications AS p
+          WHERE p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL AND p.attempts < :max_attempts)
+    ORDER BY n.seq LIMIT 1
+    """
+    # When the next row a sink may want becomes free: a retry coming due or a claim lapsing.
+    SINK_NEXT_FREE = """
+    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM notifications
+    WHERE delivered_at IS NULL AND attempts < :max_attempts
+      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0)) > :now
     """
     PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
 
@@ -320,8 +342,7 @@ class Outbox:
         with self.transaction() as db:
             rows = db.execute(SQL.CLAIMABLE, {"now": now, "limit": -1 if limit is None else limit}).fetchall()
             db.executemany(SQL.CLAIM, [{"owner": owner, "until": now + lease_seconds, "seq": r[0]} for r in rows])
-        return [Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5],
-                       text=r[6], data=json.loads(r[7]), attempts=r[8]) for r in rows]
+        return [_queued(r) for r in rows]
 
     def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int:
         """Mark claimed rows delivered. Only rows still claimed by `owner` change."""
@@ -331,10 +352,34 @@ class Outbox:
                                                       for s in seqs])
             return cur.rowcount
 
-    def release(self, seq: int, owner: str, error: str, retry_at: float | None = None) -> None:
-        """Give a claimed row back after a failed attempt; nobody takes it again before `retry_at`."""
+    def release(self, seqs: Iterable[int], owner: str) -> None:
+        """Give claimed rows back untried (the deliverer could not even start): anyone may take them."""
         with self.transaction() as db:
-            db.execute(SQL.RELEASE, {"seq": seq, "owner": owner, "error": error[:500], "retry_at": retry_at})
+            db.executemany(SQL.RELEASE, [{"seq": s, "owner": owner} for s in seqs])
+
+    def retry_later(self, seq: int, owner: str, error: str, retry_at: float) -> None:
+        """A sink's attempt failed: count it, keep the reason, and let the sink try again at `retry_at`."""
+        with self.transaction() as db:
+            db.execute(SQL.RETRY_LATER, {"seq": seq, "owner": owner, "error": error[:500], "retry_at": retry_at})
+
+    def claim_for_sink(self, owner: str, max_attempts: int, lease_seconds: float) -> Queued | None:
+        """The next notification a sink should deliver (see SQL.SINK_CLAIMABLE), claimed for `owner`."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(SQL.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
+            if row is None:
+                return None
+            db.execute(SQL.CLAIM, {"owner": owner, "until": now + lease_seconds, "seq": row[0]})
+        return _queued(row)
+
+    def sink_next_free(self, max_attempts: int) -> float | None:
+        """Unix time at which a row held back by a retry delay or a claim becomes free (None: none is)."""
+        return self.db.execute(SQL.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()[0]
+
+
+def _queued(r: tuple[Any, ...]) -> Queued:
+    return Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5], text=r[6],
+                  data=json.loads(r[7]), attempts=r[8])
 
 
 def _ended_at(task: Task) -> float | None:

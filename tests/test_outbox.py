@@ -58,7 +58,7 @@ def test_claim_mark_and_release(tasks_dir: Path) -> None:
     assert [r.key for r in second] == ["k3", "k4"]  # never a row another owner holds
     assert outbox.mark_delivered([r.seq for r in first], owner="b") == 0  # not b's rows
     assert outbox.mark_delivered([r.seq for r in first], owner="a") == 3
-    outbox.release(second[0].seq, "b", "sink down")
+    outbox.release([second[0].seq], "b")
     assert [r.key for r in outbox.claim("c")] == ["k3"]
     assert outbox.count_pending() == 2
     outbox.close()
@@ -109,3 +109,36 @@ def test_two_drain_processes_deliver_each_notification_exactly_once(tasks_dir: P
     keys = [json.loads(line)["key"] for out in outputs for line in out.splitlines() if line]
     assert sorted(keys) == [f"k{i:03d}" for i in range(200)]
     assert all(out for out in outputs), "both drains should have taken a share"
+
+
+def test_a_sink_keeps_per_task_order_and_gives_up_to_drain(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("a", snapshot("a"), [note("a1", task_id="a"), note("a2", task_id="a")])
+    outbox.record("b", snapshot("b"), [note("b1", task_id="b")])
+    first = outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60)
+    assert first is not None and first.key == "a1"
+    # while a1 is out, a2 must wait; b1 is free
+    second = outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60)
+    assert second is not None and second.key == "b1"
+    assert outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60) is None
+    outbox.retry_later(first.seq, "sink", "HTTP 500", retry_at=time.time() + 60)
+    assert outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60) is None  # a1 waits, a2 behind it
+    assert 0 < (outbox.sink_next_free(2) or 0) - time.time() <= 60
+    outbox.retry_later(first.seq, "sink", "x", 0)  # not claimed by "sink" any more: no effect
+    # a drain takes anything undelivered, the retry delay notwithstanding
+    assert [r.key for r in outbox.claim("drain")] == ["a1", "a2"]
+    outbox.close()
+
+
+def test_after_its_last_attempt_a_row_no_longer_holds_its_task(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("a", snapshot("a"), [note("a1", task_id="a"), note("a2", task_id="a")])
+    row = outbox.claim_for_sink("sink", max_attempts=1, lease_seconds=60)
+    assert row is not None
+    outbox.retry_later(row.seq, "sink", "exit 1", retry_at=time.time() + 3600)
+    nxt = outbox.claim_for_sink("sink", max_attempts=1, lease_seconds=60)
+    assert nxt is not None and nxt.key == "a2"
+    assert outbox.count_pending() == 2  # a1 stays for drain
+    outbox.close()

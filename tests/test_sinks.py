@@ -1,0 +1,166 @@
+"""Live delivery by the real daemon: an exec sink script and a webhook receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from task_pulse.store import TaskStore
+from tests.conftest import BIN, Daemon, clean_env, read_notifications, run_tp, wait_for
+
+RECORDER = """\
+import json, sys, time
+payload = json.load(sys.stdin)
+with open(sys.argv[1], "a", encoding="utf-8") as fh:
+    fh.write(json.dumps({"argv_text": sys.argv[-1], "key": payload["key"], "kind": payload["kind"]}) + "\\n")
+time.sleep(float(sys.argv[2]))
+sys.exit(int(sys.argv[3]))
+"""
+
+
+def exec_sink(tmp_path: Path, *, sleep: float = 0, exit_code: int = 0) -> tuple[str, Path]:
+    """An --exec command line that records what it receives in a JSON-lines file."""
+    script, log = tmp_path / "record.py", tmp_path / "received.jsonl"
+    script.write_text(RECORDER)
+    return shlex.join([sys.executable, str(script), str(log), str(sleep), str(exit_code)]) + " --message", log
+
+
+def received(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_exec_sink_gets_every_message_in_order(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+    command, log = exec_sink(tmp_path)
+    daemons.append(Daemon(tasks_dir, "--exec", command).start())
+    task_id = run_tp(tasks_dir, "create", "Daily", "fetch", "write").stdout.strip()
+    run_tp(tasks_dir, "next", task_id, "25 items")
+    run_tp(tasks_dir, "done", task_id, "ok")
+    wait_for(lambda: len(received(log)) == 4, 15, "4 deliveries")
+    got = received(log)
+    assert [g["kind"] for g in got] == ["started", "step_done", "step_done", "done"]
+    assert got[1]["argv_text"] == "✅ [1/2] fetch完成（25 items）\n🔄 → write"  # the text is the last argument
+    notes = read_notifications(tasks_dir)
+    assert [g["key"] for g in got] == [n["key"] for n in notes]
+    assert {n["delivered_by"] for n in notes} == {"exec"}
+    assert run_tp(tasks_dir, "drain").stdout == ""
+
+
+def test_a_hostile_task_name_is_only_text(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+    command, log = exec_sink(tmp_path)
+    marker = tmp_path / "X"
+    daemons.append(Daemon(tasks_dir, "--exec", command).start())
+    name = f"$(touch {marker}); touch {marker} `touch {marker}`"
+    run_tp(tasks_dir, "create", name, "step")
+    wait_for(lambda: len(received(log)) == 1, 15, "delivery")
+    assert name[:150] in received(log)[0]["argv_text"]  # verbatim (capped at 200 characters)
+    assert not marker.exists()
+
+
+def test_an_always_failing_sink_leaves_everything_to_drain(tmp_path: Path, tasks_dir: Path,
+                                                          daemons: list[Daemon]) -> None:
+    command, log = exec_sink(tmp_path, exit_code=3)
+    d = Daemon(tasks_dir, "--exec", command, "--sink-attempts", "2", "--sink-backoff", "0.1").start()
+    daemons.append(d)
+    task_id = run_tp(tasks_dir, "create", "Doomed", "a", "b").stdout.strip()
+    run_tp(tasks_dir, "next", task_id)
+    wait_for(lambda: d.log().count("left for task-pulse drain") == 2, 15, "both given up")
+    assert len(received(log)) == 4  # two notifications, two attempts each
+    assert d.alive()
+    drained = run_tp(tasks_dir, "drain", "--json").stdout.splitlines()
+    assert [json.loads(line)["kind"] for line in drained] == ["started", "step_done"]
+    assert {n["delivered_by"] for n in read_notifications(tasks_dir)} == {"drain"}
+    run_tp(tasks_dir, "done", task_id)  # the daemon still watches and still tries
+    wait_for(lambda: d.log().count("left for task-pulse drain") == 3, 15, "third given up")
+
+
+def test_a_sink_and_drain_racing_deliver_each_notification_once(tmp_path: Path, tasks_dir: Path,
+                                                                daemons: list[Daemon]) -> None:
+    command, log = exec_sink(tmp_path, sleep=0.005)
+    daemons.append(Daemon(tasks_dir, "--exec", command).start())
+    store = TaskStore(tasks_dir)
+    for i in range(20):  # 20 tasks x (started + 8 step_done + done) = 200 notifications
+        task = store.create(f"race {i}", [f"s{j}" for j in range(8)], datetime.now(UTC))
+        for _ in range(7):
+            store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+        store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    drained: list[str] = []
+
+    def drain_until_empty() -> bool:
+        out = run_tp(tasks_dir, "drain", "--json", "--limit", "5").stdout
+        drained.extend(json.loads(line)["key"] for line in out.splitlines())
+        notes = read_notifications(tasks_dir)
+        return len(notes) == 200 and all(n["delivered_at"] for n in notes)
+
+    wait_for(drain_until_empty, 60, "all 200 delivered")
+    by_sink = [r["key"] for r in received(log)]
+    assert drained and by_sink, "both deliverers should have taken a share"
+    assert sorted(drained + by_sink) == sorted(n["key"] for n in read_notifications(tasks_dir))
+    assert len(set(drained + by_sink)) == 200
+
+
+class Receiver(BaseHTTPRequestHandler):
+    answers: list[int] = []
+    posts: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        status = self.answers.pop(0) if self.answers else 200
+        self.posts.append({"status": status, "auth": self.headers.get("Authorization"), "body": body})
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, type[Receiver]]]:
+    handler = type("Handler", (Receiver,), {"answers": [500], "posts": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/bot-SECRET-PATH/send", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_retries_a_500_then_delivers(tasks_dir: Path, daemons: list[Daemon],
+                                             receiver: tuple[str, type[Receiver]]) -> None:
+    url, handler = receiver
+    env = clean_env(CHAT_TOKEN="s3cr3t-token")
+    d = Daemon(tasks_dir, "--webhook", url, "--webhook-header", "Authorization: Bearer ${CHAT_TOKEN}",
+               "--sink-backoff", "0.2", env=env).start()
+    daemons.append(d)
+    task_id = run_tp(tasks_dir, "create", "Hooked", "a").stdout.strip()
+    run_tp(tasks_dir, "done", task_id)
+    wait_for(lambda: [p["status"] for p in handler.posts] == [500, 200, 200, 200], 15, "500, then retried")
+    kinds = [p["body"]["kind"] for p in handler.posts]
+    assert kinds == ["started", "started", "step_done", "done"]
+    assert {p["auth"] for p in handler.posts} == {"Bearer s3cr3t-token"}
+    assert {"seq", "key", "taskId", "text", "createdAt", "done", "total", "step"} <= handler.posts[1]["body"].keys()
+    wait_for(lambda: all(n["delivered_by"] == "webhook" for n in read_notifications(tasks_dir)), 10, "marked")
+    assert "s3cr3t" not in d.log() and "SECRET-PATH" not in d.log()
+    assert "HTTP 500" in d.log()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--exec", "true", "--webhook", "http://127.0.0.1:9/"], "exclusive"),
+    (["--webhook-header", "A: b"], "needs --webhook"),
+    (["--webhook", "http://127.0.0.1:9/", "--webhook-header", "X-Token: ${NOPE_NOT_SET}"], "NOPE_NOT_SET is not set"),
+    (["--webhook", "ftp://example/"], "http(s) URL"),
+    (["--exec", "'unbalanced"], "--exec"),
+])
+def test_sink_usage_errors(tasks_dir: Path, args: list[str], message: str) -> None:
+    proc = subprocess.run([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), *args], capture_output=True,
+                          text=True, env=clean_env(), timeout=30)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
