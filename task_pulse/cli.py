@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -22,6 +22,9 @@ from task_pulse.errors import TaskPulseError
 from task_pulse.messages import format_duration, progress_bar, status_view, word
 from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
 from task_pulse.store import TaskStore
+
+if TYPE_CHECKING:
+    from task_pulse.outbox import Queued
 
 
 @dataclass
@@ -302,19 +305,22 @@ def main() -> None:
 
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N notifications.")
+@click.option("--digest", is_flag=True, help="One message per task for everything pending (at most 3 lines).")
 @json_option
 @pass_ctx
-def drain(ctx: Context, limit: int | None) -> None:
+def drain(ctx: Context, limit: int | None, digest: bool) -> None:
     """Print pending notifications, oldest first, then mark them delivered.
 
     Each message is printed and flushed before it is marked delivered: if the caller dies in
     between, the next drain prints it again (at least once, never lost). Two drains running at
     once never print the same notification. --json prints one object per line with seq, key,
-    taskId, taskName, kind, text, createdAt, done, total, step.
+    taskId, taskName, kind, text, createdAt, done, total, step. --digest sums up each task in
+    one message, for a parent that drains only every half hour.
 
     \b
-    Example (a parent agent's heartbeat):
-      task-pulse drain --json | while read -r line; do send-to-chat "$line"; done
+    Examples (a parent agent's heartbeat):
+      task-pulse drain
+      task-pulse drain --digest --json | while read -r line; do send-to-chat "$line"; done
     """
     import os
     import uuid
@@ -331,11 +337,8 @@ def drain(ctx: Context, limit: int | None) -> None:
     try:
         rows = outbox.claim(owner, limit, lease_seconds=60)
         try:
-            for row in rows:
-                if ctx.json_output:
-                    click.echo(json.dumps(row.to_json(), ensure_ascii=False))
-                else:
-                    click.echo(f"{row.text}\n")
+            for text, data in _digests(rows, ctx.lang) if digest else ((r.text, r.to_json()) for r in rows):
+                click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
             sys.stdout.flush()
         except BaseException:
             outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
@@ -343,6 +346,23 @@ def drain(ctx: Context, limit: int | None) -> None:
         outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
     finally:
         outbox.close()
+
+
+def _digests(rows: list[Queued], lang: str) -> list[tuple[str, dict[str, Any]]]:
+    """(text, --json object) per task, tasks in the order of their oldest pending notification."""
+    from task_pulse.messages import digest
+
+    by_task: dict[str, list[Queued]] = {}
+    for row in rows:
+        by_task.setdefault(row.task_id, []).append(row)
+    out = []
+    for task_id, group in by_task.items():
+        text = digest([(r.kind, r.data) for r in group], lang)
+        last = group[-1].to_json()
+        out.append((text, {**last, "kind": "digest", "text": text, "latestKind": group[-1].kind,
+                           "count": len(group), "seqs": [r.seq for r in group], "keys": [r.key for r in group],
+                           "taskId": task_id}))
+    return out
 
 
 @cli.group()

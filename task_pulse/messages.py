@@ -80,6 +80,16 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "stalled": "⚠️ 【{name}】可能卡住了（{minutes}分钟无更新）\n当前步骤: {step} [{done}/{total}]",
         "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step} [{done}/{total}]",
         "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
+        # drain --digest: one message per task, head / what happened / detail
+        "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
+        "digest_stalled": "⚠️ 【{name}】可能卡住了（{minutes}分钟无更新）<< → {step}>>",
+        "digest_done": "🎉 【{name}】完成！<<({duration})>>",
+        "digest_failed": "❌ 【{name}】失败<<: {error}>>",
+        "digest_started": "🚀 开始: {plan}",
+        "digest_steps": "✅ {steps}完成",
+        "digest_message": "💬 {message}",
+        "digest_result": "结果: {result}",
+        "digest_at": "当前步骤: {step} [{done}/{total}]",
     },
     "en": {
         "started": "🚀 Started【{name}】\n📋 {plan}\n<<🔄 Now: {current}>>",
@@ -90,6 +100,15 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "stalled": "⚠️ 【{name}】may be stuck (no update for {minutes} min)\nAt step: {step} [{done}/{total}]",
         "resumed": "🔄 【{name}】resumed (stuck for {duration})\nAt step: {step} [{done}/{total}]",
         "invalid": "⚠️ Task file unreadable: {file} ({reason})",
+        "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
+        "digest_stalled": "⚠️ 【{name}】may be stuck (no update for {minutes} min)<< → {step}>>",
+        "digest_done": "🎉 【{name}】done!<< ({duration})>>",
+        "digest_failed": "❌ 【{name}】failed<<: {error}>>",
+        "digest_started": "🚀 Started: {plan}",
+        "digest_steps": "✅ Done: {steps}",
+        "digest_message": "💬 {message}",
+        "digest_result": "Result: {result}",
+        "digest_at": "At step: {step} [{done}/{total}]",
     },
 }
 _OPTIONAL = re.compile(r"<<(.*?)>>", re.S)
@@ -108,6 +127,40 @@ def render(kind: str, fields: Mapping[str, Any], lang: str = "zh") -> str:
     needed = {f: values.get(f) or "—" for f in _FIELD.findall(template)}
     lines = template.format(**needed).split("\n")
     return "\n".join(line for line in lines if line.strip())
+
+
+def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str:
+    """One message (at most 3 lines) for everything pending about one task, oldest event first.
+
+    For a parent that drains rarely (OpenClaw's heartbeat is 30 minutes): the task's latest state,
+    the steps finished since the last drain, and the one detail that matters now.
+    """
+    kinds = [k for k, _ in events]
+    if all(k == "invalid" for k in kinds):
+        return render("invalid", events[-1][1], lang)
+    last_kind, last = next((k, d) for k, d in reversed(events) if k != "invalid")
+    current = last.get("next") if last_kind == "step_done" else last.get("step")
+    fields: dict[str, Any] = {**last, "step": current or last.get("step")}
+    fields["bar"] = progress_bar(int(last.get("done") or 0), int(last.get("total") or 0))
+    finished = [d.get("step") for k, d in events if k == "step_done"]
+    latest_message = next((d.get("message") for k, d in reversed(events) if k == "progress"), None)
+    end = last_kind if last_kind in ("done", "failed") else None
+    head = {"done": "digest_done", "failed": "digest_failed"}.get(end or "", "digest_running")
+    if last_kind == "stalled":
+        head = "digest_stalled"
+    lines = [render(head, fields, lang)]
+    if finished:
+        sep = "、" if lang == "zh" else ", "
+        lines.append(render("digest_steps", {"steps": sep.join(clean(s, 40) for s in finished[-6:])}, lang))
+    elif "started" in kinds:
+        lines.append(render("digest_started", next(d for k, d in events if k == "started"), lang))
+    if end == "done" and last.get("result"):
+        lines.append(render("digest_result", fields, lang))
+    elif end == "failed":
+        lines.append(render("digest_at", fields, lang))
+    elif latest_message and head == "digest_running":
+        lines.append(render("digest_message", {"message": latest_message}, lang))
+    return "\n".join(lines[:3])
 
 
 def plan_of(step_names: Iterable[str]) -> str:

@@ -44,7 +44,8 @@ class SQL:
         task_id     TEXT PRIMARY KEY,
         snapshot    TEXT NOT NULL,      -- the task as last announced (JSON)
         run         INTEGER NOT NULL,   -- +1 each time the task starts again after ending
-        file_sig    TEXT,               -- inode:size:mtime_ns of the file last read
+        file_sig    TEXT,               -- inode:size:mtime_ns of the file last read (a rescan skips it if same)
+        digest      TEXT,               -- sha1 of the content last diffed (an event for the same bytes is a no-op)
         stalled_for TEXT,               -- updatedAt of the episode announced as stalled
         progress_at REAL,               -- unix time of the last progress push
         held        TEXT,               -- a progress notification held back by the throttle (JSON)
@@ -78,7 +79,8 @@ class SQL:
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
     GET_SEEN = """
-    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at FROM seen WHERE task_id = ?
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest FROM seen
+    WHERE task_id = ?
     """
     TIMERS = """
     SELECT task_id, stall_at, progress_at, held IS NOT NULL FROM seen WHERE stall_at IS NOT NULL OR held IS NOT NULL
@@ -86,12 +88,12 @@ class SQL:
     SEEN_IDS = "SELECT task_id FROM seen"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
     PUT_SEEN = """
-    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at)
-    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at)
+    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest)
+    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at, :digest)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
-        stall_at = excluded.stall_at, ended_at = excluded.ended_at
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? ORDER BY ended_at"
@@ -195,6 +197,7 @@ class Seen:
     progress_at: float | None = None
     held: dict[str, Any] | None = None
     stall_at: float | None = None
+    digest: str | None = None
 
 
 class Outbox:
@@ -278,7 +281,7 @@ class Outbox:
             return None
         return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
                     file_sig=row[3], stalled_for=row[4], progress_at=row[5],
-                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7])
+                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7], digest=row[8])
 
     def seen_ids(self) -> set[str]:
         return {r[0] for r in self.db.execute(SQL.SEEN_IDS)}
@@ -314,7 +317,7 @@ class Outbox:
                     "task_id": task_id, "snapshot": json.dumps(seen.snapshot.to_dict(), ensure_ascii=False),
                     "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
                     "progress_at": seen.progress_at, "stall_at": seen.stall_at,
-                    "ended_at": _ended_at(seen.snapshot),
+                    "ended_at": _ended_at(seen.snapshot), "digest": seen.digest,
                     "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
             inserted = 0
             for n in notifications:
