@@ -365,6 +365,33 @@ def _digests(rows: list[Queued], lang: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("name")
+@click.option("--step", "steps", multiple=True, metavar="S", help="A step name (repeatable) [default: the command].")
+@click.option("--heartbeat", "heartbeat_every", type=FiniteRange(min=1), default=60, show_default=True,
+              metavar="SECONDS", help="How often to say the command is alive (with its latest output line).")
+@click.option("--stall", type=FiniteRange(min=1), metavar="SECONDS", help="Stall threshold for this task.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
+@pass_ctx
+def run(ctx: Context, name: str, steps: tuple[str, ...], heartbeat_every: float, stall: float | None,
+        command: tuple[str, ...]) -> None:
+    """Run CMD as a tracked task: done with its last output line on exit 0, error otherwise.
+
+    Output passes through; the exit code is CMD's own. SIGINT/SIGTERM go to CMD and end the task
+    as failed. CMD sees TASK_PULSE_TASK_ID, so it may report its own steps with `task-pulse next`.
+
+    \b
+    Examples (crontab):
+      0 3 * * * task-pulse run "Nightly backup" -- /usr/local/bin/backup.sh --full
+      0 9 * * * task-pulse run 日报发布 --step 抓取 --step 发布 -- python3 daily.py
+    """
+    from task_pulse.runner import run_wrapped
+
+    code = run_wrapped(ctx.store, ctx.settings, name, list(steps), list(command), heartbeat_every=heartbeat_every,
+                       stall_seconds=stall)
+    click.get_current_context().exit(code)
+
+
 @cli.group()
 def service() -> None:
     """Run task-pulsed as a systemd user service.
