@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -390,6 +391,40 @@ def run(ctx: Context, name: str, steps: tuple[str, ...], heartbeat_every: float,
     code = run_wrapped(ctx.store, ctx.settings, name, list(steps), list(command), heartbeat_every=heartbeat_every,
                        stall_seconds=stall)
     click.get_current_context().exit(code)
+
+
+@cli.group()
+def skill() -> None:
+    """The OpenClaw skill that teaches an agent to use task-pulse.
+
+    \b
+    Example:
+      task-pulse skill install
+    """
+
+
+@skill.command("install")
+@click.option("--dest", type=click.Path(file_okay=False), metavar="DIR",
+              help="Skill folder [default: ~/.openclaw/workspace/skills/live-task-pulse].")
+@click.option("--force", is_flag=True, help="Replace files that were edited or come from another skill.")
+@json_option
+@pass_ctx
+def skill_install(ctx: Context, dest: str | None, force: bool) -> None:
+    """Install (or update) the live-task-pulse skill: SKILL.md and its integration guide.
+
+    An older copy written by this command is updated; a copy someone edited, or another skill in
+    the same folder (such as the original Live Task Pulse), is kept unless --force.
+
+    \b
+    Example:
+      task-pulse skill install --dest ~/.openclaw/workspace/skills/live-task-pulse
+    """
+    import os
+
+    from task_pulse import skill as skill_files
+
+    done = skill_files.install(Path(os.path.expanduser(dest or skill_files.DEFAULT_DEST)), force=force)
+    _emit(ctx, "\n".join(done), {"done": done})
 
 
 @cli.group()

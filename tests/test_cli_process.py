@@ -84,3 +84,24 @@ def test_the_writer_path_stays_light() -> None:
             " 'daemon', 'tzlocal')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    import click
+    from click.testing import CliRunner
+
+    from daemon.cli import cli as daemon_cli
+    from task_pulse.cli import cli
+
+    def walk(group: click.Group, path: list[str]) -> list[list[str]]:
+        out = [path]
+        for name, command in group.commands.items():
+            out += walk(command, [*path, name]) if isinstance(command, click.Group) else [[*path, name]]
+        return out
+
+    paths = walk(cli, [])
+    assert len(paths) >= 15  # the group, 11 verbs, service (+3), skill (+1)
+    for path in paths:
+        result = CliRunner().invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0 and "Example" in result.output, path
+    assert "Example" in CliRunner().invoke(daemon_cli, ["--help"]).output

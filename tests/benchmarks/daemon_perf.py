@@ -22,10 +22,15 @@ fsync, atomic `os.replace`), exactly what `task-pulse` does; results are read ba
                the writer; the daemon's CPU per notification is printed too.
   b2) catch-up the same workload written while the daemon is paused (SIGSTOP), then SIGCONT: time
                until every notification is in the db (the daemon alone, reading each file's end state).
+  d) stalls    --cold-files (10000) running tasks whose stallSeconds are staggered over 20 s: every
+               `stalled` notice's lateness after its deadline (p99 goal <= 1 s, never early), and
+               the RSS the scheduler adds (same dir size with finished tasks: no timers; goal <= 20 MB).
   c) cold start  --cold-files (10000) task files (half running, half done, 5 steps, stallSeconds
                86400 so no stall fires while idle) written directly as JSON into a fresh dir.
                (i) first start with --announce-existing: time from spawn to "ready:", notifications
-               queued; (ii) restart on the same dir (db exists, nothing changed): time to ready.
+               queued; (0) the same on a fresh dir without the flag (tasks adopted silently, the
+               default; goal: all read in <= 2 s); (ii) restart on the same dir (db exists, nothing
+               changed): time to ready.
                Daemon RSS after ready (VmRSS; goal <= 60 MB) and idle CPU over --idle seconds (60)
                after the restart's ready (utime+stime from /proc/<pid>/stat over wall time; goal
                < 0.5 %), sampled every second so work done right after ready (e.g. a startup
@@ -566,6 +571,19 @@ def bench_cold(exe: Path, root: Path, env: dict[str, str], n_files: int, idle: f
           f"--announce-existing owes {expected} notifications")
     rows: list[Row] = []
 
+    adopt_dir = root / "cold-adopt"
+    write_cold_files(adopt_dir, n_files)
+    with running_daemon(exe, adopt_dir, env, ready_timeout=600) as (daemon, ready0):
+        rss0 = daemon.status_kb("VmRSS")
+        print(f"  (0) first start, existing tasks adopted silently (the default): ready in {ready0:.2f} s; "
+              f"{daemon.scan_lines[-1].split(' INFO ', 1)[-1] if daemon.scan_lines else 'no scan line'}")
+        print(f"      RSS after ready {rss0 / 1024:.1f} MB")
+    shutil.rmtree(adopt_dir, ignore_errors=True)
+    rows += [
+        Row("c", f"first start (adopt) to ready, {n_files} files (s)", f"{ready0:.2f}", "<= 2", judge(ready0 <= 2)),
+        Row("c", "RSS after adopt ready (MB)", f"{rss0 / 1024:.1f}", "<= 60", judge(rss0 / 1024 <= 60)),
+    ]
+
     with running_daemon(exe, tasks_dir, env, ["--announce-existing"], ready_timeout=600) as (daemon, ready1):
         rss1, hwm1 = daemon.status_kb("VmRSS"), daemon.status_kb("VmHWM")
         db = StateDb(tasks_dir)
@@ -618,6 +636,60 @@ def bench_cold(exe: Path, root: Path, env: dict[str, str], n_files: int, idle: f
     return rows
 
 
+# -- d) stall detection at scale ------------------------------------------------------------------------------
+
+
+def write_stall_files(tasks_dir: Path, n: int, status: str, base: float, spread: float) -> dict[str, float]:
+    """n one-step tasks updated now; running ones get staggered `stallSeconds`. Returns id -> deadline."""
+    tasks_dir.mkdir(parents=True)
+    updated = now_local()
+    deadlines = {}
+    for i in range(n):
+        task_id = f"stall-{i:05d}"
+        stall = round(base + spread * i / n, 3)
+        task = {"taskId": task_id, "taskName": f"stall {i}", "status": status, "startedAt": updated.isoformat(),
+                "updatedAt": updated.isoformat(), "finishedAt": None if status == "running" else updated.isoformat(),
+                "steps": [{"name": "work", "status": "running" if status == "running" else "done"}],
+                "stallSeconds": stall}
+        with open(tasks_dir / f"{task_id}.json", "w", encoding="utf-8") as fh:
+            json.dump(task, fh)
+        deadlines[task_id] = updated.timestamp() + stall
+    return deadlines
+
+
+def bench_stall(exe: Path, root: Path, env: dict[str, str], n: int) -> list[Row]:
+    base, spread = max(10.0, n / 1000), 20.0
+    print(f"\n[d] stalls: {n} running tasks, deadlines staggered over {spread:g} s starting {base:g} s after writing")
+    running_dir, done_dir = root / "stall-running", root / "stall-done"
+    deadlines = write_stall_files(running_dir, n, "running", base, spread)
+    with running_daemon(exe, running_dir, env, ready_timeout=600) as (daemon, ready):
+        rss_jobs = daemon.status_kb("VmRSS")
+        db = StateDb(running_dir)
+        got, _ = db.wait_count(n, max(deadlines.values()) - time.time() + 30, "kind = 'stalled'")
+        late = sorted((datetime.fromisoformat(c).timestamp() - deadlines[json.loads(d)["taskId"]]) * 1000
+                      for c, d in db.rows("stalled"))
+        db.close()
+        cpu = daemon.cpu_seconds()
+    early = sum(1 for x in late if x < 0)
+    p99 = percentile(late, 99)
+    print(f"  ready in {ready:.2f} s with {n} stall timers; {got}/{n} stalled notices; {early} early")
+    print(f"  lateness after the deadline (ms): p50 {percentile(late, 50):.1f}  p99 {percentile(late, 99):.1f}  "
+          f"max {late[-1]:.1f}  (createdAt is ms-truncated; the timer fires 10 ms after the deadline by design)")
+    print(f"  daemon CPU for the whole run {cpu:.2f} s")
+    write_stall_files(done_dir, n, "done", base, spread)
+    with running_daemon(exe, done_dir, env, ready_timeout=600) as (daemon, _):
+        rss_none = daemon.status_kb("VmRSS")
+    added = (rss_jobs - rss_none) / 1024
+    print(f"  RSS after ready: {rss_jobs / 1024:.1f} MB with {n} timers, {rss_none / 1024:.1f} MB with none "
+          f"(same number of finished tasks): the scheduler adds {added:.1f} MB")
+    return [
+        Row("d", "stalled notices", f"{got}/{n}", f"{n}", judge(got == n)),
+        Row("d", "stall lateness p99 (ms)", f"{p99:.1f}", "<= 1000", judge(early == 0 and p99 <= 1000)),
+        Row("d", "stall lateness max (ms)", f"{late[-1]:.1f}"),
+        Row("d", f"scheduler RSS for {n} timers (MB)", f"{added:.1f}", "<= 20", judge(added <= 20)),
+    ]
+
+
 # -- main ------------------------------------------------------------------------------------------------------
 
 
@@ -633,7 +705,7 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: 3 s latency, 20x20, 1000 files, idle 10 s")
-    parser.add_argument("--parts", default="abc", help="which parts to run, e.g. 'ac' (default abc)")
+    parser.add_argument("--parts", default="abcd", help="which parts to run, e.g. 'ac' (default abcd)")
     parser.add_argument("--rate", type=float, default=50, help="[a] writes per second (default 50)")
     parser.add_argument("--duration", type=float, help="[a] seconds of writing (default 10, quick 3)")
     parser.add_argument("--latency-mode", choices=("next", "heartbeat"), default="next",
@@ -669,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "b": lambda: bench_throughput(exe, root, env, n_tasks, args.steps, args.deadline)
         + bench_catch_up(exe, root, env, n_tasks, args.steps, args.deadline),
         "c": lambda: bench_cold(exe, root, env, cold_files, idle),
+        "d": lambda: bench_stall(exe, root, env, cold_files),
     }
     try:
         for key in args.parts:

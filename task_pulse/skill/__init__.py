@@ -1,0 +1,65 @@
+"""The OpenClaw skill that teaches an agent to use task-pulse, shipped as package data, and its installer.
+
+`install` remembers what it wrote (`.task-pulse-skill.json`, a sha256 per file), so a later
+install can tell an untouched older copy (replaced quietly) from one the user edited, or from
+another skill of the same name such as the original Live Task Pulse (both refused without
+`force`). Files of ours only: anything else in the folder is left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib.resources import files
+from pathlib import Path
+
+from task_pulse.errors import OperationFailed
+
+SKILL_FILES = ("SKILL.md", "references/integration-guide.md")
+MANIFEST = ".task-pulse-skill.json"
+DEFAULT_DEST = "~/.openclaw/workspace/skills/live-task-pulse"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shipped() -> dict[str, bytes]:
+    root = files("task_pulse.skill")
+    return {name: root.joinpath(name).read_bytes() for name in SKILL_FILES}
+
+
+def install(dest: Path, *, force: bool = False) -> list[str]:
+    """Write the skill into `dest`. Returns what was done; OperationFailed if it would clobber edits."""
+    new = shipped()
+    try:
+        recorded: dict[str, str] = json.loads((dest / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = {}
+    changed, foreign = [], []
+    for name, data in new.items():
+        path = dest / name
+        if not path.exists():
+            changed.append(name)
+            continue
+        current = _sha(path.read_bytes())
+        if current == _sha(data):
+            continue
+        changed.append(name)
+        if recorded.get(name) != current:  # not what we wrote last time: someone else's text
+            foreign.append(name)
+    if foreign and not force:
+        raise OperationFailed(f"{dest} has edited or foreign files ({', '.join(foreign)}); "
+                              "keep them, or replace them with --force")
+    if not changed:
+        return [f"{dest}: up to date"]
+    for name in changed:
+        path = dest / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(new[name])
+        os.replace(tmp, path)
+    (dest / MANIFEST).write_text(json.dumps({"files": {n: _sha(d) for n, d in new.items()}}, indent=2) + "\n")
+    return [f"wrote {dest / name}" for name in changed] + (
+        [f"replaced edited files: {', '.join(foreign)}"] if foreign else [])
