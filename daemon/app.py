@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import signal
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,17 @@ def take_daemon_lock(store: TaskStore) -> int:
     return fd
 
 
+def warn_if_open_to_others(root: Path) -> None:
+    """Anyone who can write the tasks dir can put words in the user's chat: say so, loudly."""
+    mode = root.stat().st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        log.warning("SECURITY: %s is world-writable (mode %o): any local user can create task files and so "
+                    "send messages to your chat. Fix it: chmod o-w %s", root, stat.S_IMODE(mode), root)
+    elif mode & stat.S_IWOTH:
+        log.warning("SECURITY: %s is world-writable (mode %o, sticky): any local user can add task files "
+                    "that reach your chat. Fix it: chmod o-w %s", root, stat.S_IMODE(mode), root)
+
+
 def status_line(stats: dict[str, int]) -> str:
     return f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
 
@@ -66,12 +78,16 @@ def status_line(stats: dict[str, int]) -> str:
 def run(options: DaemonOptions) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or until the worker fails (exit 1)."""
     store = TaskStore(options.tasks_dir)
-    store.ensure_dirs()
     try:
+        store.ensure_dirs()
         lock_fd = take_daemon_lock(store)
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
+    except OSError as exc:  # a read-only or full disk, a missing permission: say it once, no traceback
+        log.error("cannot use %s: %s", exc.filename or store.pulse_dir, exc.strerror or exc)
+        return 1
+    warn_if_open_to_others(store.root)
     queue = WorkQueue()
     timers = Timers(queue, rescan_seconds=options.rescan_seconds, cleanup_seconds=options.cleanup_seconds)
     watchdog = watchdog_interval()

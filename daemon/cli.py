@@ -57,12 +57,15 @@ def setup_logging(verbose: bool) -> None:
               help="Wait before the first retry; doubles after each failure.")
 @click.option("--sink-timeout", type=FiniteRange(min=1), default=30.0, show_default=True, metavar="SECONDS",
               help="Time allowed for one delivery.")
+@click.option("--redact/--no-redact", "redact", default=None,
+              help="Mask secrets (API keys, tokens, passwords in URLs) in notifications [env TASK_PULSE_REDACT; "
+                   "default on].")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
         exec_command: str | None, webhook: str | None, webhook_headers: tuple[str, ...], sink_attempts: int,
-        sink_backoff: float, sink_timeout: float, verbose: bool) -> None:
+        sink_backoff: float, sink_timeout: float, redact: bool | None, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
@@ -78,7 +81,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     setup_logging(verbose)
     try:
         settings = load_settings({"tasks_dir": tasks_dir, "lang": lang, "stall_seconds": stall,
-                                  "progress_interval": progress_interval, "keep_days": keep_days})
+                                  "progress_interval": progress_interval, "keep_days": keep_days,
+                                  "redact_secrets": redact})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
     if exec_command is not None and webhook is not None:
@@ -94,7 +98,7 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
-                    lang=settings.lang)
+                    lang=settings.lang, redact_secrets=settings.redact_secrets)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_attempts=sink_attempts,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from task_pulse.messages import format_duration, format_percent, plan_of, render
+from task_pulse.messages import clean, format_duration, format_percent, plan_of, redact, render
 from task_pulse.model import Step, Task, parse_time
 from task_pulse.outbox import Notification
 
@@ -47,25 +47,45 @@ def _current_name(task: Task) -> str | None:
     return step.name if step else None
 
 
+def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[object, ...],
+                      fields: dict[str, Any], lang: str = "zh", redact_secrets: bool = True) -> Notification:
+    """The one place a notification is built, so every one is chat-safe.
+
+    Text fields are cleaned (control characters and terminal escapes removed, capped) and, unless
+    turned off, stripped of secrets, in the rendered text and in the structured data alike, before
+    anything reaches the outbox. Numbers stay numbers.
+    """
+
+    def safe(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = clean(value)
+        return redact(text) if redact_secrets else text
+
+    fields = {k: safe(v) for k, v in fields.items()}
+    name = safe(task_name)
+    return Notification(key=notification_key(task_id, kind, *key_facts), task_id=task_id, task_name=name,
+                        kind=kind, text=render(kind, fields, lang),
+                        data={"taskId": task_id, "taskName": name, **fields})
+
+
 class _Builder:
     """Collects the notifications of one diff, with the fields every kind shares."""
 
-    def __init__(self, task: Task, run: int, lang: str) -> None:
-        self.task, self.lang = task, lang
+    def __init__(self, task: Task, run: int, lang: str, redact_secrets: bool) -> None:
+        self.task, self.lang, self.redact_secrets = task, lang, redact_secrets
         self.run_key = f"{task.started_at or ''}#{run}"
         self.out: list[Notification] = []
 
     def add(self, kind: str, facts: tuple[object, ...], **fields: Any) -> None:
         fields.setdefault("name", self.task.name)
         fields.setdefault("total", self.task.total)
-        data = {"taskId": self.task.task_id, "taskName": self.task.name, **fields}
-        self.out.append(Notification(
-            key=notification_key(self.task.task_id, kind, self.run_key, *facts),
-            task_id=self.task.task_id, task_name=self.task.name, kind=kind,
-            text=render(kind, fields, self.lang), data=data))
+        self.out.append(make_notification(self.task.task_id, self.task.name, kind, (self.run_key, *facts), fields,
+                                          self.lang, self.redact_secrets))
 
 
-def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: str = "zh") -> Diff:
+def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: str = "zh",
+               redact_secrets: bool = True) -> Diff:
     """The notifications that take the user from `old` (None: never announced) to `new`, in order.
 
     A task seen for the first time is replayed from its start (started, each done step, its end),
@@ -75,7 +95,7 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
     restarted = old is not None and old.status != "running" and new.status == "running"
     if restarted:
         run += 1
-    b = _Builder(new, run, lang)
+    b = _Builder(new, run, lang, redact_secrets)
     before = _baseline(new) if old is None else old
 
     if old is None or restarted:
@@ -125,11 +145,8 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
     return Diff(b.out, run)
 
 
-def invalid_notification(
-    task_id: str, file_name: str, reason: str, content_digest: str, lang: str = "zh"
-) -> Notification:
+def invalid_notification(task_id: str, file_name: str, reason: str, content_digest: str, lang: str = "zh",
+                         redact_secrets: bool = True) -> Notification:
     """`invalid`, keyed by the file's content so each distinct broken content is reported once."""
-    fields = {"file": file_name, "reason": reason}
-    return Notification(key=notification_key(task_id, "invalid", content_digest), task_id=task_id,
-                        task_name=file_name, kind="invalid", text=render("invalid", fields, lang),
-                        data={"taskId": task_id, "taskName": file_name, **fields})
+    return make_notification(task_id, file_name, "invalid", (content_digest,), {"file": file_name, "reason": reason},
+                             lang, redact_secrets)

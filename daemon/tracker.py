@@ -16,12 +16,12 @@ The rules:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.differ import diff_tasks, notification_key
-from task_pulse.messages import format_duration, render
+from daemon.differ import diff_tasks, make_notification
+from task_pulse.messages import format_duration
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
 
@@ -35,6 +35,7 @@ class Policy:
     default_stall: float = 180
     progress_interval: float = 30
     lang: str = "zh"
+    redact_secrets: bool = True
 
 
 @dataclass
@@ -50,15 +51,10 @@ def _fields(task: Task) -> dict[str, Any]:
     return {"name": task.name, "step": step.name if step else None, "done": task.done_count, "total": task.total}
 
 
-def _timed(task: Task, run: int, kind: str, fact: str | None, **extra: Any) -> Notification:
-    fields = {**_fields(task), **extra}
-    return Notification(key=notification_key(task.task_id, kind, f"{task.started_at or ''}#{run}", fact),
-                        task_id=task.task_id, task_name=task.name, kind=kind, text="",
-                        data={"taskId": task.task_id, "taskName": task.name, **fields})
-
-
-def _rendered(n: Notification, lang: str) -> Notification:
-    return replace(n, text=render(n.kind, n.data, lang))
+def _timed(task: Task, run: int, kind: str, fact: str | None, policy: Policy, **extra: Any) -> Notification:
+    """A notification that time, not a write, brought about (stalled, resumed)."""
+    return make_notification(task.task_id, task.name, kind, (f"{task.started_at or ''}#{run}", fact),
+                             {**_fields(task), **extra}, policy.lang, policy.redact_secrets)
 
 
 def stall_deadline(task: Task, default_stall: float) -> datetime | None:
@@ -75,24 +71,23 @@ def _stall_and_timers(update: Update, now: datetime, policy: Policy) -> Update:
     elapsed = stalled_for(task, now, policy.default_stall)
     if elapsed is not None and seen.stalled_for != task.updated_at:
         seen.stalled_for = task.updated_at
-        update.notifications.append(_rendered(_timed(
-            task, seen.run, "stalled", task.updated_at, minutes=max(1, int(elapsed // 60)),
-            stalledSeconds=round(elapsed, 1)), policy.lang))
+        update.notifications.append(_timed(task, seen.run, "stalled", task.updated_at, policy,
+                                           minutes=max(1, int(elapsed // 60)), stalledSeconds=round(elapsed, 1)))
     deadline = stall_deadline(task, policy.default_stall)
     seen.stall_at = (deadline + STALL_MARGIN).timestamp() if deadline and seen.stalled_for is None else None
     return update
 
 
-def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, file_sig: str | None = None,
-          adopt: bool = False) -> Update:
+def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt: bool = False) -> Update:
     """The task's file was read: everything to announce, and the new announced state."""
     if adopt:  # first start: take the task as already announced, an old stall included
-        seen = Seen(task.task_id, task, file_sig=file_sig)
+        seen = Seen(task.task_id, task)
         if stalled_for(task, now, policy.default_stall) is not None:
             seen.stalled_for = task.updated_at
         return _stall_and_timers(Update(seen), now, policy)
-    diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang)
-    seen = Seen(task.task_id, task, run=diff.run, file_sig=file_sig)
+    diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang,
+                      redact_secrets=policy.redact_secrets)
+    seen = Seen(task.task_id, task, run=diff.run)
     if old is not None:
         seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held
     out: list[Notification] = []
@@ -102,7 +97,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, file_s
         if task.status == "running":
             stuck_since, back_at = parse_time(seen.stalled_for), parse_time(task.updated_at) or now
             stuck = format_duration((back_at - stuck_since).total_seconds()) if stuck_since else None
-            out.append(_rendered(_timed(task, seen.run, "resumed", seen.stalled_for, duration=stuck), policy.lang))
+            out.append(_timed(task, seen.run, "resumed", seen.stalled_for, policy, duration=stuck))
         seen.stalled_for = None
 
     progress = [n for n in diff.notifications if n.kind == "progress"]

@@ -140,7 +140,7 @@ class Worker(threading.Thread):
                     # One odd file must not take the daemon down with it; the next change retries it.
                     log.exception("%r: skipped after an unexpected error", item)
                 self._beat()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # the state db cannot be opened or written (read-only, full disk)
             self.error = exc
             log.error("state database %s: %s", self.store.pulse_dir / "state.db", exc)
         except BaseException as exc:  # reported by the main thread, which exits 1
@@ -158,7 +158,7 @@ class Worker(threading.Thread):
         threshold_changed = self.outbox.get_meta("default_stall") not in (None, threshold)
         for task_id, stall_at, progress_at, holds in self.outbox.timers():
             if threshold_changed and stall_at is not None:
-                self.process(task_id)  # the stored deadline used the old default: derive it again
+                self.process(task_id, force=True)  # the stored deadline used the old default: derive it again
             else:
                 self.timers.set("stall", task_id, stall_at)
             if holds and progress_at is not None:
@@ -170,9 +170,11 @@ class Worker(threading.Thread):
             self.rescan()
         elif item == CLEANUP:
             self.cleanup()
-        elif isinstance(item, tuple) and item[0] in ("file", "stall"):
-            # A stall timer just re-reads the file: `track` announces the stall if it is real.
+        elif isinstance(item, tuple) and item[0] == "file":
             self.process(item[1], attempt)
+        elif isinstance(item, tuple) and item[0] == "stall":
+            # A stall timer just re-reads the file: `track` announces the stall if it is real.
+            self.process(item[1], attempt, force=True)
         elif isinstance(item, tuple) and item[0] == "flush":
             seen = self.outbox.seen(item[1]) if self.outbox else None
             if seen is not None:
@@ -216,8 +218,12 @@ class Worker(threading.Thread):
                  len(gone), (time.monotonic() - started) * 1000,
                  " (existing tasks adopted silently)" if adopt and on_disk else "")
 
-    def process(self, task_id: str, attempt: int = 0, adopt: bool = False) -> None:
-        """Bring the announced state of one task up to date with its file."""
+    def process(self, task_id: str, attempt: int = 0, adopt: bool = False, force: bool = False) -> None:
+        """Bring the announced state of one task up to date with its file.
+
+        Bytes already diffed are skipped (a burst of events for one write), unless `force`: the
+        stall check must run on unchanged content, because only time has moved.
+        """
         assert self.outbox is not None
         seen = self.outbox.seen(task_id)
         path = self.store.root / f"{task_id}.json"
@@ -233,7 +239,9 @@ class Worker(threading.Thread):
         except TaskFormatError as exc:
             self._invalid(task_id, seen, str(exc), str(exc).encode(), None)
             return
-        sig = file_signature(st)
+        sig, digest = file_signature(st), hashlib.sha1(data).hexdigest()
+        if not force and seen is not None and seen.digest == digest:
+            return
         try:
             task = parse_task(data, task_id)
         except TaskFormatError as exc:
@@ -243,7 +251,9 @@ class Worker(threading.Thread):
                 self._invalid(task_id, seen, str(exc), data, sig)
             return
         task.task_id = task_id  # the file name is the identity, whatever the content claims
-        self._apply(track(seen, task, datetime.now(UTC), self.policy, file_sig=sig, adopt=adopt))
+        update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
+        update.seen.file_sig, update.seen.digest = sig, digest
+        self._apply(update)
 
     def cleanup(self) -> None:
         """Remove expired finished tasks and old delivered notifications.
@@ -264,7 +274,8 @@ class Worker(threading.Thread):
         """Report an unreadable file once per distinct content; keep the last good snapshot."""
         assert self.outbox is not None
         digest = hashlib.sha256(content).hexdigest()
-        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.policy.lang)
+        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.policy.lang,
+                                    self.policy.redact_secrets)
         if seen is not None and sig is not None:
             seen.file_sig = sig
         self._log_new(self.outbox.record(task_id, seen, [note]), [note])

@@ -28,6 +28,7 @@ class Settings:
     lang: str
     keep_days: float
     progress_interval: float
+    redact_secrets: bool
 
     @property
     def tz(self) -> tzinfo | None:
@@ -60,6 +61,15 @@ def _lang(text: str) -> str:
     return text
 
 
+def _switch(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
+
+
 def _path(text: str) -> Path:
     if not text:
         raise ValueError("must not be empty")
@@ -74,6 +84,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "lang": ("TASK_PULSE_LANG", _lang, "zh"),
     "keep_days": ("TASK_PULSE_KEEP_DAYS", _positive, "7"),
     "progress_interval": ("TASK_PULSE_PROGRESS_INTERVAL", _positive, "30"),
+    "redact_secrets": ("TASK_PULSE_REDACT", _switch, "1"),
 }
 
 

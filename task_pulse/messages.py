@@ -34,6 +34,30 @@ def clean(value: Any, cap: int = FIELD_CAP) -> str:
     return text if len(text) <= cap else text[: cap - 1] + "…"
 
 
+# Secrets an agent may paste into a step message or an error: provider API keys, GitHub and Slack
+# tokens, Telegram bot tokens, AWS key ids, bearer tokens, and credentials in URLs. What is kept
+# (a prefix such as `sk-` or `password=`) says what was there without giving it away.
+_SECRETS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9_-]{16,}"), r"\1***"),
+    (re.compile(r"\b(gh[pousr]_)[A-Za-z0-9]{20,}"), r"\1***"),
+    (re.compile(r"\b(github_pat_)[A-Za-z0-9_]{20,}"), r"\1***"),
+    (re.compile(r"\b(xox[abposr]-)[A-Za-z0-9-]{10,}"), r"\1***"),
+    (re.compile(r"\b(AKIA)[0-9A-Z]{16}\b"), r"\1***"),
+    (re.compile(r"\b(\d{8,10}:)[A-Za-z0-9_-]{35}\b"), r"\1***"),
+    (re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1***"),
+    (re.compile(r"([?&;\s](?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+", re.I),
+     r"\1***"),
+    (re.compile(r"(://[^/:@\s]+:)[^/@\s]+(@)"), r"\1***\2"),
+]
+
+
+def redact(text: str) -> str:
+    """`text` with common secrets masked (see _SECRETS)."""
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def progress_bar(done: int, total: int, width: int = 10) -> str:
     filled = min(width, int(width * done / total)) if total else 0
     return "█" * filled + "░" * (width - filled)

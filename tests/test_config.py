@@ -52,7 +52,7 @@ def test_precedence(name: str, tmp_path: Path) -> None:
 def test_defaults(tmp_path: Path) -> None:
     assert load_settings({}, {}, no_file(tmp_path)) == Settings(
         tasks_dir=Path(os.path.expanduser("~/.openclaw/workspace/tasks")), tz_offset_hours=None,
-        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0)
+        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0, redact_secrets=True)
 
 
 def test_all_from_file(tmp_path: Path) -> None:
