@@ -140,7 +140,6 @@ def run(options: DaemonOptions) -> int:
         overflow.remove()
         os.close(lock_fd)
     if worker.error is not None:
-        log.error("stopped: %s", worker.error)
-        return 1
+        return 1  # the worker has said why, once
     log.info("stopped")
     return 0

@@ -45,8 +45,8 @@ _SECRETS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(AKIA)[0-9A-Z]{16}\b"), r"\1***"),
     (re.compile(r"\b(\d{8,10}:)[A-Za-z0-9_-]{35}\b"), r"\1***"),
     (re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1***"),
-    (re.compile(r"([?&;\s](?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+", re.I),
-     r"\1***"),
+    (re.compile(r"(?<![\w-])((?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+",
+                re.I), r"\1***"),
     (re.compile(r"(://[^/:@\s]+:)[^/@\s]+(@)"), r"\1***\2"),
 ]
 

@@ -1,0 +1,215 @@
+"""Hostile input: generated (hypothesis) and a fixed corpus of nasty files, against the real daemon.
+
+The daemon never dies, never modifies or deletes these files, and reports each one once. Whatever
+reaches the outbox is chat-safe: no control characters or terminal escapes, capped, secrets masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.differ import diff_tasks, invalid_notification
+from task_pulse.messages import FIELD_CAP, redact
+from task_pulse.model import TaskFormatError, parse_task, task_from_dict
+from tests.conftest import Daemon, read_notifications, run_tp, wait_for
+
+NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
+UNSAFE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")  # \n separates lines
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+def assert_chat_safe(text: str) -> None:
+    assert not UNSAFE.search(text), repr(text)
+    assert "\x1b" not in text
+    lines = text.split("\n")
+    assert 1 <= len(lines) <= 3
+    assert all(len(line) <= 3 * FIELD_CAP + 40 for line in lines)
+
+
+# -- generated ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_any_bytes_parse_or_give_a_reason(data: bytes) -> None:
+    try:
+        parse_task(data, "x")
+    except TaskFormatError as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["taskName", "status", "steps", "rev", "stallSeconds", "startedAt",
+                                        "updatedAt", "finishedAt", "error", "result", "taskId", "x"]),
+                       json_values, max_size=10))
+def test_wrong_types_in_any_field_never_crash(raw: dict[str, Any]) -> None:
+    with contextlib.suppress(TaskFormatError):
+        task_from_dict(raw, "x")
+
+
+text_with_nasties = st.lists(st.sampled_from(
+    list("ab 中文{}%$`;|") + ["\x1b[31m", "\x1b]0;pwn\x07", "\x07", "\x00", "\u202e", "\r\n", "\t", "\x9b"]),
+    max_size=120).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=text_with_nasties, message=text_with_nasties, step=text_with_nasties, result=text_with_nasties,
+       error=text_with_nasties, end=st.sampled_from(["running", "done", "error"]))
+def test_every_notification_is_chat_safe(name: str, message: str, step: str, result: str, error: str,
+                                         end: str) -> None:
+    raw = {"taskName": name or "n", "status": end, "result": result, "error": error, "steps": [
+        {"name": step or "s", "status": "done", "message": message},
+        {"name": step or "s", "status": "running" if end == "running" else end, "message": message}]}
+    task = task_from_dict(raw, "t")
+    for n in diff_tasks(None, task, NOW).notifications:
+        assert_chat_safe(n.text)
+        for value in n.data.values():
+            if isinstance(value, str):
+                assert not UNSAFE.search(value) and "\n" not in value and len(value) <= FIELD_CAP
+
+
+# -- secrets --------------------------------------------------------------------------------------------
+
+SECRETS = [  # (text, what stays, what must go)
+    ("sk-proj-abcdefghijklmnopqrstuvwxyz012345", "sk-proj-***", "abcdefghijklmnopqrstuvwxyz012345"),
+    ("sk-ant-api03-AAAAbbbbCCCCddddEEEE", "sk-ant-***", "AAAAbbbbCCCCddddEEEE"),
+    ("ghp_0123456789abcdefghijABCDEFGHIJ012345", "ghp_***", "0123456789abcdefghijABCDEFGHIJ012345"),
+    ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_pat_***", "11ABCDEFG0123456789_abcdefghijklmnop"),
+    ("xoxb-1234567890-abcdefghijkl", "xoxb-***", "1234567890-abcdefghijkl"),
+    ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "Bearer ***", "eyJhbGciOiJIUzI1NiJ9"),
+    ("https://api.example.com/v1?user=bot&password=hunter2&x=1", "password=***&x=1", "hunter2"),
+    ("https://bot:s3cretpass@example.com/hook", "https://bot:***@example.com/hook", "s3cretpass"),
+    ("bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0 ok", "123456789:***", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"),
+    ("key AKIAIOSFODNN7EXAMPLE", "AKIA***", "IOSFODNN7EXAMPLE"),
+]
+
+
+@pytest.mark.parametrize("raw, kept, secret", SECRETS)
+def test_common_secrets_are_masked(raw: str, kept: str, secret: str) -> None:
+    out = redact(raw)
+    assert kept in out and secret not in out
+
+
+def test_redaction_reaches_text_and_data_and_can_be_turned_off() -> None:
+    raw = {"taskName": "deploy", "status": "error", "error": "auth failed for sk-proj-abcdefghijklmnopqrstuvwxyz01",
+           "steps": [{"name": "push", "status": "error", "message": "token ghp_0123456789abcdefghijABCDEFGHIJ01"}]}
+    task = task_from_dict(raw, "t")
+    notes = diff_tasks(None, task, NOW).notifications
+    blob = json.dumps([(n.text, n.data) for n in notes], ensure_ascii=False)
+    assert "abcdefghijklmnopqrstuvwxyz01" not in blob and "0123456789abcdefghij" not in blob
+    assert "sk-proj-***" in blob
+    plain = diff_tasks(None, task, NOW, redact_secrets=False).notifications
+    assert "sk-proj-abcdefghijklmnopqrstuvwxyz01" in json.dumps([n.text for n in plain])
+    bad = invalid_notification("f", "f.json", "password=hunter2 in ?password=hunter2", "d")
+    assert "hunter2" not in bad.text
+
+
+# -- the fixed corpus, against the real daemon ----------------------------------------------------------
+
+
+def valid_task(name: str) -> bytes:
+    return json.dumps({"taskName": name, "status": "running", "steps": [{"name": "a", "status": "running"}]}).encode()
+
+
+def wrong_type_variants() -> dict[str, bytes]:
+    base = {"taskName": "T", "status": "running", "steps": [{"name": "a", "status": "running", "percent": 5}],
+            "rev": 1, "stallSeconds": 60, "startedAt": "2026-11-24T09:00:00+00:00"}
+    broken = {"status": 7, "steps": "a,b", "rev": "1", "stallSeconds": "x", "startedAt": 5, "taskId": ["x"],
+              "taskName": {"x": 1}}
+    out = {f"wrong-{k}.json": json.dumps({**base, k: v}).encode() for k, v in broken.items()}
+    out["wrong-step.json"] = json.dumps({**base, "steps": [3]}).encode()
+    out["wrong-percent.json"] = json.dumps({**base, "steps": [{"name": "a", "status": "running", "percent": "x"}]}
+                                           ).encode()
+    out["wrong-stepstatus.json"] = json.dumps({**base, "steps": [{"name": "a", "status": "maybe"}]}).encode()
+    return out
+
+
+def fingerprint(path: Path) -> tuple[object, ...]:
+    st_ = path.lstat()
+    content = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() and not path.is_symlink() \
+        and st_.st_size < 1 << 20 else None
+    return st_.st_mode, st_.st_size, st_.st_mtime_ns, content
+
+
+def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tasks_dir, "--rescan-interval", "1").start()
+    daemons.append(d)
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(valid_task("outside"))
+    corpus: dict[str, bytes] = {
+        "random.json": os.urandom(4096),
+        "latin1.json": '{"taskName": "café", "status": "running", "steps": []}'.encode("latin-1"),
+        "nested.json": b"[" * 100_000,
+        "empty.json": b"",
+        "notobject.json": b"[1, 2, 3]",
+        **wrong_type_variants(),
+    }
+    for name, data in corpus.items():
+        (tasks_dir / name).write_bytes(data)
+    with open(tasks_dir / "huge.json", "wb") as fh:  # 50 MB, over the 1 MB cap: refused without reading
+        fh.truncate(50 * 1024 * 1024)
+    os.mkfifo(tasks_dir / "fifo.json")  # opening it for reading would block a careless reader forever
+    (tasks_dir / "link.json").symlink_to(outside)
+    (tasks_dir / "new\nline.json").write_bytes(valid_task("line break in the file name"))
+    bad = [*corpus, "huge.json", "fifo.json", "link.json"]
+    before = {name: fingerprint(tasks_dir / name) for name in bad}
+    outside_before = fingerprint(outside)
+    for i in range(50):  # deleted between the event and the read
+        ghost = tasks_dir / f"ghost-{i}.json"
+        ghost.write_bytes(b"{broken")
+        ghost.unlink()
+
+    def invalid_files() -> list[str]:
+        return [n["data"]["file"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]
+
+    wait_for(lambda: set(bad) <= set(invalid_files()), 30, f"an invalid notice for each of {len(bad)} files")
+    wait_for(lambda: "new\nline" in [n["task_id"] for n in read_notifications(tasks_dir)], 10, "the newline task")
+    time.sleep(2.5)  # two more rescans (every second) must not report anything again
+    reported = invalid_files()
+    assert sorted(f for f in reported if not f.startswith("ghost-")) == sorted(bad)  # each exactly once
+    assert {name: fingerprint(tasks_dir / name) for name in bad} == before  # nothing modified or deleted
+    assert fingerprint(outside) == outside_before  # the symlink's target was never touched
+    reasons = {n["data"]["file"]: n["data"]["reason"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"}
+    assert "symlink" in reasons["link.json"] and "regular file" in reasons["fifo.json"]
+    assert "too large" in reasons["huge.json"] and "nested too deeply" in reasons["nested.json"]
+    assert "status must be one of" in reasons["wrong-status.json"]
+    for n in read_notifications(tasks_dir):
+        assert_chat_safe(n["text"])
+    task_id = run_tp(tasks_dir, "create", "still watching", "a").stdout.strip()
+    wait_for(lambda: any(n["task_id"] == task_id for n in read_notifications(tasks_dir)), 10, "a normal task")
+    assert d.alive() and "Traceback" not in d.log()
+    print(f"\nhostile corpus: {len(bad)} bad files, each reported once, none touched")
+
+
+def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    secret = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    daemons.append(Daemon(tasks_dir).start())
+    task_id = run_tp(tasks_dir, "create", "deploy", "push").stdout.strip()
+    run_tp(tasks_dir, "error", task_id, f"push failed: key {secret} rejected")
+    wait_for(lambda: [n["kind"] for n in read_notifications(tasks_dir)] == ["started", "failed"], 10, "failed")
+    drained = run_tp(tasks_dir, "drain", "--json").stdout
+    assert "sk-proj-***" in drained and secret not in drained
+    assert secret not in json.dumps(read_notifications(tasks_dir))
+    daemons[-1].stop()
+    other = tasks_dir.parent / "plain"
+    other.mkdir()
+    daemons.append(Daemon(other, "--no-redact").start())
+    task_id = run_tp(other, "create", "deploy", "push").stdout.strip()
+    run_tp(other, "error", task_id, f"key {secret}")
+    wait_for(lambda: len(read_notifications(other)) == 2, 10, "failed")
+    assert secret in read_notifications(other)[1]["text"]

@@ -1,0 +1,109 @@
+"""Who can read and write what, and what happens when the disk says no."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_private_files_and_dirs(tasks_dir: Path, daemon: Daemon) -> None:
+    task_id = run_tp(tasks_dir, "create", "Private", "a").stdout.strip()
+    wait_for(lambda: kinds(tasks_dir) == ["started"], 10, "started")
+    pulse = tasks_dir / ".pulse"
+    assert mode(pulse) == 0o700 and mode(pulse / "locks") == 0o700
+    assert mode(tasks_dir / f"{task_id}.json") == 0o600
+    assert mode(pulse / "locks" / f"{task_id}.lock") == 0o600
+    assert mode(pulse / "daemon.lock") == 0o600
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        if (pulse / name).exists():
+            assert mode(pulse / name) == 0o600, name
+
+
+@pytest.mark.parametrize("dir_mode", [0o777, 0o1777])
+def test_a_world_writable_tasks_dir_gets_a_loud_warning(tasks_dir: Path, daemons: list[Daemon], dir_mode: int) -> None:
+    os.chmod(tasks_dir, dir_mode)
+    d = Daemon(tasks_dir).start()
+    daemons.append(d)
+    (line,) = [x for x in d.log().splitlines() if "SECURITY" in x]
+    assert "WARNING" in line and "world-writable" in line and "chmod o-w" in line
+
+
+def test_a_private_tasks_dir_gets_no_warning(tasks_dir: Path, daemon: Daemon) -> None:
+    assert "SECURITY" not in daemon.log()
+
+
+@contextmanager
+def small_filesystem(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at `where` (root only: skipped elsewhere)."""
+    where.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def one_clear_error(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and all(w in errors[0] for w in words), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def run_daemon_once(tasks_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), *args], capture_output=True,
+                          text=True, env=clean_env(), timeout=60)
+
+
+def test_a_read_only_disk_is_one_clear_error(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "ro", "1m") as fs:
+        tasks = fs / "tasks"
+        tasks.mkdir()
+        run_tp(tasks, "create", "x", "a")  # creates .pulse/ too
+        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+        one_clear_error(run_daemon_once(tasks), "Read-only file system")
+
+
+def test_a_read_only_state_db_is_one_clear_error(tmp_path: Path, tasks_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    d = Daemon(tasks_dir).start()  # leaves a state db behind
+    assert d.stop() == 0
+    db = tasks_dir / ".pulse" / "state.db"
+    if subprocess.run(["mount", "--bind", str(db), str(db)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(db)], check=True)
+        one_clear_error(run_daemon_once(tasks_dir), "state database", "readonly")
+    finally:
+        subprocess.run(["umount", str(db)], check=False)
+
+
+def test_a_full_disk_is_one_clear_error(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "full", "400k") as fs:
+        tasks = fs / "tasks"
+        tasks.mkdir()
+        for i in range(60):
+            run_tp(tasks, "create", f"task {i}", "fetch", "filter", "write", "publish")
+        filler = fs / "filler"
+        with open(filler, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:  # take every block that is left
+                fh.write(b"\0" * 4096)
+        one_clear_error(run_daemon_once(tasks, "--announce-existing"), "full")
