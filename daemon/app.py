@@ -100,7 +100,7 @@ def run(options: DaemonOptions) -> int:
     deliverer = None
     if options.sink is not None:
         deliverer = Deliverer(store.root, options.sink, attempts=options.sink_attempts, backoff=options.sink_backoff,
-                              lease_seconds=options.sink.timeout + 30)
+                              lease_seconds=2 * options.sink.timeout + 60)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=deliverer.wake if deliverer else None)

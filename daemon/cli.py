@@ -15,6 +15,7 @@ from task_pulse import __version__
 from task_pulse.cli import FiniteRange
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
+from task_pulse.model import MAX_STALL_SECONDS
 
 
 def setup_logging(verbose: bool) -> None:
@@ -35,7 +36,7 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--lang", type=click.Choice(LANGS), help="Language of notifications [env TASK_PULSE_LANG; default zh].")
 @click.option("--announce-existing", is_flag=True,
               help="On the very first start, announce tasks already in the dir instead of adopting them silently.")
-@click.option("--stall", type=FiniteRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--stall", type=FiniteRange(min=0, min_open=True, max=MAX_STALL_SECONDS), metavar="SECONDS",
               help="Default stall threshold [env TASK_PULSE_STALL; default 180].")
 @click.option("--progress-interval", type=FiniteRange(min=0), metavar="SECONDS",
               help="Min seconds between progress pushes per task [env TASK_PULSE_PROGRESS_INTERVAL; default 30].")

@@ -57,7 +57,9 @@ class Deliverer(threading.Thread):
     def _deliver(self, outbox: Outbox, row: Queued) -> None:
         try:
             self.sink.deliver(row.to_json())
-        except DeliveryError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the sink does, this thread must go on delivering
+            if not isinstance(exc, DeliveryError):
+                log.exception("%s: %s sink failed unexpectedly", row.task_id, self.sink.name)
             attempt = row.attempts + 1
             delay = min(self.backoff * 2 ** (attempt - 1), 3600.0)
             outbox.retry_later(row.seq, self.owner, str(exc), time.time() + delay)

@@ -8,6 +8,7 @@ twice produces the same key and the outbox stores it once.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -35,11 +36,23 @@ def _baseline(task: Task) -> Task:
                    steps=[Step(name=s.name) for s in task.steps])
 
 
-def _same_step(old: Task, i: int, new_step: Step) -> Step | None:
-    """The old step at index i if it is the same step (same name), else None."""
-    if i < len(old.steps) and old.steps[i].name == new_step.name:
-        return old.steps[i]
-    return None
+def _match_steps(old: Task, new: Task) -> list[tuple[int, Step | None]]:
+    """For each step of `new`: which occurrence of its name it is, and the same step in `old`.
+
+    The k-th step of a name is the k-th step of that name before, so a step inserted, removed or
+    moved does not make its neighbours look new (or old).
+    """
+    by_name: dict[str, list[Step]] = {}
+    for step in old.steps:
+        by_name.setdefault(step.name, []).append(step)
+    count: Counter[str] = Counter()
+    out: list[tuple[int, Step | None]] = []
+    for step in new.steps:
+        k = count[step.name]
+        count[step.name] += 1
+        earlier = by_name.get(step.name, [])
+        out.append((k, earlier[k] if k < len(earlier) else None))
+    return out
 
 
 def _current_name(task: Task) -> str | None:
@@ -104,12 +117,13 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
               done=0 if old is None else new.done_count)
 
     # Steps that became done, in step order; `done` counts the steps done once that one finished.
+    matches = _match_steps(before, new)
     newly_done = []
     already_done = 0
     for i, step in enumerate(new.steps):
         if step.status != "done":
             continue
-        prior = _same_step(before, i, step)
+        prior = matches[i][1]
         if prior is not None and prior.status == "done":
             already_done += 1
         else:
@@ -120,7 +134,9 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         done_so_far += 1
         following = new.steps[i + 1] if i + 1 < len(new.steps) else None
         show_next = following is not None and (new.status == "running" or following.status != "pending")
-        b.add("step_done", (i, step.name, step.finished_at), step=step.name, index=i, message=step.message,
+        # When the writer gives no finishedAt, the task's updatedAt (or rev) tells two completions apart.
+        finished = step.finished_at or new.updated_at or f"rev {new.rev}"
+        b.add("step_done", (step.name, matches[i][0], finished), step=step.name, index=i, message=step.message,
               next=following.name if show_next and following else None, done=done_so_far)
 
     # The running step's message or percent changed: progress (the daemon throttles these).
@@ -128,10 +144,10 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         i = new.current_index
         step = new.running_step
         if step is not None and i is not None and (step.message or step.percent is not None):
-            prior = _same_step(before, i, step)
+            occurrence, prior = matches[i]
             if prior is None or (prior.message, prior.percent) != (step.message, step.percent):
-                b.add("progress", (i, step.name, new.updated_at, step.message, step.percent), step=step.name,
-                      index=i, message=step.message, percent=format_percent(step.percent),
+                b.add("progress", (step.name, occurrence, new.updated_at, step.message, step.percent),
+                      step=step.name, index=i, message=step.message, percent=format_percent(step.percent),
                       done=new.done_count)
 
     ended = new.status in ("done", "error") and (old is None or restarted or old.status != new.status)

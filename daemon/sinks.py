@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -109,6 +110,8 @@ class WebhookSink:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(f"{self.describe()} unreachable: {reason}") from None
+        except http.client.HTTPException as exc:  # a malformed answer (BadStatusLine, …)
+            raise DeliveryError(f"{self.describe()} answered badly: {type(exc).__name__}") from None
         if not 200 <= status < 300:
             raise DeliveryError(f"{self.describe()} answered HTTP {status}")
 

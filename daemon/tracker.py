@@ -25,6 +25,16 @@ from task_pulse.messages import format_duration
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
 
+# `Seen.stalled_for` of a stall adopted silently on the first start: never announced, so its end
+# is not announced either.
+QUIET = "quiet:"
+
+
+def _episode(stalled_for: str | None) -> str | None:
+    """The `updatedAt` that went stale, whether the stall was announced or adopted quietly."""
+    return stalled_for.removeprefix(QUIET) if stalled_for is not None else None
+
+
 # A stall timer fires this long after the deadline, because a task is stalled only when it is
 # strictly older than its threshold.
 STALL_MARGIN = timedelta(milliseconds=10)
@@ -62,14 +72,17 @@ def stall_deadline(task: Task, default_stall: float) -> datetime | None:
     updated = parse_time(task.updated_at)
     if task.status != "running" or updated is None:
         return None
-    return updated + timedelta(seconds=stall_threshold(task, default_stall))
+    try:
+        return updated + timedelta(seconds=stall_threshold(task, default_stall))
+    except OverflowError:  # an updatedAt near year 9999: it will not stall in our lifetime
+        return None
 
 
 def _stall_and_timers(update: Update, now: datetime, policy: Policy) -> Update:
     """Announce a stall that is due, and set the stall timer for one that is not yet."""
     seen, task = update.seen, update.seen.snapshot
     elapsed = stalled_for(task, now, policy.default_stall)
-    if elapsed is not None and seen.stalled_for != task.updated_at:
+    if elapsed is not None and _episode(seen.stalled_for) != task.updated_at:
         seen.stalled_for = task.updated_at
         update.notifications.append(_timed(task, seen.run, "stalled", task.updated_at, policy,
                                            minutes=max(1, int(elapsed // 60)), stalledSeconds=round(elapsed, 1)))
@@ -83,7 +96,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
     if adopt:  # first start: take the task as already announced, an old stall included
         seen = Seen(task.task_id, task)
         if stalled_for(task, now, policy.default_stall) is not None:
-            seen.stalled_for = task.updated_at
+            seen.stalled_for = f"{QUIET}{task.updated_at}"
         return _stall_and_timers(Update(seen), now, policy)
     diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang,
                       redact_secrets=policy.redact_secrets)
@@ -92,9 +105,10 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
         seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held
     out: list[Notification] = []
 
-    if seen.stalled_for is not None and task.updated_at != seen.stalled_for:
-        # Updated again after a stall: the episode is over. Say so if the task still runs (an end says it).
-        if task.status == "running":
+    if seen.stalled_for is not None and task.updated_at != _episode(seen.stalled_for):
+        # Updated again after a stall: the episode is over. Say so if the task still runs (an end says it)
+        # and the stall was announced.
+        if task.status == "running" and not seen.stalled_for.startswith(QUIET):
             stuck_since, back_at = parse_time(seen.stalled_for), parse_time(task.updated_at) or now
             stuck = format_duration((back_at - stuck_since).total_seconds()) if stuck_since else None
             out.append(_timed(task, seen.run, "resumed", seen.stalled_for, policy, duration=stuck))
@@ -113,7 +127,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
         else:
             seen.held = asdict(latest)
     if task.status != "running":
-        seen.held = None
+        seen.held = seen.stalled_for = None  # an ended task holds nothing back and is not stuck
     return _stall_and_timers(Update(seen, out), now, policy)
 
 

@@ -81,6 +81,7 @@ class OverflowHook(logging.Handler):
 
 def start_observer(root: Path, on_task: Callable[[str], None]) -> BaseObserver:
     observer = Observer()
+    root = Path(os.path.abspath(root))  # watchdog reports paths as given; the handler compares absolute ones
     observer.schedule(TaskEventHandler(root, on_task), os.fspath(root), recursive=False, event_filter=EVENT_FILTER)
     observer.daemon = True
     observer.start()

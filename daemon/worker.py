@@ -251,9 +251,15 @@ class Worker(threading.Thread):
                 self._invalid(task_id, seen, str(exc), data, sig)
             return
         task.task_id = task_id  # the file name is the identity, whatever the content claims
-        update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
-        update.seen.file_sig, update.seen.digest = sig, digest
-        self._apply(update)
+        try:
+            update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
+            update.seen.file_sig, update.seen.digest = sig, digest
+            self._apply(update)
+        except sqlite3.Error:
+            raise  # the database, not this file
+        except Exception as exc:  # noqa: BLE001 - a file we cannot handle is reported, never fatal
+            log.exception("%s: cannot be processed", task_id)
+            self._invalid(task_id, seen, f"cannot be processed ({type(exc).__name__}: {exc})", data, sig)
 
     def cleanup(self) -> None:
         """Remove expired finished tasks and old delivered notifications.

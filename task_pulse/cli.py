@@ -21,7 +21,7 @@ from task_pulse import __version__
 from task_pulse.config import LANGS, Settings, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.messages import format_duration, progress_bar, status_view, word
-from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
+from task_pulse.model import MAX_STALL_SECONDS, Task, TaskFormatError, parse_time, stalled_for
 from task_pulse.store import TaskStore
 
 if TYPE_CHECKING:
@@ -79,6 +79,9 @@ def _emit(ctx: Context, text: str, data: Any) -> None:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+# How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
+# output blocks longer than this may see another deliverer print them too (at least once).
+DRAIN_LEASE_SECONDS = 300
 
 
 class FiniteRange(click.FloatRange):
@@ -140,7 +143,7 @@ def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], None]
 @cli.command()
 @click.argument("name")
 @click.argument("steps", nargs=-1, required=True)
-@click.option("--stall", type=FiniteRange(min=1), metavar="SECONDS",
+@click.option("--stall", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
               help="Stall threshold for this task [default: TASK_PULSE_STALL or 180].")
 @click.option("--id", "task_id", metavar="ID", help="Use this id instead of NAME-YYYYmmdd-HHMMSS.")
 @json_option
@@ -336,7 +339,7 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
     outbox = Outbox(db_path, create=False)
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
-        rows = outbox.claim(owner, limit, lease_seconds=60)
+        rows = outbox.claim(owner, limit, lease_seconds=DRAIN_LEASE_SECONDS)
         try:
             for text, data in _digests(rows, ctx.lang) if digest else ((r.text, r.to_json()) for r in rows):
                 click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
@@ -371,7 +374,8 @@ def _digests(rows: list[Queued], lang: str) -> list[tuple[str, dict[str, Any]]]:
 @click.option("--step", "steps", multiple=True, metavar="S", help="A step name (repeatable) [default: the command].")
 @click.option("--heartbeat", "heartbeat_every", type=FiniteRange(min=1), default=60, show_default=True,
               metavar="SECONDS", help="How often to say the command is alive (with its latest output line).")
-@click.option("--stall", type=FiniteRange(min=1), metavar="SECONDS", help="Stall threshold for this task.")
+@click.option("--stall", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
+              help="Stall threshold for this task.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @pass_ctx
 def run(ctx: Context, name: str, steps: tuple[str, ...], heartbeat_every: float, stall: float | None,

@@ -43,8 +43,10 @@ class Settings:
 
 def _positive(text: str) -> float:
     value = float(text)
-    if not value > 0 or value == float("inf"):
+    if not value > 0 or value == float("inf"):  # `not >` also refuses nan
         raise ValueError("must be a positive number")
+    if value > 1e9:  # seconds or days: beyond any real setting, and past the calendar's end
+        raise ValueError("must be at most 1e9")
     return value
 
 
@@ -73,7 +75,8 @@ def _switch(text: str) -> bool:
 def _path(text: str) -> Path:
     if not text:
         raise ValueError("must not be empty")
-    return Path(os.path.expanduser(text))
+    # Absolute from here on: the watcher matches event paths against it, and a service has another cwd.
+    return Path(os.path.abspath(os.path.expanduser(text)))
 
 
 # name -> (environment variable, parser, default)

@@ -16,6 +16,8 @@ from typing import Any
 from task_pulse.errors import OperationFailed
 
 TASK_STATUSES = ("running", "done", "error")
+# Ten years: longer than any job, and far enough from the calendar's end that deadlines stay dates.
+MAX_STALL_SECONDS = 10 * 365 * 86400
 STEP_STATUSES = ("pending", "running", "done", "error")
 
 # Known keys, in the order they are written back (the order of the original script).
@@ -261,7 +263,7 @@ def task_from_dict(raw: Any, fallback_id: str) -> Task:
         error=_text(raw.get("error"), "error"),
         result=_text(raw.get("result"), "result"),
         rev=rev,
-        stall_seconds=_number(raw.get("stallSeconds"), "stallSeconds", 1),
+        stall_seconds=_number(raw.get("stallSeconds"), "stallSeconds", 1, MAX_STALL_SECONDS),
         extra={k: v for k, v in raw.items() if k not in _TASK_KEYS},
     )
 
@@ -281,6 +283,11 @@ def parse_task(data: bytes | str, fallback_id: str) -> Task:
         raise TaskFormatError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except RecursionError:
         raise TaskFormatError("not valid JSON (nested too deeply)") from None
+    if "\\u" in data:  # a \ud800-style escape decodes to a lone surrogate, which no UTF-8 store can hold
+        try:
+            json.dumps(raw, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TaskFormatError("contains a lone surrogate (an unpaired \\ud800-\\udfff escape)") from None
     return task_from_dict(raw, fallback_id)
 
 
@@ -290,9 +297,9 @@ def parse_time(value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except (ValueError, TypeError):
+        return parsed if parsed.tzinfo is not None else parsed.astimezone()
+    except (ValueError, TypeError, OverflowError):  # unreadable, or a naive date at the calendar's edge
         return None
-    return parsed if parsed.tzinfo is not None else parsed.astimezone()
 
 
 def stall_threshold(task: Task, default_seconds: float) -> float:

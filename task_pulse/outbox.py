@@ -85,7 +85,6 @@ class SQL:
     TIMERS = """
     SELECT task_id, stall_at, progress_at, held IS NOT NULL FROM seen WHERE stall_at IS NOT NULL OR held IS NOT NULL
     """
-    SEEN_IDS = "SELECT task_id FROM seen"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
     PUT_SEEN = """
     INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest)
@@ -240,10 +239,18 @@ class Outbox:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced.
 
-        Inside `batch()` this joins the batch's transaction instead of starting one.
+        Inside `batch()` it is a savepoint of the batch's transaction instead: a failure undoes
+        this block only, never half of it, and the rest of the batch goes on.
         """
         if self._batch_depth:
-            yield self.db
+            self.db.execute("SAVEPOINT record")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK TO record")
+                self.db.execute("RELEASE record")
+                raise
+            self.db.execute("RELEASE record")
             return
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -282,9 +289,6 @@ class Outbox:
         return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
                     file_sig=row[3], stalled_for=row[4], progress_at=row[5],
                     held=None if row[6] is None else json.loads(row[6]), stall_at=row[7], digest=row[8])
-
-    def seen_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute(SQL.SEEN_IDS)}
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())

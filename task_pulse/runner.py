@@ -92,7 +92,8 @@ def run_wrapped(store: TaskStore, settings: Settings, name: str, steps: list[str
                 break
             except subprocess.TimeoutExpired:
                 line = tails[0].last_line or tails[1].last_line or None
-                end(lambda t, _now, line=line: t.touch(line))
+                # With no running step (the command reported its last one itself) the write alone says "alive".
+                end(lambda t, _now, line=line: t.touch(line if t.running_step else None))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
+from task_pulse.messages import redact
 from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time
 
 MAX_ID_BYTES = 200
@@ -53,9 +54,10 @@ _STEM_MAX_BYTES = MAX_ID_BYTES - len("-20261124-093000") - len("-9999")
 def id_stem(name: str) -> str:
     """The original script's file-safe form of a task name (Unicode word characters survive).
 
+    Secrets are masked first (a name like `deploy ghp_…` must not leak the token through the id).
     At most 60 characters, as in the original, and short enough in UTF-8 bytes that the full id fits.
     """
-    stem = re.sub(r"[^\w\-]", "-", name).strip("-")[:60]
+    stem = re.sub(r"[^\w\-]", "-", redact(name)).strip("-")[:60]
     while len(stem.encode("utf-8")) > _STEM_MAX_BYTES:
         stem = stem[:-1]
     return stem.rstrip("-") or "task"
@@ -168,7 +170,9 @@ class TaskStore:
         """The task, or TaskNotFound / OperationFailed naming what is wrong with the file."""
         path = self.path_for(task_id)
         try:
-            return parse_task(read_task_file(path)[0], task_id)
+            task = parse_task(read_task_file(path)[0], task_id)
+            task.task_id = task_id  # the file name is the identity: a copied file must not write its source
+            return task
         except FileNotFoundError:
             raise TaskNotFound(f"task '{task_id}' not found in {self.root}") from None
         except TaskFormatError as exc:

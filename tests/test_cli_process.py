@@ -105,3 +105,19 @@ def test_every_command_has_help_with_an_example() -> None:
         result = CliRunner().invoke(cli, [*path, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, path
     assert "Example" in CliRunner().invoke(daemon_cli, ["--help"]).output
+
+
+def test_a_copied_task_file_is_written_as_itself(tasks_dir: Path) -> None:
+    """The file name is the identity: `done gamma` on a copy of alpha must not touch alpha."""
+    alpha = run_tp(tasks_dir, "create", "--id", "alpha", "Alpha", "a").stdout.strip()
+    (tasks_dir / "gamma.json").write_bytes((tasks_dir / f"{alpha}.json").read_bytes())
+    run_tp(tasks_dir, "done", "gamma")
+    assert json.loads((tasks_dir / "alpha.json").read_text())["status"] == "running"
+    gamma = json.loads((tasks_dir / "gamma.json").read_text())
+    assert (gamma["status"], gamma["taskId"]) == ("done", "gamma")
+
+
+def test_a_secret_in_a_task_name_stays_out_of_its_id(tasks_dir: Path) -> None:
+    token = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+    task_id = run_tp(tasks_dir, "create", f"deploy {token}", "push").stdout.strip()
+    assert "abcdefghijklmnopqrstuvwxyz" not in task_id and task_id.startswith("deploy-ghp_")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tests.conftest import Daemon, kinds, read_notifications, run_tp, wait_for
+from tests.conftest import BIN, Daemon, kinds, read_notifications, run_tp, wait_for
 
 STEPS = ("fetch", "filter", "write")
 FULL_RUN = ["started", "step_done", "step_done", "step_done", "done"]
@@ -211,9 +213,21 @@ def test_created_at_has_milliseconds(tasks_dir: Path, daemon: Daemon) -> None:
 
 
 def test_python_dash_m_daemon_help() -> None:
-    import subprocess
-    import sys
-
     out = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True, text=True,
                          env={**os.environ}, timeout=30)
     assert out.returncode == 0 and "Example" in out.stdout
+
+
+def test_a_relative_tasks_dir_is_watched(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", "rel"], cwd=tmp_path, stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: "ready:" in (tmp_path / "daemon.log").read_text(), 20, "ready")
+        task_id = run_tp(tmp_path / "rel", "create", "Relative", "a").stdout.strip()
+        wait_for(lambda: kinds(tmp_path / "rel", task_id) == ["started"], 5, "started, from the watcher")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

@@ -153,3 +153,24 @@ def test_english() -> None:
     notes = diff_tasks(None, task("done", [("fetch", "done", "25 items")], result="ok"), NOW, lang="en").notifications
     assert notes[1].text == "✅ [1/1] fetch done (25 items)"
     assert notes[2].text.startswith("🎉 【Daily】done!")
+
+
+def test_a_step_inserted_in_the_middle_does_not_repeat_its_neighbours() -> None:
+    old = task(steps=[("a", "done"), ("b", "done"), ("c", "running")])
+    new = task(steps=[("a", "done"), ("x", "pending"), ("b", "done"), ("c", "running")])
+    assert kinds_of(old, new) == []
+    removed = task(steps=[("b", "done"), ("c", "done")])
+    assert [(n.kind, n.data["step"]) for n in diff_tasks(old, removed, NOW).notifications] == [("step_done", "c")]
+
+
+def test_a_retried_step_without_finished_at_is_announced_twice() -> None:
+    """Hand-written files often have no finishedAt: the second completion must not be taken for the first."""
+    def hand(status: str, updated: str) -> Task:
+        return task_from_dict({"taskName": "H", "status": "running", "updatedAt": updated,
+                               "steps": [{"name": "a", "status": status}, {"name": "b", "status": "pending"}]},
+                              "h")
+
+    first = diff_tasks(hand("running", "t0"), hand("done", "t1"), NOW).notifications
+    retried = diff_tasks(hand("running", "t2"), hand("done", "t3"), NOW).notifications
+    assert [n.kind for n in first] == [n.kind for n in retried] == ["step_done"]
+    assert first[0].key != retried[0].key

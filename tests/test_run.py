@@ -72,6 +72,17 @@ def test_a_command_that_reports_its_own_steps_keeps_its_word(tasks_dir: Path) ->
     assert (task["status"], task["result"], task["steps"][0]["message"]) == ("done", "all good", "fetched")
 
 
+def test_heartbeats_go_on_after_the_command_reported_its_last_step(tasks_dir: Path) -> None:
+    script = (f"import os, subprocess, time\ntp = {str(BIN / 'task-pulse')!r}\n"
+              "subprocess.run([tp, 'next', os.environ['TASK_PULSE_TASK_ID']], check=True, capture_output=True)\n"
+              "for i in range(5):\n    print(f'tail {i}', flush=True)\n    time.sleep(0.5)\n")
+    proc = run(tasks_dir, "Tail", "--heartbeat", "1", "--", sys.executable, "-c", script)
+    assert proc.returncode == 0
+    task = only_task(tasks_dir)
+    assert task["rev"] >= 4  # create, next, at least one heartbeat without a running step, done
+    assert task["status"] == "done"
+
+
 def test_a_missing_command(tasks_dir: Path) -> None:
     proc = run(tasks_dir, "Nope", "--", "/nonexistent/command")
     assert proc.returncode == 127 and "cannot run /nonexistent/command" in proc.stderr

@@ -153,6 +153,34 @@ def test_webhook_retries_a_500_then_delivers(tasks_dir: Path, daemons: list[Daem
     assert "HTTP 500" in d.log()
 
 
+def test_a_malformed_http_answer_is_a_failed_attempt_not_a_dead_sink(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    answers = [b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]
+    bodies: list[bytes] = []
+
+    def serve() -> None:
+        while len(bodies) < 3:
+            conn, _ = server.accept()
+            with conn:
+                bodies.append(conn.recv(65536))
+                conn.sendall(answers.pop(0) if answers[1:] else answers[0])
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    d = Daemon(tasks_dir, "--webhook", url, "--sink-backoff", "0.1").start()
+    daemons.append(d)
+    task_id = run_tp(tasks_dir, "create", "Odd server", "a").stdout.strip()
+    run_tp(tasks_dir, "next", task_id)
+    wait_for(lambda: all(n["delivered_by"] == "webhook" for n in read_notifications(tasks_dir))
+             and len(read_notifications(tasks_dir)) == 2, 15, "both delivered after the bad answer")
+    assert "answered badly" in d.log() and "Exception in thread" not in d.log()
+    server.close()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--exec", "true", "--webhook", "http://127.0.0.1:9/"], "exclusive"),
     (["--webhook-header", "A: b"], "needs --webhook"),

@@ -103,9 +103,19 @@ def test_restart_mid_stall_neither_repeats_nor_forgets() -> None:
 def test_first_start_adopts_an_old_stall_silently() -> None:
     adopted = track(None, task(0), at(1000), POLICY, adopt=True)
     assert kinds(adopted) == []
-    assert adopted.seen.stalled_for == task(0).updated_at
+    assert adopted.seen.stalled_for is not None and adopted.seen.stall_at is None
     assert kinds(step(adopted.seen, task(0), 2000)) == []
-    assert kinds(step(adopted.seen, task(2000), 2000)) == ["resumed"]
+    back = step(adopted.seen, task(2000), 2000)
+    assert kinds(back) == []  # a stall nobody was told about has no "resumed" either
+    assert back.seen.stalled_for is None
+    assert kinds(step(back.seen, task(2000), 2200)) == ["stalled"]  # the next episode is announced
+
+
+def test_an_ended_task_is_not_counted_as_stalled() -> None:
+    stalled = step(step(None, task(0), 0).seen, task(0), 200).seen
+    assert stalled.stalled_for is not None
+    ended = step(stalled, task(0, status="done", step=3), 300)  # done without a new updatedAt
+    assert ended.seen.stalled_for is None
 
 
 def test_ended_and_timestampless_tasks_have_no_stall_timer() -> None:
