@@ -204,6 +204,13 @@ def _number(value: Any, where: str, low: float, high: float | None = None) -> fl
     return value
 
 
+def _stall_seconds(value: Any) -> float | None:
+    seconds = _number(value, "stallSeconds", 1)
+    if seconds is not None and seconds > MAX_STALL_SECONDS:
+        raise TaskFormatError(f"stallSeconds must be <= {MAX_STALL_SECONDS} (ten years), got {seconds!r}")
+    return seconds
+
+
 def _status(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     if value is None:
         raise TaskFormatError(f"{where} is missing")
@@ -263,7 +270,7 @@ def task_from_dict(raw: Any, fallback_id: str) -> Task:
         error=_text(raw.get("error"), "error"),
         result=_text(raw.get("result"), "result"),
         rev=rev,
-        stall_seconds=_number(raw.get("stallSeconds"), "stallSeconds", 1, MAX_STALL_SECONDS),
+        stall_seconds=_stall_seconds(raw.get("stallSeconds")),
         extra={k: v for k, v in raw.items() if k not in _TASK_KEYS},
     )
 
