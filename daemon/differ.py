@@ -24,6 +24,11 @@ def notification_key(task_id: str, kind: str, *facts: object) -> str:
     return f"{task_id}:{kind}:{digest}"
 
 
+def run_key(task: Task, run: int) -> str:
+    """What tells one run of a task from another in every notification key of that run."""
+    return f"{task.started_at or ''}#{run}"
+
+
 @dataclass(frozen=True)
 class Diff:
     notifications: list[Notification] = field(default_factory=list)
@@ -87,7 +92,7 @@ class _Builder:
 
     def __init__(self, task: Task, run: int, lang: str, redact_secrets: bool) -> None:
         self.task, self.lang, self.redact_secrets = task, lang, redact_secrets
-        self.run_key = f"{task.started_at or ''}#{run}"
+        self.run_key = run_key(task, run)
         self.out: list[Notification] = []
 
     def add(self, kind: str, facts: tuple[object, ...], **fields: Any) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.differ import diff_tasks, make_notification
+from daemon.differ import diff_tasks, make_notification, run_key
 from task_pulse.messages import format_duration
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
@@ -63,7 +63,7 @@ def _fields(task: Task) -> dict[str, Any]:
 
 def _timed(task: Task, run: int, kind: str, fact: str | None, policy: Policy, **extra: Any) -> Notification:
     """A notification that time, not a write, brought about (stalled, resumed)."""
-    return make_notification(task.task_id, task.name, kind, (f"{task.started_at or ''}#{run}", fact),
+    return make_notification(task.task_id, task.name, kind, (run_key(task, run), fact),
                              {**_fields(task), **extra}, policy.lang, policy.redact_secrets)
 
 

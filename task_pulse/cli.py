@@ -445,21 +445,25 @@ def service() -> None:
 
 @service.command("install")
 @click.option("--no-start", is_flag=True, help="Only write the unit file.")
+@click.argument("daemon_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TASK-PULSED OPTIONS...]")
 @json_option
 @pass_ctx
-def service_install(ctx: Context, no_start: bool) -> None:
+def service_install(ctx: Context, no_start: bool, daemon_args: tuple[str, ...]) -> None:
     """Write ~/.config/systemd/user/task-pulsed.service for the tasks dir, enable and start it.
 
     The unit runs the task-pulsed of this installation on the tasks dir (--dir before the verb,
-    else TASK_PULSE_DIR, else the default). Run it again after an upgrade or to change the dir.
+    else TASK_PULSE_DIR, else the default), with the options after `--` (a sink, say). Secrets
+    such as a webhook token go in ~/.config/task-pulse/env (KEY=value lines), which the unit
+    reads. Run it again after an upgrade or to change anything.
 
     \b
-    Example:
+    Examples:
       task-pulse --dir ~/agent/tasks service install
+      task-pulse service install -- --exec "openclaw message send --channel telegram --target 123 --message"
     """
     from task_pulse import service as svc
 
-    done = svc.install(ctx.settings.tasks_dir, start=not no_start)
+    done = svc.install(ctx.settings.tasks_dir, start=not no_start, daemon_args=list(daemon_args))
     _emit(ctx, "\n".join(done), {"done": done})
 
 

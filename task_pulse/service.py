@@ -20,7 +20,7 @@ from task_pulse.errors import OperationFailed
 UNIT_NAME = "task-pulsed.service"
 # Settings the service should keep when they were set where `service install` ran.
 _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULSE_KEEP_DAYS",
-              "TASK_PULSE_PROGRESS_INTERVAL")
+              "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT")
 LINGER_HINT = "to keep it running without a login session: loginctl enable-linger $USER"
 
 
@@ -47,11 +47,12 @@ def _quote(value: str) -> str:
     return f'"{escaped}"'
 
 
-def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str]) -> str:
+def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], daemon_args: list[str]) -> str:
     template = (files("task_pulse") / UNIT_NAME).read_text(encoding="utf-8")
     env = {"TASK_PULSE_DIR": str(tasks_dir), **environment}
     lines = "\n".join(f"Environment={_quote(f'{k}={v}')}" for k, v in env.items())
-    return template.replace("@TASK_PULSED@", _quote(str(executable))).replace("@ENVIRONMENT@", lines)
+    command = " ".join(_quote(word) for word in [str(executable), *daemon_args])
+    return template.replace("@TASK_PULSED@", command).replace("@ENVIRONMENT@", lines)
 
 
 @dataclass
@@ -81,17 +82,22 @@ class Systemctl:
         return proc
 
 
-def install(tasks_dir: Path, *, start: bool) -> list[str]:
-    """Write the unit; unless `start` is False, reload, enable and start it. Returns what was done."""
+def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None) -> list[str]:
+    """Write the unit; unless `start` is False, reload, enable and start it. Returns what was done.
+
+    `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`).
+    """
     directory = unit_dir()
     directory.mkdir(parents=True, exist_ok=True)
     unit_path = directory / UNIT_NAME
     environment = {k: os.environ[k] for k in _PASSED_ON if os.environ.get(k)}
-    text = render_unit(daemon_executable(), tasks_dir.absolute(), environment)
+    text = render_unit(daemon_executable(), tasks_dir.absolute(), environment, daemon_args or [])
     tmp = unit_path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, unit_path)
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
+    if daemon_args:
+        done.append(f"task-pulsed runs with: {' '.join(daemon_args)}")
     done += [f"kept {k}={v} from your environment" for k, v in environment.items()]
     if not start:
         return done + ["not started (--no-start): systemctl --user enable --now task-pulsed"]

@@ -136,8 +136,12 @@ class TaskStore:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
         self.root.mkdir(parents=True, exist_ok=True)
         for private in (self.pulse_dir, self.locks_dir):
-            with suppress(FileExistsError):
+            try:
                 private.mkdir(mode=0o700)
+            except FileExistsError:
+                st = private.lstat()
+                if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):
+                    os.chmod(private, 0o700)  # made by hand or by an older tool: private again
 
     def task_ids(self) -> list[str]:
         """Ids of the `*.json` entries at the top of the tasks dir, dotfiles excluded.

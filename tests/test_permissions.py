@@ -32,6 +32,13 @@ def test_private_files_and_dirs(tasks_dir: Path, daemon: Daemon) -> None:
             assert mode(pulse / name) == 0o600, name
 
 
+def test_an_existing_open_pulse_dir_is_made_private(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir(mode=0o755)
+    os.chmod(tasks_dir / ".pulse", 0o755)
+    run_tp(tasks_dir, "create", "x", "a")
+    assert mode(tasks_dir / ".pulse") == 0o700
+
+
 @pytest.mark.parametrize("dir_mode", [0o777, 0o1777])
 def test_a_world_writable_tasks_dir_gets_a_loud_warning(tasks_dir: Path, daemons: list[Daemon], dir_mode: int) -> None:
     os.chmod(tasks_dir, dir_mode)

@@ -68,6 +68,26 @@ def test_rendered_unit_passes_systemd_analyze_verify(tmp_path: Path, dir_name: s
     assert "%%" in env_line if "%" in dir_name else True  # systemd specifiers are escaped
 
 
+def test_install_passes_sink_options_through_and_verifies(tmp_path: Path, tasks_dir: Path) -> None:
+    home, runtime = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    sink = "openclaw message send --channel telegram --target 123 --message"
+    proc = install(home, tasks_dir, "--no-start", "--", "--webhook", "https://chat.example/h",
+                   "--webhook-header", "Authorization: Bearer ${CHAT_TOKEN}", "--lang", "en")
+    assert proc.returncode == 0, proc.stderr
+    unit_path = home / ".config" / "systemd" / "user" / "task-pulsed.service"
+    (exec_start,) = unit_value(unit_path.read_text(), "ExecStart")
+    # ${CHAT_TOKEN} reaches task-pulsed literally ($$ in a unit), which reads it from its environment file
+    assert '"--webhook-header" "Authorization: Bearer $${CHAT_TOKEN}"' in exec_start
+    assert unit_value(unit_path.read_text(), "EnvironmentFile") == ["-%h/.config/task-pulse/env"]
+    verify = subprocess.run(["systemd-analyze", "--user", "verify", str(unit_path)], capture_output=True, text=True,
+                            env=install_env(home, XDG_RUNTIME_DIR=str(runtime)), timeout=60)
+    assert verify.returncode == 0 and "task-pulsed" not in verify.stderr, verify.stderr
+    assert install(home, tasks_dir, "--no-start", "--", "--exec", sink).returncode == 0
+    assert f'"--exec" "{sink}"' in unit_path.read_text()
+
+
 def test_verify_does_catch_a_broken_unit(tmp_path: Path) -> None:
     """The check above can fail: the same verify rejects a unit whose binary is missing."""
     runtime = tmp_path / "xdg"
