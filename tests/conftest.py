@@ -19,6 +19,29 @@ BIN = Path(sys.executable).parent
 T = TypeVar("T")
 
 
+def original_file() -> dict[str, Any]:
+    """A task as the original Live Task Pulse script writes it (no rev), plus fields other tools added."""
+    return {
+        "taskId": "日报发布-20261124-093000",
+        "taskName": "日报发布",
+        "status": "running",
+        "startedAt": "2026-11-24T09:30:00+08:00",
+        "updatedAt": "2026-11-24T09:31:10+08:00",
+        "finishedAt": None,
+        "steps": [
+            {"name": "抓取", "status": "done", "startedAt": "2026-11-24T09:30:00+08:00",
+             "finishedAt": "2026-11-24T09:31:00+08:00", "message": "抓取了25条数据", "source": "rss",
+             "retries": [1, 2]},
+            {"name": "筛选", "status": "running", "startedAt": "2026-11-24T09:31:00+08:00", "message": "已处理60%"},
+            {"name": "写稿", "status": "pending", "owner": {"agent": "writer"}},
+        ],
+        "error": None,
+        "result": None,
+        "channel": "telegram",
+        "meta": {"cron": "30 9 * * *", "tags": ["daily"]},
+    }
+
+
 def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -67,6 +90,32 @@ def read_notifications(tasks_dir: Path) -> list[dict[str, Any]]:
 
 def kinds(tasks_dir: Path, task_id: str | None = None) -> list[str]:
     return [n["kind"] for n in read_notifications(tasks_dir) if task_id is None or n["task_id"] == task_id]
+
+
+# A `task-pulse drain --json` loop in its own process, until `idle` empty rounds in a row; prints the keys.
+_DRAIN_LOOP = """
+import json, subprocess, sys, time
+keys, idle = [], 0
+while idle < int(sys.argv[4]):
+    out = subprocess.run([sys.argv[1], "--dir", sys.argv[2], "drain", "--json", "--limit", sys.argv[3]],
+                         capture_output=True, text=True, check=True).stdout
+    got = [json.loads(line)["key"] for line in out.splitlines()]
+    keys += got
+    idle = 0 if got else idle + 1
+    time.sleep(0.02)
+print(json.dumps(keys))
+"""
+
+
+def start_drain_loop(tasks_dir: Path, limit: int, idle: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", _DRAIN_LOOP, str(BIN / "task-pulse"), str(tasks_dir), str(limit),
+                             str(idle)], stdout=subprocess.PIPE, text=True, env=clean_env())
+
+
+def drained_keys(loop: subprocess.Popen[str]) -> list[str]:
+    out, _ = loop.communicate(timeout=180)
+    assert loop.returncode == 0
+    return json.loads(out)
 
 
 class Daemon:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from task_pulse.model import parse_task
-from tests.conftest import BIN, Daemon, clean_env, read_notifications, wait_for
+from tests.conftest import Daemon, clean_env, drained_keys, read_notifications, start_drain_loop, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -98,23 +98,10 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path: Path, tas
 
 
 def test_sixteen_writers_a_daemon_and_two_drains(tmp_path: Path, tasks_dir: Path, daemon: Daemon) -> None:
-    drain_loop = (
-        "import json, subprocess, sys, time\n"
-        "keys, idle = [], 0\n"
-        "while idle < 40:\n"
-        "    out = subprocess.run([sys.argv[1], '--dir', sys.argv[2], 'drain', '--json', '--limit', '9'],"
-        " capture_output=True, text=True, check=True).stdout\n"
-        "    got = [json.loads(line)['key'] for line in out.splitlines()]\n"
-        "    keys += got\n"
-        "    idle = 0 if got else idle + 1\n"
-        "    time.sleep(0.02)\n"
-        "print(json.dumps(keys))\n"
-    )
-    drains = [subprocess.Popen([sys.executable, "-c", drain_loop, str(BIN / "task-pulse"), str(tasks_dir)],
-                               stdout=subprocess.PIPE, text=True, env=clean_env()) for _ in range(2)]
+    drains = [start_drain_loop(tasks_dir, limit=9, idle=40) for _ in range(2)]
     writers = start_writers(tmp_path, tasks_dir, processes=16, tasks=1, steps=11, pause=0.01)
     assert all(w.wait(120) == 0 for w in writers)
-    drained = [json.loads(d.communicate(timeout=180)[0]) for d in drains]
+    drained = [drained_keys(d) for d in drains]
     notes = read_notifications(tasks_dir)
     assert len(notes) == 16 * 13
     assert events(tasks_dir) == expected_events([f"w{p}-0" for p in range(16)], 11)

@@ -10,31 +10,9 @@ from typing import Any
 import pytest
 
 from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time, stalled_for, task_from_dict
+from tests.conftest import original_file
 
 CST = timezone(timedelta(hours=8))
-
-
-def original_file() -> dict[str, Any]:
-    """A task as the original Live Task Pulse script writes it (no rev), plus fields other tools added."""
-    return {
-        "taskId": "日报发布-20261124-093000",
-        "taskName": "日报发布",
-        "status": "running",
-        "startedAt": "2026-11-24T09:30:00+08:00",
-        "updatedAt": "2026-11-24T09:31:10+08:00",
-        "finishedAt": None,
-        "steps": [
-            {"name": "抓取", "status": "done", "startedAt": "2026-11-24T09:30:00+08:00",
-             "finishedAt": "2026-11-24T09:31:00+08:00", "message": "抓取了25条数据", "source": "rss",
-             "retries": [1, 2]},
-            {"name": "筛选", "status": "running", "startedAt": "2026-11-24T09:31:00+08:00", "message": "已处理60%"},
-            {"name": "写稿", "status": "pending", "owner": {"agent": "writer"}},
-        ],
-        "error": None,
-        "result": None,
-        "channel": "telegram",
-        "meta": {"cron": "30 9 * * *", "tags": ["daily"]},
-    }
 
 
 def minimal(**changes: Any) -> dict[str, Any]:

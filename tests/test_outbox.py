@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from task_pulse.model import task_from_dict
 from task_pulse.outbox import Notification, Outbox, Seen
-from tests.conftest import BIN, clean_env
+from tests.conftest import drained_keys, start_drain_loop
 
 
 def note(key: str, kind: str = "step_done", task_id: str = "t1") -> Notification:
@@ -93,22 +90,11 @@ def test_two_drain_processes_deliver_each_notification_exactly_once(tasks_dir: P
     for i in range(200):
         outbox.record(f"t{i % 10}", snapshot(f"t{i % 10}"), [note(f"k{i:03d}", task_id=f"t{i % 10}")])
     outbox.close()
-    script = (
-        "import subprocess, sys\n"
-        "out = []\n"
-        "for _ in range(40):\n"
-        "    r = subprocess.run([sys.argv[1], '--dir', sys.argv[2], 'drain', '--json', '--limit', '7'],"
-        " capture_output=True, text=True, check=True)\n"
-        "    out.append(r.stdout)\n"
-        "print(''.join(out), end='')\n"
-    )
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(BIN / "task-pulse"), str(tasks_dir)],
-                              stdout=subprocess.PIPE, text=True, env=clean_env()) for _ in range(2)]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    keys = [json.loads(line)["key"] for out in outputs for line in out.splitlines() if line]
+    loops = [start_drain_loop(tasks_dir, limit=7, idle=3) for _ in range(2)]
+    drained = [drained_keys(loop) for loop in loops]
+    keys = drained[0] + drained[1]
     assert sorted(keys) == [f"k{i:03d}" for i in range(200)]
-    assert all(out for out in outputs), "both drains should have taken a share"
+    assert all(drained), "both drains should have taken a share"
 
 
 def test_a_sink_keeps_per_task_order_and_gives_up_to_drain(tasks_dir: Path) -> None:

@@ -68,6 +68,8 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
+from _stats import percentile
+
 from task_pulse.model import Task
 from task_pulse.store import TaskStore
 
@@ -76,17 +78,6 @@ READY_MARK = "ready:"
 
 
 # -- small helpers ----------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def epoch(iso: str) -> float:
