@@ -126,6 +126,9 @@ class TaskStore:
         self.root = Path(root)
         self.pulse_dir = self.root / PULSE_DIR
         self.locks_dir = self.pulse_dir / "locks"
+        # Temp files live outside the watched dir: an atomic write then raises a single inotify event
+        # (the rename's arrival) instead of create + close + rename pair, for the daemon to skip.
+        self.tmp_dir = self.pulse_dir / "tmp"
 
     # -- paths and ids -----------------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ class TaskStore:
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for private in (self.pulse_dir, self.locks_dir):
+        for private in (self.pulse_dir, self.locks_dir, self.tmp_dir):
             try:
                 private.mkdir(mode=0o700)
             except FileExistsError:
@@ -212,7 +215,7 @@ class TaskStore:
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
         final = self.path_for(task.task_id)
-        tmp = self.root / f".{task.task_id}{_SUFFIX}.tmp"
+        tmp = self.tmp_dir / f"{task.task_id}{_SUFFIX}.tmp"
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:

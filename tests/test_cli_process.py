@@ -25,7 +25,9 @@ def test_eight_processes_times_ten_heartbeats_lose_no_update(tasks_dir: Path) ->
     after = json.loads((tasks_dir / f"{task_id}.json").read_text())
     assert after["rev"] == rev_before + 80
     assert after["steps"][0]["message"].endswith("-9")  # some writer's last heartbeat, intact
-    assert list(tasks_dir.glob(".*.tmp")) == []  # no temp file left behind
+    # temp files live in .pulse/tmp, outside the watched dir, and none is left behind
+    assert list((tasks_dir / ".pulse" / "tmp").iterdir()) == []
+    assert sorted(p.name for p in tasks_dir.iterdir()) == sorted([".pulse", f"{task_id}.json"])
 
 
 def test_an_original_format_file_advanced_by_next_keeps_its_extra_fields(tasks_dir: Path) -> None:
