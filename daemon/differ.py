@@ -1,8 +1,8 @@
 """diff_tasks: what the user must be told, given what they were told before and the file now.
 
 Pure: no clock, no I/O. The worker passes `now`. Every notification gets a stable key built from the
-facts it announces (the run, the step index, the step's finish time …), so the same transition seen
-twice produces the same key and the outbox stores it once.
+facts it announces (the run; the step, by name and occurrence; its finish time …), so the same
+transition seen twice produces the same key and the outbox stores it once.
 """
 
 from __future__ import annotations

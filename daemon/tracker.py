@@ -78,8 +78,8 @@ def stall_deadline(task: Task, default_stall: float) -> datetime | None:
         return None
 
 
-def _stall_and_timers(update: Update, now: datetime, policy: Policy) -> Update:
-    """Announce a stall that is due, and set the stall timer for one that is not yet."""
+def _check_stall(update: Update, now: datetime, policy: Policy) -> Update:
+    """Announce a stall that is due; otherwise say (in `seen.stall_at`) when to look again."""
     seen, task = update.seen, update.seen.snapshot
     elapsed = stalled_for(task, now, policy.default_stall)
     if elapsed is not None and _episode(seen.stalled_for) != task.updated_at:
@@ -97,7 +97,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
         seen = Seen(task.task_id, task)
         if stalled_for(task, now, policy.default_stall) is not None:
             seen.stalled_for = f"{QUIET}{task.updated_at}"
-        return _stall_and_timers(Update(seen), now, policy)
+        return _check_stall(Update(seen), now, policy)
     diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang,
                       redact_secrets=policy.redact_secrets)
     seen = Seen(task.task_id, task, run=diff.run)
@@ -128,7 +128,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
             seen.held = asdict(latest)
     if task.status != "running":
         seen.held = seen.stalled_for = None  # an ended task holds nothing back and is not stuck
-    return _stall_and_timers(Update(seen, out), now, policy)
+    return _check_stall(Update(seen, out), now, policy)
 
 
 def flush_held(seen: Seen, now: datetime, policy: Policy) -> Update:
@@ -138,7 +138,7 @@ def flush_held(seen: Seen, now: datetime, policy: Policy) -> Update:
             now.timestamp() - seen.progress_at >= policy.progress_interval:
         update.notifications.append(Notification(**seen.held))
         seen.progress_at, seen.held = now.timestamp(), None
-    return _stall_and_timers(update, now, policy)
+    return _check_stall(update, now, policy)
 
 
 def flush_due(seen: Seen, policy: Policy) -> float | None:

@@ -88,10 +88,6 @@ class WorkQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._ready) + len(self._delayed)
-
 
 @dataclass
 class WorkerOptions:
@@ -140,9 +136,10 @@ class Worker(threading.Thread):
                     # One odd file must not take the daemon down with it; the next change retries it.
                     log.exception("%r: skipped after an unexpected error", item)
                 self._beat()
-        except (sqlite3.Error, OSError) as exc:  # the state db cannot be opened or written (read-only, full disk)
+        except (sqlite3.Error, OSError) as exc:  # the state db or the dir cannot be used (read-only, full disk)
             self.error = exc
-            log.error("state database %s: %s", self.store.pulse_dir / "state.db", exc)
+            where = getattr(exc, "filename", None) or self.store.pulse_dir / "state.db"
+            log.error("cannot use %s: %s", where, getattr(exc, "strerror", None) or exc)
         except BaseException as exc:  # reported by the main thread, which exits 1
             self.error = exc
             log.exception("worker stopped: %s", exc)
@@ -176,7 +173,8 @@ class Worker(threading.Thread):
             # A stall timer just re-reads the file: `track` announces the stall if it is real.
             self.process(item[1], attempt, force=True)
         elif isinstance(item, tuple) and item[0] == "flush":
-            seen = self.outbox.seen(item[1]) if self.outbox else None
+            assert self.outbox is not None
+            seen = self.outbox.seen(item[1])
             if seen is not None:
                 self._apply(flush_held(seen, datetime.now(UTC), self.policy))
         elif item != IDLE:

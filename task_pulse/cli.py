@@ -19,13 +19,13 @@ import click
 
 from task_pulse import __version__
 from task_pulse.config import LANGS, Settings, load_settings
-from task_pulse.errors import TaskPulseError
+from task_pulse.errors import OperationFailed, TaskPulseError
 from task_pulse.messages import format_duration, progress_bar, status_view, word
 from task_pulse.model import MAX_STALL_SECONDS, Task, TaskFormatError, parse_time, stalled_for
 from task_pulse.store import TaskStore
 
 if TYPE_CHECKING:
-    from task_pulse.outbox import Queued
+    from task_pulse.outbox import Outbox, Queued
 
 
 @dataclass
@@ -326,17 +326,25 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
       task-pulse drain
       task-pulse drain --digest --json | while read -r line; do send-to-chat "$line"; done
     """
-    import os
-    import uuid
+    import sqlite3  # only for readers that need it
 
-    from task_pulse.outbox import DB_NAME, Outbox  # sqlite3 only for readers that need it
+    from task_pulse.outbox import DB_NAME, Outbox
 
     db_path = ctx.store.pulse_dir / DB_NAME
     if not db_path.exists():
         click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
                    err=True)
         return
-    outbox = Outbox(db_path, create=False)
+    try:
+        _drain(ctx, Outbox(db_path, create=False), limit, digest)
+    except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
+        raise OperationFailed(f"state database {db_path}: {exc}") from None
+
+
+def _drain(ctx: Context, outbox: Outbox, limit: int | None, digest: bool) -> None:
+    import os
+    import uuid
+
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     try:
         rows = outbox.claim(owner, limit, lease_seconds=DRAIN_LEASE_SECONDS)

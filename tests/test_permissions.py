@@ -98,7 +98,7 @@ def test_a_read_only_state_db_is_one_clear_error(tmp_path: Path, tasks_dir: Path
         pytest.skip("cannot bind-mount here")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(db)], check=True)
-        one_clear_error(run_daemon_once(tasks_dir), "state database", "readonly")
+        one_clear_error(run_daemon_once(tasks_dir), "state.db", "readonly")
     finally:
         subprocess.run(["umount", str(db)], check=False)
 
@@ -114,3 +114,12 @@ def test_a_full_disk_is_one_clear_error(tmp_path: Path) -> None:
             while True:  # take every block that is left
                 fh.write(b"\0" * 4096)
         one_clear_error(run_daemon_once(tasks, "--announce-existing"), "full")
+
+
+def test_a_corrupt_state_db_is_one_clear_error_for_drain_and_daemon(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir(mode=0o700)
+    (tasks_dir / ".pulse" / "state.db").write_bytes(b"this is not a database" * 100)
+    drain = run_tp(tasks_dir, "drain", check=False)
+    assert drain.returncode == 1 and drain.stderr.startswith("Error: state database")
+    assert drain.stderr.count("\n") == 1
+    one_clear_error(run_daemon_once(tasks_dir), "state.db", "not a database")
