@@ -230,7 +230,8 @@ class Outbox:
             if row is None:
                 self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
             elif int(row[0]) > SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path} has schema {row[0]}, newer than this task-pulse ({SCHEMA_VERSION})")
+                raise sqlite3.DatabaseError(f"schema {row[0]} is newer than this task-pulse's ({SCHEMA_VERSION}); "
+                                            "upgrade task-pulse")
 
     def close(self) -> None:
         self.db.close()

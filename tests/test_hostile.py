@@ -157,6 +157,8 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         "nested.json": b"[" * 100_000,
         "empty.json": b"",
         "notobject.json": b"[1, 2, 3]",
+        "surrogate.json": b'{"taskName": "bad \\ud800", "status": "running", "steps": []}',
+        "hugestall.json": b'{"taskName": "x", "status": "running", "steps": [], "stallSeconds": 1e12}',
         **wrong_type_variants(),
     }
     for name, data in corpus.items():
@@ -166,6 +168,9 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     os.mkfifo(tasks_dir / "fifo.json")  # opening it for reading would block a careless reader forever
     (tasks_dir / "link.json").symlink_to(outside)
     (tasks_dir / "new\nline.json").write_bytes(valid_task("line break in the file name"))
+    (tasks_dir / "year-one.json").write_bytes(json.dumps(  # valid, with a date at the calendar's edge
+        {"taskName": "ancient", "status": "running", "updatedAt": "0001-01-01T00:00:00",
+         "steps": [{"name": "a", "status": "running"}]}).encode())
     bad = [*corpus, "huge.json", "fifo.json", "link.json"]
     before = {name: fingerprint(tasks_dir / name) for name in bad}
     outside_before = fingerprint(outside)
@@ -178,7 +183,8 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         return [n["data"]["file"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]
 
     wait_for(lambda: set(bad) <= set(invalid_files()), 30, f"an invalid notice for each of {len(bad)} files")
-    wait_for(lambda: "new\nline" in [n["task_id"] for n in read_notifications(tasks_dir)], 10, "the newline task")
+    wait_for(lambda: {"new\nline", "year-one"} <= {n["task_id"] for n in read_notifications(tasks_dir)}, 10,
+             "the newline task and the year-one task")
     time.sleep(2.5)  # two more rescans (every second) must not report anything again
     reported = invalid_files()
     assert sorted(f for f in reported if not f.startswith("ghost-")) == sorted(bad)  # each exactly once
@@ -188,6 +194,8 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     assert "symlink" in reasons["link.json"] and "regular file" in reasons["fifo.json"]
     assert "too large" in reasons["huge.json"] and "nested too deeply" in reasons["nested.json"]
     assert "status must be one of" in reasons["wrong-status.json"]
+    assert "surrogate" in reasons["surrogate.json"] and "ten years" in reasons["hugestall.json"]
+    assert run_tp(tasks_dir, "status").returncode == 0  # the readers cope with all of it too
     for n in read_notifications(tasks_dir):
         assert_chat_safe(n["text"])
     task_id = run_tp(tasks_dir, "create", "still watching", "a").stdout.strip()
