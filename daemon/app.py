@@ -118,7 +118,13 @@ def run(options: DaemonOptions) -> int:
 
     overflow = OverflowHook(lambda: (log.warning("inotify queue overflowed: rescanning"), queue.put(RESCAN)))
     overflow.install()
-    observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)))
+    try:
+        observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)))
+    except OSError as exc:  # e.g. the inotify instance limit (fs.inotify.max_user_instances)
+        log.error("cannot watch %s: %s", store.root, exc.strerror or exc)
+        overflow.remove()
+        os.close(lock_fd)
+        return 1
     try:
         timers.start()
         worker.start()
