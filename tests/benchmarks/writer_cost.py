@@ -181,21 +181,14 @@ def import_report(runs: int, env: dict[str, str], cwd: Path, hb_argv: list[str])
     print(f"  beyond `import click` ({len(click_only)} modules): {len(extra)} more modules, "
           f"{extra_ms:.1f} ms self time; largest (ms): {largest}")
 
+    hb_modules = set(importtime(hb_argv, env, cwd)) - startup  # the whole heartbeat command, lazy imports included
     ok = True
-    bad = forbidden_in(path_modules)
-    if bad:
-        ok = False
-        print(f"  FAIL: forbidden modules on the writer import path: {', '.join(bad)}")
-    else:
-        print(f"  ok: none of {', '.join(FORBIDDEN)} imported by task_pulse.cli")
-    # The whole heartbeat command, lazy imports included.
-    hb_modules = set(importtime(hb_argv, env, cwd)) - startup
-    bad = forbidden_in(hb_modules)
-    if bad:
-        ok = False
-        print(f"  FAIL: forbidden modules imported while running `heartbeat`: {', '.join(bad)}")
-    else:
-        print(f"  ok: a full `heartbeat` run imports none of them either ({len(hb_modules)} modules)")
+    for what, modules in (("by importing task_pulse.cli", path_modules),
+                          (f"by a full `heartbeat` run ({len(hb_modules)} modules)", hb_modules)):
+        bad = forbidden_in(modules)
+        ok = ok and not bad
+        print(f"  FAIL: forbidden modules imported {what}: {', '.join(bad)}" if bad
+              else f"  ok: none of {', '.join(FORBIDDEN)} imported {what}")
     return ok
 
 
