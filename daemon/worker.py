@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 
 from daemon.differ import invalid_notification
 from daemon.tracker import Policy, Update, flush_due, flush_held, track
-from task_pulse.model import TaskFormatError, parse_task
+from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Notification, Outbox, Seen
-from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file
+from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
 
 if TYPE_CHECKING:
     from daemon.scheduler import Timers
@@ -241,14 +241,13 @@ class Worker(threading.Thread):
         if not force and seen is not None and seen.digest == digest:
             return
         try:
-            task = parse_task(data, task_id)
+            task = task_from_file(data, task_id)
         except TaskFormatError as exc:
             if attempt == 0:
                 self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
             else:
                 self._invalid(task_id, seen, str(exc), data, sig)
             return
-        task.task_id = task_id  # the file name is the identity, whatever the content claims
         try:
             update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
             update.seen.file_sig, update.seen.digest = sig, digest

@@ -110,6 +110,14 @@ def read_task_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, 
         os.close(fd)
 
 
+def task_from_file(data: bytes, task_id: str) -> Task:
+    """Parse a task file's bytes. The file name is the identity, whatever `taskId` the content claims:
+    a copied file must never be read, announced or written as its source."""
+    task = parse_task(data, task_id)
+    task.task_id = task_id
+    return task
+
+
 def file_signature(st: os.stat_result) -> str:
     """Changes whenever the file is replaced or rewritten: lets a rescan skip unchanged files."""
     return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
@@ -177,9 +185,7 @@ class TaskStore:
         """The task, or TaskNotFound / OperationFailed naming what is wrong with the file."""
         path = self.path_for(task_id)
         try:
-            task = parse_task(read_task_file(path)[0], task_id)
-            task.task_id = task_id  # the file name is the identity: a copied file must not write its source
-            return task
+            return task_from_file(read_task_file(path)[0], task_id)
         except FileNotFoundError:
             raise TaskNotFound(f"task '{task_id}' not found in {self.root}") from None
         except TaskFormatError as exc:
@@ -189,7 +195,7 @@ class TaskStore:
         """Every task file, parsed one at a time; a file that is not a task comes with its reason."""
         for task_id in self.task_ids():
             try:
-                yield task_id, parse_task(read_task_file(self.path_for(task_id))[0], task_id)
+                yield task_id, task_from_file(read_task_file(self.path_for(task_id))[0], task_id)
             except FileNotFoundError:
                 continue  # removed since we listed it
             except TaskFormatError as exc:

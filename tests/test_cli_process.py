@@ -95,6 +95,8 @@ def test_a_copied_task_file_is_written_as_itself(tasks_dir: Path) -> None:
     """The file name is the identity: `done gamma` on a copy of alpha must not touch alpha."""
     alpha = run_tp(tasks_dir, "create", "--id", "alpha", "Alpha", "a").stdout.strip()
     (tasks_dir / "gamma.json").write_bytes((tasks_dir / f"{alpha}.json").read_bytes())
+    listed = [t["taskId"] for t in json.loads(run_tp(tasks_dir, "status", "--json").stdout)]
+    assert listed == ["alpha", "gamma"]  # the listing reads each file as itself, not as the id inside
     run_tp(tasks_dir, "done", "gamma")
     assert json.loads((tasks_dir / "alpha.json").read_text())["status"] == "running"
     gamma = json.loads((tasks_dir / "gamma.json").read_text())
