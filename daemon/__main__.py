@@ -1,3 +1,3 @@
-from daemon.cli import main
+from task_pulsed.cli import main
 
 main()

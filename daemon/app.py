@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from daemon.delivery import Deliverer
-from daemon.scheduler import Timers
-from daemon.sdnotify import notify, watchdog_interval
-from daemon.sinks import Sink
-from daemon.tracker import Policy
-from daemon.watcher import OverflowHook, start_observer
-from daemon.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
 from task_pulse.store import TaskStore
+from task_pulsed.delivery import Deliverer
+from task_pulsed.scheduler import Timers
+from task_pulsed.sdnotify import notify, watchdog_interval
+from task_pulsed.sinks import Sink
+from task_pulsed.tracker import Policy
+from task_pulsed.watcher import OverflowHook, start_observer
+from task_pulsed.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
 
 log = logging.getLogger("task-pulsed")
 

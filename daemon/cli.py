@@ -8,14 +8,14 @@ import sys
 
 import click
 
-from daemon.app import DaemonOptions, run
-from daemon.sinks import ExecSink, Sink, WebhookSink
-from daemon.tracker import Policy
 from task_pulse import __version__
 from task_pulse.cli import FiniteRange
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.model import MAX_STALL_SECONDS
+from task_pulsed.app import DaemonOptions, run
+from task_pulsed.sinks import ExecSink, Sink, WebhookSink
+from task_pulsed.tracker import Policy
 
 
 def setup_logging(verbose: bool) -> None:
@@ -61,12 +61,15 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--redact/--no-redact", "redact", default=None,
               help="Mask secrets (API keys, tokens, passwords in URLs) in notifications [env TASK_PULSE_REDACT; "
                    "default on].")
+@click.option("--check", is_flag=True,
+              help="Check the options and settings (building the sink), then exit: 0 if task-pulsed would run "
+                   "with them, 2 if not. `task-pulse service install` uses it before writing a unit.")
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
         exec_command: str | None, webhook: str | None, webhook_headers: tuple[str, ...], sink_attempts: int,
-        sink_backoff: float, sink_timeout: float, redact: bool | None, verbose: bool) -> None:
+        sink_backoff: float, sink_timeout: float, redact: bool | None, check: bool, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
@@ -98,6 +101,10 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
             sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if check:
+        click.echo(f"task-pulsed would watch {settings.tasks_dir}" + (f" and deliver through {sink.name} "
+                   f"{sink.describe()}" if sink else ""))
+        return
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
                     lang=settings.lang, redact_secrets=settings.redact_secrets)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,

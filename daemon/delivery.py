@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from daemon.sinks import DeliveryError, Sink
 from task_pulse.outbox import Outbox, Queued
+from task_pulsed.sinks import DeliveryError, Sink
 
 log = logging.getLogger("task-pulsed")
 

@@ -84,7 +84,7 @@ def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[
     name = safe(task_name)
     return Notification(key=notification_key(task_id, kind, *key_facts), task_id=task_id, task_name=name,
                         kind=kind, text=render(kind, fields, lang),
-                        data={"taskId": task_id, "taskName": name, **fields})
+                        data={"taskId": task_id, "taskName": name, "lang": lang, **fields})
 
 
 class _Builder:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon.worker import CLEANUP, RESCAN, WorkQueue
+from task_pulsed.worker import CLEANUP, RESCAN, WorkQueue
 
 
 class Timers:

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from daemon.differ import diff_tasks, make_notification, run_key
 from task_pulse.messages import format_duration
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
+from task_pulsed.differ import diff_tasks, make_notification, run_key
 
 # `Seen.stalled_for` of a stall adopted silently on the first start: never announced, so its end
 # is not announced either.

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from daemon.differ import invalid_notification
-from daemon.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
+from task_pulsed.differ import invalid_notification
+from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
 
 if TYPE_CHECKING:
-    from daemon.scheduler import Timers
+    from task_pulsed.scheduler import Timers
 
 log = logging.getLogger("task-pulsed")
 
@@ -270,6 +270,7 @@ class Worker(threading.Thread):
         for task_id in removed:
             self.process(task_id)  # the file is gone: forgets the task and its timers
         purged = self.outbox.purge_delivered(cutoff.timestamp())
+        self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
             log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
 

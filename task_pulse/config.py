@@ -76,7 +76,10 @@ def _path(text: str) -> Path:
     if not text:
         raise ValueError("must not be empty")
     # Absolute from here on: the watcher matches event paths against it, and a service has another cwd.
-    return Path(os.path.abspath(os.path.expanduser(text)))
+    path = Path(os.path.abspath(os.path.expanduser(text)))
+    if path.exists() and not path.is_dir():  # else each command fails its own way ("File exists", "nothing to drain")
+        raise ValueError("must be a directory, not a file")
+    return path
 
 
 # name -> (environment variable, parser, default)

@@ -8,6 +8,8 @@ code the user just installed, whatever PATH systemd has.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,12 +17,14 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from task_pulse.errors import OperationFailed
+from task_pulse.errors import BadInput, OperationFailed
 
 UNIT_NAME = "task-pulsed.service"
 # Settings the service should keep when they were set where `service install` ran.
 _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULSE_KEEP_DAYS",
               "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT")
+# Secrets for a sink, read by the unit (EnvironmentFile=-%h/.config/task-pulse/env).
+SECRETS_FILE = "~/.config/task-pulse/env"
 LINGER_HINT = "to keep it running without a login session: loginctl enable-linger $USER"
 
 
@@ -55,6 +59,25 @@ def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], 
     return template.replace("@TASK_PULSED@", command).replace("@ENVIRONMENT@", lines)
 
 
+def installed_environment(unit_text: str) -> dict[str, str]:
+    """The `Environment=` assignments of a unit this module wrote (undoing `_quote`)."""
+    found: dict[str, str] = {}
+    for match in re.finditer(r'^Environment="((?:[^"\\]|\\.)*)"$', unit_text, re.M):
+        word = re.sub(r"\\(.)", r"\1", match.group(1)).replace("%%", "%").replace("$$", "$")
+        name, _, value = word.partition("=")
+        found[name] = value
+    return found
+
+
+def _reason(stderr: str, returncode: int) -> str:
+    """The line of systemctl's stderr that says what went wrong, not "Created symlink …"."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Job for", "Failed to", "Unit ")) or "failed" in line.lower():
+            return line
+    return lines[-1] if lines else f"exit {returncode}"
+
+
 @dataclass
 class Systemctl:
     """`systemctl --user`, or the reason it cannot be used here."""
@@ -70,45 +93,95 @@ class Systemctl:
         if self.unavailable:
             return None
         cmd = ["systemctl", "--user", *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            reason = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+            reason = _reason(proc.stderr, proc.returncode)
             if "bus" in reason.lower() or "XDG_RUNTIME_DIR" in reason:
                 self.unavailable = f"systemctl --user cannot reach a user manager ({reason})"
                 return None
             if check:
-                raise OperationFailed(f"{' '.join(cmd)} failed: {reason}")
+                raise OperationFailed(f"{' '.join(cmd)} failed: {reason} "
+                                      f"(its log: journalctl --user -u {UNIT_NAME.removesuffix('.service')} -n 50)")
         self.ran.append(" ".join(cmd))
         return proc
 
 
-def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None) -> list[str]:
-    """Write the unit; unless `start` is False, reload, enable and start it. Returns what was done.
+def read_env_file(path: Path) -> dict[str, str]:
+    """`KEY=value` lines of the unit's EnvironmentFile (comments, blanks and quotes as systemd reads them)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (FileNotFoundError, IsADirectoryError):
+        return {}
+    values: dict[str, str] = {}
+    for line in lines:
+        name, sep, value = line.strip().partition("=")
+        if sep and name and not name.startswith(("#", ";")):
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                value = value[1:-1]
+            values[name.strip()] = value
+    return values
 
-    `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`).
+
+def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str]) -> None:
+    """Let task-pulsed's own parser judge the options before anything is written.
+
+    A unit with an option task-pulsed refuses could never start; this runs `task-pulsed … --check`,
+    which parses everything (and builds the sink) the way the service will, then exits.
     """
+    env = {**os.environ, **read_env_file(Path(os.path.expanduser(SECRETS_FILE))), "TASK_PULSE_DIR": str(tasks_dir)}
+    proc = subprocess.run([str(executable), *daemon_args, "--check"], capture_output=True, text=True, env=env,
+                          timeout=60)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        reason = next((line for line in lines if line.startswith("Error:")), lines[-1] if lines else "")
+        reason = reason.removeprefix("Error: ") or f"exit {proc.returncode}"
+        if "environment variable" in reason:
+            reason += f" (the service reads secrets from {SECRETS_FILE}: put it there as NAME=value)"
+        raise BadInput(f"task-pulsed refuses these options, nothing written: {reason}")
+
+
+def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None) -> list[str]:
+    """Check the options, write the unit; unless `start` is False, (re)start it. Returns what was done.
+
+    `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`). Running it
+    again applies the new unit: the service is restarted, so an upgrade, a new sink or a new dir
+    takes effect at once. Settings the installed unit had and the environment no longer sets are
+    kept (re-installing from another shell must not drop TASK_PULSE_LANG).
+    """
+    daemon_args = daemon_args or []
+    executable = daemon_executable()
+    check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
     directory = unit_dir()
     directory.mkdir(parents=True, exist_ok=True)
     unit_path = directory / UNIT_NAME
-    environment = {k: os.environ[k] for k in _PASSED_ON if os.environ.get(k)}
-    text = render_unit(daemon_executable(), tasks_dir.absolute(), environment, daemon_args or [])
+    before = installed_environment(unit_path.read_text(encoding="utf-8")) if unit_path.is_file() else {}
+    from_env = {k: os.environ[k] for k in _PASSED_ON if os.environ.get(k)}
+    kept = {k: v for k, v in before.items() if k in _PASSED_ON and k not in from_env}
+    environment = {**kept, **from_env}
+    text = render_unit(executable, tasks_dir.absolute(), environment, daemon_args)
     tmp = unit_path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, unit_path)
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
     if daemon_args:
         done.append(f"task-pulsed runs with: {' '.join(daemon_args)}")
-    done += [f"kept {k}={v} from your environment" for k, v in environment.items()]
+    done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
+    done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]
     if not start:
-        return done + ["not started (--no-start): systemctl --user enable --now task-pulsed"]
+        return done + ["not started (--no-start): systemctl --user daemon-reload && "
+                       "systemctl --user enable task-pulsed && systemctl --user restart task-pulsed"]
     systemctl = Systemctl()
     systemctl.run("daemon-reload")
-    systemctl.run("enable", "--now", UNIT_NAME)
+    systemctl.run("enable", UNIT_NAME)
+    systemctl.run("restart", UNIT_NAME)  # starts it if stopped; a running one picks up the new unit
     done += [f"ran {c}" for c in systemctl.ran]
     if systemctl.unavailable:
-        raise OperationFailed(f"the unit is written to {unit_path}, but it is not running: {systemctl.unavailable}. "
-                              "Start it in a user session with: systemctl --user enable --now task-pulsed")
-    return done + [LINGER_HINT]
+        # Not a failure: a container or a machine without a user session has no user manager.
+        return done + [f"not started: {systemctl.unavailable}",
+                       f"run it in the foreground instead: {executable} --dir {shlex.quote(str(tasks_dir.absolute()))}",
+                       "or let a cron job take the messages: task-pulse drain --digest"]
+    return done + ["running: journalctl --user -u task-pulsed -f shows its log", LINGER_HINT]
 
 
 def uninstall() -> list[str]:

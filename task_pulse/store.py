@@ -211,12 +211,51 @@ class TaskStore:
         """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for the block."""
         self.ensure_dirs()
         lock_path = self.locks_dir / f"{check_task_id(task_id)}.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        while True:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            if _still_linked(fd, lock_path):
+                break
+            os.close(fd)  # a sweep removed the file while we waited: lock the one that is there now
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # closing releases the lock
+
+    def sweep_locks(self) -> int:
+        """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
+
+        Safe beside writers: a lock is removed only while held here, and `locked` re-checks after
+        taking a lock that its file is still the one at the path.
+        """
+        removed = 0
+        try:
+            names = os.listdir(self.locks_dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            task_id = name.removesuffix(".lock")
+            if task_id == name or self.path_for(task_id).exists():
+                continue
+            lock_path = self.locks_dir / name
+            try:
+                fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if _still_linked(fd, lock_path) and not self.path_for(task_id).exists():
+                    os.unlink(lock_path)
+                    removed += 1
+            except OSError:
+                pass  # held by a writer right now (BlockingIOError), or gone: leave it
+            finally:
+                os.close(fd)
+        return removed
 
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
@@ -254,6 +293,8 @@ class TaskStore:
         task_id: str | None = None,
     ) -> Task:
         """A new task with its first step running. Id collisions get `-2`, `-3` … (never overwrite)."""
+        if not name.strip():
+            raise BadInput("a task needs a name")
         if not step_names:
             raise BadInput("a task needs at least one step")
         if any(not s.strip() for s in step_names):
@@ -314,7 +355,17 @@ class TaskStore:
         if dry_run:
             return candidates
         cutoff = expiry_cutoff(now, days)
-        return [i for i in candidates if self.remove_if_expired(i, cutoff)]
+        removed = [i for i in candidates if self.remove_if_expired(i, cutoff)]
+        self.sweep_locks()
+        return removed
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is still the file at `path` (not unlinked or replaced meanwhile)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
 
 
 def expiry_cutoff(now: datetime, days: float) -> datetime:

@@ -558,3 +558,29 @@ def test_drain_with_missing_dir(tasks: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout == ""
     assert not tasks.exists()
+
+
+@pytest.mark.parametrize("command", ["create", "status", "drain", "cleanup"])
+def test_a_tasks_dir_that_is_a_file_is_one_clear_error(tasks: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        command: str) -> None:
+    tasks.parent.mkdir(parents=True)
+    tasks.write_text("not a dir")
+    monkeypatch.setenv("TASK_PULSE_DIR", str(tasks))
+    args = {"create": ["create", "T", "a"]}.get(command, [command])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == f"Error: TASK_PULSE_DIR='{tasks}': must be a directory, not a file\n"
+
+
+def test_messages_may_start_with_a_dash(tasks: Path) -> None:
+    task_id = ok(tasks, "create", "Dedup", "scan", "write").strip()
+    ok(tasks, "heartbeat", task_id, "-1 left", "--percent", "50")
+    ok(tasks, "next", task_id, "-3 duplicates removed")
+    assert read(tasks, task_id)["steps"][0]["message"] == "-3 duplicates removed"
+    ok(tasks, "error", task_id, "-ENOSPC", "disk full")
+    assert read(tasks, task_id)["error"] == "-ENOSPC disk full"
+
+
+def test_an_empty_task_name_is_refused(tasks: Path) -> None:
+    assert fails(tasks, 2, "create", "  ", "a") == "Error: a task needs a name"
+    assert not tasks.exists() or not list(tasks.glob("*.json"))

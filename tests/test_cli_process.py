@@ -65,7 +65,7 @@ def test_the_writer_path_stays_light() -> None:
     """`task-pulse heartbeat` must not pay for the daemon's libraries (or sqlite3)."""
     code = ("import sys, task_pulse.cli, task_pulse.store, task_pulse.messages\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('watchdog', 'apscheduler', 'sqlite3',"
-            " 'daemon', 'tzlocal')))")
+            " 'task_pulsed', 'tzlocal')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]"
 
@@ -74,8 +74,8 @@ def test_every_command_has_help_with_an_example() -> None:
     import click
     from click.testing import CliRunner
 
-    from daemon.cli import cli as daemon_cli
     from task_pulse.cli import cli
+    from task_pulsed.cli import cli as daemon_cli
 
     def walk(group: click.Group, path: list[str]) -> list[list[str]]:
         out = [path]

@@ -213,7 +213,7 @@ def test_created_at_has_milliseconds(tasks_dir: Path, daemon: Daemon) -> None:
 
 
 def test_python_dash_m_daemon_help() -> None:
-    out = subprocess.run([sys.executable, "-m", "daemon", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "task_pulsed", "--help"], capture_output=True, text=True,
                          env={**os.environ}, timeout=30)
     assert out.returncode == 0 and "Example" in out.stdout
 

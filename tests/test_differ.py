@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.differ import diff_tasks
 from task_pulse.model import Task, task_from_dict
+from task_pulsed.differ import diff_tasks
 
 NOW = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
 T0 = "2026-11-24T09:30:00+00:00"

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.differ import diff_tasks
 from task_pulse.messages import digest
 from task_pulse.model import task_from_dict
+from task_pulsed.differ import diff_tasks
 from tests.conftest import Daemon, kinds, run_tp, wait_for
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
@@ -73,3 +73,17 @@ def test_drain_digest_through_the_real_daemon(tasks_dir: Path, daemon: Daemon) -
     assert [(o["taskId"], o["kind"], o["count"]) for o in objs] == [(a, "digest", 2), (b, "digest", 3)]
     assert objs[1]["text"].startswith("🎉 【B】完成！") and objs[1]["latestKind"] == "done"
     assert run_tp(tasks_dir, "drain").stdout == ""  # all of it was delivered by the digest
+
+
+def test_drain_digest_speaks_the_daemons_language(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """The daemon runs with --lang en; a cron drain with no setting of its own must not answer in zh."""
+    daemons.append(Daemon(tasks_dir, "--lang", "en").start())
+    task_id = run_tp(tasks_dir, "create", "Report", "fetch", "send").stdout.strip()
+    run_tp(tasks_dir, "next", task_id, "25 items")
+    wait_for(lambda: len(kinds(tasks_dir)) == 2, 10, "two notifications")
+    text = run_tp(tasks_dir, "drain", "--digest").stdout
+    assert "Report" in text and "完成" not in text and "当前" not in text, text
+    run_tp(tasks_dir, "heartbeat", task_id, "--percent", "10", "sending")
+    run_tp(tasks_dir, "done", task_id)
+    wait_for(lambda: kinds(tasks_dir)[-1] == "done", 10, "done")
+    assert "完成" in run_tp(tasks_dir, "--lang", "zh", "drain", "--digest").stdout  # the flag still wins

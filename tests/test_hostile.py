@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.differ import diff_tasks, invalid_notification
 from task_pulse.messages import FIELD_CAP, redact
 from task_pulse.model import TaskFormatError, parse_task, task_from_dict
+from task_pulsed.differ import diff_tasks, invalid_notification
 from tests.conftest import Daemon, read_notifications, run_tp, wait_for
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
@@ -405,3 +406,57 @@ def test_cleanup_age_threshold(tmp_path: Path) -> None:
 def test_cleanup_empty_or_missing_dir(tmp_path: Path) -> None:
     assert TaskStore(tmp_path / "missing").cleanup(NOW, 7) == []
     assert not (tmp_path / "missing").exists()
+
+
+def test_cleanup_sweeps_lock_files_of_tasks_deleted_by_hand(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    kept = store.create("Kept", ["a"], NOW)
+    gone = store.create("Gone", ["a"], NOW)
+    os.unlink(store.path_for(gone.task_id))  # removed without task-pulse
+    busy = store.locks_dir / "busy-writer.lock"
+    with store.locked("busy-writer"):  # a writer holding a lock whose task file is not written yet
+        store.cleanup(NOW, 7)
+        assert busy.exists()
+    assert sorted(p.name for p in store.locks_dir.iterdir()) == sorted(["busy-writer.lock", f"{kept.task_id}.lock"])
+
+
+def test_a_lock_swept_while_waited_for_is_taken_again_not_shared(tmp_path: Path) -> None:
+    """A writer blocked on a lock file that a sweep then removes must not think it holds the lock."""
+    store = TaskStore(tmp_path)
+    store.ensure_dirs()
+    lock_path = store.locks_dir / "t.lock"
+    holder_in, release = threading.Event(), threading.Event()
+    inside: list[str] = []
+
+    def holder() -> None:
+        with store.locked("t"):
+            holder_in.set()
+            release.wait(10)
+            os.unlink(lock_path)  # what a sweep does, while holding the lock
+            inside.append("holder-out")
+
+    def waiter() -> None:
+        holder_in.wait(10)
+        with store.locked("t"):
+            third = os.open(lock_path, os.O_RDWR | os.O_CREAT)  # a third writer arriving now must wait
+            try:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(third, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(third)
+            inside.append("waiter-in")  # only reached if the check above held
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for t in threads:
+        t.start()
+    holder_in.wait(10)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert inside == ["holder-out", "waiter-in"] and lock_path.exists()
+
+
+def test_create_needs_a_name(tmp_path: Path) -> None:
+    for name in ("", "   ", "\t"):
+        with pytest.raises(BadInput, match="needs a name"):
+            TaskStore(tmp_path).create(name, ["a"], NOW)

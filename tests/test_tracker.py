@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from daemon.tracker import STALL_MARGIN, Policy, Update, flush_due, flush_held, track
 from task_pulse.model import Task, task_from_dict
 from task_pulse.outbox import Seen
+from task_pulsed.tracker import STALL_MARGIN, Policy, Update, flush_due, flush_held, track
 
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 POLICY = Policy(default_stall=180, progress_interval=30, lang="zh")

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.scheduler import Timers
-from daemon.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
-from daemon.worker import RESCAN, Worker, WorkerOptions, WorkQueue
 from task_pulse.store import TaskStore
+from task_pulsed.scheduler import Timers
+from task_pulsed.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
+from task_pulsed.worker import RESCAN, Worker, WorkerOptions, WorkQueue
 from tests.conftest import kinds, wait_for
 
 

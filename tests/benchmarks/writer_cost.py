@@ -50,7 +50,7 @@ from task_pulse.store import TaskStore
 HERE = Path(__file__).resolve().parent
 BASELINE_SCRIPT = HERE / "_baseline_heartbeat.py"
 RATIO_GOAL = 1.3
-FORBIDDEN = ("watchdog", "apscheduler", "sqlite3", "_sqlite3", "daemon", "tzlocal")
+FORBIDDEN = ("watchdog", "apscheduler", "sqlite3", "_sqlite3", "task_pulsed", "tzlocal")
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)\s*$")
 
 

@@ -1,0 +1,138 @@
+"""Admin verbs: what the person who runs task-pulse calls once or now and then.
+
+`cleanup`, the systemd user service and the OpenClaw skill.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from task_pulse.cli.base import Context, FiniteRange, cli, emit, json_option, pass_ctx
+from task_pulse.messages import word
+
+
+@cli.command()
+@click.option("--days", type=FiniteRange(min=0, min_open=True), metavar="N",
+              help="Age in days [env TASK_PULSE_KEEP_DAYS; default 7].")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+@json_option
+@pass_ctx
+def cleanup(ctx: Context, days: float | None, dry_run: bool) -> None:
+    """Remove done/error tasks that finished more than N days ago.
+
+    \b
+    Example:
+      task-pulse cleanup --days 3 --dry-run
+    """
+    days = days if days is not None else ctx.settings.keep_days
+    removed = ctx.store.cleanup(ctx.settings.now(), days, dry_run=dry_run)
+    shown_days = f"{days:g}"
+    text = word("cleanup_dry" if dry_run else "cleanup", ctx.lang).format(n=len(removed), days=shown_days)
+    if dry_run and removed:
+        text += "".join(f"\n  {i}" for i in removed)
+    emit(ctx, text, {"removed": removed, "dryRun": dry_run, "days": days})
+
+
+@cli.group()
+def skill() -> None:
+    """The OpenClaw skill that teaches an agent to use task-pulse.
+
+    \b
+    Example:
+      task-pulse skill install
+    """
+
+
+@skill.command("install")
+@click.option("--dest", type=click.Path(file_okay=False), metavar="DIR",
+              help="Skill folder [default: ~/.openclaw/workspace/skills/live-task-pulse].")
+@click.option("--force", is_flag=True, help="Replace files that were edited or come from another skill.")
+@json_option
+@pass_ctx
+def skill_install(ctx: Context, dest: str | None, force: bool) -> None:
+    """Install (or update) the live-task-pulse skill: SKILL.md and its integration guide.
+
+    An older copy written by this command is updated; a copy someone edited, or another skill in
+    the same folder (such as the original Live Task Pulse), is kept unless --force.
+
+    \b
+    Example:
+      task-pulse skill install --dest ~/.openclaw/workspace/skills/live-task-pulse
+    """
+    import os
+
+    from task_pulse import skill as skill_files
+
+    done = skill_files.install(Path(os.path.expanduser(dest or skill_files.DEFAULT_DEST)), force=force)
+    emit(ctx, "\n".join(done), {"done": done})
+
+
+@cli.group()
+def service() -> None:
+    """Run task-pulsed as a systemd user service.
+
+    \b
+    Example:
+      task-pulse service install            # write the unit, enable and start it
+      task-pulse service status
+      journalctl --user -u task-pulsed -f   # its log
+    """
+
+
+@service.command("install")
+@click.option("--no-start", is_flag=True, help="Only write the unit file.")
+@click.argument("daemon_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TASK-PULSED OPTIONS...]")
+@json_option
+@pass_ctx
+def service_install(ctx: Context, no_start: bool, daemon_args: tuple[str, ...]) -> None:
+    """Write ~/.config/systemd/user/task-pulsed.service for the tasks dir, enable and start it.
+
+    The unit runs the task-pulsed of this installation on the tasks dir (--dir before the verb,
+    else TASK_PULSE_DIR, else the default), with the options after `--` (a sink, say). Secrets
+    such as a webhook token go in ~/.config/task-pulse/env (KEY=value lines), which the unit
+    reads. Run it again after an upgrade or to change anything.
+
+    \b
+    Examples:
+      task-pulse --dir ~/agent/tasks service install
+      task-pulse service install -- --exec "openclaw message send --channel telegram --target 123 --message"
+    """
+    from task_pulse import service as svc
+
+    done = svc.install(ctx.settings.tasks_dir, start=not no_start, daemon_args=list(daemon_args))
+    emit(ctx, "\n".join(done), {"done": done})
+
+
+@service.command("uninstall")
+@json_option
+@pass_ctx
+def service_uninstall(ctx: Context) -> None:
+    """Stop and disable the service and remove its unit file (tasks and state stay).
+
+    \b
+    Example:
+      task-pulse service uninstall
+    """
+    from task_pulse import service as svc
+
+    done = svc.uninstall()
+    emit(ctx, "\n".join(done), {"done": done})
+
+
+@service.command("status")
+@json_option
+@pass_ctx
+def service_status(ctx: Context) -> None:
+    """Whether the service is installed, enabled and active.
+
+    \b
+    Example:
+      task-pulse service status --json
+    """
+    from task_pulse import service as svc
+
+    state = svc.status()
+    text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in state.items())
+    emit(ctx, text, state)

@@ -1,0 +1,141 @@
+"""Reader verbs: what the parent agent (or a cron job) calls to see tasks and take messages.
+
+`status` shows the tasks; `drain` takes the pending notifications out of the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from task_pulse.cli.base import Context, cli, json_option, pass_ctx
+from task_pulse.errors import OperationFailed
+from task_pulse.messages import status_view
+from task_pulse.model import Task, TaskFormatError, stalled_for
+
+if TYPE_CHECKING:
+    from task_pulse.outbox import Outbox, Queued
+
+# output blocks longer than this may see another deliverer print them too (at least once).
+DRAIN_LEASE_SECONDS = 300
+
+
+def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str, Any]:
+    stalled = stalled_for(task, now, default_stall)
+    return {**task.to_dict(), "stalled": stalled is not None,
+            "stalledSeconds": None if stalled is None else round(stalled, 1)}
+
+
+@cli.command()
+@click.argument("task_id", metavar="[ID]", required=False)
+@json_option
+@pass_ctx
+def status(ctx: Context, task_id: str | None) -> None:
+    """Show every task (stalled ones flagged), or one task as JSON.
+
+    A running task is stalled when its updatedAt is older than its stallSeconds (else
+    TASK_PULSE_STALL, default 180 s). Unreadable files are named, never hidden.
+
+    \b
+    Example:
+      task-pulse status
+      task-pulse status --json | jq '.[] | select(.stalled)'
+      task-pulse status 日报发布
+    """
+    settings, store = ctx.settings, ctx.store
+    now = settings.now()
+    if task_id is not None:
+        task = store.load(store.resolve(task_id))
+        click.echo(json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2))
+        return
+    entries = store.list_tasks()
+    if ctx.json_output:
+        records = [
+            {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
+            else _status_record(t, now, settings.stall_seconds)
+            for tid, t in entries
+        ]
+        click.echo(json.dumps(records, ensure_ascii=False))
+        return
+    click.echo(status_view(entries, now, settings.stall_seconds, ctx.lang))
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N notifications.")
+@click.option("--digest", is_flag=True, help="One message per task for everything pending (at most 3 lines).")
+@json_option
+@pass_ctx
+def drain(ctx: Context, limit: int | None, digest: bool) -> None:
+    """Print pending notifications, oldest first, then mark them delivered.
+
+    Each message is printed and flushed before it is marked delivered: if the caller dies in
+    between, the next drain prints it again (at least once, never lost). Two drains running at
+    once never print the same notification. --json prints one object per line with seq, key,
+    taskId, taskName, kind, text, createdAt, done, total, step. --digest sums up each task in
+    one message, for a parent that drains only every half hour.
+
+    \b
+    Examples (a parent agent's heartbeat):
+      task-pulse drain
+      task-pulse drain --digest --json | while read -r line; do send-to-chat "$line"; done
+    """
+    import sqlite3  # only for readers that need it
+
+    from task_pulse.outbox import DB_NAME, Outbox
+
+    db_path = ctx.store.pulse_dir / DB_NAME
+    if not db_path.exists():
+        click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
+                   err=True)
+        return
+    try:
+        _drain(ctx, Outbox(db_path, create=False), limit, digest)
+    except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
+        raise OperationFailed(f"state database {db_path}: {exc}") from None
+
+
+def _drain(ctx: Context, outbox: Outbox, limit: int | None, digest: bool) -> None:
+    import os
+    import uuid
+
+    owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    try:
+        rows = outbox.claim(owner, limit, lease_seconds=DRAIN_LEASE_SECONDS)
+        try:
+            messages = _digests(rows, ctx.flags.get("lang")) if digest else ((r.text, r.to_json()) for r in rows)
+            for text, data in messages:
+                click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
+            sys.stdout.flush()
+        except BaseException:
+            outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
+            raise
+        outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
+    finally:
+        outbox.close()
+
+
+def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """(text, --json object) per task, tasks in the order of their oldest pending notification.
+
+    A digest speaks the language its notifications were written in (the daemon's), so a cron
+    drain without TASK_PULSE_LANG matches the live messages; `--lang` on the command line wins.
+    """
+    from task_pulse.messages import digest
+
+    by_task: dict[str, list[Queued]] = {}
+    for row in rows:
+        by_task.setdefault(row.task_id, []).append(row)
+    out = []
+    for task_id, group in by_task.items():
+        text = digest([(r.kind, r.data) for r in group], lang or group[-1].data.get("lang") or "zh")
+        last = group[-1].to_json()
+        out.append((text, {**last, "kind": "digest", "text": text, "latestKind": group[-1].kind,
+                           "count": len(group), "seqs": [r.seq for r in group], "keys": [r.key for r in group],
+                           "taskId": task_id}))
+    return out
+
+

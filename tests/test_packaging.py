@@ -1,0 +1,91 @@
+"""What a packager sees: a complete sdist that can test itself, and a wheel that shadows no one's import name."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def run(*cmd: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The sdist built from this checkout, and what the build printed."""
+    out = tmp_path_factory.mktemp("sdist")
+    proc = run(sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", out, ROOT)
+    (archive,) = out.glob("task_pulse-*.tar.gz")
+    return archive, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(sdist: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel built from the unpacked sdist, as pip would build it."""
+    work = tmp_path_factory.mktemp("wheel")
+    with tarfile.open(sdist[0]) as tar:
+        tar.extractall(work, filter="data")
+    (source,) = work.glob("task_pulse-*")
+    run(sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", work / "dist", source)
+    (built,) = (work / "dist").glob("task_pulse-*.whl")
+    return built
+
+
+def test_the_sdist_carries_its_tests_unit_and_licence(sdist: tuple[Path, str]) -> None:
+    archive, log = sdist
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    for needed in ("tests/__init__.py", "tests/conftest.py", "tests/benchmarks/writer_cost.py",
+                   "tests/standins/systemctl", "systemd/task-pulsed.service", "LICENSE",
+                   "task_pulse/skill/references/integration-guide.md"):
+        assert needed in names, needed
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert "deprecated" not in log.lower() and "is not listed" not in log, log
+
+
+def test_pytest_collects_in_the_unpacked_sdist(sdist: tuple[Path, str], tmp_path: Path) -> None:
+    with tarfile.open(sdist[0]) as tar:
+        tar.extractall(tmp_path, filter="data")
+    (source,) = tmp_path.glob("task_pulse-*")
+    proc = run(sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", cwd=source)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d{3,} tests collected in [\d.]+s", last), last  # no "N errors" on that line
+
+
+@pytest.fixture(scope="module")
+def python_daemon(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """python-daemon's wheel (and its dependency's), fetched once from the package index."""
+    house = tmp_path_factory.mktemp("wheelhouse")
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary", ":all:", "--dest",
+                           str(house), "python-daemon"], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.skip(f"python-daemon cannot be fetched here (no package index?): {proc.stderr.strip()[-200:]}")
+    return house
+
+
+@pytest.mark.parametrize("order", ["ours-first", "python-daemon-first"])
+def test_installs_beside_python_daemon_in_either_order(wheel: Path, python_daemon: Path, tmp_path: Path,
+                                                       order: str) -> None:
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv)
+    python = venv / "bin" / "python"
+    pip = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-index"]
+    ours = [*pip, "--no-deps", wheel]
+    theirs = [*pip, "--find-links", python_daemon, "python-daemon"]
+    for step in ([ours, theirs] if order == "ours-first" else [theirs, ours]):
+        run(*step)
+    both = "import daemon, task_pulsed; from daemon import DaemonContext; print(daemon.__file__, task_pulsed.__file__)"
+    daemon_file, ours_file = run(python, "-c", both, cwd=tmp_path).stdout.split()  # not from this checkout
+    assert "/daemon/" in daemon_file and "/task_pulsed/" in ours_file
+    run(sys.executable, "-m", "pip", "--python", python, "uninstall", "--yes", "--quiet", "task-pulse")
+    run(python, "-c", "from daemon import DaemonContext", cwd=tmp_path)  # removing us leaves python-daemon whole
