@@ -12,15 +12,15 @@ import os
 import signal
 import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from task_pulse.store import TaskStore
-from task_pulsed.delivery import Deliverer
+from task_pulsed.delivery import Delivery, DeliveryOptions
+from task_pulsed.delivery.sinks import Sink
 from task_pulsed.scheduler import Timers
 from task_pulsed.sdnotify import notify, watchdog_interval
-from task_pulsed.sinks import Sink
 from task_pulsed.tracker import Policy
 from task_pulsed.watcher import OverflowHook, start_observer
 from task_pulsed.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
@@ -41,8 +41,8 @@ class DaemonOptions:
     rescan_seconds: float = 300
     cleanup_seconds: float = 3600
     sink: Sink | None = None
-    sink_attempts: int = 5
-    sink_backoff: float = 2.0
+    delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    sink_concurrency: int = 4
 
 
 def take_daemon_lock(store: TaskStore) -> int:
@@ -97,13 +97,12 @@ def run(options: DaemonOptions) -> int:
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
-    deliverer = None
+    delivery = None
     if options.sink is not None:
-        deliverer = Deliverer(store.root, options.sink, attempts=options.sink_attempts, backoff=options.sink_backoff,
-                              lease_seconds=2 * options.sink.timeout + 60)
+        delivery = Delivery(store.root, options.sink, options.delivery, options.sink_concurrency)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
-                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=deliverer.wake if deliverer else None)
+                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -133,13 +132,12 @@ def run(options: DaemonOptions) -> int:
             log.info("ready: %s in %s", status_line(worker.stats), store.root)
             notify("READY=1", f"STATUS={status_line(worker.stats)}")
             queue.put(CLEANUP)
-            if deliverer is not None:
-                deliverer.start()
+            if delivery is not None:
+                delivery.start()
         worker.join()  # interrupted by signal handlers, which close the queue
     finally:
-        if deliverer is not None and deliverer.is_alive():
-            deliverer.stop()
-            deliverer.join(timeout=5)  # a delivery still running is redone after its claim lapses
+        if delivery is not None:
+            delivery.stop()
         timers.shutdown()
         observer.stop()
         observer.join(timeout=5)

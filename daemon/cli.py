@@ -14,7 +14,9 @@ from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.model import MAX_STALL_SECONDS
 from task_pulsed.app import DaemonOptions, run
-from task_pulsed.sinks import ExecSink, Sink, WebhookSink
+from task_pulsed.delivery import DeliveryOptions
+from task_pulsed.delivery.plan import STYLES
+from task_pulsed.delivery.sinks import ExecSink, OpenClawSink, Sink, WebhookSink
 from task_pulsed.tracker import Policy
 
 
@@ -47,17 +49,29 @@ def setup_logging(verbose: bool) -> None:
               help="How often to clean up (also once at startup).")
 @click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
               help="How often to rescan the whole dir, for anything the watcher missed.")
+@click.option("--openclaw", "openclaw_to", metavar="CHANNEL:TARGET",
+              help="Deliver through the OpenClaw CLI to CHANNEL:TARGET (e.g. telegram:123456789, irc:#ops).")
+@click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
 @click.option("--exec", "exec_command", metavar="CMD",
-              help="Deliver each notification by running CMD with the text as last argument (JSON on stdin).")
-@click.option("--webhook", metavar="URL", help="Deliver each notification by POSTing its JSON to URL.")
+              help="Deliver by running CMD with the text as last argument (JSON on stdin); a JSON reply with a "
+                   "messageId makes a live card.")
+@click.option("--exec-edit", "exec_edit", metavar="CMD",
+              help="Edit a sent message by running CMD with the text as last argument ({id} in CMD is the "
+                   "message id, else it goes before the text). Needed for a live card with --exec.")
+@click.option("--webhook", metavar="URL", help="Deliver by POSTing JSON to URL (edits: \"action\": \"edit\").")
 @click.option("--webhook-header", "webhook_headers", multiple=True, metavar="'NAME: VALUE'",
               help="Header for --webhook (repeatable); ${VAR} in VALUE is read from the environment.")
+@click.option("--style", type=click.Choice(STYLES), default="card", show_default=True,
+              help="card: one message per task, edited in place, plus a new message for done, failed and stalled; "
+                   "stream: one message per notification.")
+@click.option("--sink-concurrency", type=click.IntRange(min=1, max=64), default=4, show_default=True,
+              help="Tasks delivered in parallel (one call in flight per task).")
 @click.option("--sink-attempts", type=click.IntRange(min=1), default=5, show_default=True,
               help="Attempts per notification before it is left for `task-pulse drain`.")
 @click.option("--sink-backoff", type=FiniteRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
               help="Wait before the first retry; doubles after each failure.")
-@click.option("--sink-timeout", type=FiniteRange(min=1), default=30.0, show_default=True, metavar="SECONDS",
-              help="Time allowed for one delivery.")
+@click.option("--sink-timeout", type=FiniteRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="Time allowed for one sink call; a sender still running then is killed and retried.")
 @click.option("--redact/--no-redact", "redact", default=None,
               help="Mask secrets (API keys, tokens, passwords in URLs) in notifications [env TASK_PULSE_REDACT; "
                    "default on].")
@@ -68,18 +82,21 @@ def setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
-        exec_command: str | None, webhook: str | None, webhook_headers: tuple[str, ...], sink_attempts: int,
+        openclaw_to: str | None, openclaw_bin: str | None, exec_command: str | None, exec_edit: str | None,
+        webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int, sink_attempts: int,
         sink_backoff: float, sink_timeout: float, redact: bool | None, check: bool, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
-    pushed live through one sink (--exec or --webhook); whatever a sink cannot deliver, and
-    everything when there is no sink, is read with `task-pulse drain`.
+    pushed live through one sink (--openclaw, --exec or --webhook): by default one live card per
+    task, edited in place. Whatever a sink cannot deliver, and everything when there is no sink,
+    is read with `task-pulse drain`.
 
     \b
     Examples:
       task-pulsed --dir ~/.openclaw/workspace/tasks --lang en
-      task-pulsed --exec "openclaw message send --channel telegram --target 123456 --message"
+      task-pulsed --openclaw telegram:123456789
+      task-pulsed --exec "mychat send --json --text" --exec-edit "mychat edit --id {id} --text"
       task-pulsed --webhook https://chat.example/hook --webhook-header 'Authorization: Bearer ${CHAT_TOKEN}'
     """
     setup_logging(verbose)
@@ -89,14 +106,19 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                   "redact_secrets": redact})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
-    if exec_command is not None and webhook is not None:
-        raise click.UsageError("--exec and --webhook are exclusive: one sink per daemon")
-    if webhook_headers and webhook is None:
-        raise click.UsageError("--webhook-header needs --webhook")
+    if sum(x is not None for x in (openclaw_to, exec_command, webhook)) > 1:
+        raise click.UsageError("--openclaw, --exec and --webhook are exclusive: one sink per daemon")
+    for option, value, sink_option, sink_value in (("--webhook-header", webhook_headers, "--webhook", webhook),
+                                                   ("--exec-edit", exec_edit, "--exec", exec_command),
+                                                   ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to)):
+        if value and sink_value is None:
+            raise click.UsageError(f"{option} needs {sink_option}")
     sink: Sink | None = None
     try:
-        if exec_command is not None:
-            sink = ExecSink(exec_command, timeout=sink_timeout)
+        if openclaw_to is not None:
+            sink = OpenClawSink(openclaw_to, timeout=sink_timeout, program=openclaw_bin or "openclaw")
+        elif exec_command is not None:
+            sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit)
         elif webhook is not None:
             sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
     except ValueError as exc:
@@ -109,8 +131,9 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                     lang=settings.lang, redact_secrets=settings.redact_secrets)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
-                               cleanup_seconds=cleanup_interval, sink=sink, sink_attempts=sink_attempts,
-                               sink_backoff=sink_backoff)))
+                               cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,
+                               delivery=DeliveryOptions(style=style, attempts=sink_attempts, backoff=sink_backoff,
+                                                        lang=settings.lang, redact_secrets=settings.redact_secrets))))
 
 
 def main() -> None:

@@ -74,6 +74,14 @@ class SQL:
     CREATE INDEX IF NOT EXISTS notifications_task_pending ON notifications (task_id, seq) WHERE delivered_at IS NULL;
     CREATE INDEX IF NOT EXISTS notifications_delivered ON notifications (delivered_at)
         WHERE delivered_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS cards (  -- the live card of each task: written by deliverers only
+        task_id     TEXT PRIMARY KEY,
+        sink        TEXT NOT NULL,      -- which sink (channel) holds it: another one starts a new card
+        message_id  TEXT NOT NULL,      -- the chat's id of the card message, for edits
+        started_key TEXT,               -- the `started` notification it was sent for: a new run gets a new card
+        text        TEXT NOT NULL,      -- what the card shows now
+        updated_at  TEXT NOT NULL
+    );
     """
     GET_META = "SELECT value FROM meta WHERE name = ?"
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
@@ -142,6 +150,28 @@ class SQL:
       AND max(coalesce(retry_at, 0), coalesce(claim_until, 0)) > :now
     """
     PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
+    # Everything a sink may deliver now for one task, oldest first: one call can carry it all.
+    TASK_BATCH = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications
+    WHERE task_id = :task_id AND delivered_at IS NULL AND attempts < :max_attempts
+      AND (claim_until IS NULL OR claim_until < :now)
+    ORDER BY seq LIMIT :limit
+    """
+
+    GET_CARD = "SELECT message_id, text, started_key FROM cards WHERE task_id = :task_id AND sink = :sink"
+    PUT_CARD = """
+    INSERT INTO cards (task_id, sink, message_id, started_key, text, updated_at)
+    VALUES (:task_id, :sink, :message_id, :started_key, :text, :at)
+    ON CONFLICT (task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+    """
+    DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
+    RELEASE_OWNED = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL
+    WHERE delivered_at IS NULL AND claimed_by LIKE :pattern
+    """
+    PURGE_CARDS = "DELETE FROM cards WHERE task_id NOT IN (SELECT task_id FROM seen)"
 
 
 def utc_stamp(at: float | None = None) -> str:
@@ -182,6 +212,15 @@ class Queued:
                 "kind": self.kind, "text": self.text, "createdAt": self.created_at,
                 "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
                 **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
+
+
+@dataclass(frozen=True)
+class Card:
+    """A task's live card: the chat message that shows it, edited in place."""
+
+    message_id: str
+    text: str
+    started_key: str | None = None
 
 
 @dataclass
@@ -365,20 +404,60 @@ class Outbox:
         with self.transaction() as db:
             db.executemany(SQL.RELEASE, [{"seq": s, "owner": owner} for s in seqs])
 
-    def retry_later(self, seq: int, owner: str, error: str, retry_at: float) -> None:
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None:
         """A sink's attempt failed: count it, keep the reason, and let the sink try again at `retry_at`."""
         with self.transaction() as db:
-            db.execute(SQL.RETRY_LATER, {"seq": seq, "owner": owner, "error": error[:500], "retry_at": retry_at})
+            db.executemany(SQL.RETRY_LATER, [{"seq": s, "owner": owner, "error": error[:500], "retry_at": retry_at}
+                                             for s in seqs])
 
-    def claim_for_sink(self, owner: str, max_attempts: int, lease_seconds: float) -> Queued | None:
-        """The next notification a sink should deliver (see SQL.SINK_CLAIMABLE), claimed for `owner`."""
+    def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float,
+                         limit: int = 500) -> list[Queued]:
+        """Everything a sink may deliver now for the task whose turn it is (see SQL.SINK_CLAIMABLE).
+
+        The oldest deliverable row picks the task; the batch is that task's pending rows, claimed
+        together, so one sink call can carry all of them. Empty: nothing is deliverable now. The
+        claim lasts long enough for a call per row (each up to `call_seconds`), plus a minute.
+        """
         now = time.time()
         with self.transaction() as db:
-            row = db.execute(SQL.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
-            if row is None:
-                return None
-            db.execute(SQL.CLAIM, {"owner": owner, "until": now + lease_seconds, "seq": row[0]})
-        return _queued(row)
+            first = db.execute(SQL.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
+            if first is None:
+                return []
+            rows = db.execute(SQL.TASK_BATCH, {"task_id": first[2], "max_attempts": max_attempts, "now": now,
+                                               "limit": limit}).fetchall()
+            until = now + (len(rows) + 1) * call_seconds + 60
+            db.executemany(SQL.CLAIM, [{"owner": owner, "until": until, "seq": r[0]} for r in rows])
+        return [_queued(r) for r in rows]
+
+    def card(self, task_id: str, sink: str) -> Card | None:
+        row = self.db.execute(SQL.GET_CARD, {"task_id": task_id, "sink": sink}).fetchone()
+        return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
+
+    def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
+                  card: Card | None = None, drop_card: bool = False) -> None:
+        """In one transaction: mark claimed rows delivered and store (or drop) the task's card."""
+        at = utc_stamp()
+        with self.transaction() as db:
+            db.executemany(SQL.MARK_DELIVERED, [{"at": at, "by": by, "seq": s, "owner": owner} for s in seqs])
+            if card is not None:
+                db.execute(SQL.PUT_CARD, {"task_id": task_id, "sink": sink, "message_id": card.message_id,
+                                          "started_key": card.started_key, "text": card.text, "at": at})
+            elif drop_card:
+                db.execute(SQL.DROP_CARD, {"task_id": task_id})
+
+    def release_claims(self, owner_prefix: str) -> int:
+        """Hand back every claim whose owner starts with `owner_prefix` (a dead daemon's couriers)."""
+        with self.transaction() as db:
+            return db.execute(SQL.RELEASE_OWNED, {"pattern": owner_prefix.replace("%", "") + "%"}).rowcount
+
+    def drop_card(self, task_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(SQL.DROP_CARD, {"task_id": task_id})
+
+    def purge_cards(self) -> int:
+        """Forget the cards of tasks the daemon no longer knows (removed or cleaned up)."""
+        with self.transaction() as db:
+            return db.execute(SQL.PURGE_CARDS).rowcount
 
     def sink_next_free(self, max_attempts: int) -> float | None:
         """Unix time at which a row held back by a retry delay or a claim becomes free (None: none is)."""

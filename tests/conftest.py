@@ -42,7 +42,7 @@ def original_file() -> dict[str, Any]:
     }
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -93,23 +93,28 @@ def kinds(tasks_dir: Path, task_id: str | None = None) -> list[str]:
 
 
 # A `task-pulse drain --json` loop in its own process, until `idle` empty rounds in a row; prints the keys.
+# With `until` (a path), a round only counts as idle if that file existed before it began: a test creates
+# the file once every notification it expects is in the outbox, so the loop cannot stop while more may come.
 _DRAIN_LOOP = """
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 keys, idle = [], 0
+until = sys.argv[5] if len(sys.argv) > 5 else None
 while idle < int(sys.argv[4]):
+    all_queued = until is None or os.path.exists(until)
     out = subprocess.run([sys.argv[1], "--dir", sys.argv[2], "drain", "--json", "--limit", sys.argv[3]],
                          capture_output=True, text=True, check=True).stdout
     got = [json.loads(line)["key"] for line in out.splitlines()]
     keys += got
-    idle = 0 if got else idle + 1
+    idle = 0 if got or not all_queued else idle + 1
     time.sleep(0.02)
 print(json.dumps(keys))
 """
 
 
-def start_drain_loop(tasks_dir: Path, limit: int, idle: int) -> subprocess.Popen[str]:
+def start_drain_loop(tasks_dir: Path, limit: int, idle: int, until: Path | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-c", _DRAIN_LOOP, str(BIN / "task-pulse"), str(tasks_dir), str(limit),
-                             str(idle)], stdout=subprocess.PIPE, text=True, env=clean_env())
+                             str(idle), *([str(until)] if until is not None else [])], stdout=subprocess.PIPE,
+                            text=True, env=clean_env())
 
 
 def drained_keys(loop: subprocess.Popen[str]) -> list[str]:

@@ -67,7 +67,7 @@ def test_drain_digest_through_the_real_daemon(tasks_dir: Path, daemon: Daemon) -
     b = run_tp(tasks_dir, "create", "B", "x", "y").stdout.strip()
     run_tp(tasks_dir, "next", a, "first")
     run_tp(tasks_dir, "done", b, "fine")
-    wait_for(lambda: len(kinds(tasks_dir)) == 5, 10, "five notifications")  # B: done finishes its running step only
+    wait_for(lambda: len(kinds(tasks_dir)) == 5, 30, "five notifications")  # B: done finishes its running step only
     lines = run_tp(tasks_dir, "drain", "--digest", "--json").stdout.splitlines()
     objs = [json.loads(line) for line in lines]
     assert [(o["taskId"], o["kind"], o["count"]) for o in objs] == [(a, "digest", 2), (b, "digest", 3)]
@@ -80,10 +80,10 @@ def test_drain_digest_speaks_the_daemons_language(tasks_dir: Path, daemons: list
     daemons.append(Daemon(tasks_dir, "--lang", "en").start())
     task_id = run_tp(tasks_dir, "create", "Report", "fetch", "send").stdout.strip()
     run_tp(tasks_dir, "next", task_id, "25 items")
-    wait_for(lambda: len(kinds(tasks_dir)) == 2, 10, "two notifications")
+    wait_for(lambda: len(kinds(tasks_dir)) == 2, 30, "two notifications")
     text = run_tp(tasks_dir, "drain", "--digest").stdout
     assert "Report" in text and "完成" not in text and "当前" not in text, text
     run_tp(tasks_dir, "heartbeat", task_id, "--percent", "10", "sending")
     run_tp(tasks_dir, "done", task_id)
-    wait_for(lambda: kinds(tasks_dir)[-1] == "done", 10, "done")
+    wait_for(lambda: kinds(tasks_dir)[-1] == "done", 30, "done")
     assert "完成" in run_tp(tasks_dir, "--lang", "zh", "drain", "--digest").stdout  # the flag still wins

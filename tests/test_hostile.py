@@ -183,7 +183,7 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         return [n["data"]["file"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]
 
     wait_for(lambda: set(bad) <= set(invalid_files()), 30, f"an invalid notice for each of {len(bad)} files")
-    wait_for(lambda: {"new\nline", "year-one"} <= {n["task_id"] for n in read_notifications(tasks_dir)}, 10,
+    wait_for(lambda: {"new\nline", "year-one"} <= {n["task_id"] for n in read_notifications(tasks_dir)}, 30,
              "the newline task and the year-one task")
     time.sleep(2.5)  # two more rescans (every second) must not report anything again
     reported = invalid_files()
@@ -199,7 +199,7 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     for n in read_notifications(tasks_dir):
         assert_chat_safe(n["text"])
     task_id = run_tp(tasks_dir, "create", "still watching", "a").stdout.strip()
-    wait_for(lambda: any(n["task_id"] == task_id for n in read_notifications(tasks_dir)), 10, "a normal task")
+    wait_for(lambda: any(n["task_id"] == task_id for n in read_notifications(tasks_dir)), 30, "a normal task")
     assert d.alive() and "Traceback" not in d.log()
     print(f"\nhostile corpus: {len(bad)} bad files, each reported once, none touched")
 
@@ -209,7 +209,7 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
     daemons.append(Daemon(tasks_dir).start())
     task_id = run_tp(tasks_dir, "create", "deploy", "push").stdout.strip()
     run_tp(tasks_dir, "error", task_id, f"push failed: key {secret} rejected")
-    wait_for(lambda: [n["kind"] for n in read_notifications(tasks_dir)] == ["started", "failed"], 10, "failed")
+    wait_for(lambda: [n["kind"] for n in read_notifications(tasks_dir)] == ["started", "failed"], 30, "failed")
     drained = run_tp(tasks_dir, "drain", "--json").stdout
     assert "sk-proj-***" in drained and secret not in drained
     assert secret not in json.dumps(read_notifications(tasks_dir))
@@ -219,5 +219,5 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
     daemons.append(Daemon(other, "--no-redact").start())
     task_id = run_tp(other, "create", "deploy", "push").stdout.strip()
     run_tp(other, "error", task_id, f"key {secret}")
-    wait_for(lambda: len(read_notifications(other)) == 2, 10, "failed")
+    wait_for(lambda: len(read_notifications(other)) == 2, 30, "failed")
     assert secret in read_notifications(other)[1]["text"]

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from task_pulse.model import task_from_dict
-from task_pulse.outbox import Notification, Outbox, Seen
-from tests.conftest import drained_keys, start_drain_loop
+from task_pulse.outbox import Card, Notification, Outbox, Queued, Seen
+from tests.conftest import drained_keys, start_drain_loop, wait_for
 
 
 def note(key: str, kind: str = "step_done", task_id: str = "t1") -> Notification:
@@ -65,10 +65,13 @@ def test_an_expired_claim_is_taken_again(tasks_dir: Path) -> None:
     (tasks_dir / ".pulse").mkdir()
     outbox = Outbox.for_tasks_dir(tasks_dir)
     outbox.record("t1", snapshot(), [note("k1")])
-    assert len(outbox.claim("dead", lease_seconds=0.05)) == 1
+    lease = 1.0  # long enough not to lapse between the first two claims on a slow machine
+    claimed_at = time.time()
+    assert len(outbox.claim("dead", lease_seconds=lease)) == 1
     assert outbox.claim("alive") == []
-    time.sleep(0.1)  # the lease itself is what is under test
-    assert [r.key for r in outbox.claim("alive")] == ["k1"]
+    taken = wait_for(lambda: outbox.claim("alive"), 10 * lease, "the claim taken again once its lease ran out")
+    assert time.time() - claimed_at >= lease  # and not before
+    assert [r.key for r in taken] == ["k1"]
     outbox.close()
 
 
@@ -97,34 +100,53 @@ def test_two_drain_processes_deliver_each_notification_exactly_once(tasks_dir: P
     assert all(drained), "both drains should have taken a share"
 
 
-def test_a_sink_keeps_per_task_order_and_gives_up_to_drain(tasks_dir: Path) -> None:
+def keys(rows: list[Queued]) -> list[str]:
+    return [r.key for r in rows]
+
+
+def test_a_sink_takes_a_task_at_a_time_keeps_its_order_and_gives_up_to_drain(tasks_dir: Path) -> None:
     (tasks_dir / ".pulse").mkdir()
     outbox = Outbox.for_tasks_dir(tasks_dir)
     outbox.record("a", snapshot("a"), [note("a1", task_id="a"), note("a2", task_id="a")])
     outbox.record("b", snapshot("b"), [note("b1", task_id="b")])
-    first = outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60)
-    assert first is not None and first.key == "a1"
-    # while a1 is out, a2 must wait; b1 is free
-    second = outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60)
-    assert second is not None and second.key == "b1"
-    assert outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60) is None
-    outbox.retry_later(first.seq, "sink", "HTTP 500", retry_at=time.time() + 60)
-    assert outbox.claim_for_sink("sink", max_attempts=2, lease_seconds=60) is None  # a1 waits, a2 behind it
+    first = outbox.claim_task_batch("sink", max_attempts=2, call_seconds=60)
+    assert keys(first) == ["a1", "a2"]  # the whole task, for one call
+    outbox.record("a", snapshot("a"), [note("a3", task_id="a")])
+    # while a1 and a2 are out, a3 must wait: b is free
+    assert keys(outbox.claim_task_batch("sink", max_attempts=2, call_seconds=60)) == ["b1"]
+    assert outbox.claim_task_batch("sink", max_attempts=2, call_seconds=60) == []
+    outbox.retry_later([r.seq for r in first], "sink", "HTTP 500", retry_at=time.time() + 60)
+    assert outbox.claim_task_batch("sink", max_attempts=2, call_seconds=60) == []  # a1 waits, a3 behind it
     assert 0 < (outbox.sink_next_free(2) or 0) - time.time() <= 60
-    outbox.retry_later(first.seq, "sink", "x", 0)  # not claimed by "sink" any more: no effect
+    outbox.retry_later([first[0].seq], "sink", "x", 0)  # not claimed by "sink" any more: no effect
     # a drain takes anything undelivered, the retry delay notwithstanding
-    assert [r.key for r in outbox.claim("drain")] == ["a1", "a2"]
+    assert keys(outbox.claim("drain")) == ["a1", "a2", "a3"]
     outbox.close()
 
 
 def test_after_its_last_attempt_a_row_no_longer_holds_its_task(tasks_dir: Path) -> None:
     (tasks_dir / ".pulse").mkdir()
     outbox = Outbox.for_tasks_dir(tasks_dir)
-    outbox.record("a", snapshot("a"), [note("a1", task_id="a"), note("a2", task_id="a")])
-    row = outbox.claim_for_sink("sink", max_attempts=1, lease_seconds=60)
-    assert row is not None
-    outbox.retry_later(row.seq, "sink", "exit 1", retry_at=time.time() + 3600)
-    nxt = outbox.claim_for_sink("sink", max_attempts=1, lease_seconds=60)
-    assert nxt is not None and nxt.key == "a2"
+    outbox.record("a", snapshot("a"), [note("a1", task_id="a")])
+    (row,) = outbox.claim_task_batch("sink", max_attempts=1, call_seconds=60)
+    outbox.retry_later([row.seq], "sink", "exit 1", retry_at=time.time() + 3600)
+    outbox.record("a", snapshot("a"), [note("a2", task_id="a")])
+    assert keys(outbox.claim_task_batch("sink", max_attempts=1, call_seconds=60)) == ["a2"]
     assert outbox.count_pending() == 2  # a1 stays for drain
+    outbox.close()
+
+
+def test_a_card_is_stored_with_its_rows_and_forgotten_with_its_task(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    outbox.record("a", snapshot("a"), [note("a1", task_id="a", kind="started")])
+    (row,) = outbox.claim_task_batch("sink", max_attempts=3, call_seconds=60)
+    outbox.delivered([row.seq], "sink", "exec", task_id="a", sink="chat-1", card=Card("m-17", "card text", "a1"))
+    assert outbox.card("a", "chat-1") == Card("m-17", "card text", "a1")
+    assert outbox.card("a", "chat-2") is None  # another channel does not know that message
+    assert outbox.count_pending() == 0
+    outbox.purge_cards()
+    assert outbox.card("a", "chat-1") is not None  # the task is still known
+    outbox.record("a", None, [])
+    assert outbox.purge_cards() == 1 and outbox.card("a", "chat-1") is None
     outbox.close()

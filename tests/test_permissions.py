@@ -21,7 +21,7 @@ def mode(path: Path) -> int:
 
 def test_private_files_and_dirs(tasks_dir: Path, daemon: Daemon) -> None:
     task_id = run_tp(tasks_dir, "create", "Private", "a").stdout.strip()
-    wait_for(lambda: kinds(tasks_dir) == ["started"], 10, "started")
+    wait_for(lambda: kinds(tasks_dir) == ["started"], 30, "started")
     pulse = tasks_dir / ".pulse"
     assert mode(pulse) == 0o700 and mode(pulse / "locks") == 0o700
     assert mode(tasks_dir / f"{task_id}.json") == 0o600

@@ -162,7 +162,7 @@ def test_ready_after_the_scan_then_watchdog_then_stopping(tasks_dir: Path, daemo
     status = [a for a in notify.assignments() if a.startswith("STATUS=")]
     assert status and status[0] == "STATUS=watching 1 tasks, 0 stalled, 1 notifications pending"
     ready_at = notify.assignments().index("READY=1")
-    wait_for(lambda: notify.assignments()[ready_at:].count("WATCHDOG=1") >= 2, 10, "two watchdog pings")
+    wait_for(lambda: notify.assignments()[ready_at:].count("WATCHDOG=1") >= 2, 30, "two watchdog pings")
     assert d.proc is not None
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(15) == 0
@@ -244,7 +244,7 @@ def test_reinstall_restarts_the_running_daemon_with_the_new_command_line(manager
     first = manager.install(tasks_dir, "--", "--lang", "en")
     assert first.returncode == 0, first.stderr
     assert manager.calls() == START
-    wait_for(lambda: "--lang" in manager.running_argv(), 10, "the first daemon")
+    wait_for(lambda: "--lang" in manager.running_argv(), 30, "the first daemon")
     old_argv = manager.running_argv()
     second = manager.install(tasks_dir, "--", "--lang", "zh", "--stall", "60")
     assert second.returncode == 0, second.stderr

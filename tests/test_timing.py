@@ -26,13 +26,13 @@ def test_stalled_once_per_episode_then_resumed(tasks_dir: Path, daemons: list[Da
     d = Daemon(tasks_dir, env=FAST).start()
     daemons.append(d)
     task_id = create(tasks_dir)
-    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled"], 10, "stalled")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled"], 30, "stalled")
     hold_still(2.5)
     assert kinds(tasks_dir, task_id) == ["started", "stalled"]
     run_tp(tasks_dir, "heartbeat", task_id, env=FAST)
-    wait_for(lambda: kinds(tasks_dir, task_id)[2:3] == ["resumed"], 10, "resumed")
+    wait_for(lambda: kinds(tasks_dir, task_id)[2:3] == ["resumed"], 30, "resumed")
     # a new episode after the resume is flagged again, once
-    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled", "resumed", "stalled"], 10, "second stall")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled", "resumed", "stalled"], 30, "second stall")
     stall = next(n for n in read_notifications(tasks_dir) if n["kind"] == "stalled")
     assert stall["text"].startswith("⚠️ 【Slow】可能卡住了")
     assert json.loads(run_tp(tasks_dir, "status", task_id, env=FAST).stdout)["stalled"] is True
@@ -42,7 +42,7 @@ def test_stall_lands_soon_after_the_deadline(tasks_dir: Path, daemons: list[Daem
     daemons.append(Daemon(tasks_dir, env=FAST).start())
     task_id = create(tasks_dir, "Timed", "--stall", "2")
     updated = datetime.fromisoformat(json.loads((tasks_dir / f"{task_id}.json").read_text())["updatedAt"])
-    wait_for(lambda: "stalled" in kinds(tasks_dir, task_id), 10, "stalled")
+    wait_for(lambda: "stalled" in kinds(tasks_dir, task_id), 30, "stalled")
     note = next(n for n in read_notifications(tasks_dir) if n["kind"] == "stalled")
     obj = json.loads(run_tp(tasks_dir, "drain", "--json", env=FAST).stdout.splitlines()[-1])
     assert obj["key"] == note["key"]
@@ -54,39 +54,45 @@ def test_restart_during_a_stall_does_not_repeat_it(tasks_dir: Path, daemons: lis
     first = Daemon(tasks_dir, env=FAST).start()
     daemons.append(first)
     task_id = create(tasks_dir)
-    wait_for(lambda: "stalled" in kinds(tasks_dir, task_id), 10, "stalled")
+    wait_for(lambda: "stalled" in kinds(tasks_dir, task_id), 30, "stalled")
     first.kill()
     second = Daemon(tasks_dir, env=FAST).start()
     daemons.append(second)
     hold_still(2)
     assert kinds(tasks_dir, task_id) == ["started", "stalled"]
     run_tp(tasks_dir, "next", task_id, env=FAST)
-    wait_for(lambda: kinds(tasks_dir, task_id)[2:] == ["resumed", "step_done"], 10, "resumed after restart")
+    after = ["started", "stalled", "resumed", "step_done"]
+    wait_for(lambda: kinds(tasks_dir, task_id)[:4] == after, 30, "resumed after restart")
+    # The new step stalls a second later (1 s threshold): a slow machine may see that stall too, but no other.
+    assert kinds(tasks_dir, task_id) in (after, [*after, "stalled"])
 
 
 def test_a_task_that_went_stale_while_down_is_flagged_at_startup(tasks_dir: Path, daemons: list[Daemon]) -> None:
     first = Daemon(tasks_dir, env=clean_env(TASK_PULSE_STALL="30")).start()
     daemons.append(first)
     task_id = create(tasks_dir)
-    wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 10, "started")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 30, "started")
     assert first.stop() == 0
     hold_still(1.2)
     daemons.append(Daemon(tasks_dir, env=FAST).start())
-    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled"], 5, "stalled right after startup")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled"], 30, "stalled right after startup")
 
 
 def test_twelve_heartbeats_in_one_window(tasks_dir: Path, daemons: list[Daemon]) -> None:
-    env = clean_env(TASK_PULSE_STALL="60", TASK_PULSE_PROGRESS_INTERVAL="2")
+    # Twelve `task-pulse` processes take over 2 s on a loaded machine: the window is 10 s, and they must
+    # fit in its first half, so the daemon may read the last of them late and still within the window.
+    window = 10
+    env = clean_env(TASK_PULSE_STALL="60", TASK_PULSE_PROGRESS_INTERVAL=str(window))
     daemons.append(Daemon(tasks_dir, env=env).start())
     task_id = create(tasks_dir)
-    wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 10, "started")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 30, "started")
     start = time.monotonic()
     for i in range(12):
         run_tp(tasks_dir, "heartbeat", task_id, f"beat {i}", env=env)
-    assert time.monotonic() - start < 2, "12 heartbeats must fit in one window for this test to mean anything"
-    wait_for(lambda: any(n["data"].get("message") == "beat 11" for n in read_notifications(tasks_dir)), 10,
-             "the last message")
-    hold_still(2.5)
+    assert time.monotonic() - start < window / 2, "12 heartbeats must fit in one window for this test to mean anything"
+    wait_for(lambda: any(n["data"].get("message") == "beat 11" for n in read_notifications(tasks_dir)),
+             window + 30, "the last message")
+    hold_still(window + 0.5)  # a second flush would come one window after the first
     progress = [n["data"]["message"] for n in read_notifications(tasks_dir) if n["kind"] == "progress"]
     assert len(progress) <= 2 and progress[-1] == "beat 11"
 
@@ -105,9 +111,9 @@ def test_cleanup_removes_old_finished_tasks_and_keeps_running_ones(tasks_dir: Pa
          "steps": [{"name": "a", "status": "done"}]}))
     d = Daemon(tasks_dir, "--cleanup-interval", "1").start()  # cleanup runs at startup, then every second
     daemons.append(d)
-    wait_for(lambda: not (tasks_dir / "old-done.json").exists(), 10, "old task removed")
+    wait_for(lambda: not (tasks_dir / "old-done.json").exists(), 30, "old task removed")
     assert (tasks_dir / "old-running.json").exists() and (tasks_dir / "recent-done.json").exists()
-    wait_for(lambda: "cleanup: 1 finished tasks removed" in d.log(), 5, "cleanup logged")
+    wait_for(lambda: "cleanup: 1 finished tasks removed" in d.log(), 30, "cleanup logged")
     db_rows = run_tp(tasks_dir, "status", "--json").stdout
     assert {t["taskId"] for t in json.loads(db_rows)} == {"old-running", "recent-done"}
     assert d.alive() and os.path.exists(tasks_dir / ".pulse" / "state.db")

@@ -28,7 +28,7 @@ def running_worker(store: TaskStore, **options: bool) -> Iterator[tuple[Worker, 
     worker = Worker(store, queue, timers, WorkerOptions(**options))
     worker.start()
     try:
-        worker.ready.wait(10)
+        assert worker.ready.wait(30), "the worker's first scan did not finish"
         assert worker.error is None
         yield worker, queue
     finally:
@@ -76,9 +76,9 @@ def test_events_become_task_ids_and_noise_is_ignored(tasks_dir: Path) -> None:
         tmp.write_text("{}")
         os.replace(tmp, tasks_dir / "replaced.json")  # atomic writer: a move, dest counts
         (tasks_dir / "created.json").rename(tasks_dir / "renamed.json")  # source counts too (it is gone)
-        wait_for(lambda: all(map(seen.has, ("created", "replaced", "renamed"))), 10, "events")
+        wait_for(lambda: all(map(seen.has, ("created", "replaced", "renamed"))), 30, "events")
         (tasks_dir / "renamed.json").unlink()
-        wait_for(lambda: seen.ids.count("renamed") >= 2, 10, "delete event")
+        wait_for(lambda: seen.ids.count("renamed") >= 2, 30, "delete event")
     finally:
         observer.stop()
         observer.join()
@@ -105,10 +105,10 @@ def test_rescan_finds_what_no_event_announced(tasks_dir: Path) -> None:
         task = store.create("Quiet", ["a", "b"], datetime.now(UTC))  # no observer: nobody tells the worker
         store.update(task.task_id, lambda t: t.steps[0].__setattr__("status", "done"), datetime.now(UTC))
         queue.put(RESCAN)
-        wait_for(lambda: kinds(tasks_dir) == ["started", "step_done"], 10, "rescan result")
+        wait_for(lambda: kinds(tasks_dir) == ["started", "step_done"], 30, "rescan result")
         (tasks_dir / f"{task.task_id}.json").unlink()
         queue.put(RESCAN)
-        wait_for(lambda: seen_rows(tasks_dir) == 0, 10, "forgotten after rescan")
+        wait_for(lambda: seen_rows(tasks_dir) == 0, 30, "forgotten after rescan")
 
 
 def test_work_queue_coalesces_and_delays() -> None:
@@ -130,4 +130,4 @@ def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:
     (tasks_dir / "by-hand.json").write_text(json.dumps(
         {"taskName": "By hand", "status": "running", "steps": ["one", "two"]}))
     with running_worker(store, announce_existing=True):
-        wait_for(lambda: kinds(tasks_dir, "by-hand") == ["started"], 10, "started from a hand-written file")
+        wait_for(lambda: kinds(tasks_dir, "by-hand") == ["started"], 30, "started from a hand-written file")

@@ -1,0 +1,151 @@
+"""Couriers: the threads that push queued notifications through the daemon's sink.
+
+Several couriers run side by side (`--sink-concurrency`), each on its own database connection, and
+each takes one task at a time: everything pending for that task, claimed together. So there is at
+most one sink call in flight per task, tasks are delivered in parallel, and whatever a slow sender
+lets pile up goes out in the next call (see `plan_batch`).
+
+Couriers write only delivery state (claims, attempts, delivered, the card of each task), never
+snapshots or notifications, so a slow or failing sink cannot hold up watching, diffing or stall
+detection. They sleep until the worker rings the doorbell or a retry comes due: no polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from task_pulse.card import render_card
+from task_pulse.outbox import Card, Outbox, Queued
+from task_pulsed.delivery.plan import Call, plan_batch
+from task_pulsed.delivery.sinks import DeliveryError, Sink
+
+log = logging.getLogger("task-pulsed")
+
+
+class Doorbell:
+    """Wakes idle couriers. A courier notes the ring count before it looks for work, then waits
+    for a later ring: a ring between its look and its wait is never missed."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.rings = 0
+
+    def ring(self) -> None:
+        with self._cond:
+            self.rings += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float | None) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.rings != seen, timeout)
+
+
+@dataclass(frozen=True)
+class DeliveryOptions:
+    style: str = "card"
+    attempts: int = 5
+    backoff: float = 2.0
+    lang: str = "zh"
+    redact_secrets: bool = True
+
+
+class Courier(threading.Thread):
+    def __init__(self, index: int, tasks_dir: Path, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
+        super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
+        self.tasks_dir, self.sink, self.options, self.bell = tasks_dir, sink, options, bell
+        self.owner = f"sink:{sink.name}:{os.getpid()}:{index}"
+        self._stopping = False
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.bell.ring()
+
+    def run(self) -> None:
+        outbox = Outbox.for_tasks_dir(self.tasks_dir)
+        try:
+            while not self._stopping:
+                seen = self.bell.rings
+                rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
+                if not rows:
+                    free_at = outbox.sink_next_free(self.options.attempts)
+                    self.bell.wait(seen, None if free_at is None else max(0.0, free_at - time.time()))
+                    continue
+                self.bell.ring()  # another courier may find another task
+                self.deliver(outbox, rows)
+        except sqlite3.Error as exc:
+            log.error("%s stopped, state database: %s (task-pulse drain still works)", self.name, exc)
+        finally:
+            outbox.close()
+
+    def deliver(self, outbox: Outbox, rows: list[Queued]) -> None:
+        task_id, sink_id = rows[0].task_id, self.sink.identity()
+        card = card_text = None
+        if self.options.style == "card" and self.sink.can_edit:
+            card = outbox.card(task_id, sink_id)
+            seen = outbox.seen(task_id)
+            if seen is not None:
+                card_text = render_card(seen.snapshot, datetime.now(UTC), self.options.lang,
+                                        stalled=seen.stalled_for is not None,
+                                        redact_secrets=self.options.redact_secrets)
+        plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card)
+        if plan.settled:
+            outbox.delivered([r.seq for r in plan.settled], self.owner, f"{self.sink.name}:card", task_id=task_id,
+                             sink=sink_id)
+        started = next((r.key for r in reversed(rows) if r.kind == "started"), card.started_key if card else None)
+        for i, call in enumerate(plan.calls):
+            try:
+                if call.op == "edit":
+                    assert card is not None
+                    self.sink.edit(card.message_id, call.text, self._payload(call, rows, card.message_id))
+                    message_id: str | None = card.message_id
+                else:
+                    message_id = self.sink.send(call.text, self._payload(call, rows, None))
+            except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
+                self._failed(outbox, task_id, [r for c in plan.calls[i:] for r in c.rows], exc,
+                             drop_card=call.op == "edit")
+                return
+            new_card = None
+            if call.card and message_id is not None:
+                card = new_card = Card(message_id, call.text, started)
+            elif call.card and self.sink.can_edit:
+                # No id, nothing to edit: from now on this sink gets coalesced new messages.
+                self.sink.can_edit = False
+                log.warning("%s sink printed no message id: no live card, one new message per change instead",
+                            self.sink.name)
+            outbox.delivered([r.seq for r in call.rows], self.owner, self.sink.name, task_id=task_id, sink=sink_id,
+                             card=new_card)
+            for r in call.rows:
+                log.debug("%s: %s delivered by %s", task_id, r.kind, self.sink.name)
+
+    def _payload(self, call: Call, rows: list[Queued], message_id: str | None) -> dict[str, Any]:
+        """The JSON that goes with a call: the notification itself, or what the card call carries."""
+        if len(call.rows) == 1 and not call.card:
+            return call.rows[0].to_json()
+        last = (call.rows or rows)[-1]
+        return {"kind": "card" if call.card else "catch_up", "taskId": last.task_id, "taskName": last.task_name,
+                "text": call.text, "messageId": message_id, "seqs": [r.seq for r in call.rows],
+                "keys": [r.key for r in call.rows], "kinds": [r.kind for r in call.rows]}
+
+    def _failed(self, outbox: Outbox, task_id: str, rows: list[Queued], exc: Exception, *, drop_card: bool) -> None:
+        """Count the attempt for every row not delivered yet; they go out together on the retry."""
+        if not isinstance(exc, DeliveryError):
+            log.exception("%s: %s sink failed unexpectedly", task_id, self.sink.name)
+        attempt = 1 + max((r.attempts for r in rows), default=0)
+        delay = min(self.options.backoff * 2 ** (attempt - 1), 3600.0)
+        outbox.retry_later([r.seq for r in rows], self.owner, str(exc), time.time() + delay)
+        if attempt < self.options.attempts:
+            log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", task_id, exc, attempt + 1,
+                     self.options.attempts, delay)
+            return
+        if drop_card:
+            outbox.drop_card(task_id)  # the card may be gone from the chat: the next change sends a new one
+        log.warning("%s: %d notifications not delivered after %d attempts (%s); left for task-pulse drain",
+                    task_id, len(rows), attempt, exc)

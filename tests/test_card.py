@@ -1,0 +1,236 @@
+"""The live card through the real daemon, with a stand-in `openclaw` that sleeps, answers like OpenClaw
+and records every call (tests/standins/openclaw)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from task_pulse.store import TaskStore
+from tests.conftest import Daemon, clean_env, read_notifications, run_tp, wait_for
+
+OPENCLAW = Path(__file__).parent / "standins" / "openclaw"
+
+
+class Chat:
+    """The stand-in's record of calls: `start` when a call begins, `end` once it has delivered."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log = tmp_path / "openclaw-calls.jsonl"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(STANDIN_LOG=str(self.log), **extra)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def delivered(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r["phase"] == "end"]
+
+    def sends(self) -> list[dict[str, Any]]:
+        return [r for r in self.delivered() if r["verb"] == "send"]
+
+    def edits(self) -> list[dict[str, Any]]:
+        return [r for r in self.delivered() if r["verb"] == "edit"]
+
+    def in_flight(self) -> bool:
+        ended = {r["pid"] for r in self.records() if r["phase"] == "end"}
+        return any(r["phase"] == "start" and r["pid"] not in ended for r in self.records())
+
+
+def all_delivered(tasks_dir: Path, count: int) -> bool:
+    notes = read_notifications(tasks_dir)
+    return len(notes) == count and all(n["delivered_at"] for n in notes)
+
+
+def openclaw_daemon(tasks_dir: Path, chat: Chat, *args: str, channel: str = "telegram:123456789",
+                    **env: str) -> Daemon:
+    return Daemon(tasks_dir, "--openclaw", channel, "--openclaw-bin", str(OPENCLAW), *args, env=chat.env(**env))
+
+
+def test_one_card_edited_in_place_and_a_ping_for_the_end(tmp_path: Path, tasks_dir: Path,
+                                                        daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    daemons.append(openclaw_daemon(tasks_dir, chat).start())
+    task_id = run_tp(tasks_dir, "create", "Daily", "fetch", "filter", "publish").stdout.strip()
+    wait_for(lambda: chat.sends(), 30, "the card")
+    run_tp(tasks_dir, "next", task_id, "25 items")
+    wait_for(lambda: chat.edits(), 30, "an edit")
+    run_tp(tasks_dir, "next", task_id)
+    run_tp(tasks_dir, "done", task_id, "published")
+    wait_for(lambda: all_delivered(tasks_dir, 5), 30, "all five notifications delivered")
+    card, ping = chat.sends()  # exactly two new messages: the card and the done ping
+    assert card["text"].startswith("🔄 【Daily】[0/3]") and "⏳ publish" in card["text"]
+    assert (card["channel"], card["target"], card["json"]) == ("telegram", "123456789", True)
+    assert ping["text"].startswith("🎉 【Daily】完成！")
+    assert {e["id"] for e in chat.edits()} == {card["messageId"]}  # every edit is of that one card
+    assert "✅ fetch（25 items）" in chat.edits()[0]["text"]
+    final = chat.edits()[-1]["text"]
+    assert final.startswith("🎉 【Daily】完成 [3/3]") and final.endswith("结果: published")
+    assert chat.delivered()[-1]["verb"] == "edit"  # the ping rings first, the card gets its final edit after
+
+
+def test_a_slow_sender_gets_everything_coalesced(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """20 steps at 5 steps/s, then done, through a sender that takes 2 s a call."""
+    chat = Chat(tmp_path)
+    daemons.append(openclaw_daemon(tasks_dir, chat, STANDIN_DELAY="2").start())
+    store = TaskStore(tasks_dir)
+    task = store.create("Batch", [f"step {i}" for i in range(1, 21)], datetime.now(UTC))
+    for _ in range(19):
+        time.sleep(0.2)  # the writer's own pace, not a wait for the daemon
+        store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat(), "ok"), datetime.now(UTC))
+    store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "all good"), datetime.now(UTC))
+    wait_for(lambda: all_delivered(tasks_dir, 22), 60, "22 notifications delivered")  # started, 20 steps, done
+    assert [s["text"].split()[0] for s in chat.sends()] == ["🔄", "🎉"]  # the card and the done ping, nothing else
+    assert len(chat.delivered()) < 10, [r["verb"] for r in chat.delivered()]  # not one call per step
+    assert chat.edits()[-1]["text"].startswith("🎉 【Batch】完成 [20/20]")
+    starts = sorted((r["at"], r["phase"]) for r in chat.records())
+    depth = max(sum(1 if p == "start" else -1 for _, p in starts[: i + 1]) for i in range(len(starts)))
+    assert depth == 1  # one call in flight for the task, never two
+
+
+def test_tasks_are_delivered_in_parallel_each_in_its_own_order(tmp_path: Path, tasks_dir: Path,
+                                                               daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    daemons.append(openclaw_daemon(tasks_dir, chat, "--sink-concurrency", "3", STANDIN_DELAY="1.5").start())
+    store = TaskStore(tasks_dir)
+    now = datetime.now(UTC)
+    ids = [store.create(f"T{i}", ["a", "b"], now).task_id for i in range(3)]
+    for task_id in ids:
+        store.update(task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+        store.update(task_id, lambda t: t.finish(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: all_delivered(tasks_dir, 12), 60, "twelve notifications delivered")
+    first_starts = sorted(r["at"] for r in chat.records() if r["phase"] == "start")[:3]
+    first_end = min(r["at"] for r in chat.delivered())
+    assert first_starts[-1] < first_end  # three tasks' first calls were all under way at once
+    for i in range(3):
+        own = [r for r in chat.delivered() if f"【T{i}】" in r["text"]]
+        assert own[0]["verb"] == "send" and own[0]["text"].startswith(f"🔄 【T{i}】")  # its card came first
+        assert [r["text"].split()[0] for r in own if r["verb"] == "send"] == ["🔄", "🎉"]
+
+
+def test_kill_9_mid_call_keeps_the_card_and_pings_exactly_once(tmp_path: Path, tasks_dir: Path,
+                                                                daemons: list[Daemon]) -> None:
+    """A daemon killed while a call is in flight: the call dies with it and is done once after the restart."""
+    chat = Chat(tmp_path)
+
+    def start() -> Daemon:
+        d = openclaw_daemon(tasks_dir, chat, STANDIN_DELAY="1").start()
+        daemons.append(d)
+        return d
+
+    def kill_mid_call(d: Daemon) -> None:
+        wait_for(chat.in_flight, 30, "a call in flight")
+        d.kill()
+        wait_for(lambda: not chat.in_flight() or all(not _alive(r["pid"]) for r in chat.records()), 10,
+                 "the call to die with the daemon")
+
+    d = start()
+    task_id = run_tp(tasks_dir, "create", "Resilient", "one", "two", "three").stdout.strip()
+    kill_mid_call(d)  # during the card's first send
+    d = start()
+    wait_for(lambda: chat.sends(), 30, "the card, sent again")
+    run_tp(tasks_dir, "next", task_id, "first")
+    kill_mid_call(d)  # during an edit
+    run_tp(tasks_dir, "next", task_id, "second")  # written while the daemon is down
+    d = start()
+    wait_for(lambda: all_delivered(tasks_dir, 3), 30, "the steps delivered")
+    run_tp(tasks_dir, "done", task_id)
+    kill_mid_call(d)  # during the done ping
+    start()
+    wait_for(lambda: all_delivered(tasks_dir, 5), 30, "everything delivered")
+    sends = Counter(s["text"].split()[0] for s in chat.sends())
+    assert sends == {"🔄": 1, "🎉": 1}, chat.sends()  # one card, one done ping: nothing twice, nothing lost
+    card_id = chat.sends()[0]["messageId"]
+    assert {e["id"] for e in chat.edits()} == {card_id}  # the restarted daemons edited the same card
+    assert chat.edits()[-1]["text"].startswith("🎉 【Resilient】完成 [3/3]")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_a_channel_that_cannot_edit_gets_coalesced_new_messages(tmp_path: Path, tasks_dir: Path,
+                                                                daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    daemons.append(openclaw_daemon(tasks_dir, chat, channel="irc:#ops", STANDIN_DELAY="1").start())
+    store = TaskStore(tasks_dir)
+    task = store.create("Plain", ["a", "b", "c", "d", "e"], datetime.now(UTC))
+    wait_for(chat.in_flight, 30, "the first message under way")
+    for _ in range(3):
+        store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: all_delivered(tasks_dir, 4), 30, "four notifications delivered")
+    texts = [s["text"] for s in chat.sends()]
+    assert chat.edits() == [] and texts[0].startswith("🚀 开始【Plain】")
+    assert len(texts) == 2 and "a、b、c完成" in texts[1], texts  # three steps in one message
+
+
+def test_a_sender_without_an_id_still_delivers_as_new_messages(tmp_path: Path, tasks_dir: Path,
+                                                               daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    d = openclaw_daemon(tasks_dir, chat, STANDIN_NO_ID="1").start()
+    daemons.append(d)
+    task_id = run_tp(tasks_dir, "create", "NoId", "a", "b").stdout.strip()
+    wait_for(lambda: all_delivered(tasks_dir, 1), 30, "the first message")
+    run_tp(tasks_dir, "next", task_id)
+    run_tp(tasks_dir, "done", task_id)
+    wait_for(lambda: all_delivered(tasks_dir, 4), 30, "all delivered")
+    assert chat.edits() == [] and "printed no message id" in d.log()
+    assert chat.sends()[-1]["text"].startswith("🎉 【NoId】完成")
+
+
+def test_a_hanging_sender_is_killed_and_a_failure_names_openclaws_reason(tmp_path: Path, tasks_dir: Path,
+                                                                         daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    hung = openclaw_daemon(tasks_dir, chat, "--sink-timeout", "1", "--sink-attempts", "1", STANDIN_HANG="1").start()
+    daemons.append(hung)
+    run_tp(tasks_dir, "create", "Hung", "a")
+    wait_for(lambda: "left for task-pulse drain" in hung.log(), 30, "given up")
+    assert "openclaw timed out after 1 s" in hung.log()
+    wait_for(lambda: not any(_alive(r["pid"]) for r in chat.records()), 10, "the hung sender killed")
+    assert hung.stop() == 0
+    failing = openclaw_daemon(tasks_dir, chat, "--sink-attempts", "1", STANDIN_FAIL="send").start()
+    daemons.append(failing)
+    run_tp(tasks_dir, "create", "Refused", "a")
+    wait_for(lambda: "Refused" in failing.log() and "left for task-pulse drain" in failing.log(), 30, "given up")
+    line = next(x for x in failing.log().splitlines() if "delivered after" in x)
+    assert "Gateway not reachable at ws://127.0.0.1:18899 (ECONNREFUSED)." in line
+    assert "Bind: loopback" not in failing.log() and "\x1b" not in failing.log()
+    assert [json.loads(x)["kind"] for x in run_tp(tasks_dir, "drain", "--json").stdout.splitlines()] == \
+        ["started", "started"]  # nothing lost: both stay for drain
+
+
+def test_the_generic_exec_sink_edits_with_its_edit_command(tmp_path: Path, tasks_dir: Path,
+                                                           daemons: list[Daemon]) -> None:
+    chat = Chat(tmp_path)
+    send = f"{OPENCLAW} message send --channel slack --target C1 --json --message"
+    edit = f"{OPENCLAW} message edit --channel slack --target C1 --message-id {{id}} --json --message"
+    daemons.append(Daemon(tasks_dir, "--exec", send, "--exec-edit", edit, env=chat.env()).start())
+    task_id = run_tp(tasks_dir, "create", "Generic", "a", "b").stdout.strip()
+    wait_for(lambda: chat.sends(), 30, "the card")
+    run_tp(tasks_dir, "next", task_id)
+    wait_for(lambda: all_delivered(tasks_dir, 2), 30, "both delivered")
+    (card,) = chat.sends()
+    assert [e["id"] for e in chat.edits()] == [card["messageId"]]
+
+
+@pytest.mark.parametrize("style", ["stream"])
+def test_stream_style_keeps_one_message_per_notification(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon],
+                                                         style: str) -> None:
+    chat = Chat(tmp_path)
+    daemons.append(openclaw_daemon(tasks_dir, chat, "--style", style).start())
+    task_id = run_tp(tasks_dir, "create", "Streamed", "a", "b").stdout.strip()
+    run_tp(tasks_dir, "next", task_id)
+    wait_for(lambda: all_delivered(tasks_dir, 2), 30, "both delivered")
+    assert [s["text"].split()[0] for s in chat.sends()] == ["🚀", "✅"] and chat.edits() == []

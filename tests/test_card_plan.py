@@ -1,0 +1,144 @@
+"""The pure parts of live delivery: the card's text, the plan of calls, reading a chat's reply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from task_pulse.card import CARD_LIMIT, render_card
+from task_pulse.model import Step, Task
+from task_pulse.outbox import Card, Queued
+from task_pulsed.delivery.plan import plan_batch
+from task_pulsed.delivery.sinks import first_reason, message_id_in
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def task(steps: list[Step], status: str = "running", **fields: Any) -> Task:
+    started = (NOW - timedelta(minutes=30)).isoformat()
+    return Task(task_id="t", name=fields.pop("name", "日报发布"), status=status, steps=steps, started_at=started,
+                updated_at=fields.pop("updated_at", (NOW - timedelta(minutes=2)).isoformat()), **fields)
+
+
+def daily() -> list[Step]:
+    return [Step("抓取", "done", message="抓取了25条数据"), Step("筛选", "running", message="已处理60%", percent=60),
+            Step("写稿"), Step("发布")]
+
+
+def test_the_card_shows_the_whole_task() -> None:
+    assert render_card(task(daily()), NOW) == (
+        "🔄 【日报发布】[1/4] ██░░░░░░░░ · 30m0s\n"
+        "✅ 抓取（抓取了25条数据）\n"
+        "🔄 筛选: 60% 已处理60%\n"
+        "⏳ 写稿\n"
+        "⏳ 发布")
+
+
+def test_the_card_in_english_when_stalled_done_and_failed() -> None:
+    assert render_card(task(daily()), NOW, "en", stalled=True).splitlines()[0] == \
+        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · may be stuck (no update for 2m0s)"
+    steps = [Step("a", "done"), Step("b", "done")]
+    done = task(steps, "done", result="published", finished_at=(NOW - timedelta(minutes=1)).isoformat())
+    assert render_card(done, NOW, "en").splitlines() == ["🎉 【日报发布】done [2/2] ██████████ · 29m0s", "✅ a", "✅ b",
+                                                        "Result: published"]
+    failed = task([Step("a", "done"), Step("b", "error", message="502")], "error", error="upstream 502")
+    assert render_card(failed, NOW).splitlines()[-2:] == ["❌ b: 502", "错误: upstream 502"]
+    assert render_card(task(daily()), NOW, stalled=True).startswith(
+        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · 可能卡住了（2m0s无更新）")
+
+
+def test_a_200_step_card_folds_and_stays_under_the_limit() -> None:
+    steps = [Step(f"step {i}", "done" if i < 196 else "running" if i == 196 else "pending", message="x" * 400)
+             for i in range(1, 201)]
+    for lang in ("zh", "en"):
+        card = render_card(task(steps, name="Big"), NOW, lang)
+        lines = card.splitlines()
+        assert len(card) <= CARD_LIMIT and len(lines) == 10  # head, fold, 3 before, current, 4 after
+        assert lines[1] == ("✅ 1–192（192 步已完成）" if lang == "zh" else "✅ 1–192 (192 steps done)")
+        assert lines[5].startswith("🔄 step 196: ") and lines[-1].startswith("⏳ step 200")
+
+
+def test_a_card_of_huge_fields_is_cut_at_the_limit() -> None:
+    steps = [Step("s" * 5000, "pending", message="m" * 5000) for _ in range(16)]
+    card = render_card(task(steps, name="n" * 5000, result="r" * 5000), NOW)
+    assert len(card) <= CARD_LIMIT
+
+
+def test_the_card_is_chat_safe() -> None:
+    steps = [Step("push\x1b[31m", "running", message="token sk-abcdefghijklmnopqrstuvwxyz012345 \u202e")]
+    card = render_card(task(steps, name="x\ny"), NOW)
+    assert "\x1b" not in card and "\u202e" not in card and "abcdefghijklmnop" not in card and "sk-***" in card
+    assert card.splitlines()[0].startswith("🔄 【x y】")
+    assert "abcdefghijklmnop" in render_card(task(steps), NOW, redact_secrets=False)
+
+
+def row(seq: int, kind: str, key: str | None = None) -> Queued:
+    return Queued(seq=seq, key=key or f"t:{kind}:{seq}", task_id="t", task_name="T", kind=kind, created_at="",
+                  text=f"{kind} {seq}", data={"name": "T", "step": f"s{seq}", "done": seq, "total": 9}, attempts=0)
+
+
+def shape(plan: Any) -> list[tuple[str, str, list[int], bool]]:
+    return [(c.op, c.text, [r.seq for r in c.rows], c.card) for c in plan.calls]
+
+
+def test_plan_a_new_card_then_what_rings() -> None:
+    rows = [row(1, "started"), row(2, "step_done"), row(3, "done")]
+    plan = plan_batch(rows, style="card", lang="zh", card_text="CARD")
+    assert shape(plan) == [("send", "CARD", [1, 2], True), ("send", "done 3", [3], False)]
+
+
+def test_plan_an_edit_after_the_pings_and_nothing_when_the_card_is_unchanged() -> None:
+    card = Card("m1", "OLD", "t:started:1")
+    rows = [row(4, "step_done"), row(5, "stalled"), row(6, "progress")]
+    assert shape(plan_batch(rows, style="card", lang="zh", card_text="NEW", card=card)) == [
+        ("send", "stalled 5", [5], False), ("edit", "NEW", [4, 6], True)]
+    same = plan_batch(rows, style="card", lang="zh", card_text="OLD", card=card)
+    assert shape(same) == [("send", "stalled 5", [5], False)] and [r.seq for r in same.settled] == [4, 6]
+
+
+def test_plan_a_new_run_gets_a_new_card() -> None:
+    card = Card("m1", "OLD", "t:started:1")
+    rows = [row(7, "started", key="t:started:7")]
+    assert shape(plan_batch(rows, style="card", lang="zh", card_text="RUN 2", card=card)) == [
+        ("send", "RUN 2", [7], True)]
+    replayed = [row(1, "started", key="t:started:1")]  # the same run's started, redelivered after a crash
+    assert shape(plan_batch(replayed, style="card", lang="zh", card_text="C", card=card))[0][0] == "edit"
+
+
+def test_plan_without_edits_coalesces_and_an_end_needs_no_step_messages() -> None:
+    steps = [row(2, "step_done"), row(3, "step_done"), row(4, "step_done")]
+    (call,) = plan_batch(steps, style="card", lang="zh").calls
+    assert call.op == "send" and [r.seq for r in call.rows] == [2, 3, 4] and "s2、s3、s4完成" in call.text
+    ended = plan_batch([*steps, row(5, "done")], style="card", lang="zh")
+    assert shape(ended) == [("send", "done 5", [5], False)] and [r.seq for r in ended.settled] == [2, 3, 4]
+    assert shape(plan_batch([row(1, "started")], style="card", lang="zh")) == [("send", "started 1", [1], False)]
+
+
+def test_plan_stream_is_one_message_each() -> None:
+    rows = [row(1, "started"), row(2, "step_done"), row(3, "done")]
+    assert shape(plan_batch(rows, style="stream", lang="zh", card_text="CARD")) == [
+        ("send", "started 1", [1], False), ("send", "step_done 2", [2], False), ("send", "done 3", [3], False)]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ({"action": "send", "messageId": "uuid-1", "payload": {"result": {"messageId": "uuid-1"}}}, "uuid-1"),
+    ({"ok": True, "result": {"chat": {"id": 42}, "message": {"message_id": 9001}}}, "9001"),
+    ({"payload": {"result": {"target": {"id": "#pulse"}}}}, None),  # a nested id of something else
+    ({"id": "top"}, "top"),
+    ({"messageId": True}, None),
+    ([{"messageId": "in-a-list"}], "in-a-list"),
+    ("sent", None),
+    (None, None),
+])
+def test_message_id_in_a_reply(reply: Any, expected: str | None) -> None:
+    assert message_id_in(reply) == expected
+
+
+def test_first_reason_skips_info_lines_and_colour() -> None:
+    stderr = (b"\x1b[2mConfig: /home/u/.openclaw/openclaw.json\x1b[0m\nBind: loopback\n"
+              b"\x1b[31mGateway not reachable at ws://127.0.0.1:18899 (ECONNREFUSED).\x1b[0m\n")
+    assert first_reason(stderr) == "Gateway not reachable at ws://127.0.0.1:18899 (ECONNREFUSED)."
+    assert first_reason(b"just one line\n") == "just one line"
+    assert first_reason(b"") == ""
