@@ -141,6 +141,22 @@ def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str])
         raise BadInput(f"task-pulsed refuses these options, nothing written: {reason}")
 
 
+def _pin_openclaw(daemon_args: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """Write down the openclaw (and the Node) found here: a user service does not get the login PATH."""
+    from task_pulse import openclaw
+
+    given = next((daemon_args[i + 1] for i, a in enumerate(daemon_args[:-1]) if a == "--openclaw-bin"), None)
+    given = given or next((a.split("=", 1)[1] for a in daemon_args if a.startswith("--openclaw-bin=")), None)
+    found = openclaw.locate(given)
+    args = daemon_args if given else [*daemon_args, "--openclaw-bin", str(found.program)]
+    notes = [f"openclaw: {found.program}"]
+    if found.node_dir is None:
+        return args, {}, notes
+    path = os.pathsep.join([str(found.node_dir), "/usr/local/bin", "/usr/bin", "/bin"])
+    return args, {"PATH": path}, [*notes, f"node: {found.node_dir / 'node'} {found.node_version} (first on the "
+                                          "service's PATH)"]
+
+
 def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None) -> list[str]:
     """Check the options, write the unit; unless `start` is False, (re)start it. Returns what was done.
 
@@ -149,23 +165,28 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     takes effect at once. Settings the installed unit had and the environment no longer sets are
     kept (re-installing from another shell must not drop TASK_PULSE_LANG).
     """
-    daemon_args = daemon_args or []
+    daemon_args = list(daemon_args or [])
     executable = daemon_executable()
     check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
+    notes: list[str] = []
+    path_env: dict[str, str] = {}
+    if "--openclaw" in daemon_args or any(a.startswith("--openclaw=") for a in daemon_args):
+        daemon_args, path_env, notes = _pin_openclaw(daemon_args)
     directory = unit_dir()
     directory.mkdir(parents=True, exist_ok=True)
     unit_path = directory / UNIT_NAME
     before = installed_environment(unit_path.read_text(encoding="utf-8")) if unit_path.is_file() else {}
     from_env = {k: os.environ[k] for k in _PASSED_ON if os.environ.get(k)}
     kept = {k: v for k, v in before.items() if k in _PASSED_ON and k not in from_env}
-    environment = {**kept, **from_env}
+    environment = {**kept, **from_env, **path_env}
     text = render_unit(executable, tasks_dir.absolute(), environment, daemon_args)
     tmp = unit_path.with_suffix(".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, unit_path)
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
     if daemon_args:
-        done.append(f"task-pulsed runs with: {' '.join(daemon_args)}")
+        done.append(f"task-pulsed runs with: {shlex.join(daemon_args)}")
+    done += notes
     done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
     done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]
     if not start:

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,15 @@ def test_pytest_collects_in_the_unpacked_sdist(sdist: tuple[Path, str], tmp_path
     proc = run(sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", cwd=source)
     last = proc.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"\d{3,} tests collected in [\d.]+s", last), last  # no "N errors" on that line
+
+
+def test_the_wheel_carries_every_module_under_our_two_names(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as whl:
+        shipped = {n for n in whl.namelist() if n.endswith(".py")}
+    ours = {str(p.relative_to(ROOT)) for p in (ROOT / "task_pulse").rglob("*.py")}
+    ours |= {"task_pulsed/" + str(p.relative_to(ROOT / "daemon")) for p in (ROOT / "daemon").rglob("*.py")}
+    assert shipped == ours
+    assert {n.split("/")[0] for n in shipped} == {"task_pulse", "task_pulsed"}  # no top-level `daemon`
 
 
 @pytest.fixture(scope="module")

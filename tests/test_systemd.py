@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
 
+STANDINS = Path(__file__).parent / "standins"
+
 
 def install_env(home: Path, **extra: str) -> dict[str, str]:
     env = clean_env(HOME=str(home), **extra)
@@ -75,7 +77,7 @@ def test_install_passes_sink_options_through_and_verifies(tmp_path: Path, tasks_
     home, runtime = tmp_path / "home", tmp_path / "xdg"
     home.mkdir()
     runtime.mkdir(mode=0o700)
-    sink = "openclaw message send --channel telegram --target 123 --message"
+    sink = f"{STANDINS / 'openclaw'} message send --channel telegram --target 123 --message"
     secrets = home / ".config" / "task-pulse" / "env"  # where the unit reads ${CHAT_TOKEN} from
     secrets.parent.mkdir(parents=True)
     secrets.write_text("# sink secrets\nCHAT_TOKEN='s3cret'\n")
@@ -196,8 +198,6 @@ def test_logs_have_timestamps_unless_journald_adds_them(tasks_dir: Path, daemons
 
 # -- service install against a recording stand-in for systemctl ---------------------------------------------
 
-STANDINS = Path(__file__).parent / "standins"
-
 
 class Manager:
     """The stand-in `systemctl` on PATH, its record of calls, and the daemon it started."""
@@ -295,3 +295,36 @@ def test_reinstall_keeps_settings_the_unit_had(manager: Manager, tasks_dir: Path
     env_lines = unit_value(manager.unit.read_text(), "Environment")
     assert '"TASK_PULSE_LANG=en"' in env_lines and '"TASK_PULSE_STALL=90"' in env_lines
     assert "kept TASK_PULSE_LANG=en from the installed unit" in again.stdout
+
+
+def fake_openclaw(bin_dir: Path, node_version: str) -> None:
+    """An `openclaw` that runs on `env node`, and the `node` PATH finds for it."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "openclaw").write_text("#!/usr/bin/env node\nconsole.log('stand-in')\n")
+    (bin_dir / "node").write_text(f"#!/bin/sh\necho {node_version}\n")
+    for name in ("openclaw", "node"):
+        (bin_dir / name).chmod(0o755)
+
+
+def test_install_pins_openclaw_and_its_node_for_the_service(manager: Manager, tasks_dir: Path,
+                                                             tmp_path: Path) -> None:
+    bin_dir = tmp_path / "node-24" / "bin"
+    fake_openclaw(bin_dir, "v24.21.0")
+    manager.path = f"{bin_dir}:{manager.path}"
+    proc = manager.install(tasks_dir, "--no-start", "--", "--openclaw", "telegram:123")
+    assert proc.returncode == 0, proc.stderr
+    unit = manager.unit.read_text()
+    (exec_start,) = unit_value(unit, "ExecStart")
+    assert exec_start.endswith(f'"--openclaw" "telegram:123" "--openclaw-bin" "{bin_dir / "openclaw"}"')
+    assert f'"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin"' in unit_value(unit, "Environment")
+    assert f"node: {bin_dir / 'node'} v24.21.0" in proc.stdout
+
+
+def test_install_refuses_a_node_openclaw_cannot_run_on(manager: Manager, tasks_dir: Path, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "node-20" / "bin"
+    fake_openclaw(bin_dir, "v20.20.2")
+    manager.path = f"{bin_dir}:{manager.path}"
+    proc = manager.install(tasks_dir, "--no-start", "--", "--openclaw", "irc:#ops")
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "v20.20.2; OpenClaw needs Node >=24.16 <25 || >=26.1" in proc.stderr
+    assert not manager.unit.exists()
