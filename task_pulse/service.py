@@ -35,7 +35,8 @@ def unit_dir() -> Path:
 
 def daemon_executable() -> Path:
     """The task-pulsed installed next to this task-pulse (or this Python), else the one on PATH."""
-    candidates = [Path(sys.argv[0]).absolute().parent / "task-pulsed", Path(sys.executable).parent / "task-pulsed"]
+    # resolve(): run through a link in ~/.local/bin, the unit still names the installation itself
+    candidates = [Path(sys.argv[0]).resolve().parent / "task-pulsed", Path(sys.executable).parent / "task-pulsed"]
     found = shutil.which("task-pulsed")
     if found:
         candidates.append(Path(found))

@@ -328,3 +328,15 @@ def test_install_refuses_a_node_openclaw_cannot_run_on(manager: Manager, tasks_d
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "v20.20.2; OpenClaw needs Node >=24.16 <25 || >=26.1" in proc.stderr
     assert not manager.unit.exists()
+
+
+def test_run_through_a_link_the_unit_names_the_installation(tmp_path: Path, tasks_dir: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    link = home / ".local" / "bin" / "task-pulse"
+    link.symlink_to(BIN / "task-pulse")
+    proc = subprocess.run([str(link), "--dir", str(tasks_dir), "service", "install", "--no-start"],
+                          capture_output=True, text=True, env=install_env(home), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    unit = (home / ".config" / "systemd" / "user" / "task-pulsed.service").read_text()
+    assert unit_value(unit, "ExecStart") == [f'"{BIN / "task-pulsed"}"']

@@ -3,16 +3,23 @@
 # OpenClaw CLI (npm), its IRC channel plugin (installed into a template OpenClaw state dir), ngircd
 # (Debian) and an `openclaw` wrapper that runs on that Node. Re-running skips what is already there.
 # Needs root for apt-get (ngircd) and about 850 MB under $TP_E2E_BASE.
+# The Matrix lane (TP_E2E_MATRIX=0 skips it): a venv with the Synapse homeserver and a second template
+# state dir with OpenClaw's Matrix plugin (about 300 MB more).
 set -euo pipefail
 
 BASE=${TP_E2E_BASE:-/opt/task-pulse-e2e}
 NODE_VERSION=${TP_NODE_VERSION:-24.21.0}
 OPENCLAW_VERSION=${TP_OPENCLAW_VERSION:-2026.9.6}
 IRC_PLUGIN_SPEC=${TP_IRC_PLUGIN_SPEC:-@openclaw/irc@2026.9.5}
+MATRIX=${TP_E2E_MATRIX:-1}
+MATRIX_PLUGIN_SPEC=${TP_MATRIX_PLUGIN_SPEC:-@openclaw/matrix@2026.9.6}
+SYNAPSE_SPEC=${TP_SYNAPSE_SPEC:-matrix-synapse==1.163.2}
 
 NODE_BIN="$BASE/node/node_modules/node/bin/node"
 OPENCLAW_MJS="$BASE/openclaw/node_modules/openclaw/openclaw.mjs"
 TEMPLATE="$BASE/state-template"
+MATRIX_TEMPLATE="$BASE/state-template-matrix"
+SYNAPSE_VENV="$BASE/synapse-venv"
 
 mkdir -p "$BASE" "$BASE/bin" "$BASE/lib"
 export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
@@ -83,13 +90,42 @@ make_state_template() {
   (cd /tmp && OPENCLAW_STATE_DIR="$TEMPLATE" NO_COLOR=1 "$NODE_BIN" "$OPENCLAW_MJS" plugins install "$IRC_PLUGIN_SPEC")
 }
 
+install_synapse() {
+  # The homeserver the Matrix test starts privately (its own config, data and port in a tmp dir).
+  if "$SYNAPSE_VENV/bin/python" -c 'import synapse' 2>/dev/null; then
+    echo "skip: matrix-synapse $("$SYNAPSE_VENV/bin/python" -c 'import synapse; print(synapse.__version__)') already in $SYNAPSE_VENV"
+    return
+  fi
+  rm -rf "$SYNAPSE_VENV"
+  python3 -m venv "$SYNAPSE_VENV"
+  "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "$SYNAPSE_SPEC"
+  "$SYNAPSE_VENV/bin/python" -c 'import synapse; print("matrix-synapse", synapse.__version__)'
+}
+
+make_matrix_template() {
+  # Like the IRC template, with the Matrix plugin; the test adds channels.matrix to its copy.
+  if ls "$MATRIX_TEMPLATE"/npm/projects/openclaw-matrix-*/node_modules/@openclaw/matrix/package.json \
+       >/dev/null 2>&1 && grep -q '"matrix"' "$MATRIX_TEMPLATE/openclaw.json" 2>/dev/null; then
+    echo "skip: Matrix plugin already installed in $MATRIX_TEMPLATE"; return
+  fi
+  rm -rf "$MATRIX_TEMPLATE"; mkdir -p "$MATRIX_TEMPLATE"
+  (cd /tmp && OPENCLAW_STATE_DIR="$MATRIX_TEMPLATE" NO_COLOR=1 "$NODE_BIN" "$OPENCLAW_MJS" plugins install "$MATRIX_PLUGIN_SPEC")
+}
+
 T0=$(date +%s.%N)
 step node         install_node
 step openclaw     install_openclaw
 step wrapper      install_wrapper
 step ngircd       install_ngircd
 step irc-plugin   make_state_template
+if [ "$MATRIX" != 0 ]; then
+  step synapse       install_synapse
+  step matrix-plugin make_matrix_template
+fi
 printf '== all done in %.1fs\n' "$(echo "$(date +%s.%N) - $T0" | bc)"
 echo "node:     $NODE_BIN ($("$NODE_BIN" -v))"
 echo "openclaw: $OPENCLAW_MJS (wrapper $BASE/bin/openclaw)"
 echo "template: $TEMPLATE"
+if [ "$MATRIX" != 0 ]; then
+  echo "matrix:   $MATRIX_TEMPLATE, synapse in $SYNAPSE_VENV"
+fi
