@@ -22,7 +22,7 @@ from task_pulse.errors import BadInput, OperationFailed
 UNIT_NAME = "task-pulsed.service"
 # Settings the service should keep when they were set where `service install` ran.
 _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULSE_KEEP_DAYS",
-              "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT")
+              "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT", "OPENCLAW_STATE_DIR", "OPENCLAW_WORKSPACE_DIR")
 # Secrets for a sink, read by the unit (EnvironmentFile=-%h/.config/task-pulse/env).
 SECRETS_FILE = "~/.config/task-pulse/env"
 LINGER_HINT = "to keep it running without a login session: loginctl enable-linger $USER"

@@ -549,7 +549,8 @@ def test_drain_without_state_db(extra: list[str], tasks: Path, tmp_path: Path) -
     result = run(tasks, "drain", *extra)
     assert result.exit_code == 0
     assert result.stdout == ""
-    assert "nothing to drain" in result.stderr
+    # Silent when not at a terminal: an OpenClaw cron job posts whatever its command prints.
+    assert result.stderr == ""
     assert snapshot(tmp_path) == before
 
 

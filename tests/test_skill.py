@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,23 +25,37 @@ def frontmatter() -> dict[str, Any]:
     return yaml.safe_load(head)
 
 
-def test_frontmatter_is_yaml_with_what_openclaw_reads() -> None:
+# The keys OpenClaw 2026.9 reads from a skill's frontmatter and from its `metadata.openclaw` object.
+OPENCLAW_FRONTMATTER = {"name", "description", "metadata", "homepage", "user-invocable", "disable-model-invocation",
+                        "command-dispatch", "command-tool", "command-arg-mode"}
+OPENCLAW_METADATA = {"always", "emoji", "homepage", "os", "requires", "primaryEnv", "skillKey", "install"}
+
+
+def test_frontmatter_is_yaml_whose_metadata_openclaw_reads_as_json5() -> None:
     meta = frontmatter()
+    assert set(meta) <= OPENCLAW_FRONTMATTER
     assert meta["name"] == "live-task-pulse"
     description = meta["description"]
     assert "30 seconds" in description and "2 tool calls" in description and "what is running" in description
+    # OpenClaw parses the metadata value as JSON5: one line of JSON is both that and YAML.
+    (line,) = [x for x in shipped()["SKILL.md"].decode().splitlines() if x.startswith("metadata:")]
+    assert json.loads(line.removeprefix("metadata:")) == meta["metadata"]
     openclaw = meta["metadata"]["openclaw"]
-    assert openclaw["emoji"]
-    assert openclaw["requires"]["bins"] == ["task-pulse"]
-    (uv,) = [i for i in openclaw["install"] if i["kind"] == "uv"]
-    assert uv["package"] == "task-pulse" and "task-pulse" in uv["bins"]
+    assert set(openclaw) <= OPENCLAW_METADATA
+    assert openclaw["emoji"] and openclaw["os"] == ["linux"] and openclaw["requires"] == {"bins": ["task-pulse"]}
+    assert "install" not in openclaw  # no installer entry that cannot resolve (task-pulse is not on an index)
 
 
-def test_body_covers_the_verbs_the_sub_agent_pattern_and_delivery() -> None:
+def test_body_covers_the_verbs_sub_agents_and_how_messages_reach_the_user() -> None:
     body = shipped()["SKILL.md"].decode()
     for needed in ("task-pulse create", "task-pulse next", "task-pulse heartbeat", "task-pulse done",
-                   "task-pulse error", "Sub-agents", "task-pulse drain", "message` tool", "HEARTBEAT.md"):
+                   "task-pulse error", "Sub-agents", "task-pulse drain", "NO_REPLY", "live card",
+                   "openclaw tasks", "done_only", "task-pulse openclaw setup", "task-pulse run"):
         assert needed in body, needed
+    assert "HEARTBEAT.md" not in body  # retired by OpenClaw
+    references = re.findall(r"\S*references/\S+\.md", body)
+    assert references and all(r.startswith("{baseDir}/references/") for r in references)
+    assert len(body) < 4000  # read by a model on every turn where it matches: keep it short
     assert "task-pulse run" in shipped()["references/integration-guide.md"].decode()
 
 

@@ -47,7 +47,8 @@ def skill() -> None:
 
 @skill.command("install")
 @click.option("--dest", type=click.Path(file_okay=False), metavar="DIR",
-              help="Skill folder [default: ~/.openclaw/workspace/skills/live-task-pulse].")
+              help="Skill folder [default: skills/live-task-pulse in OpenClaw's workspace: $OPENCLAW_WORKSPACE_DIR, "
+                   "else $OPENCLAW_STATE_DIR/workspace, else ~/.openclaw/workspace].")
 @click.option("--force", is_flag=True, help="Replace files that were edited or come from another skill.")
 @json_option
 @pass_ctx
@@ -64,8 +65,10 @@ def skill_install(ctx: Context, dest: str | None, force: bool) -> None:
     import os
 
     from task_pulse import skill as skill_files
+    from task_pulse.openclaw import default_workspace
 
-    done = skill_files.install(Path(os.path.expanduser(dest or skill_files.DEFAULT_DEST)), force=force)
+    target = Path(os.path.expanduser(dest)) if dest else default_workspace() / "skills" / "live-task-pulse"
+    done = skill_files.install(target, force=force)
     emit(ctx, "\n".join(done), {"done": done})
 
 
@@ -136,3 +139,53 @@ def service_status(ctx: Context) -> None:
     state = svc.status()
     text = "\n".join(f"{k}: {'-' if v is None else v}" for k, v in state.items())
     emit(ctx, text, state)
+
+
+@cli.group("openclaw")
+def openclaw_group() -> None:
+    """Wire OpenClaw to task-pulse: the skill, and a way into the chat.
+
+    \b
+    Example:
+      task-pulse openclaw setup --channel telegram --target 123456789
+    """
+
+
+@openclaw_group.command("setup")
+@click.option("--channel", metavar="CHANNEL", help="OpenClaw channel: telegram, discord, matrix, slack, irc, …")
+@click.option("--target", metavar="TARGET", help="Chat id, room or #channel on that channel.")
+@click.option("--via", type=click.Choice(("auto", "sink", "cron")), default="auto", show_default=True,
+              help="sink: the service sends and edits a live card; cron: an OpenClaw cron job drains every minute; "
+                   "auto: sink where a systemd user manager answers, else cron.")
+@click.option("--workspace", type=click.Path(file_okay=False), metavar="DIR",
+              help="OpenClaw workspace for the skill [default: the one OpenClaw reports].")
+@click.option("--profile", metavar="NAME", help="OpenClaw profile (openclaw --profile NAME).")
+@click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
+@click.option("--dry-run", is_flag=True, help="Print every command it would run, change nothing.")
+@click.option("--undo", is_flag=True, help="Remove what setup added (cron job, service, skill unless edited).")
+@json_option
+@pass_ctx
+def openclaw_setup(ctx: Context, channel: str | None, target: str | None, via: str, workspace: str | None,
+                   profile: str | None, openclaw_bin: str | None, dry_run: bool, undo: bool) -> None:
+    """Install the skill and connect task-pulse to your chat through OpenClaw, in one go.
+
+    Checks OpenClaw and its Node, installs the skill into OpenClaw's workspace, then either
+    installs the task-pulsed service with a live-card sink (--via sink) or adds an OpenClaw cron
+    job that runs `task-pulse drain --digest` every minute (--via cron; needs the gateway).
+    Running it twice changes nothing; --undo takes it all back.
+
+    \b
+    Examples:
+      task-pulse openclaw setup --channel telegram --target 123456789
+      task-pulse openclaw setup --channel irc --target '#ops' --via cron --dry-run
+      task-pulse openclaw setup --undo
+    """
+    import os
+
+    from task_pulse import openclaw_setup as setup_
+
+    options = setup_.SetupOptions(tasks_dir=ctx.settings.tasks_dir, channel=channel, target=target, via=via,
+                                  workspace=Path(os.path.expanduser(workspace)) if workspace else None,
+                                  profile=profile, openclaw_bin=openclaw_bin, dry_run=dry_run)
+    done = setup_.undo(options) if undo else setup_.setup(options)
+    emit(ctx, "\n".join(done), {"done": done, "dryRun": dry_run})

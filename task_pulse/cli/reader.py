@@ -89,8 +89,9 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
 
     db_path = ctx.store.pulse_dir / DB_NAME
     if not db_path.exists():
-        click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
-                   err=True)
+        if sys.stderr.isatty():  # under a cron job, whatever it prints is posted to the chat: say it to people only
+            click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
+                       err=True)
         return
     try:
         _drain(ctx, Outbox(db_path, create=False), limit, digest)

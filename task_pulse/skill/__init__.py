@@ -8,6 +8,7 @@ another skill of the same name such as the original Live Task Pulse (both refuse
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,6 @@ from task_pulse.errors import OperationFailed
 
 SKILL_FILES = ("SKILL.md", "references/integration-guide.md")
 MANIFEST = ".task-pulse-skill.json"
-DEFAULT_DEST = "~/.openclaw/workspace/skills/live-task-pulse"
 
 
 def _sha(data: bytes) -> str:
@@ -63,3 +63,29 @@ def install(dest: Path, *, force: bool = False) -> list[str]:
     (dest / MANIFEST).write_text(json.dumps({"files": {n: _sha(d) for n, d in new.items()}}, indent=2) + "\n")
     return [f"wrote {dest / name}" for name in changed] + (
         [f"replaced edited files: {', '.join(foreign)}"] if foreign else [])
+
+
+def remove(dest: Path) -> list[str]:
+    """Remove the files `install` wrote into `dest`, unless someone edited them since; then the folder if empty."""
+    try:
+        recorded: dict[str, str] = json.loads((dest / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{dest}: no skill installed by task-pulse there, left alone"]
+    done, kept = [], []
+    for name, sha in recorded.items():
+        path = dest / name
+        if not path.is_file():
+            continue
+        if _sha(path.read_bytes()) != sha:
+            kept.append(name)
+            continue
+        path.unlink()
+        done.append(f"removed {path}")
+    if kept:
+        done.append(f"kept edited files in {dest}: {', '.join(kept)}")
+    else:
+        (dest / MANIFEST).unlink()
+    for folder in sorted({(dest / n).parent for n in recorded} | {dest}, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty: anything else someone put there stays
+    return done
