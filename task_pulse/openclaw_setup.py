@@ -29,7 +29,12 @@ from task_pulse.openclaw import VERSION_CHECKED, OpenClawCLI, locate
 
 CRON_KEY = "task-pulse"  # the cron job's declaration key: adding it again updates, never duplicates
 CRON_NAME = "Task pulse"
-DRAIN_ARGV = ["task-pulse", "drain", "--digest"]
+
+
+def drain_argv(tasks_dir: Path) -> list[str]:
+    """The cron job's command. It names the tasks dir: the gateway's HOME and environment are not yours."""
+    return ["task-pulse", "--dir", str(tasks_dir), "drain", "--digest"]
+
 RECORD = "~/.config/task-pulse/openclaw-setup.json"  # what setup added, so --undo removes just that
 ROUTES = ("auto", "sink", "cron")
 
@@ -148,7 +153,8 @@ def _install_service(options: SetupOptions, report: Report, daemon_args: list[st
 
 def _add_cron_job(cli: OpenClawCLI, options: SetupOptions, report: Report) -> str | None:
     assert options.channel and options.target
-    args = ["cron", "add", "--name", CRON_NAME, "--every", "1m", "--command-argv", json.dumps(DRAIN_ARGV),
+    drain = drain_argv(options.tasks_dir)
+    args = ["cron", "add", "--name", CRON_NAME, "--every", "1m", "--command-argv", json.dumps(drain),
             "--announce", "--channel", options.channel, "--to", options.target, "--declaration-key", CRON_KEY,
             "--json"]
     if report.would(cli.argv(*args)):
@@ -164,7 +170,7 @@ def _add_cron_job(cli: OpenClawCLI, options: SetupOptions, report: Report) -> st
     job = reply.get("job", reply)
     state = "added" if reply.get("created", True) else "updated" if reply.get("updated") else "already there"
     report.note(f"cron job {CRON_NAME!r} {state} (id {job.get('id', '?')}): every minute, "
-                f"{shlex.join(DRAIN_ARGV)} → {options.channel} {options.target}")
+                f"{shlex.join(drain)} → {options.channel} {options.target}")
     report.note("it runs on the gateway's PATH: task-pulse must be on it (the README links it into ~/.local/bin)")
     return job.get("id")
 
@@ -174,8 +180,7 @@ def _remove_cron_job(cli: OpenClawCLI, report: Report) -> None:
         jobs = cli.cron_jobs()
     except OperationFailed:
         return  # no gateway, so no cron job of ours can be running either
-    ours = [j for j in jobs if j.get("declarationKey") == CRON_KEY
-            or (j.get("name") == CRON_NAME and j.get("payload", {}).get("argv") == DRAIN_ARGV)]
+    ours = [j for j in jobs if j.get("declarationKey") == CRON_KEY]
     for job in ours:
         if not report.would(cli.argv("cron", "rm", str(job["id"]), "--json")):
             cli.call("cron", "rm", str(job["id"]), "--json")

@@ -22,9 +22,8 @@ import pytest
 
 from task_pulse.store import TaskStore
 from tests.conftest import Daemon, clean_env, read_notifications, wait_for
+from tests.e2e.conftest import BASE, OPENCLAW
 
-BASE = Path(clean_env().get("TP_E2E_BASE", "/opt/task-pulse-e2e"))
-OPENCLAW = BASE / "bin" / "openclaw"
 TEMPLATE = BASE / "state-template-matrix"
 SYNAPSE_PYTHON = BASE / "synapse-venv" / "bin" / "python"
 SERVER = "localhost"
