@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tests.conftest import BIN, Daemon, kinds, read_notifications, run_tp, wait_for
+from tests.conftest import BIN, Daemon, clean_env, kinds, read_notifications, run_tp, wait_for
 
 STEPS = ("fetch", "filter", "write")
 FULL_RUN = ["started", "step_done", "step_done", "step_done", "done"]
@@ -233,3 +233,11 @@ def test_a_relative_tasks_dir_is_watched(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def test_a_tasks_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "tasks"
+    not_a_dir.write_text("")
+    proc = subprocess.run([str(BIN / "task-pulsed")], capture_output=True, text=True, timeout=60,
+                          env=clean_env(TASK_PULSE_DIR=str(not_a_dir)))
+    assert proc.returncode == 2 and f"TASK_PULSE_DIR='{not_a_dir}': must be a directory, not a file" in proc.stderr

@@ -128,8 +128,11 @@ class Receiver(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status = self.answers.pop(0) if self.answers else 200
         self.posts.append({"status": status, "auth": self.headers.get("Authorization"), "body": body})
+        reply = json.dumps({"ok": True, "result": {"messageId": f"w{len(self.posts)}"}}).encode()
         self.send_response(status)
+        self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
+        self.wfile.write(reply)
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -163,6 +166,20 @@ def test_webhook_retries_a_500_then_delivers(tasks_dir: Path, daemons: list[Daem
     wait_for(lambda: all(n["delivered_by"] == "webhook" for n in read_notifications(tasks_dir)), 10, "marked")
     assert "s3cr3t" not in d.log() and "SECRET-PATH" not in d.log()
     assert "HTTP 500" in d.log()
+
+
+def test_a_webhook_that_names_the_message_gets_a_live_card(tasks_dir: Path, daemons: list[Daemon],
+                                                           receiver: tuple[str, type[Receiver]]) -> None:
+    url, handler = receiver
+    handler.answers.clear()
+    daemons.append(Daemon(tasks_dir, "--webhook", url, "--lang", "en").start())
+    task_id = run_tp(tasks_dir, "create", "Hooked card", "a", "b").stdout.strip()
+    wait_for(lambda: handler.posts, 30, "the card")
+    run_tp(tasks_dir, "next", task_id)
+    wait_for(lambda: any(p["body"].get("action") == "edit" for p in handler.posts), 30, "an edit")
+    card, edit = handler.posts[0]["body"], next(p["body"] for p in handler.posts if p["body"].get("action"))
+    assert card["kind"] == "card" and card["text"].startswith("🔄 【Hooked card】[0/2]")
+    assert edit["messageId"] == "w1" and edit["text"].startswith("🔄 【Hooked card】[1/2]")
 
 
 def test_a_malformed_http_answer_is_a_failed_attempt_not_a_dead_sink(tasks_dir: Path, daemons: list[Daemon]) -> None:
