@@ -100,7 +100,7 @@ def service_install(ctx: Context, no_start: bool, daemon_args: tuple[str, ...]) 
     \b
     Examples:
       task-pulse --dir ~/agent/tasks service install
-      task-pulse service install -- --exec "openclaw message send --channel telegram --target 123 --message"
+      task-pulse service install -- --openclaw telegram:123456789
     """
     from task_pulse import service as svc
 

@@ -102,15 +102,18 @@ def irc(tmp_path: Path) -> Iterator[tuple[int, Listener]]:
         server.wait(10)
 
 
-def openclaw_state(tmp_path: Path, port: int) -> Path:
-    """A copy of the set-up state dir (IRC plugin installed) whose IRC channel is our ngircd."""
+def channel_state(tmp_path: Path, template: Path, channel: str, settings: dict[str, object]) -> Path:
+    """A copy of a set-up OpenClaw state dir (its channel plugin installed) with `channels.<channel>` set."""
     state = tmp_path / "openclaw-state"
-    shutil.copytree(TEMPLATE, state, symlinks=True)
+    shutil.copytree(template, state, symlinks=True)
     config_path = state / "openclaw.json"
     config = json.loads(config_path.read_text())
-    config.setdefault("channels", {})["irc"] = {"enabled": True, "host": "127.0.0.1", "port": port, "tls": False,
-                                                "nick": "pulsebot", "channels": [CHANNEL]}
+    config.setdefault("channels", {})[channel] = settings
     config_path.write_text(json.dumps(config, indent=2))
     return state
 
 
+def openclaw_state(tmp_path: Path, port: int) -> Path:
+    """An OpenClaw state dir whose IRC channel is our ngircd."""
+    return channel_state(tmp_path, TEMPLATE, "irc", {"enabled": True, "host": "127.0.0.1", "port": port,
+                                                     "tls": False, "nick": "pulsebot", "channels": [CHANNEL]})

@@ -5,8 +5,6 @@ card is sent once and edited in place. Skipped where the parts are missing; test
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,7 +20,7 @@ import pytest
 
 from task_pulse.store import TaskStore
 from tests.conftest import Daemon, clean_env, read_notifications, wait_for
-from tests.e2e.conftest import BASE, OPENCLAW
+from tests.e2e.conftest import BASE, OPENCLAW, channel_state, free_port
 
 TEMPLATE = BASE / "state-template-matrix"
 SYNAPSE_PYTHON = BASE / "synapse-venv" / "bin" / "python"
@@ -34,12 +32,6 @@ pytestmark = [
     pytest.mark.skipif(not (OPENCLAW.exists() and TEMPLATE.is_dir() and SYNAPSE_PYTHON.exists()),
                        reason=f"needs OpenClaw, its Matrix plugin and Synapse: run tests/e2e/setup.sh (base {BASE})"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -130,16 +122,10 @@ def synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Homeserver]:
 
 
 def openclaw_state(tmp_path: Path, hs: Homeserver) -> Path:
-    """A copy of the set-up state dir (Matrix plugin installed) whose Matrix account is pulsebot on our Synapse."""
-    state = tmp_path / "openclaw-state"
-    shutil.copytree(TEMPLATE, state, symlinks=True)
-    config_path = state / "openclaw.json"
-    config = json.loads(config_path.read_text())
-    config.setdefault("channels", {})["matrix"] = {"enabled": True, "homeserver": hs.url, "userId": BOT,
-                                                   "accessToken": hs.bot_token,
-                                                   "network": {"dangerouslyAllowPrivateNetwork": True}}
-    config_path.write_text(json.dumps(config, indent=2))
-    return state
+    """An OpenClaw state dir (Matrix plugin installed) whose Matrix account is pulsebot on our Synapse."""
+    return channel_state(tmp_path, TEMPLATE, "matrix", {"enabled": True, "homeserver": hs.url, "userId": BOT,
+                                                        "accessToken": hs.bot_token,
+                                                        "network": {"dangerouslyAllowPrivateNetwork": True}})
 
 
 def is_edit(event: dict[str, Any]) -> bool:
