@@ -18,6 +18,7 @@ Run from the repository root (about 4 minutes with the defaults):
 
     .venv/bin/python tests/benchmarks/delivery.py
     .venv/bin/python tests/benchmarks/delivery.py --delays 2 --tasks 1 --channels telegram
+    .venv/bin/python tests/benchmarks/delivery.py --delays 2 --tasks 1 --styles card stream  # side by side
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def all_delivered(db_path: Path, expected: int) -> bool:
     return total == expected and pending == 0
 
 
-def run_case(channel: str, delay: float, tasks: int, steps: int, concurrency: int) -> dict[str, object]:
+def run_case(channel: str, delay: float, tasks: int, steps: int, concurrency: int,
+             style: str = "card") -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="tp-delivery-"))
     tasks_dir, log = work / "tasks", work / "calls.jsonl"
     tasks_dir.mkdir()
@@ -76,7 +78,8 @@ def run_case(channel: str, delay: float, tasks: int, steps: int, concurrency: in
     env = {k: v for k, v in env.items() if not k.startswith("TASK_PULSE_")}
     daemon_log = (work / "daemon.log").open("wb")
     proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), "--openclaw", f"{channel}:1",
-                             "--openclaw-bin", str(STANDIN), "--sink-concurrency", str(concurrency)],
+                             "--openclaw-bin", str(STANDIN), "--sink-concurrency", str(concurrency),
+                             "--style", style],
                             stdout=daemon_log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
@@ -126,16 +129,18 @@ def main() -> int:
     parser.add_argument("--channels", nargs="+", default=["telegram", "irc"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=4, help="--sink-concurrency of the daemon")
+    parser.add_argument("--styles", nargs="+", default=["card"], help="card and/or stream (the old behaviour)")
     args = parser.parse_args()
-    print(f"{'channel':9} {'sender':>6} {'tasks':>5} | {'calls/task':>10} {'new msgs/task':>13} | "
+    print(f"{'style':6} {'channel':9} {'sender':>6} {'tasks':>5} | {'calls/task':>10} {'new msgs/task':>13} | "
           f"{'done → sent (s)':>16} {'done → call start (s)':>22}")
     for channel in args.channels:
         for delay in args.delays:
             for tasks in args.tasks:
-                r = run_case(channel, delay, tasks, args.steps, args.concurrency)
-                print(f"{channel:9} {delay:>5g}s {tasks:>5} | {show(r['calls'], 'g'):>10} "
-                      f"{show(r['sends'], 'g'):>13} | {show(r['done_sent'], '.1f'):>16} "
-                      f"{show(r['done_start'], '.1f'):>22}", flush=True)
+                for style in args.styles:
+                    r = run_case(channel, delay, tasks, args.steps, args.concurrency, style)
+                    print(f"{style:6} {channel:9} {delay:>5g}s {tasks:>5} | {show(r['calls'], 'g'):>10} "
+                          f"{show(r['sends'], 'g'):>13} | {show(r['done_sent'], '.1f'):>16} "
+                          f"{show(r['done_start'], '.1f'):>22}", flush=True)
     return 0
 
 
