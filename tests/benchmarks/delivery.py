@@ -108,10 +108,15 @@ def run_case(channel: str, delay: float, tasks: int, steps: int, concurrency: in
         shutil.rmtree(work, ignore_errors=True)
     starts = {r["pid"]: r["at"] for r in records if r["phase"] == "start"}
     calls, sends, done_sent, done_start = [], [], [], []
+    ended = [r for r in records if r["phase"] == "end"]
     for name in sorted(done_at):
-        own = [r for r in records if r["phase"] == "end" and f"【{name}】" in r["text"]]
-        calls.append(len(own))
-        sends.append(sum(r["verb"] == "send" for r in own))
+        own = [r for r in ended if f"【{name}】" in r["text"]]
+        if style == "stream":  # step messages do not name their task: share the calls out evenly
+            calls.append(len(ended) / tasks)
+            sends.append(sum(r["verb"] == "send" for r in ended) / tasks)
+        else:
+            calls.append(len(own))
+            sends.append(sum(r["verb"] == "send" for r in own))
         ping = next(r for r in own if r["verb"] == "send" and r["text"].startswith("🎉"))
         done_sent.append(ping["at"] - done_at[name])
         done_start.append(starts[ping["pid"]] - done_at[name])
