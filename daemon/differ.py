@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from task_pulse.messages import clean, format_duration, format_percent, plan_of, redact, render
+from task_pulse.messages import FIELD_CAP, chat_text, format_duration, format_percent, plan_of, render
 from task_pulse.model import Step, Task, parse_time
 from task_pulse.outbox import Notification
 
@@ -75,10 +75,7 @@ def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[
     """
 
     def safe(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        text = clean(value)
-        return redact(text) if redact_secrets else text
+        return chat_text(value, FIELD_CAP, redact_secrets) if isinstance(value, str) else value
 
     fields = {k: safe(v) for k, v in fields.items()}
     name = safe(task_name)

@@ -120,6 +120,9 @@ class Worker(threading.Thread):
     def run(self) -> None:
         try:
             self.outbox = Outbox.for_tasks_dir(self.store.root)
+            # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
+            if released := self.outbox.release_claims("sink:"):
+                log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
             adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
             self.rescan(adopt=adopt)
             self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())

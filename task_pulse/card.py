@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from task_pulse.messages import clean, format_duration, format_percent, progress_bar, redact, task_duration
+from task_pulse.messages import chat_text, format_duration, format_percent, progress_bar, task_duration
 from task_pulse.model import Step, Task, parse_time
 
 CARD_LIMIT = 3500
@@ -60,8 +60,7 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
     words = _HEAD[lang]
 
     def safe(value: object, cap: int = MESSAGE_CAP) -> str:
-        text = clean(value, cap)
-        return redact(text) if redact_secrets else text
+        return chat_text(value, cap, redact_secrets)
 
     head_kind = "stalled" if stalled and task.status == "running" else task.status
     updated = parse_time(task.updated_at)

@@ -71,6 +71,15 @@ def redact(text: str) -> str:
     return text
 
 
+def chat_text(value: Any, cap: int = FIELD_CAP, redact_secrets: bool = True) -> str:
+    """`clean`, secrets masked in the whole text, then capped: a secret the cap cut in half would not
+    match its pattern any more, and would reach the chat all but its last characters."""
+    text = clean(value, cap=len(str(value)) + 1)
+    if redact_secrets:
+        text = redact(text)
+    return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
 def progress_bar(done: int, total: int, width: int = 10) -> str:
     filled = min(width, int(width * done / total)) if total else 0
     return "█" * filled + "░" * (width - filled)

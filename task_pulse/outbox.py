@@ -167,6 +167,12 @@ class SQL:
         started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
     """
     DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
+    RENEW = "UPDATE notifications SET claim_until = :until WHERE seq = :seq AND claimed_by = :owner"
+    # Rows a sink gave up on come back to it once it works again (nobody may be running drain).
+    REARM = """
+    UPDATE notifications SET attempts = 0, retry_at = NULL
+    WHERE delivered_at IS NULL AND attempts >= :max_attempts AND claimed_by IS NULL
+    """
     RELEASE_OWNED = """
     UPDATE notifications SET claimed_by = NULL, claim_until = NULL
     WHERE delivered_at IS NULL AND claimed_by LIKE :pattern
@@ -434,16 +440,30 @@ class Outbox:
         return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
 
     def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
-                  card: Card | None = None, drop_card: bool = False) -> None:
-        """In one transaction: mark claimed rows delivered and store (or drop) the task's card."""
+                  card: Card | None = None) -> None:
+        """In one transaction: mark claimed rows delivered and store the task's card.
+
+        A deliverer that lost its claim (it outlived the lease and another took the rows over)
+        changes nothing, the card included.
+        """
         at = utc_stamp()
+        seqs = list(seqs)
         with self.transaction() as db:
-            db.executemany(SQL.MARK_DELIVERED, [{"at": at, "by": by, "seq": s, "owner": owner} for s in seqs])
-            if card is not None:
+            marked = sum(db.execute(SQL.MARK_DELIVERED, {"at": at, "by": by, "seq": s, "owner": owner}).rowcount
+                         for s in seqs)
+            if card is not None and (marked or not seqs):
                 db.execute(SQL.PUT_CARD, {"task_id": task_id, "sink": sink, "message_id": card.message_id,
                                           "started_key": card.started_key, "text": card.text, "at": at})
-            elif drop_card:
-                db.execute(SQL.DROP_CARD, {"task_id": task_id})
+
+    def renew(self, seqs: Iterable[int], owner: str, until: float) -> None:
+        """Extend `owner`'s claim on rows it holds (once it knows how many calls they need)."""
+        with self.transaction() as db:
+            db.executemany(SQL.RENEW, [{"seq": s, "owner": owner, "until": until} for s in seqs])
+
+    def rearm(self, max_attempts: int) -> int:
+        """Give the rows a sink gave up on a new set of attempts. Returns how many."""
+        with self.transaction() as db:
+            return db.execute(SQL.REARM, {"max_attempts": max_attempts}).rowcount
 
     def release_claims(self, owner_prefix: str) -> int:
         """Hand back every claim whose owner starts with `owner_prefix` (a dead daemon's couriers)."""

@@ -142,6 +142,18 @@ def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str])
         raise BadInput(f"task-pulsed refuses these options, nothing written: {reason}")
 
 
+def _absolute_commands(daemon_args: list[str]) -> list[str]:
+    """`--exec`/`--exec-edit` commands with their program as a full path: the service has no login PATH."""
+    out = list(daemon_args)
+    for i, arg in enumerate(out[:-1]):
+        if arg in ("--exec", "--exec-edit"):
+            words = shlex.split(out[i + 1])
+            found = shutil.which(words[0]) if words else None
+            if found:
+                out[i + 1] = shlex.join([os.path.abspath(found), *words[1:]])
+    return out
+
+
 def _pin_openclaw(daemon_args: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
     """Write down the openclaw (and the Node) found here: a user service does not get the login PATH."""
     from task_pulse import openclaw
@@ -149,7 +161,10 @@ def _pin_openclaw(daemon_args: list[str]) -> tuple[list[str], dict[str, str], li
     given = next((daemon_args[i + 1] for i, a in enumerate(daemon_args[:-1]) if a == "--openclaw-bin"), None)
     given = given or next((a.split("=", 1)[1] for a in daemon_args if a.startswith("--openclaw-bin=")), None)
     found = openclaw.locate(given)
-    args = daemon_args if given else [*daemon_args, "--openclaw-bin", str(found.program)]
+    given_at = {i for i, a in enumerate(daemon_args) if a == "--openclaw-bin"}
+    args = [a for i, a in enumerate(daemon_args)
+            if i not in given_at and i - 1 not in given_at and not a.startswith("--openclaw-bin=")]
+    args += ["--openclaw-bin", str(found.program)]  # absolute, whatever was given
     notes = [f"openclaw: {found.program}"]
     if found.node_dir is None:
         return args, {}, notes
@@ -171,6 +186,7 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
     notes: list[str] = []
     path_env: dict[str, str] = {}
+    daemon_args = _absolute_commands(daemon_args)
     if "--openclaw" in daemon_args or any(a.startswith("--openclaw=") for a in daemon_args):
         daemon_args, path_env, notes = _pin_openclaw(daemon_args)
     directory = unit_dir()

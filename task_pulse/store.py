@@ -239,7 +239,10 @@ class TaskStore:
             return 0
         for name in names:
             task_id = name.removesuffix(".lock")
-            if task_id == name or self.path_for(task_id).exists():
+            try:
+                if task_id == name or self.path_for(task_id).exists():
+                    continue
+            except BadInput:  # not a name a task can have (".lock", a stray file): not ours to judge
                 continue
             lock_path = self.locks_dir / name
             try:

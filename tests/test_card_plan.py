@@ -72,6 +72,9 @@ def test_the_card_is_chat_safe() -> None:
     assert "\x1b" not in card and "\u202e" not in card and "abcdefghijklmnop" not in card and "sk-***" in card
     assert card.splitlines()[0].startswith("🔄 【x y】")
     assert "abcdefghijklmnop" in render_card(task(steps), NOW, redact_secrets=False)
+    # A secret that the cap cuts through is masked all the same (masking runs before the cap).
+    cut = [Step("a", "running", message="x" * 100 + " https://bob:Sup3rS3cretPassw0rd@github.com/x")]
+    assert "Sup3r" not in render_card(task(cut), NOW)
 
 
 def row(seq: int, kind: str, key: str | None = None) -> Queued:
@@ -142,3 +145,24 @@ def test_first_reason_skips_info_lines_and_colour() -> None:
     assert first_reason(stderr) == "Gateway not reachable at ws://127.0.0.1:18899 (ECONNREFUSED)."
     assert first_reason(b"just one line\n") == "just one line"
     assert first_reason(b"") == ""
+
+
+def test_plan_a_new_run_rings_for_the_old_run_first() -> None:
+    card = Card("m1", "RUN 1", "t:started:1")
+    rows = [row(5, "done"), row(6, "started", key="t:started:6")]
+    assert shape(plan_batch(rows, style="card", lang="zh", card_text="RUN 2", card=card)) == [
+        ("send", "done 5", [5], False), ("send", "RUN 2", [6], True)]
+
+
+def test_plan_a_stall_already_over_does_not_ring() -> None:
+    card = Card("m1", "OLD", "t:started:1")
+    plan = plan_batch([row(3, "stalled"), row(4, "resumed")], style="card", lang="zh", card_text="NEW", card=card)
+    assert shape(plan) == [("edit", "NEW", [3, 4], True)]
+
+
+def test_plan_a_task_whose_sink_gave_no_id_gets_new_messages_until_its_next_run() -> None:
+    marker = Card("", "CARD", "t:started:1")  # the card send printed no id
+    assert shape(plan_batch([row(2, "step_done")], style="card", lang="zh", card_text="C2", card=marker)) == [
+        ("send", "step_done 2", [2], False)]
+    again = plan_batch([row(9, "started", key="t:started:9")], style="card", lang="zh", card_text="C9", card=marker)
+    assert shape(again) == [("send", "C9", [9], True)]

@@ -460,3 +460,12 @@ def test_create_needs_a_name(tmp_path: Path) -> None:
     for name in ("", "   ", "\t"):
         with pytest.raises(BadInput, match="needs a name"):
             TaskStore(tmp_path).create(name, ["a"], NOW)
+
+
+def test_sweeping_skips_names_no_task_can_have(tmp_path: Path) -> None:
+    store = TaskStore(tmp_path)
+    store.ensure_dirs()
+    for odd in (".lock", ".x.lock", "notes.txt"):
+        (store.locks_dir / odd).write_text("")
+    assert store.sweep_locks() == 0
+    assert sorted(p.name for p in store.locks_dir.iterdir()) == [".lock", ".x.lock", "notes.txt"]

@@ -4,6 +4,7 @@ notifications (live card, coalescing, stream), and the courier threads that run 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from task_pulse.outbox import Outbox
@@ -11,6 +12,8 @@ from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
 from task_pulsed.delivery.sinks import Sink
 
 __all__ = ["Delivery", "DeliveryOptions"]
+# How long a stopping daemon waits for sink calls in flight (the unit's TimeoutStopSec leaves room).
+STOP_WAIT_SECONDS = 60
 log = logging.getLogger("task-pulsed")
 
 
@@ -25,14 +28,11 @@ class Delivery:
     def start(self) -> None:
         outbox = Outbox.for_tasks_dir(self.tasks_dir)
         try:
-            # One daemon per tasks dir: claims held by earlier daemons' couriers died with them.
-            released = outbox.release_claims("sink:")
             outbox.purge_cards()
         finally:
             outbox.close()
-        log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts%s", self.sink.name,
-                 self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts,
-                 f" ({released} notifications a stopped daemon had claimed are taken again)" if released else "")
+        log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts", self.sink.name,
+                 self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts)
         for courier in self.couriers:
             courier.start()
 
@@ -40,10 +40,12 @@ class Delivery:
         """Something new is queued (called by the worker after a commit)."""
         self.bell.ring()
 
-    def stop(self, timeout: float = 5) -> None:
-        """Stop taking work; a call still running is redone after a restart (its rows stay claimed)."""
+    def stop(self) -> None:
+        """Stop taking work and let calls in flight finish (one deadline for all: a sink timeout, at most
+        60 s), so a message the chat already has is not sent again after a restart."""
         for courier in self.couriers:
             courier.stop()
+        deadline = time.monotonic() + min(self.sink.timeout, STOP_WAIT_SECONDS)
         for courier in self.couriers:
             if courier.is_alive():
-                courier.join(timeout=timeout)
+                courier.join(timeout=max(0.0, deadline - time.monotonic()))

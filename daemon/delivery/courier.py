@@ -12,8 +12,10 @@ detection. They sleep until the worker rings the doorbell or a retry comes due: 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -26,17 +28,23 @@ from task_pulse.card import render_card
 from task_pulse.outbox import Card, Outbox, Queued
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
+from task_pulsed.tracker import QUIET
 
 log = logging.getLogger("task-pulsed")
 
 
 class Doorbell:
     """Wakes idle couriers. A courier notes the ring count before it looks for work, then waits
-    for a later ring: a ring between its look and its wait is never missed."""
+    for a later ring: a ring between its look and its wait is never missed.
+
+    It also carries what couriers share: whether one of them gave rows up since the sink last
+    worked (then the next success hands those rows a new set of attempts).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.rings = 0
+        self.gave_up = threading.Event()
 
     def ring(self) -> None:
         with self._cond:
@@ -57,11 +65,16 @@ class DeliveryOptions:
     redact_secrets: bool = True
 
 
+# A failure that says the chat service is away, not that this message or this card is wrong.
+_OUTAGE = re.compile(r"timed out|unreachable|not reachable|econn|refused|fetch failed|enotfound|eai_again|"
+                     r"network|gateway", re.I)
+
+
 class Courier(threading.Thread):
     def __init__(self, index: int, tasks_dir: Path, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
         super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
         self.tasks_dir, self.sink, self.options, self.bell = tasks_dir, sink, options, bell
-        self.owner = f"sink:{sink.name}:{os.getpid()}:{index}"
+        self.owner = f"sink:{sink.name}:{os.getpid()}:{index}/"  # "/" ends it: courier 1 is not a prefix of 10
         self._stopping = False
 
     def stop(self) -> None:
@@ -69,21 +82,39 @@ class Courier(threading.Thread):
         self.bell.ring()
 
     def run(self) -> None:
-        outbox = Outbox.for_tasks_dir(self.tasks_dir)
-        try:
-            while not self._stopping:
-                seen = self.bell.rings
-                rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
-                if not rows:
-                    free_at = outbox.sink_next_free(self.options.attempts)
-                    self.bell.wait(seen, None if free_at is None else max(0.0, free_at - time.time()))
-                    continue
-                self.bell.ring()  # another courier may find another task
-                self.deliver(outbox, rows)
-        except sqlite3.Error as exc:
-            log.error("%s stopped, state database: %s (task-pulse drain still works)", self.name, exc)
-        finally:
-            outbox.close()
+        """Deliver until stopped. Nothing ends this loop but `stop`: a failing database or an
+        unexpected error is logged, the claims are handed back, and the courier tries again."""
+        pause = 1.0
+        while not self._stopping:
+            outbox = None
+            try:
+                outbox = Outbox.for_tasks_dir(self.tasks_dir)
+                while not self._stopping:
+                    self._round(outbox)
+                    pause = 1.0
+            except Exception as exc:  # noqa: BLE001 - a courier must outlive anything one round does
+                if isinstance(exc, sqlite3.Error):
+                    log.error("%s: state database: %s; retrying in %.0f s", self.name, exc, pause)
+                else:
+                    log.exception("%s: unexpected error; retrying in %.0f s", self.name, pause)
+                if outbox is not None:
+                    with contextlib.suppress(sqlite3.Error):
+                        outbox.release_claims(self.owner)
+                self.bell.wait(self.bell.rings, pause)  # stop() rings: no long sleep on the way out
+                pause = min(pause * 2, 60.0)
+            finally:
+                if outbox is not None:
+                    outbox.close()
+
+    def _round(self, outbox: Outbox) -> None:
+        seen = self.bell.rings
+        rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
+        if not rows:
+            free_at = outbox.sink_next_free(self.options.attempts)
+            self.bell.wait(seen, None if free_at is None else max(0.0, free_at - time.time()))
+            return
+        self.bell.ring()  # another courier may find another task
+        self.deliver(outbox, rows)
 
     def deliver(self, outbox: Outbox, rows: list[Queued]) -> None:
         task_id, sink_id = rows[0].task_id, self.sink.identity()
@@ -93,12 +124,13 @@ class Courier(threading.Thread):
             seen = outbox.seen(task_id)
             if seen is not None:
                 card_text = render_card(seen.snapshot, datetime.now(UTC), self.options.lang,
-                                        stalled=seen.stalled_for is not None,
-                                        redact_secrets=self.options.redact_secrets)
+                                        stalled=seen.stalled_for is not None and not seen.stalled_for.startswith(
+                                            QUIET), redact_secrets=self.options.redact_secrets)
         plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card)
+        outbox.renew([r.seq for r in rows], self.owner, time.time() + (len(plan.calls) + 1) * self.sink.timeout + 60)
         if plan.settled:
-            outbox.delivered([r.seq for r in plan.settled], self.owner, f"{self.sink.name}:card", task_id=task_id,
-                             sink=sink_id)
+            by = f"{self.sink.name}:{'card' if card_text is not None else 'coalesced'}"
+            outbox.delivered([r.seq for r in plan.settled], self.owner, by, task_id=task_id, sink=sink_id)
         started = next((r.key for r in reversed(rows) if r.kind == "started"), card.started_key if card else None)
         for i, call in enumerate(plan.calls):
             try:
@@ -110,20 +142,23 @@ class Courier(threading.Thread):
                     message_id = self.sink.send(call.text, self._payload(call, rows, None))
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
                 self._failed(outbox, task_id, [r for c in plan.calls[i:] for r in c.rows], exc,
-                             drop_card=call.op == "edit")
+                             edit=call.op == "edit")
                 return
             new_card = None
-            if call.card and message_id is not None:
-                card = new_card = Card(message_id, call.text, started)
-            elif call.card and self.sink.can_edit:
-                # No id, nothing to edit: from now on this sink gets coalesced new messages.
-                self.sink.can_edit = False
-                log.warning("%s sink printed no message id: no live card, one new message per change instead",
-                            self.sink.name)
+            if call.card:
+                # No id: nothing to edit. The empty id marks the task: new messages for the rest of this run.
+                card = new_card = Card(message_id or "", call.text, started)
+                if message_id is None:
+                    log.info("%s: the %s sink gave no message id: new messages instead of an edited card",
+                             task_id, self.sink.name)
             outbox.delivered([r.seq for r in call.rows], self.owner, self.sink.name, task_id=task_id, sink=sink_id,
                              card=new_card)
             for r in call.rows:
                 log.debug("%s: %s delivered by %s", task_id, r.kind, self.sink.name)
+        if self.bell.gave_up.is_set():  # the sink works again: what it gave up on gets new attempts
+            self.bell.gave_up.clear()
+            if outbox.rearm(self.options.attempts):
+                self.bell.ring()
 
     def _payload(self, call: Call, rows: list[Queued], message_id: str | None) -> dict[str, Any]:
         """The JSON that goes with a call: the notification itself, or what the card call carries."""
@@ -134,7 +169,7 @@ class Courier(threading.Thread):
                 "text": call.text, "messageId": message_id, "seqs": [r.seq for r in call.rows],
                 "keys": [r.key for r in call.rows], "kinds": [r.kind for r in call.rows]}
 
-    def _failed(self, outbox: Outbox, task_id: str, rows: list[Queued], exc: Exception, *, drop_card: bool) -> None:
+    def _failed(self, outbox: Outbox, task_id: str, rows: list[Queued], exc: Exception, *, edit: bool) -> None:
         """Count the attempt for every row not delivered yet; they go out together on the retry."""
         if not isinstance(exc, DeliveryError):
             log.exception("%s: %s sink failed unexpectedly", task_id, self.sink.name)
@@ -145,7 +180,8 @@ class Courier(threading.Thread):
             log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", task_id, exc, attempt + 1,
                      self.options.attempts, delay)
             return
-        if drop_card:
-            outbox.drop_card(task_id)  # the card may be gone from the chat: the next change sends a new one
-        log.warning("%s: %d notifications not delivered after %d attempts (%s); left for task-pulse drain",
-                    task_id, len(rows), attempt, exc)
+        self.bell.gave_up.set()
+        if edit and not _OUTAGE.search(str(exc)):
+            outbox.drop_card(task_id)  # the chat refuses this edit (the card was deleted?): the next change sends anew
+        log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
+                    "tried again once the sink works", task_id, len(rows), attempt, exc)

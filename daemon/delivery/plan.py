@@ -46,16 +46,26 @@ def plan_batch(rows: list[Queued], *, style: str, lang: str, card_text: str | No
     """The calls for `rows` (one task's, oldest first).
 
     `card_text` is the card as it should look now, None when the card cannot be used (a stream,
-    a sink that cannot edit, a task without a readable snapshot); `card` is the card already sent.
+    a sink that cannot edit, a task without a readable snapshot); `card` is the card already sent
+    (an empty message id: the sink gave none, so this run of the task gets new messages).
     """
     if style == "stream":
         return Plan([Call("send", r.text, (r,)) for r in rows])
-    pings = [Call("send", r.text, (r,)) for r in rows if r.kind in PINGS]
-    others = tuple(r for r in rows if r.kind not in PINGS)
-    if card_text is not None:
-        started = next((r for r in reversed(rows) if r.kind == "started"), None)
-        if card is None or (started is not None and started.key != card.started_key):
-            return Plan([Call("send", card_text, others, card=True), *pings])  # a new card, then what rings
+    # A stall that is already over (resumed, ended) in this batch would ring for nothing.
+    over = {i for i, r in enumerate(rows) if r.kind == "stalled"
+            and any(later.kind in ("resumed", "done", "failed") for later in rows[i + 1:])}
+    pings = [Call("send", r.text, (r,)) for i, r in enumerate(rows) if r.kind in PINGS and i not in over]
+    others = tuple(r for i, r in enumerate(rows) if r.kind not in PINGS or i in over)
+    started = next((r for r in reversed(rows) if r.kind == "started"), None)
+    new_run = card is None or (started is not None and started.key != card.started_key)
+    if card_text is not None and (new_run or card.message_id):
+        if new_run:
+            # A new card; what rang for an earlier run of the task goes first, what rings for this one after.
+            first = started.seq if started is not None and card is not None else 0
+            before = [p for p in pings if p.rows[0].seq < first]
+            after = [p for p in pings if p.rows[0].seq >= first]
+            return Plan([*before, Call("send", card_text, others, card=True), *after])
+        assert card is not None
         if card_text == card.text:
             return Plan(pings, settled=others)
         return Plan([*pings, Call("edit", card_text, others, card=True)])

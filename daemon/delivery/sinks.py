@@ -19,6 +19,7 @@ killed is not completed behind its back, so its retry after a restart is the onl
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import http.client
@@ -88,18 +89,17 @@ def _id_value(value: Any) -> str | None:
 
 
 def _json_reply(stdout: bytes) -> Any:
-    """The JSON object a command printed (the last line that parses, since some print a banner first)."""
-    text = stdout.decode(errors="replace").strip()
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    for line in reversed(text.splitlines()):
+    """The JSON a command printed, also with log lines before or after it (the last object that parses)."""
+    text = stdout.decode(errors="replace")
+    decoder = json.JSONDecoder()
+    found, at = None, text.find("{")
+    while at != -1:
         try:
-            return json.loads(line)
+            found, end = decoder.raw_decode(text, at)
         except ValueError:
-            continue
-    return None
+            end = at + 1
+        at = text.find("{", end)
+    return found
 
 
 _REASON_WORDS = re.compile(r"error|fail|not |unreachable|refused|denied|invalid|missing|unknown|cannot|can't|"
@@ -132,9 +132,16 @@ def run_command(argv: list[str], stdin: bytes, timeout: float,
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise DeliveryError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s") from None
+        finished = proc.poll() is not None  # it is done; something it left behind holds its output open
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # a descendant in another session still holds the pipes
+            proc.kill()
+            out, err = b"", b""
+        if not finished:
+            raise DeliveryError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s") from None
     return proc.returncode, out, err
 
 
@@ -171,8 +178,8 @@ class ExecSink:
             raise ValueError(f"{option} {command!r}: {exc}") from None
         if not argv:
             raise ValueError(f"{option} needs a command")
-        resolve_program(argv[0], option)  # a missing program is one error at start-up, not one per message
-        return argv
+        # A missing program is one error at start-up, not one per message; found once, by its full path.
+        return [resolve_program(argv[0], option), *argv[1:]]
 
     def _run(self, argv: list[str], payload: dict[str, Any]) -> bytes:
         code, out, err = run_command(argv, json.dumps(payload, ensure_ascii=False).encode(), self.timeout)
