@@ -46,8 +46,8 @@ class Chat:
 
 
 def is_card(text: str, name: str) -> bool:
-    """A card names the task and shows the bar and every step; a ping is one or two lines."""
-    return f"【{name}】" in text and ("█" in text or "░" in text) and len(text.splitlines()) > 2
+    """A card names the task and shows the bar over its step lines; a ping has no bar."""
+    return f"【{name}】" in text and ("█" in text or "░" in text) and "\n" in text
 
 
 def final_card(chat: Chat, name: str) -> bool:
@@ -200,7 +200,7 @@ def test_a_sender_without_an_id_still_delivers_as_new_messages(tmp_path: Path, t
     run_tp(tasks_dir, "next", task_id)
     run_tp(tasks_dir, "done", task_id)
     wait_for(lambda: all_delivered(tasks_dir, 4), 30, "all delivered")
-    assert chat.edits() == [] and "printed no message id" in d.log()
+    assert chat.edits() == [] and "gave no message id" in d.log()
     assert chat.sends()[-1]["text"].startswith("🎉 【NoId】完成")
 
 
@@ -210,14 +210,14 @@ def test_a_hanging_sender_is_killed_and_a_failure_names_openclaws_reason(tmp_pat
     hung = openclaw_daemon(tasks_dir, chat, "--sink-timeout", "1", "--sink-attempts", "1", STANDIN_HANG="1").start()
     daemons.append(hung)
     run_tp(tasks_dir, "create", "Hung", "a")
-    wait_for(lambda: "left for task-pulse drain" in hung.log(), 30, "given up")
+    wait_for(lambda: "kept for task-pulse drain" in hung.log(), 30, "given up")
     assert "openclaw timed out after 1 s" in hung.log()
     wait_for(lambda: not any(_alive(r["pid"]) for r in chat.records()), 30, "the hung sender killed")
     assert hung.stop() == 0
     failing = openclaw_daemon(tasks_dir, chat, "--sink-attempts", "1", STANDIN_FAIL="send").start()
     daemons.append(failing)
     run_tp(tasks_dir, "create", "Refused", "a")
-    wait_for(lambda: "Refused" in failing.log() and "left for task-pulse drain" in failing.log(), 30, "given up")
+    wait_for(lambda: "Refused" in failing.log() and "kept for task-pulse drain" in failing.log(), 30, "given up")
     line = next(x for x in failing.log().splitlines() if "delivered after" in x)
     assert "Gateway not reachable at ws://127.0.0.1:18899 (ECONNREFUSED)." in line
     assert "Bind: loopback" not in failing.log() and "\x1b" not in failing.log()
@@ -248,3 +248,22 @@ def test_stream_style_keeps_one_message_per_notification(tmp_path: Path, tasks_d
     run_tp(tasks_dir, "next", task_id)
     wait_for(lambda: all_delivered(tasks_dir, 2), 30, "both delivered")
     assert [s["text"].split()[0] for s in chat.sends()] == ["🚀", "✅"] and chat.edits() == []
+
+
+def test_an_outage_longer_than_the_retries_loses_nothing(tmp_path: Path, tasks_dir: Path,
+                                                          daemons: list[Daemon]) -> None:
+    """Rows a sink gave up on are not only left for a drain nobody runs: they go out once it works again."""
+    chat, outage = Chat(tmp_path), tmp_path / "gateway-down"
+    outage.touch()
+    d = openclaw_daemon(tasks_dir, chat, "--sink-attempts", "2", "--sink-backoff", "0.1",
+                        STANDIN_FAIL_WHILE=str(outage)).start()
+    daemons.append(d)
+    first = run_tp(tasks_dir, "create", "During", "a").stdout.strip()
+    run_tp(tasks_dir, "done", first)
+    wait_for(lambda: "kept for task-pulse drain" in d.log(), 30, "the sink giving up")
+    outage.unlink()  # the chat service is back
+    run_tp(tasks_dir, "create", "After", "a")
+    wait_for(lambda: all_delivered(tasks_dir, 4), 30, "everything delivered")
+    texts = [s["text"] for s in chat.sends()]
+    assert any(is_card(t, "During") for t in texts) and any(t.startswith("🎉 【During】完成！") for t in texts)
+    assert any(is_card(t, "After") for t in texts)

@@ -87,7 +87,7 @@ def test_an_always_failing_sink_leaves_everything_to_drain(tmp_path: Path, tasks
     # A task's rows move together (per-task order): a failed call counts an attempt for all of them.
     wait_for(lambda: attempts(tasks_dir) == [("started", 2), ("step_done", 2)], 30, "both given up")
     assert received(log)[:2] == [received(log)[0]] * 2 and received(log)[0]["kind"] == "started"
-    assert "left for task-pulse drain" in d.log() and d.alive()
+    assert "kept for task-pulse drain" in d.log() and d.alive()
     drained = run_tp(tasks_dir, "drain", "--json").stdout.splitlines()
     assert [json.loads(line)["kind"] for line in drained] == ["started", "step_done"]
     assert {n["delivered_by"] for n in read_notifications(tasks_dir)} == {"drain"}

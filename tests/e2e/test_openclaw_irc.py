@@ -50,6 +50,6 @@ def test_a_failed_send_names_openclaws_reason(tmp_path: Path, tasks_dir: Path, d
                "--sink-timeout", "120", env=env).start()
     daemons.append(d)
     TaskStore(tasks_dir).create("Nobody home", ["a"], datetime.now(UTC))
-    wait_for(lambda: "left for task-pulse drain" in d.log(), 120, "the failed send")
-    line = next(x for x in d.log().splitlines() if "left for task-pulse drain" in x)
+    wait_for(lambda: "kept for task-pulse drain" in d.log(), 120, "the failed send")
+    line = next(x for x in d.log().splitlines() if "kept for task-pulse drain" in x)
     assert f"connect ECONNREFUSED 127.0.0.1:{port}" in line and "\x1b" not in line
