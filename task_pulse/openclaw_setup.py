@@ -49,6 +49,7 @@ class SetupOptions:
     profile: str | None = None
     openclaw_bin: str | None = None
     dry_run: bool = False
+    force: bool = False  # replace a skill folder someone edited (or the original skill's)
 
 
 class Report:
@@ -111,43 +112,89 @@ def setup(options: SetupOptions) -> list[str]:
         os.environ["OPENCLAW_STATE_DIR"] = os.path.expanduser(f"~/.openclaw-{options.profile}")
     report = Report(options.dry_run)
     cli = _open(options, report)
+    # What this run adds is recorded step by step: a setup that fails half way can still be undone.
+    record = Record(options.dry_run, {"profile": options.profile, "openclawBin": str(cli.install.program),
+                                      "stateDir": os.environ.get("OPENCLAW_STATE_DIR"),
+                                      "tasksDir": str(options.tasks_dir)})
     workspace = options.workspace or cli.workspace()
     dest = workspace / "skills" / "live-task-pulse"
     if not report.would(f"install the skill into {dest}"):
-        report.lines += skill.install(dest)
+        report.lines += skill.install(dest, force=options.force)
+        record.add(skill=str(dest))
     via = options.via
     if via == "auto":
         via = "sink" if user_manager_reachable() else "cron"
         why = "a systemd user manager answers" if via == "sink" else "no systemd user manager"
         report.note(f"route: {via} ({why})")
-    record: dict[str, Any] = {"skill": str(dest), "route": via, "tasksDir": str(options.tasks_dir)}
     if via == "sink":
         _remove_cron_job(cli, report)  # switching routes: one way in, not two
-        _install_service(options, report, ["--openclaw", f"{options.channel}:{options.target}", "--openclaw-bin",
-                                           str(cli.install.program)])
-        record["service"] = True
+        _install_service(options, report, record, ["--openclaw", f"{options.channel}:{options.target}",
+                                                   "--openclaw-bin", str(cli.install.program)])
     else:
-        record["cronJob"] = _add_cron_job(cli, options, report)
-        if user_manager_reachable():
-            _install_service(options, report, [])  # the daemon queues; the cron job delivers
-            record["service"] = True
+        record.add(cronJob=_add_cron_job(cli, options, report))
+        installed = service.unit_dir() / service.UNIT_NAME
+        if installed.is_file():  # the daemon is a service already: keep it, minus an OpenClaw sink of ours
+            args = _without_openclaw(service.installed_args(installed.read_text(encoding="utf-8")))
+            if args != service.installed_args(installed.read_text(encoding="utf-8")):
+                _install_service(options, report, record, args)
+        elif user_manager_reachable():
+            _install_service(options, report, record, [])  # the daemon queues; the cron job delivers
         elif not daemon_running(options.tasks_dir):
             where = shlex.quote(str(options.tasks_dir))
             report.note(f"task-pulsed is not running on {where}: the cron job only delivers what it queues. "
                         f"Start it and keep it running: task-pulsed --dir {where}")
     if not options.dry_run:
         _check_skill_visible(cli, report)
-        _save_record(record)
     return report.lines
 
 
-def _install_service(options: SetupOptions, report: Report, daemon_args: list[str]) -> None:
+class Record:
+    """What setup added (~/.config/task-pulse/openclaw-setup.json), written as it goes, for --undo."""
+
+    def __init__(self, dry_run: bool, base: dict[str, Any]) -> None:
+        self.dry_run = dry_run
+        self.data = {**load_record(), **{k: v for k, v in base.items() if v is not None}}
+
+    def add(self, **fields: Any) -> None:
+        self.data.update({k: v for k, v in fields.items() if v is not None})
+        if not self.dry_run:
+            path = _record_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
+
+
+def load_record() -> dict[str, Any]:
+    try:
+        data = json.loads(_record_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _without_openclaw(args: list[str]) -> list[str]:
+    """task-pulsed options without `--openclaw X` and `--openclaw-bin X` (the sink route's)."""
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("--openclaw", "--openclaw-bin"):
+            skip = True
+        elif not arg.startswith(("--openclaw=", "--openclaw-bin=")):
+            out.append(arg)
+    return out
+
+
+def _install_service(options: SetupOptions, report: Report, record: Record, daemon_args: list[str]) -> None:
     command = ["task-pulse", "--dir", str(options.tasks_dir), "service", "install",
                *(["--", *daemon_args] if daemon_args else [])]
     if report.would(command):
         report.note("  (it checks the options, writes ~/.config/systemd/user/task-pulsed.service, then runs "
                     "systemctl --user daemon-reload, enable task-pulsed.service, restart task-pulsed.service)")
         return
+    unit = service.unit_dir() / service.UNIT_NAME
+    if "service" not in record.data:  # what was there before the first setup: undo puts it back
+        record.add(service={"before": unit.read_text(encoding="utf-8") if unit.is_file() else None})
     report.lines += service.install(options.tasks_dir, start=True, daemon_args=daemon_args)
 
 
@@ -205,34 +252,35 @@ def _record_path() -> Path:
     return Path(os.path.expanduser(RECORD))
 
 
-def _save_record(record: dict[str, Any]) -> None:
-    path = _record_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-
-
 def undo(options: SetupOptions) -> list[str]:
-    """Remove what setup added: the cron job, the service it installed, the skill (unless edited)."""
+    """Remove what setup added: the cron job, the service (or the unit it replaced, put back), the skill."""
     report = Report(options.dry_run)
+    record = load_record()
+    if record.get("stateDir") and not os.environ.get("OPENCLAW_STATE_DIR"):
+        os.environ["OPENCLAW_STATE_DIR"] = record["stateDir"]  # the OpenClaw setup talked to, profile and all
+    recorded = SetupOptions(tasks_dir=options.tasks_dir, profile=options.profile or record.get("profile"),
+                            openclaw_bin=options.openclaw_bin or record.get("openclawBin"))
     try:
-        record = json.loads(_record_path().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        record = {}
-    try:
-        cli = _open(options, report)
+        cli = _open(recorded, report)
     except OperationFailed as exc:
         report.note(f"cron job not checked: {exc}")
     else:
         _remove_cron_job(cli, report)
-    if record.get("service") and not report.would(["task-pulse", "service", "uninstall"]):
+    before = record.get("service", {}).get("before", "absent") if isinstance(record.get("service"), dict) else "absent"
+    if before is None and not report.would(["task-pulse", "service", "uninstall"]):
         report.lines += service.uninstall()
+    elif isinstance(before, str) and before != "absent" and not report.would("put back the service unit setup "
+                                                                               "replaced, and restart it"):
+        unit = service.unit_dir() / service.UNIT_NAME
+        unit.write_text(before, encoding="utf-8")
+        report.note(f"put back the unit that was there before setup: {unit}")
+        report.lines += service.restart()
     dest = Path(record["skill"]) if record.get("skill") else (options.workspace / "skills" / "live-task-pulse"
                                                              if options.workspace else None)
     if dest is not None and not report.would(f"remove the skill from {dest}"):
         report.lines += skill.remove(dest)
     if not options.dry_run and _record_path().exists():
         _record_path().unlink()
-    if not report.lines:
+    if len(report.lines) <= 1:
         report.note("nothing to undo")
     return report.lines
-

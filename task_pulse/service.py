@@ -173,14 +173,35 @@ def _pin_openclaw(daemon_args: list[str]) -> tuple[list[str], dict[str, str], li
                                           "service's PATH)"]
 
 
-def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None) -> list[str]:
+def installed_args(unit_text: str) -> list[str]:
+    """task-pulsed's options in a unit this module wrote (its ExecStart after the program)."""
+    found = re.search(r"^ExecStart=(.*)$", unit_text, re.M)
+    words = shlex.split(found.group(1)) if found else []
+    return [w.replace("%%", "%").replace("$$", "$") for w in words[1:]]
+
+
+def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None, keep: bool = True,
+            dir_given: bool = True) -> list[str]:
     """Check the options, write the unit; unless `start` is False, (re)start it. Returns what was done.
 
-    `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`). Running it
+    `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`; None: not
+    given, [] explicitly none). Running it
     again applies the new unit: the service is restarted, so an upgrade, a new sink or a new dir
-    takes effect at once. Settings the installed unit had and the environment no longer sets are
-    kept (re-installing from another shell must not drop TASK_PULSE_LANG).
+    takes effect at once. With `keep`, what the installed unit had and this call does not say is
+    kept: its options when `daemon_args` is None, its tasks dir unless `dir_given`, settings
+    the environment no longer sets (re-installing from another shell must not drop TASK_PULSE_LANG,
+    nor an upgrade the sink).
     """
+    unit_path = unit_dir() / UNIT_NAME
+    before_text = unit_path.read_text(encoding="utf-8") if keep and unit_path.is_file() else ""
+    before = installed_environment(before_text)
+    kept_notes = []
+    if daemon_args is None and installed_args(before_text):
+        daemon_args = installed_args(before_text)
+        kept_notes.append(f"kept task-pulsed options from the installed unit: {shlex.join(daemon_args)} "
+                          "(--fresh drops them)")
+    if not dir_given and before.get("TASK_PULSE_DIR"):
+        tasks_dir = Path(before["TASK_PULSE_DIR"])
     daemon_args = list(daemon_args or [])
     executable = daemon_executable()
     check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
@@ -189,10 +210,7 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     daemon_args = _absolute_commands(daemon_args)
     if "--openclaw" in daemon_args or any(a.startswith("--openclaw=") for a in daemon_args):
         daemon_args, path_env, notes = _pin_openclaw(daemon_args)
-    directory = unit_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    unit_path = directory / UNIT_NAME
-    before = installed_environment(unit_path.read_text(encoding="utf-8")) if unit_path.is_file() else {}
+    unit_path.parent.mkdir(parents=True, exist_ok=True)
     from_env = {k: os.environ[k] for k in _PASSED_ON if os.environ.get(k)}
     kept = {k: v for k, v in before.items() if k in _PASSED_ON and k not in from_env}
     environment = {**kept, **from_env, **path_env}
@@ -203,7 +221,7 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
     if daemon_args:
         done.append(f"task-pulsed runs with: {shlex.join(daemon_args)}")
-    done += notes
+    done += kept_notes + notes
     done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
     done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]
     if not start:
@@ -220,6 +238,14 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
                        f"run it in the foreground instead: {executable} --dir {shlex.quote(str(tasks_dir.absolute()))}",
                        "or let a cron job take the messages: task-pulse drain --digest"]
     return done + ["running: journalctl --user -u task-pulsed -f shows its log", LINGER_HINT]
+
+
+def restart() -> list[str]:
+    """Reload the units and restart the service (after its unit was changed by hand)."""
+    systemctl = Systemctl()
+    systemctl.run("daemon-reload", check=False)
+    systemctl.run("restart", UNIT_NAME, check=False)
+    return [f"ran {c}" for c in systemctl.ran] + ([f"note: {systemctl.unavailable}"] if systemctl.unavailable else [])
 
 
 def uninstall() -> list[str]:

@@ -154,9 +154,34 @@ def test_what_is_missing_is_said_plainly(machine: Machine, args: list[str], env:
                                          message: str) -> None:
     proc = machine.run(*args, **env)
     assert proc.returncode == code and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
-    assert not machine.skill.exists() or "--via" in args
+    machine.run("--undo", **env)  # what a failed setup did add is recorded, and undone
+    assert not machine.skill.exists()
 
 
 def test_an_old_openclaw_is_named(machine: Machine) -> None:
     proc = machine.run("--channel", "irc", "--target", "#x", "--dry-run", STANDIN_VERSION="OpenClaw 2026.3.1 (x)")
     assert "checked against OpenClaw 2026.9.6" in proc.stdout
+
+
+def test_a_user_unit_is_put_back_by_undo_and_the_cron_route_keeps_its_other_options(machine: Machine) -> None:
+    machine.unit.parent.mkdir(parents=True)
+    assert subprocess.run([str(BIN / "task-pulse"), "--dir", str(machine.tasks), "service", "install", "--no-start",
+                           "--", "--lang", "en"], env=clean_env(HOME=str(machine.home)), timeout=60).returncode == 0
+    mine = machine.unit.read_text()
+    assert machine.run("--channel", "telegram", "--target", "1", "--via", "sink").returncode == 0
+    assert '"--openclaw" "telegram:1"' in machine.unit.read_text() and '"--lang" "en"' not in machine.unit.read_text()
+    cron = machine.run("--channel", "telegram", "--target", "1", "--via", "cron")
+    assert cron.returncode == 0, cron.stderr
+    assert "--openclaw" not in machine.unit.read_text()  # the sink route's sink is gone, one way in
+    undo = machine.run("--undo")
+    assert undo.returncode == 0 and machine.unit.read_text() == mine  # the user's own unit, as it was
+    assert "put back the unit" in undo.stdout
+
+
+def test_undo_finds_the_profile_setup_used(machine: Machine, tmp_path: Path) -> None:
+    assert machine.run("--channel", "irc", "--target", "#ops", "--via", "cron", "--profile", "work",
+                       bus=False).returncode == 0
+    calls_before = len(machine.openclaw_calls())
+    assert machine.run("--undo", bus=False).returncode == 0
+    undo_calls = machine.openclaw_calls()[calls_before:]
+    assert all(c[:2] == ["--profile", "work"] for c in undo_calls) and machine.jobs() == []

@@ -16,6 +16,7 @@ import pytest
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
 from task_pulse.model import Task, TaskFormatError
 from task_pulse.store import MAX_FILE_BYTES, MAX_ID_BYTES, TaskStore, check_task_id
+from tests.conftest import wait_for
 
 CST = timezone(timedelta(hours=8))
 NOW = datetime(2026, 11, 24, 9, 30, 0, tzinfo=CST)
@@ -446,10 +447,16 @@ def test_a_lock_swept_while_waited_for_is_taken_again_not_shared(tmp_path: Path)
                 os.close(third)
             inside.append("waiter-in")  # only reached if the check above held
 
+    def waiter_blocked() -> bool:
+        """The kernel lists a writer waiting (`->`) on the lock file's inode: the waiter holds the old file."""
+        inode = f":{os.stat(lock_path).st_ino} "
+        return any("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines())
+
     threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
     for t in threads:
         t.start()
     holder_in.wait(10)
+    wait_for(waiter_blocked, 30, "the waiter blocked on the file about to be swept")
     release.set()
     for t in threads:
         t.join(10)

@@ -340,3 +340,20 @@ def test_run_through_a_link_the_unit_names_the_installation(tmp_path: Path, task
     assert proc.returncode == 0, proc.stderr
     unit = (home / ".config" / "systemd" / "user" / "task-pulsed.service").read_text()
     assert unit_value(unit, "ExecStart") == [f'"{BIN / "task-pulsed"}"']
+
+
+def test_reinstall_without_options_keeps_the_units_options_and_dir(manager: Manager, tmp_path: Path) -> None:
+    other_dir = tmp_path / "agent-tasks"
+    assert manager.install(other_dir, "--no-start", "--", "--lang", "en", "--stall", "60").returncode == 0
+    home = manager.home
+    again = subprocess.run([str(BIN / "task-pulse"), "service", "install", "--no-start"], capture_output=True,
+                           text=True, env=install_env(home, PATH=manager.path, STANDIN_LOG=str(manager.log)),
+                           timeout=60)  # an upgrade: no options, no --dir
+    assert again.returncode == 0, again.stderr
+    unit = manager.unit.read_text()
+    assert unit_value(unit, "ExecStart")[0].endswith('"--lang" "en" "--stall" "60"')
+    assert f'"TASK_PULSE_DIR={other_dir}"' in unit_value(unit, "Environment")
+    assert "kept task-pulsed options from the installed unit: --lang en --stall 60" in again.stdout
+    fresh = subprocess.run([str(BIN / "task-pulse"), "service", "install", "--no-start", "--fresh"],
+                           capture_output=True, text=True, env=install_env(home), timeout=60)
+    assert fresh.returncode == 0 and "--lang" not in manager.unit.read_text()

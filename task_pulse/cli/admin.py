@@ -86,25 +86,32 @@ def service() -> None:
 
 @service.command("install")
 @click.option("--no-start", is_flag=True, help="Only write the unit file.")
+@click.option("--fresh", is_flag=True,
+              help="Forget the installed unit's options, tasks dir and settings instead of keeping them.")
 @click.argument("daemon_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TASK-PULSED OPTIONS...]")
 @json_option
 @pass_ctx
-def service_install(ctx: Context, no_start: bool, daemon_args: tuple[str, ...]) -> None:
+def service_install(ctx: Context, no_start: bool, fresh: bool, daemon_args: tuple[str, ...]) -> None:
     """Write ~/.config/systemd/user/task-pulsed.service for the tasks dir, enable and start it.
 
     The unit runs the task-pulsed of this installation on the tasks dir (--dir before the verb,
-    else TASK_PULSE_DIR, else the default), with the options after `--` (a sink, say). Secrets
-    such as a webhook token go in ~/.config/task-pulse/env (KEY=value lines), which the unit
-    reads. Run it again after an upgrade or to change anything.
+    else TASK_PULSE_DIR, else the installed unit's, else the default), with the options after `--`
+    (a sink, say; none given: the installed unit's are kept). Secrets such as a webhook token go
+    in ~/.config/task-pulse/env (KEY=value lines), which the unit reads. Run it again after an
+    upgrade or to change anything: it restarts the service.
 
     \b
     Examples:
       task-pulse --dir ~/agent/tasks service install
       task-pulse service install -- --openclaw telegram:123456789
     """
+    import os
+
     from task_pulse import service as svc
 
-    done = svc.install(ctx.settings.tasks_dir, start=not no_start, daemon_args=list(daemon_args))
+    dir_given = bool(ctx.flags.get("tasks_dir") or os.environ.get("TASK_PULSE_DIR"))
+    done = svc.install(ctx.settings.tasks_dir, start=not no_start, daemon_args=list(daemon_args) or None,
+                       keep=not fresh, dir_given=dir_given)
     emit(ctx, "\n".join(done), {"done": done})
 
 
@@ -163,10 +170,11 @@ def openclaw_group() -> None:
 @click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
 @click.option("--dry-run", is_flag=True, help="Print every command it would run, change nothing.")
 @click.option("--undo", is_flag=True, help="Remove what setup added (cron job, service, skill unless edited).")
+@click.option("--force", is_flag=True, help="Replace a skill folder that was edited or holds another skill.")
 @json_option
 @pass_ctx
 def openclaw_setup(ctx: Context, channel: str | None, target: str | None, via: str, workspace: str | None,
-                   profile: str | None, openclaw_bin: str | None, dry_run: bool, undo: bool) -> None:
+                   profile: str | None, openclaw_bin: str | None, dry_run: bool, undo: bool, force: bool) -> None:
     """Install the skill and connect task-pulse to your chat through OpenClaw, in one go.
 
     Checks OpenClaw and its Node, installs the skill into OpenClaw's workspace, then either
@@ -186,6 +194,6 @@ def openclaw_setup(ctx: Context, channel: str | None, target: str | None, via: s
 
     options = setup_.SetupOptions(tasks_dir=ctx.settings.tasks_dir, channel=channel, target=target, via=via,
                                   workspace=Path(os.path.expanduser(workspace)) if workspace else None,
-                                  profile=profile, openclaw_bin=openclaw_bin, dry_run=dry_run)
+                                  profile=profile, openclaw_bin=openclaw_bin, dry_run=dry_run, force=force)
     done = setup_.undo(options) if undo else setup_.setup(options)
     emit(ctx, "\n".join(done), {"done": done, "dryRun": dry_run})

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, Daemon, clean_env, run_tp, wait_for
+from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
 from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, free_port, openclaw_state
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP)]
@@ -79,7 +79,7 @@ def test_setup_via_cron_drains_into_the_channel_and_undo_takes_it_back(tmp_path:
     daemons.append(Daemon(tasks_dir, "--lang", "en").start())  # no sink: the cron job delivers
     task_id = run_tp(tasks_dir, "create", "Via cron", "fetch", "send").stdout.strip()
     run_tp(tasks_dir, "next", task_id, "25 items")
-    wait_for(lambda: len(run_tp(tasks_dir, "status", "--json").stdout) > 2, 30, "the task")
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "step_done"], 30, "both notifications queued")
     run = openclaw(env, "cron", "run", job["id"], "--wait", "--json")["run"]
     print(f"cron run: { {k: run.get(k) for k in ('status', 'completionStatus', 'summary', 'deliveryStatus')} }")
     assert run["completionStatus"] == "succeeded" and run["deliveryStatus"] == "delivered"
