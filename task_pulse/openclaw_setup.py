@@ -266,15 +266,17 @@ def undo(options: SetupOptions) -> list[str]:
         report.note(f"cron job not checked: {exc}")
     else:
         _remove_cron_job(cli, report)
-    before = record.get("service", {}).get("before", "absent") if isinstance(record.get("service"), dict) else "absent"
-    if before is None and not report.would(["task-pulse", "service", "uninstall"]):
-        report.lines += service.uninstall()
-    elif isinstance(before, str) and before != "absent" and not report.would("put back the service unit setup "
-                                                                               "replaced, and restart it"):
-        unit = service.unit_dir() / service.UNIT_NAME
-        unit.write_text(before, encoding="utf-8")
-        report.note(f"put back the unit that was there before setup: {unit}")
-        report.lines += service.restart()
+    installed = record.get("service")
+    if isinstance(installed, dict):  # setup installed the service; `before` is the unit it replaced, if any
+        before = installed.get("before")
+        if before is None:
+            if not report.would(["task-pulse", "service", "uninstall"]):
+                report.lines += service.uninstall()
+        elif not report.would("put back the service unit setup replaced, and restart it"):
+            unit = service.unit_dir() / service.UNIT_NAME
+            unit.write_text(before, encoding="utf-8")
+            report.note(f"put back the unit that was there before setup: {unit}")
+            report.lines += service.restart()
     dest = Path(record["skill"]) if record.get("skill") else (options.workspace / "skills" / "live-task-pulse"
                                                              if options.workspace else None)
     if dest is not None and not report.would(f"remove the skill from {dest}"):
