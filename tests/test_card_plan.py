@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from task_pulse.model import Step, Task
 from task_pulse.outbox import Card, Queued
 from task_pulsed.delivery.plan import plan_batch
 from task_pulsed.delivery.sinks import first_reason, message_id_in
+from tests.conftest import wait_for
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -166,3 +168,45 @@ def test_plan_a_task_whose_sink_gave_no_id_gets_new_messages_until_its_next_run(
         ("send", "step_done 2", [2], False)]
     again = plan_batch([row(9, "started", key="t:started:9")], style="card", lang="zh", card_text="C9", card=marker)
     assert shape(again) == [("send", "C9", [9], True)]
+
+
+def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
+    """Whatever one round raises, the courier hands its claims back and goes on (here: the sink's first call)."""
+    from task_pulse.outbox import Notification, Outbox
+    from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+
+    class FlakySink:
+        name, timeout, can_edit = "exec", 5.0, False
+
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def identity(self) -> str:
+            if not self.sent:
+                self.sent.append("boom")
+                raise RuntimeError("a bug in one round")
+            return "flaky"
+
+        def send(self, text: str, payload: dict[str, Any]) -> str | None:
+            self.sent.append(text)
+            return None
+
+        def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None:
+            raise AssertionError("cannot edit")
+
+        def describe(self) -> str:
+            return "flaky"
+
+    (tmp_path / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tmp_path)
+    outbox.record("t", None, [Notification("t:started:1", "t", "T", "started", "hello", {})])
+    sink, bell = FlakySink(), Doorbell()
+    courier = Courier(0, tmp_path, sink, DeliveryOptions(), bell)
+    courier.start()
+    try:
+        wait_for(lambda: outbox.count_pending() == 0, 30, "the row delivered after the error")
+    finally:
+        courier.stop()
+        courier.join(10)
+        outbox.close()
+    assert sink.sent == ["boom", "hello"] and not courier.is_alive()

@@ -75,21 +75,21 @@ class Courier(threading.Thread):
         super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
         self.tasks_dir, self.sink, self.options, self.bell = tasks_dir, sink, options, bell
         self.owner = f"sink:{sink.name}:{os.getpid()}:{index}/"  # "/" ends it: courier 1 is not a prefix of 10
-        self._stopping = False
+        self._stopping = threading.Event()
 
     def stop(self) -> None:
-        self._stopping = True
+        self._stopping.set()
         self.bell.ring()
 
     def run(self) -> None:
         """Deliver until stopped. Nothing ends this loop but `stop`: a failing database or an
         unexpected error is logged, the claims are handed back, and the courier tries again."""
         pause = 1.0
-        while not self._stopping:
+        while not self._stopping.is_set():
             outbox = None
             try:
                 outbox = Outbox.for_tasks_dir(self.tasks_dir)
-                while not self._stopping:
+                while not self._stopping.is_set():
                     self._round(outbox)
                     pause = 1.0
             except Exception as exc:  # noqa: BLE001 - a courier must outlive anything one round does
@@ -100,7 +100,7 @@ class Courier(threading.Thread):
                 if outbox is not None:
                     with contextlib.suppress(sqlite3.Error):
                         outbox.release_claims(self.owner)
-                self.bell.wait(self.bell.rings, pause)  # stop() rings: no long sleep on the way out
+                self._stopping.wait(pause)  # new work does not cut the pause short; stop() does
                 pause = min(pause * 2, 60.0)
             finally:
                 if outbox is not None:
