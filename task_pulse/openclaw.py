@@ -85,7 +85,8 @@ class OpenClawCLI:
         if self.install.node_dir is not None:  # the Node it was found with, also when PATH differs later
             env["PATH"] = os.pathsep.join([str(self.install.node_dir), env.get("PATH", "")])
         try:
-            proc = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=env)
+            proc = subprocess.run(self.argv(*args), capture_output=True, text=True, encoding="utf-8",
+                                  errors="replace", timeout=timeout, env=env)
         except subprocess.TimeoutExpired:
             raise OperationFailed(f"openclaw {' '.join(args[:2])} did not answer in {timeout:g} s") from None
         reply = _json(proc.stdout)

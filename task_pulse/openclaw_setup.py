@@ -32,8 +32,9 @@ CRON_NAME = "Task pulse"
 
 
 def drain_argv(tasks_dir: Path) -> list[str]:
-    """The cron job's command. It names the tasks dir: the gateway's HOME and environment are not yours."""
-    return ["task-pulse", "--dir", str(tasks_dir), "drain", "--digest"]
+    """The cron job's command: this installation's task-pulse by its full path, and the tasks dir (the
+    gateway's PATH, HOME and environment are not yours)."""
+    return [str(service.daemon_executable().with_name("task-pulse")), "--dir", str(tasks_dir), "drain", "--digest"]
 
 RECORD = "~/.config/task-pulse/openclaw-setup.json"  # what setup added, so --undo removes just that
 ROUTES = ("auto", "sink", "cron")
@@ -218,7 +219,6 @@ def _add_cron_job(cli: OpenClawCLI, options: SetupOptions, report: Report) -> st
     state = "added" if reply.get("created", True) else "updated" if reply.get("updated") else "already there"
     report.note(f"cron job {CRON_NAME!r} {state} (id {job.get('id', '?')}): every minute, "
                 f"{shlex.join(drain)} → {options.channel} {options.target}")
-    report.note("it runs on the gateway's PATH: task-pulse must be on it (the README links it into ~/.local/bin)")
     return job.get("id")
 
 

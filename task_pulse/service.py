@@ -48,6 +48,8 @@ def daemon_executable() -> Path:
 
 def _quote(value: str) -> str:
     """One word of a unit file line: `%` and `$` are systemd's specifiers, quotes keep spaces in."""
+    if "\n" in value or "\r" in value:
+        raise BadInput(f"a line break cannot go into a unit file: {value!r}")
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
     return f'"{escaped}"'
 

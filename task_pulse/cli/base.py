@@ -70,7 +70,6 @@ def emit(ctx: Context, text: str, data: Any) -> None:
 
 
 pass_ctx = click.make_pass_decorator(Context)
-# How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
 
 
 class FiniteRange(click.FloatRange):

@@ -20,6 +20,7 @@ from task_pulse.model import Task, TaskFormatError, stalled_for
 if TYPE_CHECKING:
     from task_pulse.outbox import Outbox, Queued
 
+# How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
 # output blocks longer than this may see another deliverer print them too (at least once).
 DRAIN_LEASE_SECONDS = 300
 
