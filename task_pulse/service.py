@@ -62,11 +62,16 @@ def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], 
     return template.replace("@TASK_PULSED@", command).replace("@ENVIRONMENT@", lines)
 
 
+def _unescape(word: str) -> str:
+    """Undo `_quote`'s specifier escapes (`%%`, `$$`) in one word read back from a unit."""
+    return word.replace("%%", "%").replace("$$", "$")
+
+
 def installed_environment(unit_text: str) -> dict[str, str]:
     """The `Environment=` assignments of a unit this module wrote (undoing `_quote`)."""
     found: dict[str, str] = {}
     for match in re.finditer(r'^Environment="((?:[^"\\]|\\.)*)"$', unit_text, re.M):
-        word = re.sub(r"\\(.)", r"\1", match.group(1)).replace("%%", "%").replace("$$", "$")
+        word = _unescape(re.sub(r"\\(.)", r"\1", match.group(1)))
         name, _, value = word.partition("=")
         found[name] = value
     return found
@@ -179,7 +184,7 @@ def installed_args(unit_text: str) -> list[str]:
     """task-pulsed's options in a unit this module wrote (its ExecStart after the program)."""
     found = re.search(r"^ExecStart=(.*)$", unit_text, re.M)
     words = shlex.split(found.group(1)) if found else []
-    return [w.replace("%%", "%").replace("$$", "$") for w in words[1:]]
+    return [_unescape(w) for w in words[1:]]
 
 
 def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None, keep: bool = True,
