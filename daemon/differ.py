@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from task_pulse.messages import FIELD_CAP, chat_text, format_duration, format_percent, plan_of, render
+from task_pulse.messages import FIELD_CAP, chat_text, format_duration, format_percent, plan_of, render, step_label
 from task_pulse.model import Step, Task, parse_time
 from task_pulse.outbox import Notification
 
@@ -63,6 +63,16 @@ def _match_steps(old: Task, new: Task) -> list[tuple[int, Step | None]]:
 def _current_name(task: Task) -> str | None:
     step = task.current
     return step.name if step else None
+
+
+# A step that finished this close to its task's `done` was finished by that `done` (the original
+# script stamps the two microseconds apart).
+SAME_MOMENT_SECONDS = 1.0
+
+
+def _same_moment(a: str | None, b: str | None) -> bool:
+    ta, tb = parse_time(a), parse_time(b)
+    return ta is not None and tb is not None and abs((ta - tb).total_seconds()) <= SAME_MOMENT_SECONDS
 
 
 def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[object, ...],
@@ -131,14 +141,21 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         else:
             newly_done.append(i)
     done_so_far = already_done
+    ends_done = new.status == "done" and (old is None or restarted or old.status != "done")
     for i in newly_done:
         step = new.steps[i]
         done_so_far += 1
+        prior = matches[i][1]
+        result = step.message
+        if prior is not None and prior.status == "running" and prior.message == result:
+            result = None  # what a heartbeat said while the step ran, not what the step produced
+        if ends_done and not result and _same_moment(step.finished_at, new.finished_at):
+            continue  # finished by the task's `done`: the done message says it; one message, not two
         following = new.steps[i + 1] if i + 1 < len(new.steps) else None
         show_next = following is not None and (new.status == "running" or following.status != "pending")
         # When the writer gives no finishedAt, the task's updatedAt (or rev) tells two completions apart.
         finished = step.finished_at or new.updated_at or f"rev {new.rev}"
-        b.add("step_done", (step.name, matches[i][0], finished), step=step.name, index=i, message=step.message,
+        b.add("step_done", (step.name, matches[i][0], finished), step=step.name, index=i, message=result,
               next=following.name if show_next and following else None, done=done_so_far)
 
     # The running step's message or percent changed: progress (the daemon throttles these).
@@ -157,9 +174,9 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         started = parse_time(new.started_at)
         finished = parse_time(new.finished_at) or now
         b.add("done", (new.finished_at,), result=new.result, done=new.done_count,
-              duration=format_duration((finished - started).total_seconds()) if started else None)
+              duration=format_duration((finished - started).total_seconds(), lang) if started else None)
     elif ended:
-        b.add("failed", (new.finished_at,), error=new.error, step=_current_name(new), done=new.done_count)
+        b.add("failed", (new.finished_at,), error=new.error, step=step_label(new, lang), done=new.done_count)
     return Diff(b.out, run)
 
 

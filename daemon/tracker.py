@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from task_pulse.messages import format_duration
+from task_pulse.messages import format_duration, step_label
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
 from task_pulsed.differ import diff_tasks, make_notification, run_key
@@ -56,15 +56,11 @@ class Update:
     notifications: list[Notification] = field(default_factory=list)
 
 
-def _fields(task: Task) -> dict[str, Any]:
-    step = task.current
-    return {"name": task.name, "step": step.name if step else None, "done": task.done_count, "total": task.total}
-
-
 def _timed(task: Task, run: int, kind: str, fact: str | None, policy: Policy, **extra: Any) -> Notification:
     """A notification that time, not a write, brought about (stalled, resumed)."""
+    fields = {"name": task.name, "step": step_label(task, policy.lang), "done": task.done_count, "total": task.total}
     return make_notification(task.task_id, task.name, kind, (run_key(task, run), fact),
-                             {**_fields(task), **extra}, policy.lang, policy.redact_secrets)
+                             {**fields, **extra}, policy.lang, policy.redact_secrets)
 
 
 def stall_deadline(task: Task, default_stall: float) -> datetime | None:
@@ -85,7 +81,8 @@ def _check_stall(update: Update, now: datetime, policy: Policy) -> Update:
     if elapsed is not None and _episode(seen.stalled_for) != task.updated_at:
         seen.stalled_for = task.updated_at
         update.notifications.append(_timed(task, seen.run, "stalled", task.updated_at, policy,
-                                           minutes=max(1, int(elapsed // 60)), stalledSeconds=round(elapsed, 1)))
+                                           duration=format_duration(elapsed, policy.lang),
+                                           stalledSeconds=round(elapsed, 1)))
     deadline = stall_deadline(task, policy.default_stall)
     seen.stall_at = (deadline + STALL_MARGIN).timestamp() if deadline and seen.stalled_for is None else None
     return update
@@ -110,7 +107,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
         # and the stall was announced.
         if task.status == "running" and not seen.stalled_for.startswith(QUIET):
             stuck_since, back_at = parse_time(seen.stalled_for), parse_time(task.updated_at) or now
-            stuck = format_duration((back_at - stuck_since).total_seconds()) if stuck_since else None
+            stuck = format_duration((back_at - stuck_since).total_seconds(), policy.lang) if stuck_since else None
             out.append(_timed(task, seen.run, "resumed", seen.stalled_for, policy, duration=stuck))
         seen.stalled_for = None
 

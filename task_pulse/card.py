@@ -66,8 +66,8 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
     updated = parse_time(task.updated_at)
     lines = [words[head_kind].format(
         name=safe(task.name), done=task.done_count, total=task.total, bar=progress_bar(task.done_count, task.total),
-        elapsed=task_duration(task, now) or "—",
-        stalled=format_duration((now - updated).total_seconds()) if updated else "—")]
+        elapsed=task_duration(task, now, lang) or "—",
+        stalled=format_duration((now - updated).total_seconds(), lang) if updated else "—")]
     lines += _step_lines(task, words, safe)
     if task.status == "done" and task.result:
         lines.append(words["result"].format(text=safe(task.result, 300)))

@@ -85,23 +85,40 @@ def progress_bar(done: int, total: int, width: int = 10) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
-def format_duration(seconds: float) -> str:
-    """`42s`, `3m12s`, `2h5m`: the original script's durations (negative clock skew shows as 0s)."""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{int(seconds)}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60)}s"
-    return f"{int(seconds // 3600)}h{int((seconds % 3600) // 60)}m"
+def format_duration(seconds: float, lang: str = "en") -> str:
+    """`42s`, `3m12s`, `2h5m`: the original script's form, also what the CLI prints. zh reads as
+    Chinese inside Chinese text: `42秒`, `3分12秒`, `5分钟`, `2小时5分`. Negative clock skew shows as 0."""
+    whole = int(max(0.0, seconds))
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    if lang == "zh":
+        if whole < 60:
+            return f"{secs}秒"
+        if whole < 3600:
+            return f"{minutes}分{secs}秒" if secs else f"{minutes}分钟"
+        return f"{hours}小时{minutes}分" if minutes else f"{hours}小时"
+    if whole < 60:
+        return f"{secs}s"
+    return f"{minutes}m{secs}s" if whole < 3600 else f"{hours}h{minutes}m"
 
 
-def task_duration(task: Task, now: datetime) -> str:
+def task_duration(task: Task, now: datetime, lang: str = "en") -> str:
     """Start to finish, or start to now for a task still running; empty when there is no start."""
     started = parse_time(task.started_at)
     if started is None:
         return ""
     end = parse_time(task.finished_at) if task.status != "running" else None
-    return format_duration(((end or now) - started).total_seconds())
+    return format_duration(((end or now) - started).total_seconds(), lang)
+
+
+def step_label(task: Task, lang: str) -> str | None:
+    """What "current step" means for `task`: the running (or failed) step's name; for a running task
+    between steps, what it is waiting for, rather than a bare "—"."""
+    step = task.current
+    if step is not None:
+        return step.name
+    if task.steps and task.done_count == task.total:
+        return word("all_steps_done", lang)
+    return word("between_steps", lang) if task.status == "running" and task.steps else None
 
 
 def format_percent(percent: float | None) -> str:
@@ -121,15 +138,15 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "started": "🚀 开始【{name}】\n📋 {plan}\n<<🔄 当前: {current}>>",
         "step_done": "✅ [{done}/{total}] {step}完成<<（{message}）>>\n<<🔄 → {next}>>",
         "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
-        "done": "🎉 【{name}】完成！<<({duration})>>\n<<结果: {result}>>",
+        "done": "🎉 【{name}】完成！<<（{duration}）>>\n<<结果: {result}>>",
         "failed": "❌ 【{name}】失败\n错误: {error}\n当前步骤: {step} [{done}/{total}]",
-        "stalled": "⚠️ 【{name}】可能卡住了（{minutes}分钟无更新）\n当前步骤: {step} [{done}/{total}]",
+        "stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）\n当前步骤: {step} [{done}/{total}]",
         "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step} [{done}/{total}]",
         "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
         # drain --digest: one message per task, head / what happened / detail
         "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
-        "digest_stalled": "⚠️ 【{name}】可能卡住了（{minutes}分钟无更新）<< → {step}>>",
-        "digest_done": "🎉 【{name}】完成！<<({duration})>>",
+        "digest_stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）<< → {step}>>",
+        "digest_done": "🎉 【{name}】完成！<<（{duration}）>>",
         "digest_failed": "❌ 【{name}】失败<<: {error}>>",
         "digest_started": "🚀 开始: {plan}",
         "digest_steps": "✅ {steps}完成",
@@ -143,11 +160,11 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
         "done": "🎉 【{name}】done!<< ({duration})>>\n<<Result: {result}>>",
         "failed": "❌ 【{name}】failed\nError: {error}\nAt step: {step} [{done}/{total}]",
-        "stalled": "⚠️ 【{name}】may be stuck (no update for {minutes} min)\nAt step: {step} [{done}/{total}]",
+        "stalled": "⚠️ 【{name}】may be stuck (no update for {duration})\nAt step: {step} [{done}/{total}]",
         "resumed": "🔄 【{name}】resumed (stuck for {duration})\nAt step: {step} [{done}/{total}]",
         "invalid": "⚠️ Task file unreadable: {file} ({reason})",
         "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
-        "digest_stalled": "⚠️ 【{name}】may be stuck (no update for {minutes} min)<< → {step}>>",
+        "digest_stalled": "⚠️ 【{name}】may be stuck (no update for {duration})<< → {step}>>",
         "digest_done": "🎉 【{name}】done!<< ({duration})>>",
         "digest_failed": "❌ 【{name}】failed<<: {error}>>",
         "digest_started": "🚀 Started: {plan}",
@@ -187,6 +204,8 @@ def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str
     last_kind, last = next((k, d) for k, d in reversed(events) if k != "invalid")
     current = last.get("next") if last_kind == "step_done" else last.get("step")
     fields: dict[str, Any] = {**last, "step": current or last.get("step")}
+    if "duration" not in fields and "minutes" in fields:  # a stall queued by an older task-pulse
+        fields["duration"] = format_duration(float(fields["minutes"] or 0) * 60, lang)
     fields["bar"] = progress_bar(int(last.get("done") or 0), int(last.get("total") or 0))
     finished = [d.get("step") for k, d in events if k == "step_done"]
     latest_message = next((d.get("message") for k, d in reversed(events) if k == "progress"), None)
@@ -219,9 +238,11 @@ def plan_of(step_names: Iterable[str]) -> str:
 _WORDS = {
     "zh": {"running": "执行中", "done": "完成", "error": "失败", "stalled": "STALLED", "waiting": "等待结束",
            "current": "当前", "error_line": "错误", "empty": "📭 没有任务", "unreadable": "无法读取",
+           "all_steps_done": "步骤已全部完成", "between_steps": "等待下一步",
            "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）"},
     "en": {"running": "running", "done": "done", "error": "failed", "stalled": "STALLED", "waiting": "waiting",
            "current": "now", "error_line": "error", "empty": "📭 no tasks", "unreadable": "unreadable",
+           "all_steps_done": "all steps done", "between_steps": "waiting for the next step",
            "cleanup": "🧹 removed {n} finished tasks (>{days} days)",
            "cleanup_dry": "🧹 would remove {n} finished tasks (>{days} days)"},
 }

@@ -39,12 +39,14 @@ class Step:
     message: str | None = None
     percent: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Known keys the file had as null: written back as null, so a rewrite keeps the writer's shape.
+    nulls: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status}
         for key, value in (("startedAt", self.started_at), ("finishedAt", self.finished_at),
                            ("message", self.message), ("percent", self.percent)):
-            if value is not None:
+            if value is not None or key in self.nulls:
                 out[key] = value
         out.update(self.extra)
         return out
@@ -64,6 +66,7 @@ class Task:
     rev: int = 0
     stall_seconds: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    nulls: frozenset[str] = frozenset()  # as on Step
 
     # -- derived views ---------------------------------------------------------------------------
 
@@ -93,57 +96,81 @@ class Task:
     def running_step(self) -> Step | None:
         return next((s for s in self.steps if s.status == "running"), None)
 
-    # -- the writer verbs (each raises OperationFailed when the task is not in a state for it) -----
+    # -- the writer verbs -----------------------------------------------------------------------------
+    # Each edits the task in place. `False` means there was nothing to change (the caller writes
+    # nothing); OperationFailed means the task is not in a state for the verb.
 
     def _require_running(self) -> None:
         if self.status != "running":
             raise OperationFailed(f"task '{self.task_id}' has already ended ({self.status})")
 
     def advance(self, now: str, message: str | None = None) -> None:
-        """`next`: the running step is done (keeping `message`), the next pending step runs."""
+        """`next`: the running step is done with `message` as its result, the next pending step runs.
+
+        Without a message the step has no result: a message left there by `heartbeat` described
+        the work in progress, not its outcome, so it goes.
+        """
         self._require_running()
         i = next((i for i, s in enumerate(self.steps) if s.status == "running"), None)
         if i is None:
             raise OperationFailed(f"task '{self.task_id}' has no running step "
                                   f"({self.done_count}/{self.total} done); finish it with `task-pulse done`")
         step = self.steps[i]
-        step.status, step.finished_at = "done", now
-        if message is not None:
-            step.message = message
+        step.status, step.finished_at, step.message = "done", now, message
         following = next((s for s in self.steps[i + 1:] if s.status == "pending"), None)
         if following is not None:
             following.status, following.started_at = "running", now
 
-    def touch(self, message: str | None = None, percent: float | None = None) -> None:
-        """`heartbeat`: the caller's write refreshes updatedAt; set the running step's message/percent."""
-        self._require_running()
-        if message is None and percent is None:
-            return
-        step = self.running_step
-        if step is None:
-            raise OperationFailed(f"task '{self.task_id}' has no running step to attach the message to")
-        if message is not None:
-            step.message = message
-        if percent is not None:
-            step.percent = int(percent) if float(percent).is_integer() else percent
+    def touch(self, message: str | None = None, percent: float | None = None) -> bool:
+        """`heartbeat`: the caller's write refreshes updatedAt; set the running step's message/percent.
 
-    def finish(self, now: str, result: str | None = None) -> None:
-        """`done`: the task and its running step are done."""
-        self._require_running()
+        A running task is always refreshed, also between steps (after the last `next`, before
+        `done`): a heartbeat that did not count would turn into a false stall alarm. Message and
+        percent need a running step and are dropped without one. An ended task is left as it is.
+        """
+        if self.status != "running":
+            return False
+        step = self.running_step
+        if step is not None:
+            if message is not None:
+                step.message = message
+            if percent is not None:
+                step.percent = int(percent) if float(percent).is_integer() else percent
+        return True
+
+    def _ended_already(self, outcome: str) -> bool:
+        """True when the task already ended with `outcome` (the verb is then a no-op); raises when it
+        ended the other way, which a repeated call cannot undo."""
+        if self.status == "running":
+            return False
+        if self.status == outcome:
+            return True
+        when = self.finished_at or self.updated_at
+        was = f"already failed ({self.error}) at {when}" if self.status == "error" else f"was already done at {when}"
+        wanted = "done" if outcome == "done" else "failed"
+        raise OperationFailed(f"task '{self.task_id}' {was}; not marked {wanted} (create a new task to run it again)")
+
+    def finish(self, now: str, result: str | None = None) -> bool:
+        """`done`: the task and its running step are done. Done already: nothing changes."""
+        if self._ended_already("done"):
+            return False
         self.status, self.finished_at = "done", now
         if result is not None:
             self.result = result
         for step in self.steps:
             if step.status == "running":
                 step.status, step.finished_at = "done", now
+        return True
 
-    def fail(self, now: str, error: str) -> None:
-        """`error`: the task and its running step failed with `error`."""
-        self._require_running()
+    def fail(self, now: str, error: str) -> bool:
+        """`error`: the task and its running step failed with `error`. Failed already: nothing changes."""
+        if self._ended_already("error"):
+            return False
         self.status, self.finished_at, self.error = "error", now, error
         step = self.running_step
         if step is not None:
             step.status, step.finished_at, step.message = "error", now, error
+        return True
 
     # -- serialisation ---------------------------------------------------------------------------
 
@@ -160,7 +187,7 @@ class Task:
             "result": self.result,
             "rev": self.rev,
         }
-        if self.stall_seconds is not None:
+        if self.stall_seconds is not None or "stallSeconds" in self.nulls:
             out["stallSeconds"] = self.stall_seconds
         out.update(self.extra)
         return out
@@ -220,6 +247,10 @@ def _status(value: Any, where: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _nulls(raw: dict[str, Any], known: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(k for k in known if k in raw and raw[k] is None)
+
+
 def _parse_step(raw: Any, i: int) -> Step:
     where = f"steps[{i}]"
     if isinstance(raw, str):  # a bare step name, as some hand-written files have it
@@ -237,6 +268,7 @@ def _parse_step(raw: Any, i: int) -> Step:
         message=_text(raw.get("message"), f"{where}.message"),
         percent=_number(raw.get("percent"), f"{where}.percent", 0, 100),
         extra={k: v for k, v in raw.items() if k not in _STEP_KEYS},
+        nulls=_nulls(raw, _STEP_KEYS),
     )
 
 
@@ -272,6 +304,7 @@ def task_from_dict(raw: Any, fallback_id: str) -> Task:
         rev=rev,
         stall_seconds=_stall_seconds(raw.get("stallSeconds")),
         extra={k: v for k, v in raw.items() if k not in _TASK_KEYS},
+        nulls=_nulls(raw, _TASK_KEYS),
     )
 
 

@@ -167,17 +167,41 @@ class TaskStore:
         return sorted(i for i in map(task_id_from_filename, names) if i is not None)
 
     def resolve(self, id_or_prefix: str) -> str:
-        """An exact id, or the one id starting with the prefix (the original's lookup, made strict)."""
+        """An exact id, or the task the prefix means: the only match, else the only running match.
+
+        A daily task keeps earlier days' files for a week, so `next 日报 …` matches several files
+        from day two on; the one still running is the one meant. More than one running match (or
+        none among several) is ambiguous, and the error lists the candidates.
+        """
         check_task_id(id_or_prefix)
         if os.path.lexists(self.path_for(id_or_prefix)):
             return id_or_prefix
-        candidates = [i for i in self.task_ids() if i.startswith(id_or_prefix)]
+        candidates = self._ids_starting_with(id_or_prefix)
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
             raise TaskNotFound(f"task '{id_or_prefix}' not found in {self.root}")
-        shown = ", ".join(candidates[:10]) + (f" (+{len(candidates) - 10} more)" if len(candidates) > 10 else "")
-        raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous: {shown}")
+        states = {i: self._status_of(i) for i in candidates}
+        running = [i for i in candidates if states[i] == "running"]
+        if len(running) == 1:
+            return running[0]
+        shown = ", ".join(f"{i} ({states[i]})" for i in candidates[:10])
+        more = f" (+{len(candidates) - 10} more)" if len(candidates) > 10 else ""
+        raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous ({len(running)} running): {shown}{more}")
+
+    def _ids_starting_with(self, prefix: str) -> list[str]:
+        # Filter by name before validating: cheap in a directory of many thousand tasks.
+        try:
+            names = [n for n in os.listdir(self.root) if n.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+        return sorted(i for i in map(task_id_from_filename, names) if i is not None)
+
+    def _status_of(self, task_id: str) -> str:
+        try:
+            return self.load(task_id).status
+        except (TaskNotFound, OperationFailed):
+            return "unreadable"
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -320,11 +344,15 @@ class TaskStore:
                         raise OperationFailed(f"task '{task_id}' already exists") from None
         raise OperationFailed(f"no free task id left for '{base}'")
 
-    def update(self, task_id: str, change: Callable[[Task], None], now: datetime) -> Task:
-        """Locked read-modify-write: `change` edits the task (or raises); rev +1, updatedAt = now."""
+    def update(self, task_id: str, change: Callable[[Task], bool | None], now: datetime) -> Task:
+        """Locked read-modify-write: `change` edits the task (or raises); rev +1, updatedAt = now.
+
+        When `change` returns False there was nothing to change: the file is not written.
+        """
         with self.locked(task_id):
             task = self.load(task_id)
-            change(task)
+            if change(task) is False:
+                return task
             task.rev += 1
             task.updated_at = _iso(now)
             self._write(task, exclusive=False)

@@ -76,7 +76,8 @@ def test_one_card_edited_in_place_and_a_ping_for_the_end(tmp_path: Path, tasks_d
     wait_for(lambda: chat.edits(), 30, "an edit")
     run_tp(tasks_dir, "next", task_id)
     run_tp(tasks_dir, "done", task_id, "published")
-    wait_for(lambda: all_delivered(tasks_dir, 5) and final_card(chat, "Daily"), 30, "all five delivered")
+    # started, fetch done, filter done, done (publish, finished by `done`, is part of the done message)
+    wait_for(lambda: all_delivered(tasks_dir, 4) and final_card(chat, "Daily"), 30, "all four delivered")
     card, ping = chat.sends()  # exactly two new messages: the card and the done ping
     assert card["text"].startswith("🔄 【Daily】[0/3]") and "⏳ publish" in card["text"]
     assert (card["channel"], card["target"], card["json"]) == ("telegram", "123456789", True)
@@ -98,8 +99,8 @@ def test_a_slow_sender_gets_everything_coalesced(tmp_path: Path, tasks_dir: Path
         time.sleep(0.2)  # the writer's own pace, not a wait for the daemon
         store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat(), "ok"), datetime.now(UTC))
     store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "all good"), datetime.now(UTC))
-    wait_for(lambda: all_delivered(tasks_dir, 22) and final_card(chat, "Batch"), 60,
-             "22 notifications delivered")  # started, 20 steps, done
+    wait_for(lambda: all_delivered(tasks_dir, 21) and final_card(chat, "Batch"), 60,
+             "21 notifications delivered")  # started, 19 steps by `next`, done (which finishes step 20)
     card, ping = [s["text"] for s in chat.sends()]  # the card and the done ping, nothing else
     assert is_card(card, "Batch") and ping.startswith("🎉 【Batch】完成！")
     assert len(chat.delivered()) < 10, [r["verb"] for r in chat.delivered()]  # not one call per step
@@ -119,7 +120,7 @@ def test_tasks_are_delivered_in_parallel_each_in_its_own_order(tmp_path: Path, t
     for task_id in ids:
         store.update(task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
         store.update(task_id, lambda t: t.finish(datetime.now(UTC).isoformat()), datetime.now(UTC))
-    wait_for(lambda: all_delivered(tasks_dir, 12), 60, "twelve notifications delivered")
+    wait_for(lambda: all_delivered(tasks_dir, 9), 60, "nine notifications delivered")  # started, a, done each
     first_starts = sorted(r["at"] for r in chat.records() if r["phase"] == "start")[:3]
     first_end = min(r["at"] for r in chat.delivered())
     assert first_starts[-1] < first_end  # three tasks' first calls were all under way at once
@@ -166,7 +167,8 @@ def test_kill_9_mid_call_keeps_the_card_and_pings_exactly_once(tmp_path: Path, t
     wait_for(lambda: all_delivered(tasks_dir, 3), 30, "the steps delivered")
     kill_mid_call(d, "done", task_id)  # during the done ping
     start()
-    wait_for(lambda: all_delivered(tasks_dir, 5) and final_card(chat, "Resilient"), 30, "everything delivered")
+    # started, one, two, done (three is finished by `done`)
+    wait_for(lambda: all_delivered(tasks_dir, 4) and final_card(chat, "Resilient"), 30, "everything delivered")
     sends = Counter(s["text"].split()[0] for s in chat.sends())
     assert sends == {"🔄": 1, "🎉": 1}, chat.sends()  # one card, one done ping: nothing twice, nothing lost
     card_id = chat.sends()[0]["messageId"]
@@ -206,7 +208,7 @@ def test_a_sender_without_an_id_still_delivers_as_new_messages(tmp_path: Path, t
     wait_for(lambda: all_delivered(tasks_dir, 1), 30, "the first message")
     run_tp(tasks_dir, "next", task_id)
     run_tp(tasks_dir, "done", task_id)
-    wait_for(lambda: all_delivered(tasks_dir, 4), 30, "all delivered")
+    wait_for(lambda: all_delivered(tasks_dir, 3), 30, "all delivered")  # started, a, done
     assert chat.edits() == [] and "gave no message id" in d.log()
     assert chat.sends()[-1]["text"].startswith("🎉 【NoId】完成")
 
@@ -270,7 +272,7 @@ def test_an_outage_longer_than_the_retries_loses_nothing(tmp_path: Path, tasks_d
     wait_for(lambda: "kept for task-pulse drain" in d.log(), 30, "the sink giving up")
     outage.unlink()  # the chat service is back
     run_tp(tasks_dir, "create", "After", "a")
-    wait_for(lambda: all_delivered(tasks_dir, 4), 30, "everything delivered")
+    wait_for(lambda: all_delivered(tasks_dir, 3), 30, "everything delivered")  # During: started, done; After
     texts = [s["text"] for s in chat.sends()]
     assert any(is_card(t, "During") for t in texts) and any(t.startswith("🎉 【During】完成！") for t in texts)
     assert any(is_card(t, "After") for t in texts)

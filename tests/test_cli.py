@@ -126,6 +126,7 @@ def test_create_prints_original_style_id(tasks: Path) -> None:
 def test_create_with_id_and_stall(tasks: Path) -> None:
     assert ok(tasks, "create", "--stall", "600", "--id", "nightly", "Nightly build", "compile", "test") == "nightly\n"
     assert read(tasks, "nightly")["stallSeconds"] == 600
+    assert '"stallSeconds": 600\n' in (tasks / "nightly.json").read_text()  # as given: not 600.0
 
 
 def test_create_existing_id_fails(tasks: Path) -> None:
@@ -204,8 +205,32 @@ def test_ambiguous_prefix_lists_candidates(tasks: Path) -> None:
     ok(tasks, "create", "--id", "job-1", "n", "a")
     ok(tasks, "create", "--id", "job-2", "n", "a")
     message = fails(tasks, 2, "next", "job")
-    assert "ambiguous" in message and "job-1" in message and "job-2" in message
+    assert message == "Error: task id prefix 'job' is ambiguous (2 running): job-1 (running), job-2 (running)"
     assert read(tasks, "job-1")["rev"] == 1 and read(tasks, "job-2")["rev"] == 1
+
+
+def test_a_prefix_means_the_one_running_match(tasks: Path) -> None:
+    """A daily task keeps earlier days' files for a week: from day two, `next 日报` means today's run."""
+    write_task(tasks, "日报-20261123-090000", status="done", finishedAt=ago(days=2))
+    write_task(tasks, "日报-20261124-090000", status="error", finishedAt=ago(days=1))
+    write_task(tasks, "日报-20261125-090000")
+    (tasks / "日报-broken.json").write_text("{", encoding="utf-8")
+    assert ok(tasks, "next", "日报", "抓取了25条") == "[1/2] █████░░░░░ → b\n"
+    assert read(tasks, "日报-20261125-090000")["steps"][0]["message"] == "抓取了25条"
+    assert "rev" not in read(tasks, "日报-20261123-090000")  # the finished days are untouched
+    ok(tasks, "done", "日报")
+    message = fails(tasks, 2, "next", "日报")  # nothing running any more: no guess
+    assert message.startswith("Error: task id prefix '日报' is ambiguous (0 running): ")
+    assert "日报-20261123-090000 (done)" in message and "日报-broken (unreadable)" in message
+
+
+def test_next_without_a_message_has_no_result(tasks: Path) -> None:
+    """A heartbeat's text described the work in progress; `next` alone does not make it the step's result."""
+    ok(tasks, "create", "--id", "t", "n", "a", "b")
+    ok(tasks, "heartbeat", "t", "--percent", "90", "筛选中")
+    ok(tasks, "next", "t")
+    assert read(tasks, "t")["steps"][0] == {"name": "a", "status": "done", "startedAt": read(tasks, "t")["startedAt"],
+                                            "finishedAt": read(tasks, "t")["updatedAt"], "percent": 90}
 
 
 def test_heartbeat(tasks: Path) -> None:
@@ -246,11 +271,26 @@ def test_create_stall_nan_is_refused(tasks: Path) -> None:
     assert not (tasks / "s.json").exists()
 
 
-def test_heartbeat_without_running_step(tasks: Path) -> None:
-    ok(tasks, "create", "--id", "t", "n", "a")
-    ok(tasks, "next", "t")
-    assert fails(tasks, 1, "heartbeat", "t", "msg") == "Error: task 't' has no running step to attach the message to"
-    assert ok(tasks, "heartbeat", "t") == "💓 ok\n"
+def test_heartbeat_between_the_last_next_and_done_still_refreshes(tasks: Path) -> None:
+    """A running task with no running step is alive: a heartbeat that did not count would become a false stall."""
+    write_task(tasks, "t", updatedAt=ago(seconds=170), steps=[{"name": "a", "status": "done"}])
+    result = run(tasks, "heartbeat", "t", "msg")
+    assert (result.exit_code, result.stdout) == (0, "💓 ok\n")
+    assert result.stderr == "note: task 't' has no running step (1/1 done); refreshed, message not kept\n"
+    raw = read(tasks, "t")
+    assert (raw["rev"], raw["steps"][0].get("message")) == (1, None)
+    assert datetime.fromisoformat(raw["updatedAt"]) > datetime.now().astimezone() - timedelta(seconds=30)
+    assert ok(tasks, "heartbeat", "t") == "💓 ok\n"  # no message: nothing to remark on
+    assert read(tasks, "t")["rev"] == 2
+
+
+def test_heartbeat_on_an_ended_task_changes_nothing(tasks: Path) -> None:
+    write_task(tasks, "t", status="done", finishedAt=ago(seconds=5))
+    before = read(tasks, "t")
+    result = run(tasks, "heartbeat", "t", "late")
+    assert (result.exit_code, result.stdout) == (0, "💓 ok\n")
+    assert result.stderr == "note: task 't' has already ended (done); nothing to refresh\n"
+    assert read(tasks, "t") == before
 
 
 def test_done(tasks: Path) -> None:
@@ -263,7 +303,20 @@ def test_done(tasks: Path) -> None:
     assert [s["status"] for s in raw["steps"]] == ["done", "pending"]
     assert raw["rev"] == 1  # the hand-written file had no rev
     assert fails(tasks, 1, "next", "t") == "Error: task 't' has already ended (done)"
-    assert fails(tasks, 1, "error", "t", "late") == "Error: task 't' has already ended (done)"
+    assert fails(tasks, 1, "error", "t", "late") == (
+        f"Error: task 't' was already done at {raw['finishedAt']}; not marked failed (create a new task to run it again)")
+    assert read(tasks, "t") == raw
+
+
+def test_done_twice_is_done_once(tasks: Path) -> None:
+    """The original rewrote the file; a second `done` (a retried cron line, a parent and its sub-agent) is a no-op."""
+    write_task(tasks, "t", startedAt=ago(seconds=192))
+    assert ok(tasks, "done", "t", "published") == "✅ 完成 (3m12s)\n"
+    first = read(tasks, "t")
+    result = run(tasks, "done", "t", "again")
+    assert (result.exit_code, result.stdout) == (0, "✅ 完成 (3m12s)\n")
+    assert result.stderr == f"note: task 't' was already done at {first['finishedAt']}; nothing changed\n"
+    assert read(tasks, "t") == first  # not rewritten: rev, result and finishedAt as they were
 
 
 def test_done_en_without_result(tasks: Path) -> None:
@@ -281,7 +334,13 @@ def test_error(tasks: Path) -> None:
     assert raw["error"] == "发布接口返回 502"
     assert raw["steps"][1]["status"] == "error"
     assert raw["steps"][1]["message"] == "发布接口返回 502"
-    assert fails(tasks, 1, "done", "t") == "Error: task 't' has already ended (error)"
+    assert fails(tasks, 1, "done", "t") == (
+        f"Error: task 't' already failed (发布接口返回 502) at {raw['finishedAt']}; not marked done "
+        "(create a new task to run it again)")
+    result = run(tasks, "error", "t", "again")
+    assert (result.exit_code, result.stdout) == (0, "❌ 发布接口返回 502\n")  # what the task failed with
+    assert result.stderr == f"note: task 't' had already failed at {raw['finishedAt']}; nothing changed\n"
+    assert read(tasks, "t") == raw
 
 
 def test_error_needs_a_message(tasks: Path) -> None:
@@ -516,7 +575,14 @@ def test_cleanup_json(tasks: Path) -> None:
         "removed": ["old-done", "old-error"], "dryRun": False, "days": 3}
 
 
-@pytest.mark.parametrize("days", ["0", "-1", "x", "nan", "inf"])
+def test_cleanup_days_0_removes_every_finished_task(tasks: Path) -> None:
+    """`cleanup --days 0` is a common cron line of the original."""
+    cleanup_tasks(tasks)
+    assert ok(tasks, "cleanup", "--days", "0") == "🧹 清理 3 个过期任务（>0天）\n"
+    assert sorted(p.name for p in tasks.glob("*.json")) == ["old-running.json"]
+
+
+@pytest.mark.parametrize("days", ["-1", "x", "nan", "inf"])
 def test_cleanup_bad_days(days: str, tasks: Path) -> None:
     cleanup_tasks(tasks)
     result = run(tasks, "cleanup", "--days", days)

@@ -63,7 +63,7 @@ def test_several_transitions_in_one_read_all_come_out_in_order() -> None:
     # each step_done counts the steps done once THAT step finished
     assert [n.data["done"] for n in notes if n.kind == "step_done"] == [1, 2, 3]
     assert [n.data.get("next") for n in notes if n.kind == "step_done"] == ["filter", "write", None]
-    assert notes[-1].text == "🎉 【Daily】完成！(3m12s)\n结果: ok"
+    assert notes[-1].text == "🎉 【Daily】完成！（3分12秒）\n结果: ok"
 
 
 def test_done_counts_include_steps_already_announced() -> None:
@@ -174,3 +174,50 @@ def test_a_retried_step_without_finished_at_is_announced_twice() -> None:
     retried = diff_tasks(hand("running", "t2"), hand("done", "t3"), NOW).notifications
     assert [n.kind for n in first] == [n.kind for n in retried] == ["step_done"]
     assert first[0].key != retried[0].key
+
+
+# -- one message per event, a result is what `next` said ----------------------------------------------
+
+
+def test_done_that_finishes_the_running_step_is_one_message() -> None:
+    """`done` on the last step: the done message says it all, no "✅ [3/3] write完成" straight before it."""
+    old = task(steps=[("fetch", "done"), ("filter", "done"), ("write", "running")])
+    end = "2026-11-24T09:33:12.000100+00:00"
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")], finishedAt="2026-11-24T09:33:12+00:00")
+    new.steps[2].finished_at = end  # the original stamps the task and its step microseconds apart
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [n.kind for n in notes] == ["done"]
+    assert notes[0].data["done"] == 3
+
+
+def test_a_step_finished_with_its_own_result_in_the_ending_write_is_still_told() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "done"), ("write", "running")])
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done", "3 posts")],
+               finishedAt="2026-11-24T09:33:00+00:00")
+    assert kinds_of(old, new) == ["step_done", "done"]
+
+
+def test_a_step_done_long_before_the_end_is_still_told() -> None:
+    """A fast writer seen in one read: steps that finished earlier are events of their own."""
+    old = task(steps=[("fetch", "done"), ("filter", "running"), ("write", "pending")])
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")], finishedAt="2026-11-24T09:50:00+00:00")
+    assert kinds_of(old, new) == ["step_done", "step_done", "done"]
+
+
+def test_the_last_heartbeat_is_not_the_step_result() -> None:
+    """`heartbeat "筛选中 90%"` then `next` without a message (the original keeps the text in the step)."""
+    old = task(steps=[("fetch", "done"), ("filter", "running", "筛选中 90%"), ("write", "pending")])
+    new = task(steps=[("fetch", "done"), ("filter", "done", "筛选中 90%"), ("write", "running")])
+    notes = diff_tasks(old, new, NOW).notifications
+    assert [n.text for n in notes] == ["✅ [2/3] filter完成\n🔄 → write"]
+    assert notes[0].data["message"] is None
+    said = task(steps=[("fetch", "done"), ("filter", "done", "12 kept"), ("write", "running")])
+    assert diff_tasks(old, said, NOW).notifications[0].text == "✅ [2/3] filter完成（12 kept）\n🔄 → write"
+
+
+def test_failed_between_steps_names_where_the_task_was() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "done")])
+    new = task("error", [("fetch", "done"), ("filter", "done")], error="publish refused")
+    assert diff_tasks(old, new, NOW).notifications[0].text.endswith("当前步骤: 步骤已全部完成 [2/2]")
+    en = diff_tasks(old, new, NOW, lang="en").notifications[0].text
+    assert en.endswith("At step: all steps done [2/2]")

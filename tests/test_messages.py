@@ -50,6 +50,15 @@ def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
 
 
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0秒"), (23, "23秒"), (60, "1分钟"), (192, "3分12秒"), (300, "5分钟"), (3600, "1小时"), (7500, "2小时5分"),
+    (-5, "0秒"),
+])
+def test_format_duration_zh(seconds: float, text: str) -> None:
+    """Chinese units inside Chinese text ("卡住了23秒", not "卡住了23s")."""
+    assert format_duration(seconds, "zh") == text
+
+
 def test_format_percent() -> None:
     assert format_percent(None) == ""
     assert format_percent(60) == "60%"
@@ -103,10 +112,10 @@ TYPICAL: dict[str, dict[str, Any]] = {
     "started": {"name": "日报发布", "plan": plan_of(["抓取", "筛选", "写稿"]), "current": "抓取"},
     "step_done": {"done": 1, "total": 3, "step": "抓取", "message": "抓取了25条数据", "next": "筛选"},
     "progress": {"done": 1, "total": 3, "step": "筛选", "message": "已处理60%"},
-    "done": {"name": "日报发布", "duration": "3m12s", "result": "已发布"},
+    "done": {"name": "日报发布", "duration": "3分12秒", "result": "已发布"},
     "failed": {"name": "日报发布", "error": "发布接口返回 502", "step": "发布", "done": 3, "total": 4},
-    "stalled": {"name": "日报发布", "minutes": 5, "step": "筛选", "done": 1, "total": 3},
-    "resumed": {"name": "日报发布", "duration": "7m3s", "step": "筛选", "done": 1, "total": 3},
+    "stalled": {"name": "日报发布", "duration": "5分钟", "step": "筛选", "done": 1, "total": 3},
+    "resumed": {"name": "日报发布", "duration": "7分3秒", "step": "筛选", "done": 1, "total": 3},
     "invalid": {"file": "x.json", "reason": "not valid JSON"},
 }
 
@@ -114,10 +123,10 @@ ZH: dict[str, str] = {
     "started": "🚀 开始【日报发布】\n📋 抓取 → 筛选 → 写稿\n🔄 当前: 抓取",
     "step_done": "✅ [1/3] 抓取完成（抓取了25条数据）\n🔄 → 筛选",
     "progress": "🔄 [1/3] 筛选: 已处理60%",
-    "done": "🎉 【日报发布】完成！(3m12s)\n结果: 已发布",
+    "done": "🎉 【日报发布】完成！（3分12秒）\n结果: 已发布",
     "failed": "❌ 【日报发布】失败\n错误: 发布接口返回 502\n当前步骤: 发布 [3/4]",
     "stalled": "⚠️ 【日报发布】可能卡住了（5分钟无更新）\n当前步骤: 筛选 [1/3]",
-    "resumed": "🔄 【日报发布】恢复（卡住了7m3s）\n当前步骤: 筛选 [1/3]",
+    "resumed": "🔄 【日报发布】恢复（卡住了7分3秒）\n当前步骤: 筛选 [1/3]",
     "invalid": "⚠️ 任务文件无法读取: x.json（not valid JSON）",
 }
 
@@ -127,7 +136,7 @@ EN: dict[str, str] = {
     "progress": "🔄 [1/3] 筛选: 已处理60%",
     "done": "🎉 【日报发布】done! (3m12s)\nResult: 已发布",
     "failed": "❌ 【日报发布】failed\nError: 发布接口返回 502\nAt step: 发布 [3/4]",
-    "stalled": "⚠️ 【日报发布】may be stuck (no update for 5 min)\nAt step: 筛选 [1/3]",
+    "stalled": "⚠️ 【日报发布】may be stuck (no update for 5m0s)\nAt step: 筛选 [1/3]",
     "resumed": "🔄 【日报发布】resumed (stuck for 7m3s)\nAt step: 筛选 [1/3]",
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
 }
@@ -143,9 +152,14 @@ def test_render_zh_matches_design(kind: str) -> None:
     assert render(kind, TYPICAL[kind]) == ZH[kind]  # zh is the default
 
 
+# The daemon formats durations in the language it renders in.
+EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s"}
+
+
 @pytest.mark.parametrize("kind", NOTIFICATION_KINDS)
 def test_render_en(kind: str) -> None:
-    assert render(kind, TYPICAL[kind], "en") == EN[kind]
+    fields = {**TYPICAL[kind], **({"duration": EN_DURATIONS[kind]} if kind in EN_DURATIONS else {})}
+    assert render(kind, fields, "en") == EN[kind]
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
@@ -172,7 +186,7 @@ def test_render_missing_fields_never_crash(kind: str, lang: str) -> None:
 
 def test_render_braces_in_user_text() -> None:
     text = render("done", {"name": "{result}", "duration": "1s", "result": "{{x}} {name!r} {0:>{1}}"})
-    assert text == "🎉 【{result}】完成！(1s)\n结果: {{x}} {name!r} {0:>{1}}"
+    assert text == "🎉 【{result}】完成！（1s）\n结果: {{x}} {name!r} {0:>{1}}"
 
 
 def test_step_done_without_message() -> None:
@@ -187,7 +201,7 @@ def test_step_done_last_step_has_no_next_line() -> None:
 
 
 def test_done_without_result_or_duration() -> None:
-    assert render("done", {"name": "日报发布", "duration": "3m12s"}) == "🎉 【日报发布】完成！(3m12s)"
+    assert render("done", {"name": "日报发布", "duration": "3分12秒"}) == "🎉 【日报发布】完成！（3分12秒）"
     assert render("done", {"name": "日报发布", "result": None, "duration": ""}) == "🎉 【日报发布】完成！"
     assert render("done", {"name": "x", "duration": "1s"}, "en") == "🎉 【x】done! (1s)"
 

@@ -65,6 +65,22 @@ def test_original_file_round_trips_with_unknown_fields() -> None:
     assert again == out
 
 
+def test_null_keys_and_whole_numbers_keep_their_shape() -> None:
+    """A writer that sets startedAt/finishedAt/message to null, and a stallSeconds of 600, gets them back so."""
+    raw = minimal(taskId="x", stallSeconds=600, rev=None,
+                  steps=[{"name": "a", "status": "running", "startedAt": None, "finishedAt": None, "message": None,
+                          "percent": None}])
+    out = task_from_dict(copy.deepcopy(raw), "x").to_dict()
+    assert out["steps"] == raw["steps"]
+    assert out["stallSeconds"] == 600 and isinstance(out["stallSeconds"], int)
+    task = task_from_dict(copy.deepcopy(raw), "x")
+    task.advance("2026-11-24T09:40:00+08:00")
+    assert task.to_dict()["steps"] == [{"name": "a", "status": "done", "startedAt": None,
+                                        "finishedAt": "2026-11-24T09:40:00+08:00", "message": None, "percent": None}]
+    nulls = task_from_dict(minimal(taskId="x", stallSeconds=None), "x").to_dict()
+    assert "stallSeconds" in nulls and nulls["stallSeconds"] is None
+
+
 def test_round_trip_keeps_new_optional_fields() -> None:
     raw = minimal(taskId="x", rev=7, stallSeconds=600,
                   steps=[{"name": "a", "status": "running", "percent": 60, "message": "m"}])

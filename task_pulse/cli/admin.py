@@ -14,8 +14,8 @@ from task_pulse.messages import word
 
 
 @cli.command()
-@click.option("--days", type=FiniteRange(min=0, min_open=True), metavar="N",
-              help="Age in days [env TASK_PULSE_KEEP_DAYS; default 7].")
+@click.option("--days", type=FiniteRange(min=0), metavar="N",
+              help="Age in days; 0 removes every finished task [env TASK_PULSE_KEEP_DAYS; default 7].")
 @click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
 @json_option
 @pass_ctx

@@ -73,13 +73,16 @@ pass_ctx = click.make_pass_decorator(Context)
 
 
 class FiniteRange(click.FloatRange):
-    """click's FloatRange lets `nan` (and, without a max, `inf`) through; seconds and days must be finite."""
+    """click's FloatRange lets `nan` (and, without a max, `inf`) through; seconds and days must be finite.
+
+    A whole number comes back as an int, so `--stall 600` is written to a task file as 600, not 600.0.
+    """
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
-        return number
+        return int(number) if float(number).is_integer() else number
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -22,13 +22,27 @@ def _join(words: tuple[str, ...]) -> str | None:
     return " ".join(words) if words else None
 
 
-def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], None]) -> Task:
-    """Resolve the id, then apply `change(task, now_iso)` under the task's lock."""
+def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], bool | None]) -> tuple[Task, bool]:
+    """Resolve the id, then apply `change(task, now_iso)` under the task's lock.
+
+    Returns the task and whether it was written (False: `change` found nothing to change).
+    """
     store = ctx.store
     task_id = store.resolve(id_or_prefix)
     now = ctx.settings.now()
-    return store.update(task_id, lambda task: change(task, now.isoformat()), now)
+    changed = True
 
+    def apply(task: Task) -> bool | None:
+        nonlocal changed
+        changed = change(task, now.isoformat()) is not False
+        return changed
+
+    return store.update(task_id, apply, now), changed
+
+
+def _note(text: str) -> None:
+    """A remark on stderr that does not make the call fail (stdout stays what scripts parse)."""
+    click.echo(f"note: {text}", err=True)
 
 
 
@@ -67,7 +81,7 @@ def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
       task-pulse next 日报发布-20261124-093000 "抓取了25条数据"
     """
     text = _join(message)
-    task = _change(ctx, task_id, lambda t, now: t.advance(now, text))
+    task, _ = _change(ctx, task_id, lambda t, now: t.advance(now, text))
     current = task.running_step
     emit(ctx, f"[{task.done_count}/{task.total}] {progress_bar(task.done_count, task.total)} → "
                f"{current.name if current else '—'}", task.to_dict())
@@ -82,15 +96,21 @@ def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
 def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: float | None) -> None:
     """Say the task is alive; optionally set the running step's MESSAGE and --percent.
 
-    A heartbeat resets the stall timer. Message changes reach the chat at most once per
-    TASK_PULSE_PROGRESS_INTERVAL seconds (the latest wins).
+    A heartbeat resets the stall timer of a running task, also between steps (MESSAGE is then
+    dropped, with a note). Message changes reach the chat at most once per
+    TASK_PULSE_PROGRESS_INTERVAL seconds (the latest wins). An ended task is left as it is.
 
     \b
     Example:
       task-pulse heartbeat 日报发布 "已处理60%" --percent 60
     """
     text = _join(message)
-    task = _change(ctx, task_id, lambda t, _now: t.touch(text, percent))
+    task, changed = _change(ctx, task_id, lambda t, _now: t.touch(text, percent))
+    if not changed:
+        _note(f"task '{task.task_id}' has already ended ({task.status}); nothing to refresh")
+    elif (text is not None or percent is not None) and task.running_step is None:
+        _note(f"task '{task.task_id}' has no running step ({task.done_count}/{task.total} done); "
+              "refreshed, message not kept")
     emit(ctx, "💓 ok", task.to_dict())
 
 
@@ -102,12 +122,16 @@ def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: flo
 def done(ctx: Context, task_id: str, result: tuple[str, ...]) -> None:
     """Mark the task done (its running step too), with an optional RESULT.
 
+    Done already: nothing changes (exit 0, a note says so). Failed already: exit 1.
+
     \b
     Example:
       task-pulse done 日报发布 "已发布 https://example.com/daily"
     """
     text = _join(result)
-    task = _change(ctx, task_id, lambda t, now: t.finish(now, text))
+    task, changed = _change(ctx, task_id, lambda t, now: t.finish(now, text))
+    if not changed:
+        _note(f"task '{task.task_id}' was already done at {task.finished_at}; nothing changed")
     started, finished = parse_time(task.started_at), parse_time(task.finished_at)
     duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
     emit(ctx, f"✅ {word('done', ctx.lang)}{duration}", task.to_dict())
@@ -121,13 +145,17 @@ def done(ctx: Context, task_id: str, result: tuple[str, ...]) -> None:
 def error(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
     """Mark the task failed with MESSAGE (its running step too).
 
+    Failed already: nothing changes (exit 0, a note says so). Done already: exit 1.
+
     \b
     Example:
       task-pulse error 日报发布 "发布接口返回 502"
     """
     text = " ".join(message)
-    task = _change(ctx, task_id, lambda t, now: t.fail(now, text))
-    emit(ctx, f"❌ {text}", task.to_dict())
+    task, changed = _change(ctx, task_id, lambda t, now: t.fail(now, text))
+    if not changed:
+        _note(f"task '{task.task_id}' had already failed at {task.finished_at}; nothing changed")
+    emit(ctx, f"❌ {task.error if not changed and task.error else text}", task.to_dict())
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})
