@@ -304,7 +304,8 @@ def test_done(tasks: Path) -> None:
     assert raw["rev"] == 1  # the hand-written file had no rev
     assert fails(tasks, 1, "next", "t") == "Error: task 't' has already ended (done)"
     assert fails(tasks, 1, "error", "t", "late") == (
-        f"Error: task 't' was already done at {raw['finishedAt']}; not marked failed (create a new task to run it again)")
+        f"Error: task 't' was already done at {raw['finishedAt']}; not marked failed "
+        "(create a new task to run it again)")
     assert read(tasks, "t") == raw
 
 

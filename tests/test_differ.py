@@ -183,7 +183,8 @@ def test_done_that_finishes_the_running_step_is_one_message() -> None:
     """`done` on the last step: the done message says it all, no "✅ [3/3] write完成" straight before it."""
     old = task(steps=[("fetch", "done"), ("filter", "done"), ("write", "running")])
     end = "2026-11-24T09:33:12.000100+00:00"
-    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")], finishedAt="2026-11-24T09:33:12+00:00")
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")],
+               finishedAt="2026-11-24T09:33:12+00:00")
     new.steps[2].finished_at = end  # the original stamps the task and its step microseconds apart
     notes = diff_tasks(old, new, NOW).notifications
     assert [n.kind for n in notes] == ["done"]
@@ -200,7 +201,8 @@ def test_a_step_finished_with_its_own_result_in_the_ending_write_is_still_told()
 def test_a_step_done_long_before_the_end_is_still_told() -> None:
     """A fast writer seen in one read: steps that finished earlier are events of their own."""
     old = task(steps=[("fetch", "done"), ("filter", "running"), ("write", "pending")])
-    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")], finishedAt="2026-11-24T09:50:00+00:00")
+    new = task("done", [("fetch", "done"), ("filter", "done"), ("write", "done")],
+               finishedAt="2026-11-24T09:50:00+00:00")
     assert kinds_of(old, new) == ["step_done", "step_done", "done"]
 
 
