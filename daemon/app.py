@@ -22,7 +22,7 @@ from task_pulsed.delivery.sinks import Sink
 from task_pulsed.scheduler import Timers
 from task_pulsed.sdnotify import notify, watchdog_interval
 from task_pulsed.tracker import Policy
-from task_pulsed.watcher import OverflowHook, start_observer
+from task_pulsed.watcher import OpenWrites, OverflowHook, start_observer
 from task_pulsed.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
 
 log = logging.getLogger("task-pulsed")
@@ -97,12 +97,14 @@ def run(options: DaemonOptions) -> int:
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
+    open_writes = OpenWrites()
     delivery = None
     if options.sink is not None:
         delivery = Delivery(store.root, options.sink, options.delivery, options.sink_concurrency)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
-                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None)
+                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None,
+                    open_writes=open_writes)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -115,10 +117,15 @@ def run(options: DaemonOptions) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    overflow = OverflowHook(lambda: (log.warning("inotify queue overflowed: rescanning"), queue.put(RESCAN)))
+    def on_overflow() -> None:
+        log.warning("inotify queue overflowed: rescanning")
+        open_writes.clear()
+        queue.put(RESCAN)
+
+    overflow = OverflowHook(on_overflow)
     overflow.install()
     try:
-        observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)))
+        observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)), open_writes)
     except OSError as exc:  # e.g. the inotify instance limit (fs.inotify.max_user_instances)
         log.error("cannot watch %s: %s", store.root, exc.strerror or exc)
         overflow.remove()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +37,8 @@ class Diff:
 
 def _baseline(task: Task) -> Task:
     """The task as it was when it started: every step pending, nothing said yet."""
-    return replace(task, status="running", finished_at=None, error=None, result=None,
-                   steps=[Step(name=s.name) for s in task.steps])
+    return task.copy(status="running", finished_at=None, error=None, result=None,
+                     steps=[Step(name=s.name) for s in task.steps])
 
 
 def _match_steps(old: Task, new: Task) -> list[tuple[int, Step | None]]:

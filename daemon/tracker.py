@@ -95,8 +95,12 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
         if stalled_for(task, now, policy.default_stall) is not None:
             seen.stalled_for = f"{QUIET}{task.updated_at}"
         return _check_stall(Update(seen), now, policy)
-    diff = diff_tasks(old.snapshot if old else None, task, now, run=old.run if old else 0, lang=policy.lang,
-                      redact_secrets=policy.redact_secrets)
+    previous, run = (old.snapshot, old.run) if old is not None else (None, 0)
+    if old is not None and old.gone_at is not None and old.snapshot.started_at != task.started_at:
+        # The id is back after its file was removed, with another run in it: that run is new. (A file
+        # put back as it was, or as it went on, is diffed against what was announced: not news.)
+        previous, run, old = None, old.run + 1, None
+    diff = diff_tasks(previous, task, now, run=run, lang=policy.lang, redact_secrets=policy.redact_secrets)
     seen = Seen(task.task_id, task, run=diff.run)
     if old is not None:
         seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held

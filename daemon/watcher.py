@@ -1,15 +1,17 @@
 """The watcher: turns filesystem events on the tasks dir into "look at task X" work items.
 
-It runs in watchdog's observer thread and does nothing but enqueue, so a burst of events never
-waits on the database. watchdog 7 reports an inotify queue overflow only as a warning on the
-`watchdog.observers.inotify_c` logger (events were lost, none is sent for them): `OverflowHook`
-listens there and asks for a full rescan.
+It runs in watchdog's observer thread and does nothing but enqueue (and note which files a writer
+has open, in `OpenWrites`), so a burst of events never waits on the database. watchdog 7 reports
+an inotify queue overflow only as a warning on the `watchdog.observers.inotify_c` logger (events
+were lost, none is sent for them): `OverflowHook` listens there and asks for a full rescan.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
+    FileModifiedEvent,
     FileMovedEvent,
     FileSystemEvent,
     FileSystemEventHandler,
@@ -28,25 +31,65 @@ from task_pulse.store import task_id_from_filename
 
 log = logging.getLogger("task-pulsed")
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
-# What we ask the kernel for. Not IN_MODIFY/IN_ATTRIB/IN_OPEN/IN_CLOSE_NOWRITE: every writer (and
-# every read of our own) would raise several of those per change, for nothing: an in-place writer
-# is seen when it closes the file (IN_CLOSE_WRITE), an atomic one when it renames (IN_MOVED_TO).
-# Fewer events also keep the kernel queue further from overflowing.
-EVENT_FILTER = [FileCreatedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent]
-_RELEVANT = frozenset({"created", "closed", "deleted", "moved"})
+# What we ask the kernel for. Not IN_ATTRIB/IN_OPEN/IN_CLOSE_NOWRITE: every writer (and every read
+# of our own) would raise those per change, for nothing. An in-place writer is read when it closes
+# the file (IN_CLOSE_WRITE), an atomic one when it renames (IN_MOVED_TO); IN_MODIFY only marks a
+# file as being written (never read on it), so a half-written file is not taken for a broken one.
+EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent]
+_RELEVANT = frozenset({"created", "modified", "closed", "deleted", "moved"})
+
+
+class OpenWrites:
+    """Task files a writer has open for writing, as inotify tells it: from a create or a modify to the
+    close-write (or a rename onto the name, or a removal).
+
+    The original script writes in place (truncate, write, close), and a writer may be stopped,
+    swapped out or on a slow disk in the middle: the worker does not call such a file invalid until
+    its writer has closed it. Shared by the observer thread (marks) and the worker (asks, forgets).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}  # task id -> monotonic time of its latest create/modify
+
+    def opened(self, task_id: str) -> None:
+        with self._lock:
+            self._since[task_id] = time.monotonic()
+
+    def closed(self, task_id: str) -> None:
+        with self._lock:
+            self._since.pop(task_id, None)
+
+    def is_open(self, task_id: str) -> bool:
+        with self._lock:
+            return task_id in self._since
+
+    def read_whole(self, task_id: str, read_started: float) -> None:
+        """The worker parsed the file it began reading at `read_started`: a mark older than that is
+        spent (files created complete, by link or rename, get no close-write), a newer one stays."""
+        with self._lock:
+            if self._since.get(task_id, read_started) < read_started:
+                del self._since[task_id]
+
+    def clear(self) -> None:
+        """Events were lost (an inotify overflow): what was open may have been closed unseen."""
+        with self._lock:
+            self._since.clear()
 
 
 class TaskEventHandler(FileSystemEventHandler):
     """Maps events on `<root>/<id>.json` to `on_task(id)`; dotfiles, `*.tmp` and `.pulse/` never match."""
 
-    def __init__(self, root: Path, on_task: Callable[[str], None]) -> None:
+    def __init__(self, root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None) -> None:
         self.root = os.fsdecode(os.path.abspath(root))
         self.on_task = on_task
+        self.open_writes = open_writes or OpenWrites()
 
     def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type not in _RELEVANT or event.is_directory:
             return
-        # A move is both a removal at its source and a write at its destination (atomic replace).
+        kind = event.event_type
+        # A move is both a removal at its source and a complete file at its destination (atomic replace).
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if not raw:
                 continue
@@ -54,7 +97,13 @@ class TaskEventHandler(FileSystemEventHandler):
             if os.path.dirname(path) != self.root:
                 continue
             task_id = task_id_from_filename(os.path.basename(path))
-            if task_id is not None:
+            if task_id is None:
+                continue
+            if kind in ("created", "modified"):
+                self.open_writes.opened(task_id)  # marked before the worker can look
+            else:
+                self.open_writes.closed(task_id)
+            if kind != "modified":
                 self.on_task(task_id)
 
 
@@ -79,10 +128,11 @@ class OverflowHook(logging.Handler):
         logging.getLogger(INOTIFY_LOGGER).removeHandler(self)
 
 
-def start_observer(root: Path, on_task: Callable[[str], None]) -> BaseObserver:
+def start_observer(root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None) -> BaseObserver:
     observer = Observer()
     root = Path(os.path.abspath(root))  # watchdog reports paths as given; the handler compares absolute ones
-    observer.schedule(TaskEventHandler(root, on_task), os.fspath(root), recursive=False, event_filter=EVENT_FILTER)
+    observer.schedule(TaskEventHandler(root, on_task, open_writes), os.fspath(root), recursive=False,
+                      event_filter=EVENT_FILTER)
     observer.daemon = True
     observer.start()
     return observer

@@ -25,14 +25,16 @@ from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
 from task_pulsed.differ import invalid_notification
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
+from task_pulsed.watcher import OpenWrites
 
 if TYPE_CHECKING:
     from task_pulsed.scheduler import Timers
 
 log = logging.getLogger("task-pulsed")
 
-# How long a file that fails to parse is given to settle before it counts as invalid: the original
-# script writes in place (truncate, then write), so a reader can catch it half written.
+# A file that fails to parse while no writer has it open (see `OpenWrites`) is read once more after
+# this long before it counts as invalid: the event that marks a new in-place write may still be on
+# its way from the kernel.
 SETTLE_SECONDS = 0.25
 # Files processed per transaction during a scan (each file's snapshot and notifications stay atomic).
 SCAN_BATCH = 500
@@ -101,8 +103,11 @@ class Worker(threading.Thread):
 
     def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions,
                  heartbeat: Callable[[dict[str, int]], None] | None = None, heartbeat_every: float | None = None,
-                 on_new: Callable[[], None] | None = None) -> None:
+                 on_new: Callable[[], None] | None = None, open_writes: OpenWrites | None = None) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
+        # Files a writer has open: not judged until closed. The watcher marks them; a worker fed by
+        # hand (tests, a scan alone) sees none open.
+        self.open_writes = open_writes or OpenWrites()
         self.store, self.queue, self.timers, self.options = store, queue, timers, options
         self.policy = options.policy
         # Called from this thread's loop with fresh stats at least every `heartbeat_every` seconds:
@@ -228,14 +233,15 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         seen = self.outbox.seen(task_id)
         path = self.store.root / f"{task_id}.json"
+        read_started = time.monotonic()
         try:
             data, st = read_task_file(path)
         except FileNotFoundError:
-            if seen is not None:
-                self.outbox.record(task_id, None, [])
-                self.timers.set("stall", task_id, None)
-                self.timers.set("flush", task_id, None)
-                log.info("%s: file removed, forgotten", task_id)
+            self.open_writes.closed(task_id)
+            if seen is not None and seen.gone_at is None:
+                self.outbox.mark_gone(task_id, time.time())
+                self._stop_timers(task_id)
+                log.info("%s: file removed", task_id)
             return
         except TaskFormatError as exc:
             self._invalid(task_id, seen, str(exc), str(exc).encode(), None)
@@ -246,11 +252,14 @@ class Worker(threading.Thread):
         try:
             task = task_from_file(data, task_id)
         except TaskFormatError as exc:
+            if self.open_writes.is_open(task_id):
+                return  # half written: its writer's close-write brings it back here
             if attempt == 0:
                 self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
             else:
                 self._invalid(task_id, seen, str(exc), data, sig)
             return
+        self.open_writes.read_whole(task_id, read_started)
         try:
             update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
             update.seen.file_sig, update.seen.digest = sig, digest
@@ -270,12 +279,18 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         cutoff = expiry_cutoff(datetime.now(UTC), self.options.keep_days)
         removed = [i for i in self.outbox.ended_before(cutoff.timestamp()) if self.store.remove_if_expired(i, cutoff)]
-        for task_id in removed:
-            self.process(task_id)  # the file is gone: forgets the task and its timers
+        for task_id in removed:  # removed by us, for good: nothing to keep for a return
+            self.outbox.record(task_id, None, [])
+            self._stop_timers(task_id)
+        self.outbox.purge_gone(cutoff.timestamp())
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
             log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
+
+    def _stop_timers(self, task_id: str) -> None:
+        self.timers.set("stall", task_id, None)
+        self.timers.set("flush", task_id, None)
 
     def _invalid(self, task_id: str, seen: Seen | None, reason: str, content: bytes, sig: str | None) -> None:
         """Report an unreadable file once per distinct content; keep the last good snapshot."""

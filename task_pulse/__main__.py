@@ -1,3 +1,3 @@
-from task_pulse.cli import main
+from task_pulse.entry import main
 
 main()

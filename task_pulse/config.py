@@ -7,28 +7,41 @@ prompts and cron lines keep working. A bad value is a `ConfigError` naming where
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
-from pathlib import Path
-from typing import Any
 
 from task_pulse.errors import ConfigError
+
+# A writer call loads this module: no pathlib, dataclasses or typing at run time (writer_cost.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any
 
 DEFAULT_TASKS_DIR = "~/.openclaw/workspace/tasks"
 CONFIG_FILE = "~/.config/task-pulse/config.toml"
 LANGS = ("zh", "en")
 
 
-@dataclass(frozen=True)
 class Settings:
-    tasks_dir: Path
-    tz_offset_hours: float | None  # None: the machine's local zone
-    stall_seconds: float
-    lang: str
-    keep_days: float
-    progress_interval: float
-    redact_secrets: bool
+    """Every setting, resolved. `tasks_path` is the absolute tasks dir as a string; `tasks_dir` the same
+    as a Path, for everything but the writer's hot path."""
+
+    __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
+                 "redact_secrets")
+
+    def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
+                 keep_days: float, progress_interval: float, redact_secrets: bool) -> None:
+        self.tasks_path = tasks_path
+        self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
+        self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
+        self.progress_interval, self.redact_secrets = progress_interval, redact_secrets
+
+    @property
+    def tasks_dir(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.tasks_path)
 
     @property
     def tz(self) -> tzinfo | None:
@@ -72,19 +85,19 @@ def _switch(text: str) -> bool:
     raise ValueError("must be 1 or 0 (true/false, yes/no, on/off)")
 
 
-def _path(text: str) -> Path:
+def _path(text: str) -> str:
     if not text:
         raise ValueError("must not be empty")
     # Absolute from here on: the watcher matches event paths against it, and a service has another cwd.
-    path = Path(os.path.abspath(os.path.expanduser(text)))
-    if path.exists() and not path.is_dir():  # else each command fails its own way ("File exists", "nothing to drain")
+    path = os.path.abspath(os.path.expanduser(text))
+    if os.path.exists(path) and not os.path.isdir(path):  # else each command fails its own way
         raise ValueError("must be a directory, not a file")
     return path
 
 
 # name -> (environment variable, parser, default)
 _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
-    "tasks_dir": ("TASK_PULSE_DIR", _path, DEFAULT_TASKS_DIR),
+    "tasks_path": ("TASK_PULSE_DIR", _path, DEFAULT_TASKS_DIR),
     "tz_offset_hours": ("TASK_PULSE_TZ", _offset, None),
     "stall_seconds": ("TASK_PULSE_STALL", _positive, "180"),
     "lang": ("TASK_PULSE_LANG", _lang, "zh"),
@@ -94,17 +107,17 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
 }
 
 
-_FLAG_NAMES = {"tasks_dir": "--dir", "lang": "--lang"}
+_FLAG_NAMES = {"tasks_path": "--dir", "lang": "--lang"}
 
 
-def _read_config_file(path: Path) -> dict[str, str]:
+def _read_config_file(path: str) -> dict[str, str]:
     """The TOML file's keys are the environment names in lower case (`task_pulse_stall = 300`)."""
-    if not path.is_file():
+    if not os.path.isfile(path):
         return {}
     import tomllib  # only paid for by users who have a config file
 
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb") as fh:
             data = tomllib.load(fh)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
@@ -114,12 +127,15 @@ def _read_config_file(path: Path) -> dict[str, str]:
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
-    config_file: Path | None = None,
+    config_file: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    """Resolve every setting. `flags` holds command-line values (None = not given)."""
-    flags = flags or {}
+    """Resolve every setting. `flags` holds command-line values (None = not given); `tasks_dir` is
+    accepted as the name of the `--dir` flag."""
+    flags = dict(flags or {})
+    if "tasks_dir" in flags:
+        flags["tasks_path"] = flags.pop("tasks_dir")
     env = os.environ if env is None else env
-    config_path = config_file or Path(os.path.expanduser(CONFIG_FILE))
+    config_path = os.fspath(config_file) if config_file is not None else os.path.expanduser(CONFIG_FILE)
     file_values = _read_config_file(config_path)
     values: dict[str, Any] = {}
     for name, (var, parse, default) in _FIELDS.items():

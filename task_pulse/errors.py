@@ -28,3 +28,9 @@ class BadInput(TaskPulseError):
 
 class ConfigError(BadInput):
     """A setting from the environment or the config file that cannot be used."""
+
+
+def os_error_text(exc: OSError) -> str:
+    """One line for an OSError a command cannot go on after (a full disk, a missing permission)."""
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"

@@ -8,12 +8,18 @@ these texts go to a terminal or a chat.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
 
 from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
+
+# Writer calls load this module for a few words and the progress bar: nothing heavy at import time
+# (typing only for annotations, the secret patterns compiled on first use).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from typing import Any
 
 FIELD_CAP = 200
 
@@ -44,29 +50,33 @@ def clean(value: Any, cap: int = FIELD_CAP) -> str:
 # Secrets an agent may paste into a step message or an error: provider API keys, GitHub and Slack
 # tokens, Telegram bot tokens, AWS key ids, bearer tokens, and credentials in URLs. What is kept
 # (a prefix such as `sk-` or `password=`) says what was there without giving it away.
-_SECRETS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9_-]{16,}"), r"\1***"),
-    (re.compile(r"\b(gh[pousr]_)[A-Za-z0-9]{20,}"), r"\1***"),
-    (re.compile(r"\b(github_pat_)[A-Za-z0-9_]{20,}"), r"\1***"),
-    (re.compile(r"\b(xox[abposr]-)[A-Za-z0-9-]{10,}"), r"\1***"),
-    (re.compile(r"\b(AKIA)[0-9A-Z]{16}\b"), r"\1***"),
-    (re.compile(r"\b(\d{8,10}:)[A-Za-z0-9_-]{35}\b"), r"\1***"),
-    (re.compile(r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1***"),
-    (re.compile(r"(?<![\w-])((?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+",
-                re.I), r"\1***"),
-    (re.compile(r"(://[^/:@\s]+:)[^/@\s]+(@)"), r"\1***\2"),
+_SECRETS: list[tuple[str, int, str]] = [  # (pattern, flags, replacement)
+    (r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9_-]{16,}", 0, r"\1***"),
+    (r"\b(gh[pousr]_)[A-Za-z0-9]{20,}", 0, r"\1***"),
+    (r"\b(github_pat_)[A-Za-z0-9_]{20,}", 0, r"\1***"),
+    (r"\b(xox[abposr]-)[A-Za-z0-9-]{10,}", 0, r"\1***"),
+    (r"\b(AKIA)[0-9A-Z]{16}\b", 0, r"\1***"),
+    (r"\b(\d{8,10}:)[A-Za-z0-9_-]{35}\b", 0, r"\1***"),
+    (r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
+    (r"(?<![\w-])((?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+", re.I,
+     r"\1***"),
+    (r"(://[^/:@\s]+:)[^/@\s]+(@)", 0, r"\1***\2"),
 ]
 
 
-# Any of the above, case aside: one search tells most texts apart without running every pattern.
-_ANY_SECRET = re.compile("|".join(f"(?:{p.pattern})" for p, _ in _SECRETS), re.I)
+@functools.cache
+def _secret_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str]]]:
+    """Any of the secrets, case aside (one search tells most texts apart), and each one's pattern."""
+    any_secret = re.compile("|".join(f"(?:{p})" for p, _, _ in _SECRETS), re.I)
+    return any_secret, [(re.compile(p, flags), replacement) for p, flags, replacement in _SECRETS]
 
 
 def redact(text: str) -> str:
     """`text` with common secrets masked (see _SECRETS)."""
-    if not _ANY_SECRET.search(text):
+    any_secret, patterns = _secret_patterns()
+    if not any_secret.search(text):
         return text
-    for pattern, replacement in _SECRETS:
+    for pattern, replacement in patterns:
         text = pattern.sub(replacement, text)
     return text
 

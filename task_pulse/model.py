@@ -9,11 +9,15 @@ back unchanged, so a rewrite never loses what another tool put there.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from task_pulse.errors import OperationFailed
+
+# `typing` and `dataclasses` cost a writer call more than all of its own work (see
+# tests/benchmarks/writer_cost.py): annotations only, and plain classes below.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 TASK_STATUSES = ("running", "done", "error")
 # Ten years: longer than any job, and far enough from the calendar's end that deadlines stay dates.
@@ -30,17 +34,45 @@ class TaskFormatError(ValueError):
     """The content is not a task; the message says which field and why."""
 
 
-@dataclass
-class Step:
-    name: str
-    status: str = "pending"
-    started_at: str | None = None
-    finished_at: str | None = None
-    message: str | None = None
-    percent: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Known keys the file had as null: written back as null, so a rewrite keeps the writer's shape.
-    nulls: frozenset[str] = frozenset()
+class _Record:
+    """What a dataclass would give Step and Task (equality, repr, a changed copy), without its import."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: not a dict key
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def copy(self, **changes: Any) -> Any:
+        """A shallow copy with `changes` (attribute names) applied."""
+        unknown = set(changes) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(unknown))}")
+        new = object.__new__(type(self))
+        for name in self.__slots__:
+            setattr(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+
+class Step(_Record):
+    __slots__ = ("name", "status", "started_at", "finished_at", "message", "percent", "extra", "nulls")
+
+    def __init__(self, name: str, status: str = "pending", started_at: str | None = None,
+                 finished_at: str | None = None, message: str | None = None, percent: float | None = None,
+                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset()) -> None:
+        self.name, self.status, self.started_at, self.finished_at = name, status, started_at, finished_at
+        self.message, self.percent = message, percent
+        self.extra: dict[str, Any] = {} if extra is None else extra
+        # Known keys the file had as null: written back as null, so a rewrite keeps the writer's shape.
+        self.nulls = nulls
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status}
@@ -52,21 +84,19 @@ class Step:
         return out
 
 
-@dataclass
-class Task:
-    task_id: str
-    name: str
-    status: str
-    steps: list[Step]
-    started_at: str | None = None
-    updated_at: str | None = None
-    finished_at: str | None = None
-    error: str | None = None
-    result: str | None = None
-    rev: int = 0
-    stall_seconds: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    nulls: frozenset[str] = frozenset()  # as on Step
+class Task(_Record):
+    __slots__ = ("task_id", "name", "status", "steps", "started_at", "updated_at", "finished_at", "error",
+                 "result", "rev", "stall_seconds", "extra", "nulls")
+
+    def __init__(self, task_id: str, name: str, status: str, steps: list[Step], started_at: str | None = None,
+                 updated_at: str | None = None, finished_at: str | None = None, error: str | None = None,
+                 result: str | None = None, rev: int = 0, stall_seconds: float | None = None,
+                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset()) -> None:
+        self.task_id, self.name, self.status, self.steps = task_id, name, status, steps
+        self.started_at, self.updated_at, self.finished_at = started_at, updated_at, finished_at
+        self.error, self.result, self.rev, self.stall_seconds = error, result, rev, stall_seconds
+        self.extra: dict[str, Any] = {} if extra is None else extra
+        self.nulls = nulls  # as on Step
 
     # -- derived views ---------------------------------------------------------------------------
 

@@ -28,7 +28,11 @@ from typing import Any
 
 from task_pulse.model import Task, parse_time, task_from_dict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version adds to the one before, for a database made by an older task-pulse.
+MIGRATIONS = {
+    2: "ALTER TABLE seen ADD COLUMN gone_at REAL",
+}
 DB_NAME = "state.db"
 
 
@@ -50,7 +54,8 @@ class SQL:
         progress_at REAL,               -- unix time of the last progress push
         held        TEXT,               -- a progress notification held back by the throttle (JSON)
         stall_at    REAL,               -- unix time the task becomes stalled if not updated (NULL: never)
-        ended_at    REAL                -- unix time a done/error task ended (finishedAt, else updatedAt)
+        ended_at    REAL,               -- unix time a done/error task ended (finishedAt, else updatedAt)
+        gone_at     REAL                -- unix time its file was removed (kept: a file put back is not news)
     );
     CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS notifications (
@@ -87,25 +92,31 @@ class SQL:
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
     GET_SEEN = """
-    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest FROM seen
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at FROM seen
     WHERE task_id = ?
     """
     TIMERS = """
     SELECT task_id, stall_at, progress_at, held IS NOT NULL FROM seen WHERE stall_at IS NOT NULL OR held IS NOT NULL
     """
-    SEEN_SIGS = "SELECT task_id, file_sig FROM seen"
+    SEEN_SIGS = "SELECT task_id, file_sig FROM seen WHERE gone_at IS NULL"
     PUT_SEEN = """
     INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest)
     VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at, :digest)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
-        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
-    ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? ORDER BY ended_at"
-    COUNT_SEEN = "SELECT count(*) FROM seen"
-    COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL"
+    # The file is gone: no timers, nothing held; the snapshot, run and throttle stay for its return.
+    MARK_GONE = """
+    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL
+    WHERE task_id = :task_id AND gone_at IS NULL
+    """
+    PURGE_GONE = "DELETE FROM seen WHERE gone_at < ?"
+    ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? AND gone_at IS NULL ORDER BY ended_at"
+    COUNT_SEEN = "SELECT count(*) FROM seen WHERE gone_at IS NULL"
+    COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL AND gone_at IS NULL"
 
     INSERT_NOTIFICATION = """
     INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
@@ -242,6 +253,7 @@ class Seen:
     held: dict[str, Any] | None = None
     stall_at: float | None = None
     digest: str | None = None
+    gone_at: float | None = None  # its file was removed then (unix time); None while it is there
 
 
 class Outbox:
@@ -272,11 +284,15 @@ class Outbox:
         self.db.executescript(SQL.SCHEMA)
         with self.transaction():
             row = self.db.execute(SQL.GET_META, ("schema_version",)).fetchone()
-            if row is None:
+            if row is None:  # a new database: SCHEMA made it current
                 self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
             elif int(row[0]) > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema {row[0]} is newer than this task-pulse's ({SCHEMA_VERSION}); "
                                             "upgrade task-pulse")
+            elif int(row[0]) < SCHEMA_VERSION:
+                for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
+                    self.db.execute(MIGRATIONS[version])
+                self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         self.db.close()
@@ -334,7 +350,8 @@ class Outbox:
             return None
         return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
                     file_sig=row[3], stalled_for=row[4], progress_at=row[5],
-                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7], digest=row[8])
+                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7], digest=row[8],
+                    gone_at=row[9])
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
@@ -376,6 +393,16 @@ class Outbox:
                     "created_at": created_at, "text": n.text, "data": json.dumps(n.data, ensure_ascii=False)})
                 inserted += cur.rowcount
         return inserted
+
+    def mark_gone(self, task_id: str, at: float) -> bool:
+        """The task's file was removed at unix time `at`. False if it was not known, or already gone."""
+        with self.transaction() as db:
+            return db.execute(SQL.MARK_GONE, {"task_id": task_id, "now": at}).rowcount > 0
+
+    def purge_gone(self, before: float) -> int:
+        """Forget tasks whose file has been gone since before unix time `before`."""
+        with self.transaction() as db:
+            return db.execute(SQL.PURGE_GONE, (before,)).rowcount
 
     def purge_delivered(self, before: float) -> int:
         with self.transaction() as db:

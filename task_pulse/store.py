@@ -14,14 +14,18 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
-from task_pulse.messages import redact
 from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time
+
+# A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
+# import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+    from types import TracebackType
 
 MAX_ID_BYTES = 200
 # A task file is a few KB. Anything bigger is refused before it is read whole.
@@ -57,6 +61,8 @@ def id_stem(name: str) -> str:
     Secrets are masked first (a name like `deploy ghp_…` must not leak the token through the id).
     At most 60 characters, as in the original, and short enough in UTF-8 bytes that the full id fits.
     """
+    from task_pulse.messages import redact  # its patterns cost a heartbeat nothing
+
     stem = re.sub(r"[^\w\-]", "-", redact(name)).strip("-")[:60]
     while len(stem.encode("utf-8")) > _STEM_MAX_BYTES:
         stem = stem[:-1]
@@ -75,7 +81,7 @@ def task_id_from_filename(name: str) -> str | None:
     return task_id
 
 
-def read_task_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
+def read_task_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
     """Read a task file without following symlinks or blocking on FIFOs; its content and stat.
 
     Raises FileNotFoundError when it is gone, TaskFormatError when it is not something we read.
@@ -130,27 +136,41 @@ def _iso(now: datetime) -> str:
 class TaskStore:
     """One tasks directory. Cheap to construct; touches the disk only when asked."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.pulse_dir = self.root / PULSE_DIR
-        self.locks_dir = self.pulse_dir / "locks"
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self._root = os.fspath(root)
+        self._pulse = os.path.join(self._root, PULSE_DIR)
+        self._locks = os.path.join(self._pulse, "locks")
         # Temp files live outside the watched dir: an atomic write then raises a single inotify event
         # (the rename's arrival) instead of create + close + rename pair, for the daemon to skip.
-        self.tmp_dir = self.pulse_dir / "tmp"
+        self._tmp = os.path.join(self._pulse, "tmp")
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path
+
+        return Path(self._root)
+
+    @property
+    def pulse_dir(self) -> Path:
+        return self.root / PULSE_DIR
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.pulse_dir / "locks"
 
     # -- paths and ids -----------------------------------------------------------------------------
 
-    def path_for(self, task_id: str) -> Path:
-        return self.root / f"{check_task_id(task_id)}{_SUFFIX}"
+    def path_for(self, task_id: str) -> str:
+        return os.path.join(self._root, f"{check_task_id(task_id)}{_SUFFIX}")
 
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        for private in (self.pulse_dir, self.locks_dir, self.tmp_dir):
+        os.makedirs(self._root, exist_ok=True)
+        for private in (self._pulse, self._locks, self._tmp):
             try:
-                private.mkdir(mode=0o700)
+                os.mkdir(private, 0o700)
             except FileExistsError:
-                st = private.lstat()
+                st = os.lstat(private)
                 if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):
                     os.chmod(private, 0o700)  # made by hand or by an older tool: private again
 
@@ -161,7 +181,7 @@ class TaskStore:
         them as unreadable instead of silently skipping them; `read_task_file` refuses to open them.
         """
         try:
-            names = os.listdir(self.root)
+            names = os.listdir(self._root)
         except FileNotFoundError:
             return []
         return sorted(i for i in map(task_id_from_filename, names) if i is not None)
@@ -180,7 +200,7 @@ class TaskStore:
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
-            raise TaskNotFound(f"task '{id_or_prefix}' not found in {self.root}")
+            raise TaskNotFound(f"task '{id_or_prefix}' not found in {self._root}")
         states = {i: self._status_of(i) for i in candidates}
         running = [i for i in candidates if states[i] == "running"]
         if len(running) == 1:
@@ -192,7 +212,7 @@ class TaskStore:
     def _ids_starting_with(self, prefix: str) -> list[str]:
         # Filter by name before validating: cheap in a directory of many thousand tasks.
         try:
-            names = [n for n in os.listdir(self.root) if n.startswith(prefix)]
+            names = [n for n in os.listdir(self._root) if n.startswith(prefix)]
         except FileNotFoundError:
             return []
         return sorted(i for i in map(task_id_from_filename, names) if i is not None)
@@ -211,9 +231,9 @@ class TaskStore:
         try:
             return task_from_file(read_task_file(path)[0], task_id)
         except FileNotFoundError:
-            raise TaskNotFound(f"task '{task_id}' not found in {self.root}") from None
+            raise TaskNotFound(f"task '{task_id}' not found in {self._root}") from None
         except TaskFormatError as exc:
-            raise OperationFailed(f"task file {path.name} is not readable: {exc}") from None
+            raise OperationFailed(f"task file {os.path.basename(path)} is not readable: {exc}") from None
 
     def iter_tasks(self) -> Iterator[tuple[str, Task | TaskFormatError]]:
         """Every task file, parsed one at a time; a file that is not a task comes with its reason."""
@@ -230,25 +250,10 @@ class TaskStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    @contextmanager
-    def locked(self, task_id: str) -> Iterator[None]:
-        """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for the block."""
+    def locked(self, task_id: str) -> _TaskLock:
+        """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for a `with` block."""
         self.ensure_dirs()
-        lock_path = self.locks_dir / f"{check_task_id(task_id)}.lock"
-        while True:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
-            if _still_linked(fd, lock_path):
-                break
-            os.close(fd)  # a sweep removed the file while we waited: lock the one that is there now
-        try:
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+        return _TaskLock(os.path.join(self._locks, f"{check_task_id(task_id)}.lock"))
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -258,24 +263,24 @@ class TaskStore:
         """
         removed = 0
         try:
-            names = os.listdir(self.locks_dir)
+            names = os.listdir(self._locks)
         except FileNotFoundError:
             return 0
         for name in names:
             task_id = name.removesuffix(".lock")
             try:
-                if task_id == name or self.path_for(task_id).exists():
+                if task_id == name or os.path.lexists(self.path_for(task_id)):
                     continue
             except BadInput:  # not a name a task can have (".lock", a stray file): not ours to judge
                 continue
-            lock_path = self.locks_dir / name
+            lock_path = os.path.join(self._locks, name)
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if _still_linked(fd, lock_path) and not self.path_for(task_id).exists():
+                if _still_linked(fd, lock_path) and not os.path.lexists(self.path_for(task_id)):
                     os.unlink(lock_path)
                     removed += 1
             except OSError:
@@ -287,7 +292,7 @@ class TaskStore:
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
         final = self.path_for(task.task_id)
-        tmp = self.tmp_dir / f"{task.task_id}{_SUFFIX}.tmp"
+        tmp = os.path.join(self._tmp, f"{task.task_id}{_SUFFIX}.tmp")
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
@@ -306,8 +311,7 @@ class TaskStore:
             else:
                 os.replace(tmp, final)
         except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(tmp)
+            _unlink_if_there(tmp)
             raise
 
     def create(
@@ -374,10 +378,8 @@ class TaskStore:
                 return False
             if not finished_before(current, cutoff):
                 return False
-            with suppress(FileNotFoundError):
-                os.unlink(self.path_for(task_id))
-            with suppress(FileNotFoundError):
-                os.unlink(self.locks_dir / f"{task_id}.lock")
+            _unlink_if_there(self.path_for(task_id))
+            _unlink_if_there(os.path.join(self._locks, f"{task_id}.lock"))
         return True
 
     def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
@@ -391,7 +393,39 @@ class TaskStore:
         return removed
 
 
-def _still_linked(fd: int, path: Path) -> bool:
+class _TaskLock:
+    """`flock` on a task's lock file for a `with` block (a class: contextlib is not worth its import)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            if _still_linked(fd, self.path):
+                self.fd = fd
+                return
+            os.close(fd)  # a sweep removed the file while we waited: lock the one that is there now
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        os.close(self.fd)  # closing releases the lock
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:  # noqa: SIM105 - contextlib.suppress would cost a writer call its import
+        return
+
+
+def _still_linked(fd: int, path: str) -> bool:
     """Whether the open file `fd` is still the file at `path` (not unlinked or replaced meanwhile)."""
     try:
         return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))

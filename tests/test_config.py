@@ -50,9 +50,11 @@ def test_precedence(name: str, tmp_path: Path) -> None:
 
 
 def test_defaults(tmp_path: Path) -> None:
-    assert load_settings({}, {}, no_file(tmp_path)) == Settings(
-        tasks_dir=Path(os.path.expanduser("~/.openclaw/workspace/tasks")), tz_offset_hours=None,
-        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0, redact_secrets=True)
+    settings = load_settings({}, {}, no_file(tmp_path))
+    expected = Settings(tasks_path=os.path.expanduser("~/.openclaw/workspace/tasks"), tz_offset_hours=None,
+                        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0, redact_secrets=True)
+    assert [getattr(settings, n) for n in Settings.__slots__] == [getattr(expected, n) for n in Settings.__slots__]
+    assert settings.tasks_dir == Path(expected.tasks_path)
 
 
 def test_all_from_file(tmp_path: Path) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import stat
 import time
 from pathlib import Path
 
 from task_pulse.model import task_from_dict
-from task_pulse.outbox import Card, Notification, Outbox, Queued, Seen
+from task_pulse.outbox import SCHEMA_VERSION, Card, Notification, Outbox, Queued, Seen
 from tests.conftest import drained_keys, start_drain_loop, wait_for
 
 
@@ -27,8 +29,34 @@ def test_database_is_private_and_wal(tasks_dir: Path) -> None:
     outbox.record("t1", snapshot(), [note("k1")])
     assert stat.S_IMODE((tasks_dir / ".pulse" / "state.db").stat().st_mode) == 0o600
     assert outbox.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert outbox.get_meta("schema_version") == "1"
+    assert outbox.get_meta("schema_version") == str(SCHEMA_VERSION)
     outbox.close()
+
+
+def test_a_database_of_schema_1_is_migrated_in_place(tasks_dir: Path) -> None:
+    """What task-pulse 0.1 made: `seen` without gone_at. Its rows and notifications survive the upgrade."""
+    (tasks_dir / ".pulse").mkdir(mode=0o700)
+    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
+    db.executescript("""
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE seen (task_id TEXT PRIMARY KEY, snapshot TEXT NOT NULL, run INTEGER NOT NULL, file_sig TEXT,
+                           digest TEXT, stalled_for TEXT, progress_at REAL, held TEXT, stall_at REAL, ended_at REAL);
+    """)
+    db.execute("INSERT INTO seen (task_id, snapshot, run) VALUES ('t1', ?, 0)",
+               (json.dumps(snapshot().snapshot.to_dict()),))
+    db.commit()
+    db.close()
+    outbox = Outbox.for_tasks_dir(tasks_dir)  # the rest of the schema is new to it: made as it opens
+    outbox.record("t2", snapshot("t2"), [note("k1")])
+    outbox.close()
+    again = Outbox.for_tasks_dir(tasks_dir)
+    assert again.get_meta("schema_version") == str(SCHEMA_VERSION)
+    seen = again.seen("t1")
+    assert seen is not None and seen.gone_at is None
+    assert again.mark_gone("t1", 1000.0) and again.seen("t1").gone_at == 1000.0  # type: ignore[union-attr]
+    assert [n.key for n in again.claim("me")] == ["k1"]
+    again.close()
 
 
 def test_record_stores_snapshot_and_notifications_together(tasks_dir: Path) -> None:

@@ -93,8 +93,9 @@ def test_the_original_skill_in_the_same_folder_is_not_clobbered(tmp_path: Path) 
     (dest / "scripts" / "task_pulse.py").write_text("# the original script\n")
     assert install(dest).exit_code == 1
     assert (dest / "SKILL.md").read_text().endswith("the original\n")
-    assert install(dest, "--force").exit_code == 0
-    assert (dest / "scripts" / "task_pulse.py").read_text() == "# the original script\n"  # not ours: untouched
+    assert (dest / "scripts" / "task_pulse.py").read_text() == "# the original script\n"
+    assert install(dest, "--force").exit_code == 0  # replaced on request: prompts calling the script now run ours
+    assert (dest / "scripts" / "task_pulse.py").read_bytes() == shipped()["scripts/task_pulse.py"]
 
 
 def test_default_destination_is_the_openclaw_workspace(tmp_path: Path) -> None:

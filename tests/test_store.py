@@ -69,7 +69,7 @@ def test_path_for_refuses_hostile_ids(tmp_path: Path) -> None:
     store = TaskStore(tmp_path)
     with pytest.raises(BadInput):
         store.path_for("../../x")
-    assert store.path_for("日报") == tmp_path / "日报.json"
+    assert store.path_for("日报") == str(tmp_path / "日报.json")
 
 
 # -- create -----------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_create_needs_steps(tmp_path: Path) -> None:
 def test_create_stall_seconds(tmp_path: Path) -> None:
     store = TaskStore(tmp_path)
     task = store.create("x", ["a"], NOW, stall_seconds=600)
-    assert json.loads(store.path_for(task.task_id).read_text())["stallSeconds"] == 600
+    assert json.loads(Path(store.path_for(task.task_id)).read_text())["stallSeconds"] == 600
 
 
 def test_permissions(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def running_worker(store: TaskStore, **options: bool) -> Iterator[tuple[Worker, 
 def seen_rows(tasks_dir: Path) -> int:
     db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
     try:
-        return db.execute("SELECT count(*) FROM seen").fetchone()[0]
+        return db.execute("SELECT count(*) FROM seen WHERE gone_at IS NULL").fetchone()[0]  # files still there
     finally:
         db.close()
 

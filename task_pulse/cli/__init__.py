@@ -6,5 +6,7 @@ from task_pulse.cli.base import FiniteRange, cli
 __all__ = ["FiniteRange", "cli", "main"]
 
 
-def main() -> None:
-    cli.main(prog_name="task-pulse")
+def main(args: list[str] | None = None) -> None:
+    """The click CLI. The `task-pulse` command enters through `task_pulse.entry`, which runs a plain
+    writer call itself and hands everything else here."""
+    cli.main(args=args, prog_name="task-pulse")

@@ -15,7 +15,7 @@ import click
 
 from task_pulse import __version__
 from task_pulse.config import LANGS, Settings, load_settings
-from task_pulse.errors import TaskPulseError
+from task_pulse.errors import TaskPulseError, os_error_text
 from task_pulse.store import TaskStore
 
 
@@ -35,7 +35,7 @@ class Context:
 
     @property
     def store(self) -> TaskStore:
-        return TaskStore(self.settings.tasks_dir)
+        return TaskStore(self.settings.tasks_path)
 
     @property
     def lang(self) -> str:
@@ -51,8 +51,7 @@ class _Group(click.Group):
         except TaskPulseError as exc:
             _fail(str(exc), exc.exit_code)
         except OSError as exc:
-            where = f": {exc.filename}" if exc.filename else ""
-            _fail(f"{exc.strerror or exc}{where}", 1)
+            _fail(os_error_text(exc), 1)
 
 
 def _fail(message: str, code: int) -> NoReturn:

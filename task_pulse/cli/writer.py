@@ -1,49 +1,26 @@
 """Writer verbs: what agents, sub-agents and cron scripts call to move a task along.
 
 They follow the original Live Task Pulse script (verbs, positional messages, output lines), so
-existing prompts keep working.
+existing prompts keep working. This is their click front end (arguments, options, help); what they
+do is `task_pulse.writer`, which a plain call reaches without click (`task_pulse.entry`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import click
 
+from task_pulse import writer
 from task_pulse.cli.base import Context, FiniteRange, cli, emit, json_option, pass_ctx
-from task_pulse.messages import format_duration, progress_bar, word
-from task_pulse.model import MAX_STALL_SECONDS, Task, parse_time
+from task_pulse.model import MAX_STALL_SECONDS
 
 # A message is free text: "-3 duplicates removed" is a message, not an unknown option -3.
 FREE_TEXT = {"ignore_unknown_options": True}
 
 
-def _join(words: tuple[str, ...]) -> str | None:
-    return " ".join(words) if words else None
-
-
-def _change(ctx: Context, id_or_prefix: str, change: Callable[[Task, str], bool | None]) -> tuple[Task, bool]:
-    """Resolve the id, then apply `change(task, now_iso)` under the task's lock.
-
-    Returns the task and whether it was written (False: `change` found nothing to change).
-    """
-    store = ctx.store
-    task_id = store.resolve(id_or_prefix)
-    now = ctx.settings.now()
-    changed = True
-
-    def apply(task: Task) -> bool | None:
-        nonlocal changed
-        changed = change(task, now.isoformat()) is not False
-        return changed
-
-    return store.update(task_id, apply, now), changed
-
-
-def _note(text: str) -> None:
-    """A remark on stderr that does not make the call fail (stdout stays what scripts parse)."""
-    click.echo(f"note: {text}", err=True)
-
+def _show(ctx: Context, outcome: writer.Outcome) -> None:
+    for note in outcome.notes:
+        click.echo(f"note: {note}", err=True)
+    emit(ctx, outcome.text, outcome.data)
 
 
 @cli.command()
@@ -62,8 +39,7 @@ def create(ctx: Context, name: str, steps: tuple[str, ...], stall: float | None,
       task-pulse create "日报发布" 抓取 筛选 写稿 发布
       task-pulse create --stall 600 --id nightly-build "Nightly build" compile test package
     """
-    task = ctx.store.create(name, list(steps), ctx.settings.now(), stall_seconds=stall, task_id=task_id)
-    emit(ctx, task.task_id, task.to_dict())
+    _show(ctx, writer.create(ctx.settings, name, list(steps), stall, task_id))
 
 
 @cli.command("next", context_settings=FREE_TEXT)
@@ -80,11 +56,7 @@ def next_(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
     Example:
       task-pulse next 日报发布-20261124-093000 "抓取了25条数据"
     """
-    text = _join(message)
-    task, _ = _change(ctx, task_id, lambda t, now: t.advance(now, text))
-    current = task.running_step
-    emit(ctx, f"[{task.done_count}/{task.total}] {progress_bar(task.done_count, task.total)} → "
-               f"{current.name if current else '—'}", task.to_dict())
+    _show(ctx, writer.advance(ctx.settings, task_id, message))
 
 
 @cli.command(context_settings=FREE_TEXT)
@@ -104,14 +76,7 @@ def heartbeat(ctx: Context, task_id: str, message: tuple[str, ...], percent: flo
     Example:
       task-pulse heartbeat 日报发布 "已处理60%" --percent 60
     """
-    text = _join(message)
-    task, changed = _change(ctx, task_id, lambda t, _now: t.touch(text, percent))
-    if not changed:
-        _note(f"task '{task.task_id}' has already ended ({task.status}); nothing to refresh")
-    elif (text is not None or percent is not None) and task.running_step is None:
-        _note(f"task '{task.task_id}' has no running step ({task.done_count}/{task.total} done); "
-              "refreshed, message not kept")
-    emit(ctx, "💓 ok", task.to_dict())
+    _show(ctx, writer.heartbeat(ctx.settings, task_id, message, percent))
 
 
 @cli.command(context_settings=FREE_TEXT)
@@ -128,13 +93,7 @@ def done(ctx: Context, task_id: str, result: tuple[str, ...]) -> None:
     Example:
       task-pulse done 日报发布 "已发布 https://example.com/daily"
     """
-    text = _join(result)
-    task, changed = _change(ctx, task_id, lambda t, now: t.finish(now, text))
-    if not changed:
-        _note(f"task '{task.task_id}' was already done at {task.finished_at}; nothing changed")
-    started, finished = parse_time(task.started_at), parse_time(task.finished_at)
-    duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
-    emit(ctx, f"✅ {word('done', ctx.lang)}{duration}", task.to_dict())
+    _show(ctx, writer.done(ctx.settings, task_id, result))
 
 
 @cli.command(context_settings=FREE_TEXT)
@@ -151,11 +110,7 @@ def error(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
     Example:
       task-pulse error 日报发布 "发布接口返回 502"
     """
-    text = " ".join(message)
-    task, changed = _change(ctx, task_id, lambda t, now: t.fail(now, text))
-    if not changed:
-        _note(f"task '{task.task_id}' had already failed at {task.finished_at}; nothing changed")
-    emit(ctx, f"❌ {task.error if not changed and task.error else text}", task.to_dict())
+    _show(ctx, writer.fail(ctx.settings, task_id, message))
 
 
 @cli.command(context_settings={"ignore_unknown_options": False})

@@ -17,8 +17,11 @@ from pathlib import Path
 
 from task_pulse.errors import OperationFailed
 
-SKILL_FILES = ("SKILL.md", "references/integration-guide.md")
+SKILL_FILES = ("SKILL.md", "references/integration-guide.md", "scripts/task_pulse.py")
 MANIFEST = ".task-pulse-skill.json"
+# Where `scripts/task_pulse.py` (the original's script, for prompts that call it by path) finds this
+# installation of task-pulse: written on every install, since the interpreter may have moved.
+RUNTIME = ".task-pulse.json"
 
 
 def _sha(data: bytes) -> str:
@@ -52,6 +55,7 @@ def install(dest: Path, *, force: bool = False) -> list[str]:
     if foreign and not force:
         raise OperationFailed(f"{dest} has edited or foreign files ({', '.join(foreign)}); "
                               "keep them, or replace them with --force")
+    _write_runtime(dest)
     if not changed:
         return [f"{dest}: up to date"]
     for name in changed:
@@ -59,10 +63,26 @@ def install(dest: Path, *, force: bool = False) -> list[str]:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_bytes(new[name])
+        if name.endswith(".py"):
+            tmp.chmod(0o755)  # `scripts/task_pulse.py` may be run directly too
         os.replace(tmp, path)
     (dest / MANIFEST).write_text(json.dumps({"files": {n: _sha(d) for n, d in new.items()}}, indent=2) + "\n")
     return [f"wrote {dest / name}" for name in changed] + (
         [f"replaced edited files: {', '.join(foreign)}"] if foreign else [])
+
+
+def _write_runtime(dest: Path) -> None:
+    """Record this interpreter, and where it finds task_pulse and click, for `scripts/task_pulse.py`."""
+    import sys
+
+    import click
+
+    import task_pulse
+
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or ""))) for m in (task_pulse, click)]
+    record = {"python": sys.executable, "version": list(sys.version_info[:2]), "paths": list(dict.fromkeys(paths))}
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / RUNTIME).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def remove(dest: Path) -> list[str]:
@@ -85,6 +105,8 @@ def remove(dest: Path) -> list[str]:
         done.append(f"kept edited files in {dest}: {', '.join(kept)}")
     else:
         (dest / MANIFEST).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (dest / RUNTIME).unlink()
     for folder in sorted({(dest / n).parent for n in recorded} | {dest}, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty: anything else someone put there stays

@@ -1,0 +1,104 @@
+"""The writer verbs as plain functions: what `create`, `next`, `heartbeat`, `done` and `error` do.
+
+Two front ends call them: the click CLI (`task_pulse.cli.writer`: help, options, usage errors) and
+the entry point's fast path (`task_pulse.entry`), which runs a plain writer call without importing
+click. Each returns an `Outcome`: the line to print (the original script's output), the task as data
+for `--json`, and remarks for stderr that do not make the call fail.
+"""
+
+from __future__ import annotations
+
+from task_pulse.messages import format_duration, progress_bar, word
+from task_pulse.model import parse_time
+from task_pulse.store import TaskStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from task_pulse.config import Settings
+    from task_pulse.model import Task
+
+
+class Outcome:
+    __slots__ = ("text", "data", "notes")
+
+    def __init__(self, text: str, task: Task, notes: list[str] | None = None) -> None:
+        self.text, self.data, self.notes = text, task.to_dict(), notes or []
+
+
+def _change(settings: Settings, id_or_prefix: str, change: Callable[[Task, str], bool | None]) -> tuple[Task, bool]:
+    """Resolve the id, then apply `change(task, now_iso)` under the task's lock.
+
+    Returns the task and whether it was written (False: `change` found nothing to change).
+    """
+    store = TaskStore(settings.tasks_path)
+    task_id = store.resolve(id_or_prefix)
+    now = settings.now()
+    changed = True
+
+    def apply(task: Task) -> bool:
+        nonlocal changed
+        changed = change(task, now.isoformat()) is not False
+        return changed
+
+    return store.update(task_id, apply, now), changed
+
+
+def _join(words: list[str] | tuple[str, ...]) -> str | None:
+    return " ".join(words) if words else None
+
+
+def create(settings: Settings, name: str, steps: list[str], stall: float | None = None,
+           task_id: str | None = None) -> Outcome:
+    task = TaskStore(settings.tasks_path).create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
+    return Outcome(task.task_id, task)
+
+
+def advance(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...]) -> Outcome:
+    text = _join(message)
+    task, _ = _change(settings, id_or_prefix, lambda t, now: t.advance(now, text))
+    current = task.running_step
+    bar = progress_bar(task.done_count, task.total)
+    return Outcome(f"[{task.done_count}/{task.total}] {bar} → {current.name if current else '—'}", task)
+
+
+def heartbeat(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...],
+              percent: float | None = None) -> Outcome:
+    text = _join(message)
+    task, changed = _change(settings, id_or_prefix, lambda t, _now: t.touch(text, percent))
+    notes = []
+    if not changed:
+        notes.append(f"task '{task.task_id}' has already ended ({task.status}); nothing to refresh")
+    elif (text is not None or percent is not None) and task.running_step is None:
+        notes.append(f"task '{task.task_id}' has no running step ({task.done_count}/{task.total} done); "
+                     "refreshed, message not kept")
+    return Outcome("💓 ok", task, notes)
+
+
+def done(settings: Settings, id_or_prefix: str, result: list[str] | tuple[str, ...]) -> Outcome:
+    text = _join(result)
+    task, changed = _change(settings, id_or_prefix, lambda t, now: t.finish(now, text))
+    started, finished = parse_time(task.started_at), parse_time(task.finished_at)
+    duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
+    notes = [] if changed else [f"task '{task.task_id}' was already done at {task.finished_at}; nothing changed"]
+    return Outcome(f"✅ {word('done', settings.lang)}{duration}", task, notes)
+
+
+def fail(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...]) -> Outcome:
+    text = " ".join(message)
+    task, changed = _change(settings, id_or_prefix, lambda t, now: t.fail(now, text))
+    if changed:
+        return Outcome(f"❌ {text}", task)
+    return Outcome(f"❌ {task.error or text}", task,
+                   [f"task '{task.task_id}' had already failed at {task.finished_at}; nothing changed"])
+
+
+# For the fast path: verb -> (fewest operands, run with the operands as given on the command line).
+PLAIN_CALLS: dict[str, tuple[int, Callable[[Settings, list[str]], Outcome]]] = {
+    "create": (2, lambda s, ops: create(s, ops[0], ops[1:])),
+    "next": (1, lambda s, ops: advance(s, ops[0], ops[1:])),
+    "heartbeat": (1, lambda s, ops: heartbeat(s, ops[0], ops[1:])),
+    "done": (1, lambda s, ops: done(s, ops[0], ops[1:])),
+    "error": (2, lambda s, ops: fail(s, ops[0], ops[1:])),
+}
