@@ -65,13 +65,24 @@ def _current_name(task: Task) -> str | None:
     return step.name if step else None
 
 
-# A step that finished this close to its task's `done` was finished by that `done` (the original
-# script stamps the two microseconds apart).
-SAME_MOMENT_SECONDS = 1.0
+# The original script stamps a task's finishedAt and that of the step its `done` finishes a few
+# microseconds apart; two separate calls (`next`, then `done`) are a process start apart at least.
+SAME_MOMENT_SECONDS = 0.01
 
 
-def _same_moment(a: str | None, b: str | None) -> bool:
-    ta, tb = parse_time(a), parse_time(b)
+def _finished_by_the_end(old: Task | None, new: Task, prior: Step | None, step: Step) -> bool:
+    """Whether `step` was finished by the write that finished the task (then one message says both).
+
+    Revisions tell when the daemon saw the write just before this one: a step running then was
+    finished by this write. Several task-pulse writes seen at once: its `done` gives the step the
+    task's own finishedAt. A writer that knows nothing of `rev` (the original script; `rev` absent or
+    unchanged): its stamps are microseconds apart.
+    """
+    if old is not None and new.rev and new.rev == old.rev + 1:
+        return prior is not None and prior.status == "running"
+    if new.rev and (old is None or new.rev != old.rev):
+        return step.finished_at is not None and step.finished_at == new.finished_at
+    ta, tb = parse_time(step.finished_at), parse_time(new.finished_at)
     return ta is not None and tb is not None and abs((ta - tb).total_seconds()) <= SAME_MOMENT_SECONDS
 
 
@@ -149,7 +160,7 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         result = step.message
         if prior is not None and prior.status == "running" and prior.message == result:
             result = None  # what a heartbeat said while the step ran, not what the step produced
-        if ends_done and not result and _same_moment(step.finished_at, new.finished_at):
+        if ends_done and not result and _finished_by_the_end(old, new, prior, step):
             continue  # finished by the task's `done`: the done message says it; one message, not two
         following = new.steps[i + 1] if i + 1 < len(new.steps) else None
         show_next = following is not None and (new.status == "running" or following.status != "pending")

@@ -31,7 +31,7 @@ def daily() -> list[Step]:
 
 def test_the_card_shows_the_whole_task() -> None:
     assert render_card(task(daily()), NOW) == (
-        "🔄 【日报发布】[1/4] ██░░░░░░░░ · 30m0s\n"
+        "🔄 【日报发布】[1/4] ██░░░░░░░░ · 30分钟\n"
         "✅ 抓取（抓取了25条数据）\n"
         "🔄 筛选: 60% 已处理60%\n"
         "⏳ 写稿\n"
@@ -48,7 +48,7 @@ def test_the_card_in_english_when_stalled_done_and_failed() -> None:
     failed = task([Step("a", "done"), Step("b", "error", message="502")], "error", error="upstream 502")
     assert render_card(failed, NOW).splitlines()[-2:] == ["❌ b: 502", "错误: upstream 502"]
     assert render_card(task(daily()), NOW, stalled=True).startswith(
-        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · 可能卡住了（2m0s无更新）")
+        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · 可能卡住了（2分钟无更新）")
 
 
 def test_a_200_step_card_folds_and_stays_under_the_limit() -> None:

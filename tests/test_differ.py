@@ -223,3 +223,19 @@ def test_failed_between_steps_names_where_the_task_was() -> None:
     assert diff_tasks(old, new, NOW).notifications[0].text.endswith("当前步骤: 步骤已全部完成 [2/2]")
     en = diff_tasks(old, new, NOW, lang="en").notifications[0].text
     assert en.endswith("At step: all steps done [2/2]")
+
+
+def test_a_next_just_before_done_is_still_told_when_both_are_seen_in_one_read() -> None:
+    """task-pulse files carry `rev`: a step finished by an earlier write (`next` 0.5 ms before `done`) is news."""
+    old = task(steps=[("fetch", "running"), ("filter", "pending")], rev=1)
+    new = task("done", [("fetch", "done"), ("filter", "done")], rev=3, finishedAt="2026-11-24T09:40:00.000500+00:00")
+    new.steps[0].finished_at = "2026-11-24T09:40:00+00:00"  # `next`
+    new.steps[1].finished_at = new.finished_at  # finished by `done`, stamped alike
+    assert kinds_of(old, new) == ["step_done", "done"]
+    assert diff_tasks(old, new, NOW).notifications[0].data["step"] == "fetch"
+
+
+def test_with_revisions_the_write_before_tells_which_step_done_finished() -> None:
+    old = task(steps=[("fetch", "done"), ("filter", "running")], rev=4)
+    new = task("done", [("fetch", "done"), ("filter", "done")], rev=5, finishedAt="2026-11-24T09:50:00+00:00")
+    assert kinds_of(old, new) == ["done"]  # its stamp differs (a hand edit), but rev says `done` finished it
