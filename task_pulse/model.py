@@ -348,7 +348,7 @@ def parse_task(data: bytes | str, fallback_id: str) -> Task:
     if not data.strip():
         raise TaskFormatError("empty file")
     try:
-        raw = json.loads(data)
+        raw = json.loads(data, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise TaskFormatError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
     except RecursionError:
@@ -359,6 +359,28 @@ def parse_task(data: bytes | str, fallback_id: str) -> Task:
         except UnicodeEncodeError:
             raise TaskFormatError("contains a lone surrogate (an unpaired \\ud800-\\udfff escape)") from None
     return task_from_dict(raw, fallback_id)
+
+
+# Longer integers are no data a task has; Python refuses to convert past 4,300 digits anyway (with a
+# ValueError that would stop whoever reads or rewrites the file), so they are refused as they are read.
+MAX_INT_DIGITS = 100
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise TaskFormatError(f"a number of {len(text.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # 1e999: no JSON writer can write it back
+        raise TaskFormatError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise TaskFormatError(f"{name} is not JSON")
 
 
 def parse_time(value: str | None) -> datetime | None:

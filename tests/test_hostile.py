@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from task_pulse.messages import FIELD_CAP, redact
+from task_pulse.messages import FIELD_CAP, redact, status_view, task_duration
 from task_pulse.model import TaskFormatError, parse_task, task_from_dict
 from task_pulsed.differ import diff_tasks, invalid_notification
 from tests.conftest import Daemon, read_notifications, run_tp, wait_for
@@ -51,6 +51,35 @@ def test_any_bytes_parse_or_give_a_reason(data: bytes) -> None:
         parse_task(data, "x")
     except TaskFormatError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+json_text = st.recursive(
+    st.one_of(st.just("null"), st.just("true"), st.just("NaN"), st.just("-Infinity"), st.just("1e999"),
+              st.just("-0.0"), st.just('"99999-12-31T23:59:59+23:59"'), st.just('"0000-00-00"'), st.just('"\\udfff"'),
+              st.integers(min_value=-10**6, max_value=10**6).map(str), st.integers(1, 6000).map(lambda n: "7" * n),
+              st.floats(allow_nan=False, allow_infinity=False).map(repr)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]"),
+                            st.lists(st.tuples(st.sampled_from(['"taskName"', '"status"', '"steps"', '"rev"',
+                                                                '"stallSeconds"', '"updatedAt"', '"x"']), inner),
+                                     max_size=5).map(lambda kv: "{" + ",".join(f"{k}:{v}" for k, v in kv) + "}")),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_text, st.sampled_from(["running", "done", "error"]))
+def test_any_json_parses_into_a_task_that_writes_back_or_gives_a_reason(value: str, status: str) -> None:
+    """Huge ints, odd floats, surrogates and far dates, anywhere in a task: a Task that round-trips, or a reason."""
+    for doc in (value, f'{{"taskName": "t", "status": "{status}", "steps": [], "extra": {value}}}',
+                f'{{"taskName": "t", "status": "{status}", "steps": [{{"name": "a", "message": {value}}}],'
+                f' "updatedAt": {value}, "stallSeconds": {value}}}'):
+        try:
+            task = parse_task(doc, "x")
+        except TaskFormatError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            continue
+        assert parse_task(task.to_json(), "x").to_dict() == task.to_dict()  # what was read writes back
+        status_view([("x", task)], datetime.now(UTC), 180)
+        task_duration(task, datetime.now(UTC))
 
 
 @settings(max_examples=300, deadline=None)
@@ -159,6 +188,10 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         "notobject.json": b"[1, 2, 3]",
         "surrogate.json": b'{"taskName": "bad \\ud800", "status": "running", "steps": []}',
         "hugestall.json": b'{"taskName": "x", "status": "running", "steps": [], "stallSeconds": 1e12}',
+        # Past Python's 4,300-digit int limit: a ValueError, not a JSONDecodeError, to a careless reader
+        "hugeint.json": b'{"taskName": "x", "status": "running", "steps": [], "n": ' + b"9" * 5001 + b"}",
+        "inf.json": b'{"taskName": "x", "status": "running", "steps": [], "n": 1e999}',
+        "nan.json": b'{"taskName": "x", "status": "running", "steps": [], "n": NaN}',
         **wrong_type_variants(),
     }
     for name, data in corpus.items():
@@ -195,12 +228,20 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     assert "too large" in reasons["huge.json"] and "nested too deeply" in reasons["nested.json"]
     assert "status must be one of" in reasons["wrong-status.json"]
     assert "surrogate" in reasons["surrogate.json"] and "ten years" in reasons["hugestall.json"]
-    assert run_tp(tasks_dir, "status").returncode == 0  # the readers cope with all of it too
+    assert reasons["hugeint.json"] == "a number of 5001 digits (at most 100)"
+    assert "out of range" in reasons["inf.json"] and "NaN is not JSON" in reasons["nan.json"]
+    for verb in (["status"], ["status", "--json"], ["cleanup", "--dry-run"]):  # the readers cope with all of it
+        proc = run_tp(tasks_dir, *verb)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     for n in read_notifications(tasks_dir):
         assert_chat_safe(n["text"])
     task_id = run_tp(tasks_dir, "create", "still watching", "a").stdout.strip()
     wait_for(lambda: any(n["task_id"] == task_id for n in read_notifications(tasks_dir)), 30, "a normal task")
     assert d.alive() and "Traceback" not in d.log()
+    assert d.stop() == 0
+    again = Daemon(tasks_dir).start()  # a restart reads every file again: no crash, no repeat
+    daemons.append(again)
+    assert again.alive() and sorted(f for f in invalid_files() if not f.startswith("ghost-")) == sorted(bad)
     print(f"\nhostile corpus: {len(bad)} bad files, each reported once, none touched")
 
 
