@@ -58,7 +58,8 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--exec-edit", "exec_edit", metavar="CMD",
               help="Edit a sent message by running CMD with the text as last argument ({id} in CMD is the "
                    "message id, else it goes before the text). Needed for a live card with --exec.")
-@click.option("--webhook", metavar="URL", help="Deliver by POSTing JSON to URL (edits: \"action\": \"edit\").")
+@click.option("--webhook", metavar="URL", help="Deliver by POSTing JSON to URL (edits: \"action\": \"edit\"); "
+              "${VAR} in URL is read from the environment, so a token in it stays out of ps.")
 @click.option("--webhook-header", "webhook_headers", multiple=True, metavar="'NAME: VALUE'",
               help="Header for --webhook (repeatable); ${VAR} in VALUE is read from the environment.")
 @click.option("--style", type=click.Choice(STYLES), default="card", show_default=True,

@@ -11,8 +11,10 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -131,6 +133,50 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, readable by its owner only from the first byte."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, 0o600)  # an older .tmp left by a crash keeps its mode otherwise
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _private_secrets_file() -> list[str]:
+    """The secrets file is for secrets: make it the owner's alone if it is not."""
+    path = Path(os.path.expanduser(SECRETS_FILE))
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return []
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o600)
+        return [f"made {path} private (mode 600): it holds secrets"]
+    return []
+
+
+def shown_args(daemon_args: list[str]) -> str:
+    """The options as a person may see them: webhook URLs by scheme and host, header values and
+    anything that looks like a secret masked. `${VAR}` references are shown: they are no secret."""
+    from task_pulse.messages import redact
+
+    shown = []
+    for i, arg in enumerate(daemon_args):
+        option = daemon_args[i - 1] if i else ""
+        name, eq, value = arg.partition("=")
+        if eq and name in ("--webhook", "--webhook-header"):
+            option, arg = name, value
+        if option == "--webhook" and "${" not in arg:
+            parts = urllib.parse.urlsplit(arg)
+            arg = f"{parts.scheme}://{parts.netloc.rpartition('@')[2] or '?'}/…"  # no user:password, no path
+        elif option == "--webhook-header" and "${" not in arg:
+            arg = f"{arg.partition(':')[0]}: …"
+        arg = redact(arg)
+        shown.append(f"{name}={arg}" if eq and name in ("--webhook", "--webhook-header") else arg)
+    return shlex.join(shown)
+
+
 def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str]) -> None:
     """Let task-pulsed's own parser judge the options before anything is written.
 
@@ -205,7 +251,7 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     kept_notes = []
     if daemon_args is None and installed_args(before_text):
         daemon_args = installed_args(before_text)
-        kept_notes.append(f"kept task-pulsed options from the installed unit: {shlex.join(daemon_args)} "
+        kept_notes.append(f"kept task-pulsed options from the installed unit: {shown_args(daemon_args)} "
                           "(--fresh drops them)")
     if not dir_given and before.get("TASK_PULSE_DIR"):
         tasks_dir = Path(before["TASK_PULSE_DIR"])
@@ -222,12 +268,11 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     kept = {k: v for k, v in before.items() if k in _PASSED_ON and k not in from_env}
     environment = {**kept, **from_env, **path_env}
     text = render_unit(executable, tasks_dir.absolute(), environment, daemon_args)
-    tmp = unit_path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, unit_path)
+    _write_private(unit_path, text)  # its command line may hold a webhook URL with a token in it
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
+    done += _private_secrets_file()
     if daemon_args:
-        done.append(f"task-pulsed runs with: {shlex.join(daemon_args)}")
+        done.append(f"task-pulsed runs with: {shown_args(daemon_args)}")
     done += kept_notes + notes
     done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
     done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]

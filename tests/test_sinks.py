@@ -127,7 +127,8 @@ class Receiver(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status = self.answers.pop(0) if self.answers else 200
-        self.posts.append({"status": status, "auth": self.headers.get("Authorization"), "body": body})
+        self.posts.append({"status": status, "auth": self.headers.get("Authorization"), "body": body,
+                           "path": self.path})
         reply = json.dumps({"ok": True, "result": {"messageId": f"w{len(self.posts)}"}}).encode()
         self.send_response(status)
         self.send_header("Content-Length", str(len(reply)))
@@ -226,3 +227,87 @@ def test_sink_usage_errors(tasks_dir: Path, args: list[str], message: str) -> No
     proc = subprocess.run([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), *args], capture_output=True,
                           text=True, env=clean_env(), timeout=30)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+class Redirector(BaseHTTPRequestHandler):
+    """An endpoint that answers every POST with a redirect to `target` (another host, in the attack)."""
+
+    target = ""
+    seen: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.seen.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", self.target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class Thief(BaseHTTPRequestHandler):
+    """The other host: answers anything with 200, and writes down what reached it."""
+
+    seen: list[tuple[str, str, str | None]] = []
+
+    def _take(self) -> None:
+        self.seen.append((self.command, self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = _take  # noqa: N815 - the stdlib's names
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_a_redirect_is_not_followed_and_is_not_delivery(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """A 302 to another host must not carry the token there, and must not count as delivered."""
+    thief = type("AThief", (Thief,), {"seen": []})
+    thief_server, thief_url = _serve(thief)
+    redirector = type("Redirect", (Redirector,), {"target": f"{thief_url}/steal", "seen": []})
+    server, url = _serve(redirector)
+    try:
+        d = Daemon(tasks_dir, "--webhook", f"{url}/hook", "--webhook-header", "Authorization: Bearer ${CHAT_TOKEN}",
+                   "--sink-attempts", "2", "--sink-backoff", "0.1", "--style", "stream",
+                   env=clean_env(CHAT_TOKEN="s3cr3t-token")).start()
+        daemons.append(d)
+        run_tp(tasks_dir, "create", "Moved", "a")
+        wait_for(lambda: "kept for task-pulse drain" in d.log(), 30, "the sink giving up")
+        assert redirector.seen == ["/hook", "/hook"]  # two attempts, both answered 302
+        assert thief.seen == []  # nothing, and no token, went to the other host
+        assert "HTTP 302 (a redirect: not followed, not delivered)" in d.log()
+        assert [n["delivered_at"] for n in read_notifications(tasks_dir)] == [None]
+        assert json.loads(run_tp(tasks_dir, "drain", "--json").stdout)["kind"] == "started"  # kept, not lost
+    finally:
+        for s in (server, thief_server):
+            s.shutdown()
+            s.server_close()
+
+
+def test_the_webhook_url_names_its_token_by_variable(tasks_dir: Path, daemons: list[Daemon],
+                                                     receiver: tuple[str, type[Receiver]]) -> None:
+    """`--webhook 'https://…/bot${TG_TOKEN}/sendMessage'`: the token is in the daemon's environment, not its argv."""
+    url, handler = receiver
+    handler.answers = []
+    base = url.split("/bot")[0]
+    d = Daemon(tasks_dir, "--webhook", base + "/bot${TG_TOKEN}/sendMessage", "--style", "stream",
+               env=clean_env(TG_TOKEN="123456:token-value")).start()
+    daemons.append(d)
+    run_tp(tasks_dir, "create", "Hooked", "a")
+    wait_for(lambda: handler.posts, 30, "the post")
+    assert handler.posts[0]["path"] == "/bot123456:token-value/sendMessage"
+    assert d.proc is not None
+    assert "token-value" not in Path(f"/proc/{d.proc.pid}/cmdline").read_text()  # what `ps` shows
+    assert "token-value" not in d.log()
+    missing = subprocess.run([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), "--webhook", base + "/${NOPE}",
+                              "--check"], capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert missing.returncode == 2 and "--webhook: environment variable NOPE is not set" in missing.stderr

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -357,3 +358,23 @@ def test_reinstall_without_options_keeps_the_units_options_and_dir(manager: Mana
     fresh = subprocess.run([str(BIN / "task-pulse"), "service", "install", "--no-start", "--fresh"],
                            capture_output=True, text=True, env=install_env(home), timeout=60)
     assert fresh.returncode == 0 and "--lang" not in manager.unit.read_text()
+
+
+def test_the_unit_and_the_secrets_file_are_private_and_no_secret_is_echoed(manager: Manager, tasks_dir: Path) -> None:
+    """A token written into the options (not by ${VAR}) must not reach other local users, nor the terminal."""
+    token = "123456789:AAF-secret-token-value-0123456789abcde"
+    secrets = manager.home / ".config" / "task-pulse" / "env"
+    secrets.parent.mkdir(parents=True)
+    secrets.write_text("CHAT_TOKEN=s3cr3t\n")
+    secrets.chmod(0o644)
+    proc = manager.install(tasks_dir, "--no-start", "--", "--webhook", f"https://api.telegram.org/bot{token}/send",
+                           "--webhook-header", "X-Api-Key: plain-key-value", "--webhook-header",
+                           "Authorization: Bearer ${CHAT_TOKEN}")
+    assert proc.returncode == 0, proc.stderr
+    assert token not in proc.stdout + proc.stderr and "plain-key-value" not in proc.stdout + proc.stderr
+    assert "--webhook 'https://api.telegram.org/…' --webhook-header 'X-Api-Key: …'" in proc.stdout
+    assert "'Authorization: Bearer ${CHAT_TOKEN}'" in proc.stdout  # a reference is no secret: shown
+    assert stat.S_IMODE(manager.unit.stat().st_mode) == 0o600 and token in manager.unit.read_text()
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600 and "made" in proc.stdout
+    again = manager.install(tasks_dir, "--no-start")  # the options kept from the unit are shown masked too
+    assert again.returncode == 0 and token not in again.stdout and "kept task-pulsed options" in again.stdout

@@ -249,18 +249,32 @@ class OpenClawSink:
 _ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
 
 
+def expand_env(text: str, where: str, env: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """`text` with each `${VAR}` taken from the environment (a missing variable is an error naming `where`)."""
+
+    def expand(match: re.Match[str]) -> str:
+        if match.group(1) not in env:
+            raise ValueError(f"{where}: environment variable {match.group(1)} is not set")
+        return env[match.group(1)]
+
+    return _ENV_REFERENCE.sub(expand, text)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A 3xx is an answer, not a delivery: following it would re-send the body, and with it the
+    Authorization header, to wherever the endpoint points (another host included)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises the 3xx as an HTTPError
+
+
 def parse_header(header: str, env: dict[str, str] | os._Environ[str] = os.environ) -> tuple[str, str]:
     """`Name: value` with `${VAR}` taken from the environment (a missing variable is an error)."""
     name, sep, value = header.partition(":")
     if not sep or not name.strip() or any(c in name for c in " \t\r\n"):
         raise ValueError(f"--webhook-header {name.strip() or header!r}: expected 'Name: value'")
 
-    def expand(match: re.Match[str]) -> str:
-        if match.group(1) not in env:
-            raise ValueError(f"--webhook-header {name.strip()}: environment variable {match.group(1)} is not set")
-        return env[match.group(1)]
-
-    value = _ENV_REFERENCE.sub(expand, value.strip())
+    value = expand_env(value.strip(), f"--webhook-header {name.strip()}", env)
     if "\n" in value or "\r" in value:
         raise ValueError(f"--webhook-header {name.strip()}: a value may not contain a line break")
     return name.strip(), value
@@ -274,21 +288,25 @@ class WebhookSink:
     can_edit = True
 
     def __init__(self, url: str, headers: list[str] | None = None, timeout: float = 30) -> None:
+        # `${VAR}` in the URL: a token in it (Telegram's /bot<token>/) stays out of `ps` and unit files.
+        url = expand_env(url, "--webhook")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"--webhook needs an http(s) URL, got {self._redact(url)!r}")
         self.url, self.timeout = url, timeout
         self.headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "task-pulsed"}
         self.headers.update(parse_header(h) for h in headers or [])
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def _post(self, payload: dict[str, Any]) -> bytes:
         body = json.dumps(payload, ensure_ascii=False).encode()
         request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 status, reply = response.status, response.read(65536)
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"{self.describe()} answered HTTP {exc.code}") from None
+            moved = " (a redirect: not followed, not delivered)" if 300 <= exc.code < 400 else ""
+            raise DeliveryError(f"{self.describe()} answered HTTP {exc.code}{moved}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DeliveryError(f"{self.describe()} unreachable: {reason}") from None
