@@ -136,7 +136,8 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
 
     if old is None or restarted:
         current = new.steps[0].name if old is None and new.steps else _current_name(new)
-        b.add("started", (), plan=plan_of(s.name for s in new.steps), current=current, step=current,
+        b.add("started", (), plan=plan_of((s.name for s in new.steps), redact_secrets), current=current,
+              step=current,
               done=0 if old is None else new.done_count)
 
     # Steps that became done, in step order; `done` counts the steps done once that one finished.

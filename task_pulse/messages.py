@@ -56,12 +56,22 @@ _SECRETS: list[tuple[str, int, str]] = [  # (pattern, flags, replacement)
     (r"\b(github_pat_)[A-Za-z0-9_]{20,}", 0, r"\1***"),
     (r"\b(xox[abposr]-)[A-Za-z0-9-]{10,}", 0, r"\1***"),
     (r"\b(AKIA)[0-9A-Z]{16}\b", 0, r"\1***"),
-    (r"\b(\d{8,10}:)[A-Za-z0-9_-]{35}\b", 0, r"\1***"),
-    (r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
-    (r"(?<![\w-])((?:password|passwd|pwd|pass|token|secret|api_?key|access_token|auth)=)[^&#\s]+", re.I,
-     r"\1***"),
-    (r"(://[^/:@\s]+:)[^/@\s]+(@)", 0, r"\1***\2"),
+    # Telegram bot tokens, also inside their URLs (…/bot123456789:AA…/sendMessage)
+    (r"(?:\b|(?<=bot))(\d{8,10}:)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", 0, r"\1***"),
+    (r"\b((?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
+    # NAME=value, NAME: value, --name=value for names that say secret: password=…, DB_PASSWORD=…,
+    # GITHUB_TOKEN=…, AWS_SECRET_ACCESS_KEY=…, --password=…, "password: hunter2"
+    (r"(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_-])*(?:password|passwd|pwd|pass|token|secret|api_?key|access_?key|"
+     r"private_?key|auth)(?:[_-][A-Za-z0-9]+)*[\"']?[ \t]*=[ \t]*)[\"']?[^&#\s\"']+", re.I, r"\1***"),
+    # the `name: value` form for the names that cannot mean anything else ("auth: ok" stays)
+    (r"(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_-])*(?:password|passwd|token|secret|api_?key|access_?key|private_?key)"
+     r"(?:[_-][A-Za-z0-9]+)*[\"']?:[ \t]*)[\"']?[^&#\s\"',}]+", re.I, r"\1***"),
+    # user:password@ in URLs, an empty user (redis://:pw@host) and an @ inside the password too
+    (r"(://[^/:@\s]*:)[^/\s]*(@)(?=[^/@\s]+)", 0, r"\1***\2"),
 ]
+# Invisible characters that would split a token so no pattern sees it ("ghp\u200b_…"): removed
+# everywhere, except a zero-width joiner between emoji (👨\u200d👩), which is part of the picture.
+_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u200c\u2060-\u2064\ufeff]|(?<=[\w-])\u200d|\u200d(?=[\w-])")
 
 
 @functools.cache
@@ -72,7 +82,8 @@ def _secret_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str
 
 
 def redact(text: str) -> str:
-    """`text` with common secrets masked (see _SECRETS)."""
+    """`text` with common secrets masked (see _SECRETS), after removing invisible characters."""
+    text = _INVISIBLE.sub("", text)
     any_secret, patterns = _secret_patterns()
     if not any_secret.search(text):
         return text
@@ -238,9 +249,11 @@ def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str
     return "\n".join(lines[:3])
 
 
-def plan_of(step_names: Iterable[str]) -> str:
-    """`s1 → s2 → …`, capped as one field."""
-    return clean(" → ".join(clean(n) for n in step_names), cap=FIELD_CAP + 100)
+def plan_of(step_names: Iterable[str], redact_secrets: bool = True) -> str:
+    """`s1 → s2 → …`, capped as one field. Each name is masked before it is capped: a secret cut in
+    half by a cap would no longer match its pattern."""
+    names = (redact(n) if redact_secrets else n for n in step_names)
+    return clean(" → ".join(clean(n) for n in names), cap=FIELD_CAP + 100)
 
 
 # -- the status view ----------------------------------------------------------------------------------

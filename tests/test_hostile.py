@@ -125,6 +125,22 @@ SECRETS = [  # (text, what stays, what must go)
     ("https://bot:s3cretpass@example.com/hook", "https://bot:***@example.com/hook", "s3cretpass"),
     ("bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0 ok", "123456789:***", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"),
     ("key AKIAIOSFODNN7EXAMPLE", "AKIA***", "IOSFODNN7EXAMPLE"),
+    # shapes the attack review found missing
+    ("GET https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0/sendMessage",
+     "/bot123456789:***/sendMessage", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"),
+    ("DB_PASSWORD=hunter2 ./migrate", "DB_PASSWORD=***", "hunter2"),
+    ("GITHUB_TOKEN=gho_notyetmasked42 make", "GITHUB_TOKEN=***", "gho_notyetmasked42"),
+    ("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "AWS_SECRET_ACCESS_KEY=***",
+     "wJalrXUtnFEMI"),
+    ("mysql --password=hunter2 -u root", "--password=***", "hunter2"),
+    ("password: hunter2", "password: ***", "hunter2"),
+    ('{"api_key": "abc123def456"}', '"api_key": ***', "abc123def456"),
+    ("Authorization: Basic dXNlcjpodW50ZXIy", "Basic ***", "dXNlcjpodW50ZXIy"),
+    ("redis://:s3cretpw@cache:6379/0", "redis://:***@cache:6379/0", "s3cretpw"),
+    ("postgres://app:p@ss@word@db/prod", "postgres://app:***@db/prod", "ss@word"),
+    ("ghp\u200b_0123456789abcdefghijABCDEFGHIJ012345", "ghp_***", "0123456789abcdefghij"),
+    ("sk-\u00adproj-abcdefghijklmnopqrstuvwxyz012345", "sk-proj-***", "abcdefghijklmnop"),
+    ("ghp_0123456789\u200dabcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
 ]
 
 
@@ -262,3 +278,20 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
     run_tp(other, "error", task_id, f"key {secret}")
     wait_for(lambda: len(read_notifications(other)) == 2, 30, "failed")
     assert secret in read_notifications(other)[1]["text"]
+
+
+@pytest.mark.parametrize("text", ["auth: ok", "passport: E1234567", "compass=north", "tokens: 1200 used",
+                                  "👨\u200d👩\u200d👧 family", "bypass=1", "a=b&c=d"])
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:
+    """A token near the end of a long field: masked whole, never shown all but its last characters."""
+    token = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw0"  # a bot token: 35 characters after the colon, exactly
+    long_name = "x" * 156 + " " + token  # 202 characters: a cap of 200 cuts the token's last 3
+    raw = {"taskName": long_name, "status": "done", "finishedAt": "2026-11-24T10:00:00+00:00", "result": long_name,
+           "steps": [{"name": long_name, "status": "done", "message": long_name}]}
+    for n in diff_tasks(None, task_from_dict(raw, "t"), NOW).notifications:
+        blob = n.text + json.dumps(n.data, ensure_ascii=False)
+        assert "AAHdqTcvCH1vGWJx" not in blob, (n.kind, blob)
