@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from task_pulse.messages import FIELD_CAP, chat_text, format_duration, format_percent, plan_of, render, step_label
+from task_pulse.messages import (
+    FIELD_CAP,
+    chat_text,
+    format_duration,
+    format_percent,
+    plan_of,
+    render,
+    shown_id,
+    step_label,
+)
 from task_pulse.model import Step, Task, parse_time
 from task_pulse.outbox import Notification
 
@@ -102,7 +111,7 @@ def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[
     name = safe(task_name)
     return Notification(key=notification_key(task_id, kind, *key_facts), task_id=task_id, task_name=name,
                         kind=kind, text=render(kind, fields, lang),
-                        data={"taskId": task_id, "taskName": name, "lang": lang, **fields})
+                        data={"taskId": shown_id(task_id), "taskName": name, "lang": lang, **fields})
 
 
 class _Builder:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from task_pulse.messages import shown_id
 from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
@@ -142,7 +143,7 @@ class Worker(threading.Thread):
                     raise  # the state db itself is failing (disk full, read-only): stop, clearly
                 except Exception:
                     # One odd file must not take the daemon down with it; the next change retries it.
-                    log.exception("%r: skipped after an unexpected error", item)
+                    log.exception("%s: skipped after an unexpected error", shown_id(str(item)))
                 self._beat()
         except (sqlite3.Error, OSError) as exc:  # the state db or the dir cannot be used (read-only, full disk)
             self.error = exc
@@ -241,7 +242,7 @@ class Worker(threading.Thread):
             if seen is not None and seen.gone_at is None:
                 self.outbox.mark_gone(task_id, time.time())
                 self._stop_timers(task_id)
-                log.info("%s: file removed", task_id)
+                log.info("%s: file removed", shown_id(task_id))
             return
         except TaskFormatError as exc:
             self._invalid(task_id, seen, str(exc), str(exc).encode(), None)
@@ -267,7 +268,7 @@ class Worker(threading.Thread):
         except sqlite3.Error:
             raise  # the database, not this file
         except Exception as exc:  # noqa: BLE001 - a file we cannot handle is reported, never fatal
-            log.exception("%s: cannot be processed", task_id)
+            log.exception("%s: cannot be processed", shown_id(task_id))
             self._invalid(task_id, seen, f"cannot be processed ({type(exc).__name__}: {exc})", data, sig)
 
     def cleanup(self) -> None:
@@ -313,7 +314,7 @@ class Worker(threading.Thread):
     def _log_new(self, count: int, notifications: list[Notification]) -> None:
         if count:
             for n in notifications:
-                log.info("%s: %s %s", n.task_id, n.kind, n.text.replace("\n", " | "))
+                log.info("%s: %s %s", shown_id(n.task_id), n.kind, n.text.replace("\n", " | "))
             if self.on_new is not None:
                 self.on_new()
 

@@ -92,6 +92,12 @@ def redact(text: str) -> str:
     return text
 
 
+def shown_id(task_id: str) -> str:
+    """A task id as it may appear outside the state database (logs, `drain`, what a sink is given):
+    one clean line (a file name may hold a newline, escapes or U+202E), secrets masked."""
+    return redact(clean(task_id, cap=len(task_id) + 1))
+
+
 def chat_text(value: Any, cap: int = FIELD_CAP, redact_secrets: bool = True) -> str:
     """`clean`, secrets masked in the whole text, then capped: a secret the cap cut in half would not
     match its pattern any more, and would reach the chat all but its last characters."""

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from task_pulse.messages import shown_id
 from task_pulse.model import Task, parse_time, task_from_dict
 
 SCHEMA_VERSION = 2
@@ -224,8 +225,11 @@ class Queued:
     attempts: int
 
     def to_json(self) -> dict[str, Any]:
-        """The `drain --json` object: the stored fields, then the structured ones."""
-        return {"seq": self.seq, "key": self.key, "taskId": self.task_id, "taskName": self.task_name,
+        """The `drain --json` object: the stored fields, then the structured ones. The id (and the key
+        that starts with it) as `shown_id` makes it: what reads this is a terminal, a script or a chat."""
+        shown = shown_id(self.task_id)
+        key = shown + self.key[len(self.task_id):] if self.key.startswith(self.task_id) else self.key
+        return {"seq": self.seq, "key": key, "taskId": shown, "taskName": self.task_name,
                 "kind": self.kind, "text": self.text, "createdAt": self.created_at,
                 "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
                 **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}

@@ -23,7 +23,8 @@ RECORDER = """\
 import json, sys, time
 payload = json.load(sys.stdin)
 with open(sys.argv[1], "a", encoding="utf-8") as fh:
-    fh.write(json.dumps({"argv_text": sys.argv[-1], "key": payload["key"], "kind": payload["kind"]}) + "\\n")
+    fh.write(json.dumps({"argv_text": sys.argv[-1], "key": payload["key"], "kind": payload["kind"],
+                         "taskId": payload["taskId"]}) + "\\n")
 time.sleep(float(sys.argv[2]))
 sys.exit(int(sys.argv[3]))
 """
@@ -311,3 +312,27 @@ def test_the_webhook_url_names_its_token_by_variable(tasks_dir: Path, daemons: l
     missing = subprocess.run([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), "--webhook", base + "/${NOPE}",
                               "--check"], capture_output=True, text=True, env=clean_env(), timeout=60)
     assert missing.returncode == 2 and "--webhook: environment variable NOPE is not set" in missing.stderr
+
+
+def test_a_hostile_task_id_is_cleaned_and_masked_wherever_it_is_shown(tmp_path: Path, tasks_dir: Path,
+                                                                      daemons: list[Daemon]) -> None:
+    """A file name is task content too: escapes, U+202E and a token in it reach no log line, drain or sink raw."""
+    token = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
+    names = {f"deploy-{token}": "deploy-ghp_***", "evil\x1b[2J\u202etxt.exe": "eviltxt.exe"}
+    command, log = exec_sink(tmp_path)
+    d = Daemon(tasks_dir, "--exec", command, "--style", "stream", "--sink-attempts", "1").start()
+    daemons.append(d)
+    for task_id in names:
+        run_tp(tasks_dir, "create", "--id", task_id, "Hostile id", "a")
+    wait_for(lambda: len(received(log)) == 2, 30, "both delivered")
+    shown = {r["taskId"] for r in received(log)}
+    assert shown == set(names.values()), shown
+    assert all(r["key"].startswith(tuple(names.values())) for r in received(log))
+    assert token not in d.log() and "\x1b" not in d.log() and "\u202e" not in d.log()
+    assert "deploy-ghp_***: started" in d.log()
+    d.stop()
+    daemons.append(Daemon(tasks_dir).start())  # no sink: what it queues waits for a drain
+    run_tp(tasks_dir, "create", "--id", f"again-{token}", "Hostile id", "a")
+    wait_for(lambda: any(n["task_id"].startswith("again") for n in read_notifications(tasks_dir)), 30, "queued")
+    drained = run_tp(tasks_dir, "drain", "--json").stdout
+    assert token not in drained and "again-ghp_***" in drained

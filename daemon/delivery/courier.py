@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from task_pulse.card import render_card
+from task_pulse.messages import shown_id
 from task_pulse.outbox import Card, Outbox, Queued
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
@@ -150,7 +151,7 @@ class Courier(threading.Thread):
                 card = new_card = Card(message_id or "", call.text, started)
                 if message_id is None:
                     log.info("%s: the %s sink gave no message id: new messages instead of an edited card",
-                             task_id, self.sink.name)
+                             shown_id(task_id), self.sink.name)
             outbox.delivered([r.seq for r in call.rows], self.owner, self.sink.name, task_id=task_id, sink=sink_id,
                              card=new_card)
             for r in call.rows:
@@ -165,23 +166,24 @@ class Courier(threading.Thread):
         if len(call.rows) == 1 and not call.card:
             return call.rows[0].to_json()
         last = (call.rows or rows)[-1]
-        return {"kind": "card" if call.card else "catch_up", "taskId": last.task_id, "taskName": last.task_name,
+        return {"kind": "card" if call.card else "catch_up", "taskId": shown_id(last.task_id),
+                "taskName": last.task_name,
                 "text": call.text, "messageId": message_id, "seqs": [r.seq for r in call.rows],
                 "keys": [r.key for r in call.rows], "kinds": [r.kind for r in call.rows]}
 
     def _failed(self, outbox: Outbox, task_id: str, rows: list[Queued], exc: Exception, *, edit: bool) -> None:
         """Count the attempt for every row not delivered yet; they go out together on the retry."""
         if not isinstance(exc, DeliveryError):
-            log.exception("%s: %s sink failed unexpectedly", task_id, self.sink.name)
+            log.exception("%s: %s sink failed unexpectedly", shown_id(task_id), self.sink.name)
         attempt = 1 + max((r.attempts for r in rows), default=0)
         delay = min(self.options.backoff * 2 ** (attempt - 1), 3600.0)
         outbox.retry_later([r.seq for r in rows], self.owner, str(exc), time.time() + delay)
         if attempt < self.options.attempts:
-            log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", task_id, exc, attempt + 1,
+            log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", shown_id(task_id), exc, attempt + 1,
                      self.options.attempts, delay)
             return
         self.bell.gave_up.set()
         if edit and not _OUTAGE.search(str(exc)):
             outbox.drop_card(task_id)  # the chat refuses this edit (the card was deleted?): the next change sends anew
         log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
-                    "tried again once the sink works", task_id, len(rows), attempt, exc)
+                    "tried again once the sink works", shown_id(task_id), len(rows), attempt, exc)

@@ -126,7 +126,7 @@ def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, 
     A digest speaks the language its notifications were written in (the daemon's), so a cron
     drain without TASK_PULSE_LANG matches the live messages; `--lang` on the command line wins.
     """
-    from task_pulse.messages import digest
+    from task_pulse.messages import digest, shown_id
 
     by_task: dict[str, list[Queued]] = {}
     for row in rows:
@@ -137,7 +137,7 @@ def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, 
         last = group[-1].to_json()
         out.append((text, {**last, "kind": "digest", "text": text, "latestKind": group[-1].kind,
                            "count": len(group), "seqs": [r.seq for r in group], "keys": [r.key for r in group],
-                           "taskId": task_id}))
+                           "taskId": shown_id(task_id)}))
     return out
 
 
