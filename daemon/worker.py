@@ -279,7 +279,9 @@ class Worker(threading.Thread):
         """
         assert self.outbox is not None
         cutoff = expiry_cutoff(datetime.now(UTC), self.options.keep_days)
-        removed = [i for i in self.outbox.ended_before(cutoff.timestamp()) if self.store.remove_if_expired(i, cutoff)]
+        # Never wait for a task's lock here: whoever holds it would stop every other task (next round).
+        removed = [i for i in self.outbox.ended_before(cutoff.timestamp())
+                   if self.store.remove_if_expired(i, cutoff, lock_timeout=0)]
         for task_id in removed:  # removed by us, for good: nothing to keep for a return
             self.outbox.record(task_id, None, [])
             self._stop_timers(task_id)

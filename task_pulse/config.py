@@ -28,14 +28,15 @@ class Settings:
     as a Path, for everything but the writer's hot path."""
 
     __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
-                 "redact_secrets")
+                 "redact_secrets", "lock_timeout")
 
     def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
-                 keep_days: float, progress_interval: float, redact_secrets: bool) -> None:
+                 keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10) -> None:
         self.tasks_path = tasks_path
         self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
         self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
         self.progress_interval, self.redact_secrets = progress_interval, redact_secrets
+        self.lock_timeout = lock_timeout  # how long a writer waits for a task's lock
 
     @property
     def tasks_dir(self) -> Path:
@@ -104,6 +105,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "keep_days": ("TASK_PULSE_KEEP_DAYS", _positive, "7"),
     "progress_interval": ("TASK_PULSE_PROGRESS_INTERVAL", _positive, "30"),
     "redact_secrets": ("TASK_PULSE_REDACT", _switch, "1"),
+    "lock_timeout": ("TASK_PULSE_LOCK_TIMEOUT", _positive, "10"),
 }
 
 

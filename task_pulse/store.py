@@ -14,6 +14,7 @@ import json
 import os
 import re
 import stat
+import time
 from datetime import datetime, timedelta
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 MAX_ID_BYTES = 200
+# How long a writer waits for a task's lock. A writer holds it for milliseconds; anything longer is
+# a stuck or hostile holder, and waiting forever would hang the agent (TASK_PULSE_LOCK_TIMEOUT).
+LOCK_TIMEOUT = 10.0
 # A task file is a few KB. Anything bigger is refused before it is read whole.
 MAX_FILE_BYTES = 1024 * 1024
 PULSE_DIR = ".pulse"
@@ -136,8 +140,9 @@ def _iso(now: datetime) -> str:
 class TaskStore:
     """One tasks directory. Cheap to construct; touches the disk only when asked."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], lock_timeout: float = LOCK_TIMEOUT) -> None:
         self._root = os.fspath(root)
+        self.lock_timeout = lock_timeout
         self._pulse = os.path.join(self._root, PULSE_DIR)
         self._locks = os.path.join(self._pulse, "locks")
         # Temp files live outside the watched dir: an atomic write then raises a single inotify event
@@ -250,10 +255,15 @@ class TaskStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def locked(self, task_id: str) -> _TaskLock:
-        """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for a `with` block."""
+    def locked(self, task_id: str, timeout: float | None = None) -> _TaskLock:
+        """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for a `with` block.
+
+        Waits at most `timeout` seconds (default: the store's `lock_timeout`; 0: not at all), then
+        raises `TaskLocked`.
+        """
         self.ensure_dirs()
-        return _TaskLock(os.path.join(self._locks, f"{check_task_id(task_id)}.lock"))
+        return _TaskLock(os.path.join(self._locks, f"{check_task_id(task_id)}.lock"), task_id,
+                         self.lock_timeout if timeout is None else timeout)
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -369,18 +379,24 @@ class TaskStore:
         cutoff = expiry_cutoff(now, days)
         return [i for i, task in self.iter_tasks() if isinstance(task, Task) and finished_before(task, cutoff)]
 
-    def remove_if_expired(self, task_id: str, cutoff: datetime) -> bool:
-        """Remove the task (and its lock file) if, read under its lock, it ended before `cutoff`."""
-        with self.locked(task_id):
-            try:  # a writer may have revived it since it was found expired
-                current = self.load(task_id)
-            except (TaskNotFound, OperationFailed):
-                return False
-            if not finished_before(current, cutoff):
-                return False
-            _unlink_if_there(self.path_for(task_id))
-            _unlink_if_there(os.path.join(self._locks, f"{task_id}.lock"))
-        return True
+    def remove_if_expired(self, task_id: str, cutoff: datetime, lock_timeout: float | None = None) -> bool:
+        """Remove the task (and its lock file) if, read under its lock, it ended before `cutoff`.
+
+        A task whose lock is not free within `lock_timeout` is left for the next cleanup.
+        """
+        try:
+            with self.locked(task_id, lock_timeout):
+                try:  # a writer may have revived it since it was found expired
+                    current = self.load(task_id)
+                except (TaskNotFound, OperationFailed):
+                    return False
+                if not finished_before(current, cutoff):
+                    return False
+                _unlink_if_there(self.path_for(task_id))
+                _unlink_if_there(os.path.join(self._locks, f"{task_id}.lock"))
+                return True
+        except TaskLocked:
+            return False
 
     def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
         """Remove expired tasks. Returns the ids removed (or, with `dry_run`, that would be)."""
@@ -393,18 +409,38 @@ class TaskStore:
         return removed
 
 
-class _TaskLock:
-    """`flock` on a task's lock file for a `with` block (a class: contextlib is not worth its import)."""
+class TaskLocked(OperationFailed):
+    """The task's lock stayed taken past the timeout."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+
+class _TaskLock:
+    """`flock` on a task's lock file for a `with` block, waited for at most `timeout` seconds
+    (a class: contextlib is not worth its import on a writer's path)."""
+
+    def __init__(self, path: str, task_id: str, timeout: float) -> None:
+        self.path, self.task_id, self.timeout = path, task_id, timeout
         self.fd = -1
+
+    def _take(self, fd: int) -> None:
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TaskLocked(f"task '{self.task_id}' is locked by another process for more than "
+                                     f"{self.timeout:g} s ({self.path}); try again, or find the holder with "
+                                     f"`fuser {self.path}`") from None
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, 0.05)
 
     def __enter__(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._take(fd)
             except BaseException:
                 os.close(fd)
                 raise

@@ -32,7 +32,7 @@ def _change(settings: Settings, id_or_prefix: str, change: Callable[[Task, str],
 
     Returns the task and whether it was written (False: `change` found nothing to change).
     """
-    store = TaskStore(settings.tasks_path)
+    store = TaskStore(settings.tasks_path, settings.lock_timeout)
     task_id = store.resolve(id_or_prefix)
     now = settings.now()
     changed = True
@@ -51,7 +51,8 @@ def _join(words: list[str] | tuple[str, ...]) -> str | None:
 
 def create(settings: Settings, name: str, steps: list[str], stall: float | None = None,
            task_id: str | None = None) -> Outcome:
-    task = TaskStore(settings.tasks_path).create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
+    store = TaskStore(settings.tasks_path, settings.lock_timeout)
+    task = store.create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
     return Outcome(task.task_id, task)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -448,9 +449,13 @@ def test_a_lock_swept_while_waited_for_is_taken_again_not_shared(tmp_path: Path)
             inside.append("waiter-in")  # only reached if the check above held
 
     def waiter_blocked() -> bool:
-        """The kernel lists a writer waiting (`->`) on the lock file's inode: the waiter holds the old file."""
-        inode = f":{os.stat(lock_path).st_ino} "
-        return any("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines())
+        """The waiter has the old lock file open too (two of this process's fds on its inode), waiting for it."""
+        inode = os.stat(lock_path).st_ino
+        fds = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                fds.append(os.stat(f"/proc/self/fd/{fd}").st_ino)
+        return fds.count(inode) >= 2
 
     threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
     for t in threads:

@@ -35,7 +35,7 @@ class Context:
 
     @property
     def store(self) -> TaskStore:
-        return TaskStore(self.settings.tasks_path)
+        return TaskStore(self.settings.tasks_path, self.settings.lock_timeout)
 
     @property
     def lang(self) -> str:
