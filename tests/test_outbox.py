@@ -8,6 +8,10 @@ import stat
 import time
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from task_pulse.cli import cli
 from task_pulse.model import task_from_dict
 from task_pulse.outbox import SCHEMA_VERSION, Card, Notification, Outbox, Queued, Seen
 from tests.conftest import drained_keys, start_drain_loop, wait_for
@@ -178,3 +182,28 @@ def test_a_card_is_stored_with_its_rows_and_forgotten_with_its_task(tasks_dir: P
     outbox.record("a", None, [])
     assert outbox.purge_cards() == 1 and outbox.card("a", "chat-1") is None
     outbox.close()
+
+
+def test_drain_streams_a_backlog_in_batches(tasks_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,203 pending rows come out in order, each once, claimed 500 at a time (--limit still counts)."""
+    (tasks_dir / ".pulse").mkdir(mode=0o700)
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    with outbox.batch():
+        for i in range(1203):
+            outbox.record(f"t{i % 7}", None, [note(f"k{i:04d}", task_id=f"t{i % 7}")])
+    outbox.close()
+    claims: list[int | None] = []
+    real_claim = Outbox.claim
+
+    def counting_claim(self: Outbox, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]:
+        claims.append(limit)
+        return real_claim(self, owner, limit, lease_seconds)
+
+    monkeypatch.setattr(Outbox, "claim", counting_claim)
+    first = CliRunner().invoke(cli, ["--dir", str(tasks_dir), "drain", "--json", "--limit", "700"])
+    assert [json.loads(line)["key"] for line in first.stdout.splitlines()] == [f"k{i:04d}" for i in range(700)]
+    assert claims == [500, 200]
+    claims.clear()
+    rest = CliRunner().invoke(cli, ["--dir", str(tasks_dir), "drain", "--json"])
+    assert [json.loads(line)["key"] for line in rest.stdout.splitlines()] == [f"k{i:04d}" for i in range(700, 1203)]
+    assert claims == [500, 500, 500]  # the last claim finds nothing: done

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 # How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
 # output blocks longer than this may see another deliverer print them too (at least once).
 DRAIN_LEASE_SECONDS = 300
+# Rows a drain claims at a time.
+DRAIN_BATCH = 500
 
 
 def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str, Any]:
@@ -101,21 +103,32 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
 
 
 def _drain(ctx: Context, outbox: Outbox, limit: int | None, digest: bool) -> None:
+    """Claim, print, mark delivered, in batches of DRAIN_BATCH (a digest needs every row at once):
+    a big backlog streams out in bounded memory, and no claim holds the write lock for long."""
     import os
     import uuid
 
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    left = limit
     try:
-        rows = outbox.claim(owner, limit, lease_seconds=DRAIN_LEASE_SECONDS)
-        try:
-            messages = _digests(rows, ctx.flags.get("lang")) if digest else ((r.text, r.to_json()) for r in rows)
-            for text, data in messages:
-                click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
-            sys.stdout.flush()
-        except BaseException:
-            outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
-            raise
-        outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
+        while left is None or left > 0:
+            size = left if digest else min(DRAIN_BATCH, DRAIN_BATCH if left is None else left)
+            rows = outbox.claim(owner, size, lease_seconds=DRAIN_LEASE_SECONDS)
+            if not rows:
+                return
+            try:
+                messages = _digests(rows, ctx.flags.get("lang")) if digest else ((r.text, r.to_json()) for r in rows)
+                for text, data in messages:
+                    click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
+                sys.stdout.flush()
+            except BaseException:
+                outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
+                raise
+            outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
+            if digest:
+                return
+            if left is not None:
+                left -= len(rows)
     finally:
         outbox.close()
 
