@@ -60,7 +60,7 @@ def run_wrapped(store: TaskStore, settings: Settings, name: str, steps: list[str
     """Run `command` as task `name`; returns its exit code (128+N when a signal N ended it)."""
     task = store.create(name, steps or [os.path.basename(command[0])], settings.now(), stall_seconds=stall_seconds)
 
-    def end(change: Callable[[Task, str], None]) -> None:
+    def end(change: Callable[[Task, str], bool | None]) -> None:
         now = settings.now()
         with suppress(TaskNotFound, OperationFailed):  # the command ended (or removed) the task itself
             store.update(task.task_id, lambda t: change(t, now.isoformat()), now)
