@@ -114,7 +114,7 @@ def first_reason(stderr: bytes) -> str:
     return next((line for line in lines if _REASON_WORDS.search(line)), lines[-1] if lines else "")
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
     """What the child runs between fork and exec: die with the daemon (kill -9 included).
 
     PR_SET_PDEATHSIG only covers a parent that dies after it is set. A daemon killed between the
@@ -138,7 +138,7 @@ def run_command(argv: list[str], stdin: bytes, timeout: float,
     """Run `argv`, killing it (and anything it started) at `timeout`. Returns (code, stdout, stderr)."""
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                close_fds=True, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                                close_fds=True, start_new_session=True, preexec_fn=die_with_parent(os.getpid()),
                                 env=env)
     except OSError as exc:
         raise DeliveryError(f"cannot run {os.path.basename(argv[0])}: {exc.strerror}") from None
