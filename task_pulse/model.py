@@ -23,6 +23,9 @@ TASK_STATUSES = ("running", "done", "error")
 # Ten years: longer than any job, and far enough from the calendar's end that deadlines stay dates.
 MAX_STALL_SECONDS = 10 * 365 * 86400
 STEP_STATUSES = ("pending", "running", "done", "error")
+# More steps than any job has: past this a file is `invalid` (one notice), not thousands of messages
+# and a diff that costs every other task its latency.
+MAX_STEPS = 1000
 
 # Known keys, in the order they are written back (the order of the original script).
 _TASK_KEYS = ("taskId", "taskName", "status", "startedAt", "updatedAt", "finishedAt", "steps", "error",
@@ -313,6 +316,8 @@ def task_from_dict(raw: Any, fallback_id: str) -> Task:
         raise TaskFormatError("steps is missing")
     if not isinstance(steps_raw, list):
         raise TaskFormatError(f"steps must be a list, got {type(steps_raw).__name__}")
+    if len(steps_raw) > MAX_STEPS:
+        raise TaskFormatError(f"{len(steps_raw)} steps (at most {MAX_STEPS})")
     task_id = raw.get("taskId")
     if task_id is not None and not isinstance(task_id, str):
         raise TaskFormatError(f"taskId must be a string, got {type(task_id).__name__}")

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timedelta
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
-from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time
+from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_task, parse_time
 
 # A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
@@ -304,6 +304,9 @@ class TaskStore:
         final = self.path_for(task.task_id)
         tmp = os.path.join(self._tmp, f"{task.task_id}{_SUFFIX}.tmp")
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
+        if len(data) > MAX_FILE_BYTES:  # no reader would take it: refuse it here, with the file as it was
+            raise BadInput(f"task '{task.task_id}' would be {len(data):,} bytes, over the {MAX_FILE_BYTES:,}-byte "
+                           "limit of a task file: shorten the message")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
@@ -340,6 +343,8 @@ class TaskStore:
             raise BadInput("a task needs at least one step")
         if any(not s.strip() for s in step_names):
             raise BadInput("step names must not be empty")
+        if len(step_names) > MAX_STEPS:
+            raise BadInput(f"{len(step_names)} steps: a task has at most {MAX_STEPS}")
         stamp = _iso(now)
         steps = [Step(name=s) for s in step_names]
         steps[0].status, steps[0].started_at = "running", stamp

@@ -652,3 +652,15 @@ def test_messages_may_start_with_a_dash(tasks: Path) -> None:
 def test_an_empty_task_name_is_refused(tasks: Path) -> None:
     assert fails(tasks, 2, "create", "  ", "a") == "Error: a task needs a name"
     assert not tasks.exists() or not list(tasks.glob("*.json"))
+
+
+def test_a_write_that_would_make_the_file_unreadable_is_refused(tasks: Path) -> None:
+    """A task file over 1 MB is one no reader takes: the writer refuses it and the file stays as it was."""
+    ok(tasks, "create", "--id", "t", "n", "a", "b")
+    before = read(tasks, "t")
+    message = fails(tasks, 2, "next", "t", "x" * (1024 * 1024))
+    assert re.fullmatch(r"Error: task 't' would be 1,04\d,\d{3} bytes, over the 1,048,576-byte limit of a task "
+                        r"file: shorten the message", message)
+    assert read(tasks, "t") == before
+    assert fails(tasks, 2, "create", "big", *[f"s{i}" for i in range(1001)]) == (
+        "Error: 1001 steps: a task has at most 1000")

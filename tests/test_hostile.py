@@ -208,6 +208,9 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         "hugeint.json": b'{"taskName": "x", "status": "running", "steps": [], "n": ' + b"9" * 5001 + b"}",
         "inf.json": b'{"taskName": "x", "status": "running", "steps": [], "n": 1e999}',
         "nan.json": b'{"taskName": "x", "status": "running", "steps": [], "n": NaN}',
+        # one write that would otherwise announce 5,000 steps (and cost every other task its latency)
+        "manysteps.json": json.dumps({"taskName": "x", "status": "running",
+                                      "steps": [{"name": f"s{i}", "status": "done"} for i in range(5000)]}).encode(),
         **wrong_type_variants(),
     }
     for name, data in corpus.items():
@@ -246,6 +249,7 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     assert "surrogate" in reasons["surrogate.json"] and "ten years" in reasons["hugestall.json"]
     assert reasons["hugeint.json"] == "a number of 5001 digits (at most 100)"
     assert "out of range" in reasons["inf.json"] and "NaN is not JSON" in reasons["nan.json"]
+    assert reasons["manysteps.json"] == "5000 steps (at most 1000)"
     for verb in (["status"], ["status", "--json"], ["cleanup", "--dry-run"]):  # the readers cope with all of it
         proc = run_tp(tasks_dir, *verb)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

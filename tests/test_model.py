@@ -204,7 +204,8 @@ def test_stall_seconds_bool_refused() -> None:
 
 def test_nan_refused_from_file() -> None:
     reason = refusal('{"taskName": "t", "status": "running", "steps": [], "stallSeconds": NaN}')
-    assert reason == "stallSeconds must be >= 1, got nan"
+    assert reason == "NaN is not JSON"  # refused as it is read (no JSON writer could write it back)
+    assert dict_refusal(minimal(stallSeconds=float("nan"))) == "stallSeconds must be >= 1, got nan"
 
 
 def test_timestamp_must_be_a_string() -> None:
