@@ -91,6 +91,8 @@ def _finished_by_the_end(old: Task | None, new: Task, prior: Step | None, step: 
         return prior is not None and prior.status == "running"
     if new.rev and (old is None or new.rev != old.rev):
         return step.finished_at is not None and step.finished_at == new.finished_at
+    if "." not in (step.finished_at or ""):  # whole seconds: two calls in one second look the same, so tell both
+        return False
     ta, tb = parse_time(step.finished_at), parse_time(new.finished_at)
     return ta is not None and tb is not None and abs((ta - tb).total_seconds()) <= SAME_MOMENT_SECONDS
 

@@ -31,6 +31,8 @@ from task_pulse.store import task_id_from_filename
 
 log = logging.getLogger("task-pulsed")
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
+# How long a file being written (no close-write yet) is waited for before it is judged as it is.
+OPEN_WRITE_GRACE = 30.0
 # What we ask the kernel for. Not IN_ATTRIB/IN_OPEN/IN_CLOSE_NOWRITE: every writer (and every read
 # of our own) would raise those per change, for nothing. An in-place writer is read when it closes
 # the file (IN_CLOSE_WRITE), an atomic one when it renames (IN_MOVED_TO); IN_MODIFY only marks a
@@ -40,12 +42,14 @@ _RELEVANT = frozenset({"created", "modified", "closed", "deleted", "moved"})
 
 
 class OpenWrites:
-    """Task files a writer has open for writing, as inotify tells it: from a create or a modify to the
-    close-write (or a rename onto the name, or a removal).
+    """Task files a writer has open for writing, as inotify tells it: from the creation of an empty
+    file or a modify to the close-write (or a rename onto the name, or a removal).
 
     The original script writes in place (truncate, write, close), and a writer may be stopped,
     swapped out or on a slow disk in the middle: the worker does not call such a file invalid until
-    its writer has closed it. Shared by the observer thread (marks) and the worker (asks, forgets).
+    its writer has closed it. Not every modify has a close to follow (`truncate`, a writer stopped
+    for good), so a mark only counts for `OPEN_WRITE_GRACE` seconds after the last event.
+    Shared by the observer thread (marks) and the worker (asks, forgets).
     """
 
     def __init__(self) -> None:
@@ -60,9 +64,11 @@ class OpenWrites:
         with self._lock:
             self._since.pop(task_id, None)
 
-    def is_open(self, task_id: str) -> bool:
+    def open_for(self, task_id: str) -> float | None:
+        """Seconds since the file was last seen being written, if its writer has not closed it."""
         with self._lock:
-            return task_id in self._since
+            since = self._since.get(task_id)
+        return None if since is None else time.monotonic() - since
 
     def read_whole(self, task_id: str, read_started: float) -> None:
         """The worker parsed the file it began reading at `read_started`: a mark older than that is
@@ -75,6 +81,15 @@ class OpenWrites:
         """Events were lost (an inotify overflow): what was open may have been closed unseen."""
         with self._lock:
             self._since.clear()
+
+
+def _empty(path: str) -> bool:
+    """A file created empty is being written (open('w')); one that arrives whole (a rename from
+    another dir, a hard link: both reported as created) is not."""
+    try:
+        return os.lstat(path).st_size == 0
+    except OSError:
+        return False
 
 
 class TaskEventHandler(FileSystemEventHandler):
@@ -99,7 +114,7 @@ class TaskEventHandler(FileSystemEventHandler):
             task_id = task_id_from_filename(os.path.basename(path))
             if task_id is None:
                 continue
-            if kind in ("created", "modified"):
+            if kind == "modified" or (kind == "created" and _empty(path)):
                 self.open_writes.opened(task_id)  # marked before the worker can look
             else:
                 self.open_writes.closed(task_id)

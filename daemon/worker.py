@@ -26,7 +26,7 @@ from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
 from task_pulsed.differ import invalid_notification
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
-from task_pulsed.watcher import OpenWrites
+from task_pulsed.watcher import OPEN_WRITE_GRACE, OpenWrites
 
 if TYPE_CHECKING:
     from task_pulsed.scheduler import Timers
@@ -253,8 +253,11 @@ class Worker(threading.Thread):
         try:
             task = task_from_file(data, task_id)
         except TaskFormatError as exc:
-            if self.open_writes.is_open(task_id):
-                return  # half written: its writer's close-write brings it back here
+            writing = self.open_writes.open_for(task_id)
+            if writing is not None and writing < OPEN_WRITE_GRACE:
+                # Half written: its writer's close-write brings it back; if none comes, this look does.
+                self.queue.put(("file", task_id), attempt=1, delay=OPEN_WRITE_GRACE - writing + SETTLE_SECONDS)
+                return
             if attempt == 0:
                 self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
             else:

@@ -81,8 +81,9 @@ def run_plain(flags: dict[str, str], json_output: bool, verb: str, words: list[s
     else:
         line = outcome.text
     try:
+        sys.stdout.reconfigure(errors="replace")  # type: ignore[union-attr]  # an ASCII locale: the write is done
         print(line, flush=True)
-    except BrokenPipeError:  # the reader went away (`| head`): the write is done; say nothing, as click does
+    except BrokenPipeError:  # the reader went away (`| head`): the write is done, there is no one to tell
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

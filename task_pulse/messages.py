@@ -18,7 +18,7 @@ from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
 # (typing only for annotations, the secret patterns compiled on first use).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
     from typing import Any
 
 FIELD_CAP = 200
@@ -58,27 +58,39 @@ _SECRETS: list[tuple[str, int, str]] = [  # (pattern, flags, replacement)
     (r"\b(AKIA)[0-9A-Z]{16}\b", 0, r"\1***"),
     # Telegram bot tokens, also inside their URLs (…/bot123456789:AA…/sendMessage)
     (r"(?:\b|(?<=bot))(\d{8,10}:)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", 0, r"\1***"),
-    (r"\b((?:Bearer|Basic|Token|Digest)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
-    # NAME=value, NAME: value, --name=value for names that say secret: password=…, DB_PASSWORD=…,
-    # GITHUB_TOKEN=…, AWS_SECRET_ACCESS_KEY=…, --password=…, "password: hunter2"
-    (r"(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_-])*(?:password|passwd|pwd|pass|token|secret|api_?key|access_?key|"
-     r"private_?key|auth)(?:[_-][A-Za-z0-9]+)*[\"']?[ \t]*=[ \t]*)[\"']?[^&#\s\"']+", re.I, r"\1***"),
-    # the `name: value` form for the names that cannot mean anything else ("auth: ok" stays)
-    (r"(?<![A-Za-z0-9])((?:[A-Za-z0-9]+[_-])*(?:password|passwd|token|secret|api_?key|access_?key|private_?key)"
-     r"(?:[_-][A-Za-z0-9]+)*[\"']?:[ \t]*)[\"']?[^&#\s\"',}]+", re.I, r"\1***"),
+    (r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
+    (r"\b(Authorization[ \t]*[:=][ \t]*[A-Za-z]+[ \t]+)[A-Za-z0-9._~+/=-]{4,}", re.I, r"\1***"),  # Basic, Token …
     # user:password@ in URLs, an empty user (redis://:pw@host) and an @ inside the password too
     (r"(://[^/:@\s]*:)[^/\s]*(@)(?=[^/@\s]+)", 0, r"\1***\2"),
 ]
-# Invisible characters that would split a token so no pattern sees it ("ghp\u200b_…"): removed
-# everywhere, except a zero-width joiner between emoji (👨\u200d👩), which is part of the picture.
-_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u200c\u2060-\u2064\ufeff]|(?<=[\w-])\u200d|\u200d(?=[\w-])")
+# NAME=value and NAME: value (--name=value, "name": "value" too). Which names are secret is decided
+# apart, on the name alone: one bounded pattern, no nested repeats for a long input to backtrack on.
+_ASSIGNMENT = r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{1,64})([\"']?[ \t]*([=:])[ \t]*[\"']?)([^&#\s\"',;}]+)"
+# A name is secret when its last word says so: DB_PASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY,
+# --password, api-key (not token_count, pass_rate or auth_method).
+_SECRET_NAME = re.compile(r"(?:^|[_-])(?:password|passwd|pwd|pass|token|secret|auth|(?:api|access|private)[_-]?key)$",
+                          re.I)
+# `name: value` is also plain prose ("auth: ok"): only names that cannot mean anything else.
+_SECRET_NAME_COLON = re.compile(r"(?:^|[_-])(?:password|passwd|token|secret|(?:api|access|private)[_-]?key)$", re.I)
+# Invisible characters that would split a token so no pattern sees it ("ghp\u200b_…"): removed. The
+# joiners only between ASCII letters and digits: elsewhere they shape emoji (👨\u200d👩) and scripts.
+_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u2060-\u2064\ufeff]|(?<=[A-Za-z0-9_-])[\u200c\u200d](?=[A-Za-z0-9_-])")
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    name, sep, kind = match.group(1), match.group(2), match.group(3)
+    if (_SECRET_NAME_COLON if kind == ":" else _SECRET_NAME).search(name.lstrip("-")):
+        return f"{name}{sep}***"
+    return match.group(0)
 
 
 @functools.cache
-def _secret_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str]]]:
+def _secret_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]]:
     """Any of the secrets, case aside (one search tells most texts apart), and each one's pattern."""
-    any_secret = re.compile("|".join(f"(?:{p})" for p, _, _ in _SECRETS), re.I)
-    return any_secret, [(re.compile(p, flags), replacement) for p, flags, replacement in _SECRETS]
+    any_secret = re.compile("|".join(f"(?:{p})" for p, _, _ in _SECRETS) + f"|(?:{_ASSIGNMENT})", re.I)
+    patterns: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+        (re.compile(p, flags), replacement) for p, flags, replacement in _SECRETS]
+    return any_secret, [*patterns, (re.compile(_ASSIGNMENT), _mask_assignment)]
 
 
 def redact(text: str) -> str:

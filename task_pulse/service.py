@@ -156,9 +156,13 @@ def _private_secrets_file() -> list[str]:
     return []
 
 
+# A header value that names its secret instead of holding it (`Bearer ${CHAT_TOKEN}`): fine to show.
+_REFERENCE_ONLY = re.compile(r"(?:[A-Za-z-]+[ \t]+)?\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
 def shown_args(daemon_args: list[str]) -> str:
     """The options as a person may see them: webhook URLs by scheme and host, header values and
-    anything that looks like a secret masked. `${VAR}` references are shown: they are no secret."""
+    anything that looks like a secret masked. A header that only names its secret (`${VAR}`) is shown."""
     from task_pulse.messages import redact
 
     shown = []
@@ -167,12 +171,13 @@ def shown_args(daemon_args: list[str]) -> str:
         name, eq, value = arg.partition("=")
         if eq and name in ("--webhook", "--webhook-header"):
             option, arg = name, value
-        if option == "--webhook" and "${" not in arg:
+        if option == "--webhook":
             parts = urllib.parse.urlsplit(arg)
             arg = f"{parts.scheme}://{parts.netloc.rpartition('@')[2] or '?'}/…"  # no user:password, no path
-        elif option == "--webhook-header" and "${" not in arg:
+        elif option == "--webhook-header" and not _REFERENCE_ONLY.fullmatch(arg.partition(":")[2].strip()):
             arg = f"{arg.partition(':')[0]}: …"
-        arg = redact(arg)
+        else:
+            arg = redact(arg)
         shown.append(f"{name}={arg}" if eq and name in ("--webhook", "--webhook-header") else arg)
     return shlex.join(shown)
 

@@ -192,11 +192,12 @@ class TaskStore:
         return sorted(i for i in map(task_id_from_filename, names) if i is not None)
 
     def resolve(self, id_or_prefix: str) -> str:
-        """An exact id, or the task the prefix means: the only match, else the only running match.
+        """An exact id, or the task the prefix means: the only match, else the only running match,
+        else (none running) the one started last.
 
         A daily task keeps earlier days' files for a week, so `next 日报 …` matches several files
-        from day two on; the one still running is the one meant. More than one running match (or
-        none among several) is ambiguous, and the error lists the candidates.
+        from day two on; the one still running is the one meant, and once it has ended, a repeated
+        `done 日报` means it still. Two running matches are ambiguous: the error lists the candidates.
         """
         check_task_id(id_or_prefix)
         if os.path.lexists(self.path_for(id_or_prefix)):
@@ -206,10 +207,15 @@ class TaskStore:
             return candidates[0]
         if not candidates:
             raise TaskNotFound(f"task '{id_or_prefix}' not found in {self._root}")
-        states = {i: self._status_of(i) for i in candidates}
+        tasks = {i: self._read_or_none(i) for i in candidates}
+        states = {i: t.status if t else "unreadable" for i, t in tasks.items()}
         running = [i for i in candidates if states[i] == "running"]
         if len(running) == 1:
             return running[0]
+        started = {i: parse_time(t.started_at) for i, t in tasks.items() if t is not None}
+        latest = sorted((s, i) for i, s in started.items() if s is not None)
+        if not running and latest and (len(latest) == 1 or latest[-1][0] != latest[-2][0]):
+            return latest[-1][1]
         shown = ", ".join(f"{i} ({states[i]})" for i in candidates[:10])
         more = f" (+{len(candidates) - 10} more)" if len(candidates) > 10 else ""
         raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous ({len(running)} running): {shown}{more}")
@@ -222,11 +228,11 @@ class TaskStore:
             return []
         return sorted(i for i in map(task_id_from_filename, names) if i is not None)
 
-    def _status_of(self, task_id: str) -> str:
+    def _read_or_none(self, task_id: str) -> Task | None:
         try:
-            return self.load(task_id).status
+            return self.load(task_id)
         except (TaskNotFound, OperationFailed):
-            return "unreadable"
+            return None
 
     # -- reading -----------------------------------------------------------------------------------
 

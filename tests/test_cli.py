@@ -219,8 +219,13 @@ def test_a_prefix_means_the_one_running_match(tasks: Path) -> None:
     assert read(tasks, "日报-20261125-090000")["steps"][0]["message"] == "抓取了25条"
     assert "rev" not in read(tasks, "日报-20261123-090000")  # the finished days are untouched
     ok(tasks, "done", "日报")
-    message = fails(tasks, 2, "next", "日报")  # nothing running any more: no guess
-    assert message.startswith("Error: task id prefix '日报' is ambiguous (0 running): ")
+    again = run(tasks, "done", "日报")  # a repeated `done`: nothing running, so the one started last, a no-op
+    assert again.exit_code == 0 and "日报-20261125-090000' was already done" in again.stderr
+    assert fails(tasks, 1, "next", "日报") == "Error: task '日报-20261125-090000' has already ended (done)"
+    write_task(tasks, "日报-20261126-090000")
+    write_task(tasks, "日报-20261127-090000")
+    message = fails(tasks, 2, "next", "日报")  # two running: no guess
+    assert message.startswith("Error: task id prefix '日报' is ambiguous (2 running): ")
     assert "日报-20261123-090000 (done)" in message and "日报-broken (unreadable)" in message
 
 

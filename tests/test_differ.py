@@ -239,3 +239,12 @@ def test_with_revisions_the_write_before_tells_which_step_done_finished() -> Non
     old = task(steps=[("fetch", "done"), ("filter", "running")], rev=4)
     new = task("done", [("fetch", "done"), ("filter", "done")], rev=5, finishedAt="2026-11-24T09:50:00+00:00")
     assert kinds_of(old, new) == ["done"]  # its stamp differs (a hand edit), but rev says `done` finished it
+
+
+def test_whole_second_stamps_cannot_tell_a_next_from_the_done_so_both_are_told() -> None:
+    """A writer stamping whole seconds, `next` and `done` in one second, seen in one read: nothing is dropped."""
+    old = task(steps=[("fetch", "running"), ("filter", "pending")])
+    new = task("done", [("fetch", "done"), ("filter", "done")], finishedAt="2026-11-24T09:40:00+00:00")
+    for step in new.steps:
+        step.finished_at = "2026-11-24T09:40:00+00:00"
+    assert kinds_of(old, new) == ["step_done", "step_done", "done"]

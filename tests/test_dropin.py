@@ -62,6 +62,18 @@ def test_a_file_closed_broken_is_still_reported(tasks_dir: Path, daemon: Daemon)
     wait_for(lambda: kinds(tasks_dir) == ["invalid"], 30, "invalid")
 
 
+def test_a_broken_file_moved_or_linked_in_whole_is_reported(tasks_dir: Path, tmp_path: Path, daemon: Daemon) -> None:
+    """`jq … > /tmp/t && mv /tmp/t tasks/x.json`: arriving whole (reported as created), it has no writer to wait for."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "moved.json").write_text('{"taskName": "x", "status": "running"}')  # no steps
+    (outside / "linked.json").write_text('{"taskName": "y", "status": "sideways", "steps": []}')
+    os.rename(outside / "moved.json", tasks_dir / "moved.json")
+    os.link(outside / "linked.json", tasks_dir / "linked.json")
+    wait_for(lambda: sorted(n["data"]["file"] for n in read_notifications(tasks_dir)) == ["linked.json", "moved.json"],
+             10, "both reported")
+
+
 def test_a_file_deleted_and_put_back_is_not_news(tasks_dir: Path, tmp_path: Path, daemons: list[Daemon]) -> None:
     """A sync tool or an editor removes the file and writes it back: not a new start, and the throttle holds."""
     daemon = Daemon(tasks_dir, "--progress-interval", "30").start()

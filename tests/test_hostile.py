@@ -134,7 +134,7 @@ SECRETS = [  # (text, what stays, what must go)
      "wJalrXUtnFEMI"),
     ("mysql --password=hunter2 -u root", "--password=***", "hunter2"),
     ("password: hunter2", "password: ***", "hunter2"),
-    ('{"api_key": "abc123def456"}', '"api_key": ***', "abc123def456"),
+    ('{"api_key": "abc123def456"}', '"api_key": "***"', "abc123def456"),
     ("Authorization: Basic dXNlcjpodW50ZXIy", "Basic ***", "dXNlcjpodW50ZXIy"),
     ("redis://:s3cretpw@cache:6379/0", "redis://:***@cache:6379/0", "s3cretpw"),
     ("postgres://app:p@ss@word@db/prod", "postgres://app:***@db/prod", "ss@word"),
@@ -285,7 +285,9 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
 
 
 @pytest.mark.parametrize("text", ["auth: ok", "passport: E1234567", "compass=north", "tokens: 1200 used",
-                                  "👨\u200d👩\u200d👧 family", "bypass=1", "a=b&c=d"])
+                                  "👨\u200d👩\u200d👧 family", "bypass=1", "a=b&c=d", "Basic configuration done",
+                                  "token refreshed", "Digest computed", "pass_rate=98%", "token_count: 12345",
+                                  "auth_method=oauth", "می\u200cخواهم"])
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact(text) == text
 
@@ -299,3 +301,20 @@ def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:
     for n in diff_tasks(None, task_from_dict(raw, "t"), NOW).notifications:
         blob = n.text + json.dumps(n.data, ensure_ascii=False)
         assert "AAHdqTcvCH1vGWJx" not in blob, (n.kind, blob)
+
+
+@pytest.mark.parametrize("unit", ["x_", "password_", "token-", "a_token_", "-_", "a", ":", "password=", "://:@",
+                                  "Authorization: ", "bot1234567890:"])
+def test_masking_takes_linear_time_on_hostile_text(unit: str) -> None:
+    """Every field of every task file goes through `redact`: no input may make it backtrack for ages.
+
+    64 KB of a repeated unit must take about what 16 KB takes, times four (a generous 20x allows for a
+    loaded machine; quadratic backtracking is 16x, and the patterns found in review took minutes)."""
+    def cost(size: int) -> float:
+        text = unit * (size // len(unit))
+        started = time.perf_counter()
+        redact(text)
+        return time.perf_counter() - started
+
+    small, large = min(cost(16_000) for _ in range(3)), min(cost(64_000) for _ in range(3))
+    assert large < 1.0 and large < 20 * max(small, 0.002), (unit, small, large)

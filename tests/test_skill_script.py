@@ -33,9 +33,9 @@ def skill(tmp_path: Path) -> Path:
 
 
 def script(skill: Path, tasks_dir: Path, *args: str, python: str = BASE_PYTHON,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+           env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([python, str(skill / "scripts" / "task_pulse.py"), *args], capture_output=True, text=True,
-                          timeout=60, env=env or clean_env(TASK_PULSE_DIR=str(tasks_dir)))
+                          timeout=60, env=env or clean_env(TASK_PULSE_DIR=str(tasks_dir)), cwd=cwd)
 
 
 def ok(skill: Path, tasks_dir: Path, *args: str) -> str:
@@ -99,6 +99,9 @@ def test_another_python_version_runs_the_recorded_interpreter(skill: Path, tmp_p
     record["version"] = [2, 7]  # as if the agent's python3 were another version than task-pulse's
     (skill / RUNTIME).write_text(json.dumps(record))
     assert ok(skill, tmp_path / "tasks", "create", "x", "a").startswith("x-")
+    # run from the script's own folder, where `task_pulse.py` could pass for the package
+    here = script(skill, tmp_path / "tasks", "create", "y", "a", cwd=skill / "scripts")
+    assert here.returncode == 0 and here.stdout.startswith("y-"), here.stderr
 
 
 def test_without_a_record_task_pulse_on_the_path_is_used(skill: Path, tmp_path: Path) -> None:

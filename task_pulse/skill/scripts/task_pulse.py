@@ -20,6 +20,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECORD = os.path.join(os.path.dirname(HERE), ".task-pulse.json")
+# This file is named task_pulse.py: its own folder on sys.path would hide the task_pulse package.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 MIN_WORDS = {"create": 2, "next": 1, "heartbeat": 1, "done": 1, "error": 2, "status": 0, "cleanup": 0}
 
 
@@ -58,7 +60,7 @@ def main():
         return
     python = record.get("python")
     if python and os.access(python, os.X_OK):
-        os.execv(python, [python, "-m", "task_pulse", *args])
+        os.execv(python, [python, "-I", "-m", "task_pulse", *args])  # -I: not this folder, whatever the cwd
     try:
         os.execvp("task-pulse", ["task-pulse", *args])
     except OSError:
