@@ -164,7 +164,8 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
         else:
             newly_done.append(i)
     done_so_far = already_done
-    ends_done = new.status == "done" and (old is None or restarted or old.status != "done")
+    ended = new.status in ("done", "error") and (old is None or restarted or old.status != new.status)
+    ends_done = ended and new.status == "done"
     for i in newly_done:
         step = new.steps[i]
         done_so_far += 1
@@ -192,8 +193,7 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
                       step=step.name, index=i, message=step.message, percent=format_percent(step.percent),
                       done=new.done_count)
 
-    ended = new.status in ("done", "error") and (old is None or restarted or old.status != new.status)
-    if ended and new.status == "done":
+    if ends_done:
         started = parse_time(new.started_at)
         finished = parse_time(new.finished_at) or now
         b.add("done", (new.finished_at,), result=new.result, done=new.done_count,
