@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.store import TaskStore
 from task_pulsed.delivery import Delivery, DeliveryOptions
 from task_pulsed.delivery.sinks import Sink
@@ -48,7 +49,7 @@ class DaemonOptions:
 
 def take_daemon_lock(store: TaskStore) -> int:
     """Hold `.pulse/daemon.lock` for the life of the process: one daemon per tasks dir."""
-    path = store.pulse_dir / "daemon.lock"
+    path = store.private_path("daemon.lock", create=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -62,14 +63,21 @@ def take_daemon_lock(store: TaskStore) -> int:
 
 
 def warn_if_open_to_others(root: Path) -> None:
-    """Anyone who can write the tasks dir can put words in the user's chat: say so, loudly."""
-    mode = root.stat().st_mode
-    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
-        log.warning("SECURITY: %s is world-writable (mode %o): any local user can create task files and so "
-                    "send messages to your chat. Fix it: chmod o-w %s", root, stat.S_IMODE(mode), root)
-    elif mode & stat.S_IWOTH:
-        log.warning("SECURITY: %s is world-writable (mode %o, sticky): any local user can add task files "
-                    "that reach your chat. Fix it: chmod o-w %s", root, stat.S_IMODE(mode), root)
+    """Anyone who can write the tasks dir can put words in the user's chat: say so. Without the
+    sticky bit they can also rename or remove the user's files, `.pulse/` included (this process
+    keeps using the one it checked, but the next writer refuses whatever was put in its place)."""
+    st = root.stat()
+    others, mode = others_who_can_write(st), stat.S_IMODE(st.st_mode)
+    if others is None:
+        return
+    if others == "every local user":
+        log.warning("SECURITY: %s is writable by every local user (mode %o): any of them can create task files and "
+                    "so send messages to your chat. Fix it: chmod o-w %s", root, mode, root)
+    elif not st.st_mode & stat.S_ISVTX:
+        log.warning("SECURITY: %s is writable by %s without the sticky bit (mode %o): its members can rename or "
+                    "remove your task files and .pulse/. Fix it: chmod +t %s", root, others, mode, root)
+    else:
+        log.info("%s is shared with %s (mode %o): task files of its members reach your chat too", root, others, mode)
 
 
 def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> None:
@@ -93,6 +101,9 @@ def run(options: DaemonOptions) -> int:
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1
+    except UnsafeDir as exc:  # exit 2: systemd must not restart into the same refusal (RestartPreventExitStatus)
+        log.error("%s", exc)
+        return 2
     except OSError as exc:  # a read-only or full disk, a missing permission: say it once, no traceback
         log.error("cannot use %s: %s", exc.filename or store.pulse_dir, exc.strerror or exc)
         return 1
@@ -109,7 +120,7 @@ def run(options: DaemonOptions) -> int:
     open_writes = OpenWrites()
     delivery = None
     if options.sink is not None:
-        delivery = Delivery(store.root, options.sink, options.delivery, options.sink_concurrency)
+        delivery = Delivery(store, options.sink, options.delivery, options.sink_concurrency)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None,

@@ -125,7 +125,7 @@ class Worker(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.outbox = Outbox.for_tasks_dir(self.store.root)
+            self.outbox = Outbox.for_store(self.store)
             # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
             if released := self.outbox.release_claims("sink:"):
                 log.info("%d notifications claimed by a stopped daemon's sink are free again", released)

@@ -26,6 +26,7 @@ from typing import Any
 from task_pulse import service, skill
 from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.openclaw import VERSION_CHECKED, OpenClawCLI, locate
+from task_pulse.store import TaskStore
 
 CRON_KEY = "task-pulse"  # the cron job's declaration key: adding it again updates, never duplicates
 CRON_NAME = "Task pulse"
@@ -77,9 +78,13 @@ def user_manager_reachable() -> bool:
 
 def daemon_running(tasks_dir: Path) -> bool:
     """Whether a task-pulsed holds the tasks dir's daemon lock right now."""
+    store = TaskStore(tasks_dir)
     try:
-        fd = os.open(tasks_dir / ".pulse" / "daemon.lock", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
+        path = store.private_path("daemon.lock")  # a .pulse/ someone else planted holds no daemon of ours
+        if path is None:
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except (OSError, BadInput):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ which is what makes a re-applied diff harmless.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from typing import Any
 
 from task_pulse.messages import shown_id
 from task_pulse.model import Task, parse_time, task_from_dict
+from task_pulse.store import TaskStore
 
 SCHEMA_VERSION = 2
 # What each version adds to the one before, for a database made by an older task-pulse.
@@ -265,6 +267,7 @@ class Outbox:
 
     def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = Path(path)
+        self._handle_owner: TaskStore | None = None
         self.created = False
         self._batch_depth = 0
         if create and not self.path.exists():
@@ -281,8 +284,19 @@ class Outbox:
         self._init_schema()
 
     @classmethod
+    def for_store(cls, store: TaskStore, *, create: bool = True) -> Outbox:
+        """The state db in the store's verified `.pulse/` (opened through its handle: see privatedir.py).
+        FileNotFoundError when there is none and `create` is off."""
+        path = store.private_path(DB_NAME, create=create)
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, "no state database yet", str(store.pulse_dir / DB_NAME))
+        outbox = cls(Path(path), create=create)
+        outbox._handle_owner = store  # keeps the handle the path goes through open as long as we are
+        return outbox
+
+    @classmethod
     def for_tasks_dir(cls, tasks_dir: Path, *, create: bool = True) -> Outbox:
-        return cls(Path(tasks_dir) / ".pulse" / DB_NAME, create=create)
+        return cls.for_store(TaskStore(tasks_dir), create=create)
 
     def _init_schema(self) -> None:
         self.db.executescript(SQL.SCHEMA)

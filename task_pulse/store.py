@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
 from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_task, parse_time
+from task_pulse.privatedir import NAME as PULSE_DIR
+from task_pulse.privatedir import handle_path, open_private_dir
 
 # A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
@@ -34,7 +36,6 @@ MAX_ID_BYTES = 200
 LOCK_TIMEOUT = 10.0
 # A task file is a few KB. Anything bigger is refused before it is read whole.
 MAX_FILE_BYTES = 1024 * 1024
-PULSE_DIR = ".pulse"
 _SUFFIX = ".json"
 
 
@@ -143,11 +144,18 @@ class TaskStore:
     def __init__(self, root: str | os.PathLike[str], lock_timeout: float = LOCK_TIMEOUT) -> None:
         self._root = os.fspath(root)
         self.lock_timeout = lock_timeout
-        self._pulse = os.path.join(self._root, PULSE_DIR)
-        self._locks = os.path.join(self._pulse, "locks")
-        # Temp files live outside the watched dir: an atomic write then raises a single inotify event
-        # (the rename's arrival) instead of create + close + rename pair, for the daemon to skip.
-        self._tmp = os.path.join(self._pulse, "tmp")
+        # `.pulse/`, once verified: its open handle, and the path that goes through it (privatedir.py).
+        self._pulse_fd: int | None = None
+        self._pulse = ""
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the `.pulse/` handle (a store is used again after this: it reopens it)."""
+        if self._pulse_fd is not None:
+            os.close(self._pulse_fd)
+            self._pulse_fd, self._pulse = None, ""
 
     @property
     def root(self) -> Path:
@@ -157,6 +165,7 @@ class TaskStore:
 
     @property
     def pulse_dir(self) -> Path:
+        """Where `.pulse/` is, for messages. Open what is in it with `private_path`."""
         return self.root / PULSE_DIR
 
     @property
@@ -169,15 +178,30 @@ class TaskStore:
         return os.path.join(self._root, f"{check_task_id(task_id)}{_SUFFIX}")
 
     def ensure_dirs(self) -> None:
-        """Create the tasks dir and the private `.pulse/` (0700) beside the tasks."""
-        os.makedirs(self._root, exist_ok=True)
-        for private in (self._pulse, self._locks, self._tmp):
-            try:
-                os.mkdir(private, 0o700)
-            except FileExistsError:
-                st = os.lstat(private)
-                if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.getuid() and stat.S_ISDIR(st.st_mode):
-                    os.chmod(private, 0o700)  # made by hand or by an older tool: private again
+        """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
+        there (UnsafeDir when it is not ours alone)."""
+        if self._pulse_fd is None:
+            os.makedirs(self._root, exist_ok=True)
+            self._open_pulse(create=True)
+
+    def _open_pulse(self, *, create: bool) -> bool:
+        fd = open_private_dir(self._root, create=create)
+        if fd is None:
+            return False
+        self._pulse_fd = fd
+        self._pulse = handle_path(fd, os.path.join(self._root, PULSE_DIR))
+        return True
+
+    def private_path(self, name: str, *, create: bool = False) -> str | None:
+        """A path to `name` in the verified `.pulse/`, through its open handle: what is opened there is
+        ours even if someone swaps the directory meanwhile. None when `.pulse/` is absent (and not
+        to be created); UnsafeDir when it is not ours alone."""
+        if self._pulse_fd is None:
+            if create:
+                self.ensure_dirs()
+            elif not self._open_pulse(create=False):
+                return None
+        return os.path.join(self._pulse, name)
 
     def task_ids(self) -> list[str]:
         """Ids of the `*.json` entries at the top of the tasks dir, dotfiles excluded.
@@ -268,8 +292,9 @@ class TaskStore:
         raises `TaskLocked`.
         """
         self.ensure_dirs()
-        return _TaskLock(os.path.join(self._locks, f"{check_task_id(task_id)}.lock"), task_id,
-                         self.lock_timeout if timeout is None else timeout)
+        name = f"{check_task_id(task_id)}.lock"
+        return _TaskLock(os.path.join(self._pulse, "locks", name), os.path.join(self._root, PULSE_DIR, "locks", name),
+                         task_id, self.lock_timeout if timeout is None else timeout)
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -278,8 +303,11 @@ class TaskStore:
         taking a lock that its file is still the one at the path.
         """
         removed = 0
+        locks = self.private_path("locks")
+        if locks is None:
+            return 0
         try:
-            names = os.listdir(self._locks)
+            names = os.listdir(locks)
         except FileNotFoundError:
             return 0
         for name in names:
@@ -289,7 +317,7 @@ class TaskStore:
                     continue
             except BadInput:  # not a name a task can have (".lock", a stray file): not ours to judge
                 continue
-            lock_path = os.path.join(self._locks, name)
+            lock_path = os.path.join(locks, name)
             try:
                 fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             except OSError:
@@ -308,7 +336,9 @@ class TaskStore:
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
         final = self.path_for(task.task_id)
-        tmp = os.path.join(self._tmp, f"{task.task_id}{_SUFFIX}.tmp")
+        # Under locked(), so `.pulse` is open. Temp files live outside the watched dir: an atomic write
+        # raises a single inotify event there (the rename's arrival), not a create + close pair to skip.
+        tmp = os.path.join(self._pulse, "tmp", f"{task.task_id}{_SUFFIX}.tmp")
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
         if len(data) > MAX_FILE_BYTES:  # no reader would take it: refuse it here, with the file as it was
             raise BadInput(f"task '{task.task_id}' would be {len(data):,} bytes, over the {MAX_FILE_BYTES:,}-byte "
@@ -404,7 +434,7 @@ class TaskStore:
                 if not finished_before(current, cutoff):
                     return False
                 _unlink_if_there(self.path_for(task_id))
-                _unlink_if_there(os.path.join(self._locks, f"{task_id}.lock"))
+                _unlink_if_there(os.path.join(self._pulse, "locks", f"{task_id}.lock"))
                 return True
         except TaskLocked:
             return False
@@ -428,8 +458,8 @@ class _TaskLock:
     """`flock` on a task's lock file for a `with` block, waited for at most `timeout` seconds
     (a class: contextlib is not worth its import on a writer's path)."""
 
-    def __init__(self, path: str, task_id: str, timeout: float) -> None:
-        self.path, self.task_id, self.timeout = path, task_id, timeout
+    def __init__(self, path: str, shown: str, task_id: str, timeout: float) -> None:
+        self.path, self.shown, self.task_id, self.timeout = path, shown, task_id, timeout
         self.fd = -1
 
     def _take(self, fd: int) -> None:
@@ -442,8 +472,8 @@ class _TaskLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise TaskLocked(f"task '{self.task_id}' is locked by another process for more than "
-                                     f"{self.timeout:g} s ({self.path}); try again, or find the holder with "
-                                     f"`fuser {self.path}`") from None
+                                     f"{self.timeout:g} s ({self.shown}); try again, or find the holder with "
+                                     f"`fuser {self.shown}`") from None
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 0.05)
 

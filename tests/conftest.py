@@ -126,15 +126,18 @@ def drained_keys(loop: subprocess.Popen[str]) -> list[str]:
 class Daemon:
     """A real `task-pulsed` process on a tasks dir, its stderr kept in a log file."""
 
-    def __init__(self, tasks_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, tasks_dir: Path, *args: str, env: dict[str, str] | None = None,
+                 command: list[str] | None = None, **popen: Any) -> None:
+        """`command` (instead of the installed `task-pulsed`) and `popen` (e.g. `user=`) run it another way."""
         self.tasks_dir, self.args, self.env = tasks_dir, args, env or clean_env()
+        self.command, self.popen = command or [str(BIN / "task-pulsed")], popen
         self.log_path = tasks_dir.parent / f"daemon-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready: bool = True) -> Daemon:
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", str(self.tasks_dir), *self.args],
-                                         stdout=log, stderr=subprocess.STDOUT, env=self.env)
+            self.proc = subprocess.Popen([*self.command, "--dir", str(self.tasks_dir), *self.args],
+                                         stdout=log, stderr=subprocess.STDOUT, env=self.env, **self.popen)
         if wait_ready:
             wait_for(lambda: "ready:" in self.log() or self.proc.poll() is not None, 20, "daemon ready")
             assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"

@@ -11,6 +11,7 @@ import pytest
 from task_pulse.card import CARD_LIMIT, render_card
 from task_pulse.model import Step, Task
 from task_pulse.outbox import Card, Queued
+from task_pulse.store import TaskStore
 from task_pulsed.delivery.plan import plan_batch
 from task_pulsed.delivery.sinks import first_reason, message_id_in
 from tests.conftest import wait_for
@@ -201,7 +202,7 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     outbox = Outbox.for_tasks_dir(tmp_path)
     outbox.record("t", None, [Notification("t:started:1", "t", "T", "started", "hello", {})])
     sink, bell = FlakySink(), Doorbell()
-    courier = Courier(0, tmp_path, sink, DeliveryOptions(), bell)
+    courier = Courier(0, TaskStore(tmp_path), sink, DeliveryOptions(), bell)
     courier.start()
     try:
         wait_for(lambda: outbox.count_pending() == 0, 30, "the row delivered after the error")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from task_pulse.outbox import Outbox
+from task_pulse.store import TaskStore
 from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
 from task_pulsed.delivery.sinks import Sink
 
@@ -20,13 +20,13 @@ log = logging.getLogger("task-pulsed")
 class Delivery:
     """`concurrency` couriers on one sink: at most one call in flight per task, tasks in parallel."""
 
-    def __init__(self, tasks_dir: Path, sink: Sink, options: DeliveryOptions, concurrency: int = 4) -> None:
-        self.tasks_dir, self.sink, self.options = tasks_dir, sink, options
+    def __init__(self, store: TaskStore, sink: Sink, options: DeliveryOptions, concurrency: int = 4) -> None:
+        self.store, self.sink, self.options = store, sink, options
         self.bell = Doorbell()
-        self.couriers = [Courier(i, tasks_dir, sink, options, self.bell) for i in range(concurrency)]
+        self.couriers = [Courier(i, store, sink, options, self.bell) for i in range(concurrency)]
 
     def start(self) -> None:
-        outbox = Outbox.for_tasks_dir(self.tasks_dir)
+        outbox = Outbox.for_store(self.store)
         try:
             outbox.purge_cards()
         finally:

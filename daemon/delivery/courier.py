@@ -21,12 +21,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from task_pulse.card import render_card
 from task_pulse.messages import shown_id
 from task_pulse.outbox import Card, Outbox, Queued
+from task_pulse.store import TaskStore
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
 from task_pulsed.tracker import QUIET
@@ -72,9 +72,9 @@ _OUTAGE = re.compile(r"timed out|unreachable|not reachable|econn|refused|fetch f
 
 
 class Courier(threading.Thread):
-    def __init__(self, index: int, tasks_dir: Path, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
+    def __init__(self, index: int, store: TaskStore, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
         super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
-        self.tasks_dir, self.sink, self.options, self.bell = tasks_dir, sink, options, bell
+        self.store, self.sink, self.options, self.bell = store, sink, options, bell
         self.owner = f"sink:{sink.name}:{os.getpid()}:{index}/"  # "/" ends it: courier 1 is not a prefix of 10
         self._stopping = threading.Event()
 
@@ -89,7 +89,7 @@ class Courier(threading.Thread):
         while not self._stopping.is_set():
             outbox = None
             try:
-                outbox = Outbox.for_tasks_dir(self.tasks_dir)
+                outbox = Outbox.for_store(self.store)
                 while not self._stopping.is_set():
                     self._round(outbox)
                     pause = 1.0

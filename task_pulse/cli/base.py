@@ -26,6 +26,7 @@ class Context:
     flags: dict[str, Any]
     json_output: bool
     _settings: Settings | None = None
+    _store: TaskStore | None = None
 
     @property
     def settings(self) -> Settings:
@@ -35,7 +36,11 @@ class Context:
 
     @property
     def store(self) -> TaskStore:
-        return TaskStore(self.settings.tasks_path, self.settings.lock_timeout)
+        """One store per command: paths it hands out go through its handle on `.pulse/`, which
+        must stay open while they are used."""
+        if self._store is None:
+            self._store = TaskStore(self.settings.tasks_path, self.settings.lock_timeout)
+        return self._store
 
     @property
     def lang(self) -> str:

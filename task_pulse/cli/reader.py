@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,22 +91,21 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
 
     from task_pulse.outbox import DB_NAME, Outbox
 
-    db_path = ctx.store.pulse_dir / DB_NAME
-    if not db_path.exists():
+    db_path = ctx.store.private_path(DB_NAME)  # through the checked .pulse/ (privatedir.py), or None
+    if db_path is None or not os.path.exists(db_path):
         if sys.stderr.isatty():  # under a cron job, whatever it prints is posted to the chat: say it to people only
             click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
                        err=True)
         return
     try:
-        _drain(ctx, Outbox(db_path, create=False), limit, digest)
+        _drain(ctx, Outbox.for_store(ctx.store, create=False), limit, digest)
     except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
-        raise OperationFailed(f"state database {db_path}: {exc}") from None
+        raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
 
 
 def _drain(ctx: Context, outbox: Outbox, limit: int | None, digest: bool) -> None:
     """Claim, print, mark delivered, in batches of DRAIN_BATCH (a digest needs every row at once):
     a big backlog streams out in bounded memory, and no claim holds the write lock for long."""
-    import os
     import uuid
 
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,286 @@
+"""Two real accounts sharing a tasks dir: `tp-victim` runs task-pulse, `tp-mallory` (same group)
+tries to get into its state. Needs root to create the accounts (skipped otherwise) and an interpreter
+both accounts can run (a venv on the system Python, or one under a readable path).
+
+The accounts and their group are left in place afterwards: another test run may be using them.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Daemon, clean_env, wait_for
+
+GROUP, VICTIM, MALLORY = "tp-share", "tp-victim", "tp-mallory"
+# Runs a console script's main with this test run's site-packages (and so its editable install).
+_BOOT = ("import site, sys; site.addsitedir(sys.argv.pop(1)); name = sys.argv.pop(1); sys.argv[0] = name; "
+         "from task_pulse.entry import main as tp; from task_pulsed.cli import main as tpd; "
+         "(tp if name == 'task-pulse' else tpd)()")
+
+
+@dataclass
+class Account:
+    name: str
+    uid: int
+    gid: int
+    share_gid: int
+    python: str
+    home: Path
+
+    def popen_args(self) -> dict[str, object]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": [self.share_gid], "cwd": str(self.home),
+                "env": clean_env(HOME=str(self.home), LANG="C.UTF-8")}
+
+    def command(self, program: str) -> list[str]:
+        return [self.python, "-c", _BOOT, sysconfig.get_paths()["purelib"], program]
+
+    def run(self, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.command(program), *args], capture_output=True, text=True, timeout=60,
+                              **self.popen_args())  # type: ignore[call-overload]
+
+    def python_code(self, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([self.python, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                              **self.popen_args())  # type: ignore[call-overload]
+
+
+def _ensure(cmd: list[str], exists: Callable[[], bool]) -> None:
+    """Run useradd/groupadd unless done; another test run may be doing the same (it locks /etc/passwd)."""
+    for _ in range(50):
+        if exists():
+            return
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 or exists():
+            return
+        time.sleep(0.1)
+    pytest.skip(f"cannot run {' '.join(cmd)}: {proc.stderr.strip()}")
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            lookup(name)
+            return True
+        except KeyError:
+            return False
+    return check
+
+
+def _interpreters() -> list[str]:
+    """This Python, or a system one of the same version (a venv's may sit under an unreadable /root)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    found = [os.path.realpath(sys.executable), f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"]
+    return [p for p in dict.fromkeys(found) if os.path.exists(p)]
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[Path]:
+    if os.geteuid() != 0 or not shutil.which("useradd"):
+        pytest.skip("needs root and useradd to create two accounts")
+    path = Path(tempfile.mkdtemp(prefix="tp-cross-user-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def accounts(base: Path) -> dict[str, Account]:
+    _ensure(["groupadd", GROUP], _exists(grp.getgrnam, GROUP))
+    made: dict[str, Account] = {}
+    for name in (VICTIM, MALLORY):
+        _ensure(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", "--groups", GROUP,
+                 name], _exists(pwd.getpwnam, name))
+        entry = pwd.getpwnam(name)
+        home = base / f"home-{name}"
+        home.mkdir()
+        os.chown(home, entry.pw_uid, entry.pw_gid)
+        made[name] = Account(name, entry.pw_uid, entry.pw_gid, grp.getgrnam(GROUP).gr_gid, "", home)
+    probe = "import site, sys; site.addsitedir(sys.argv[1]); import task_pulse.entry, task_pulsed.cli"
+    reasons = []
+    for python in _interpreters():
+        for account in made.values():
+            account.python = python
+        try:
+            proc = made[VICTIM].python_code(probe, sysconfig.get_paths()["purelib"])
+        except OSError as exc:  # not executable for them (under a private /root, say)
+            reasons.append(f"{python}: {exc.strerror}")
+            continue
+        if proc.returncode == 0:
+            return made
+        reasons.append(f"{python}: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+    pytest.skip("no interpreter the test accounts can run with this test run's packages (install into a venv made "
+                f"from the system Python, under a world-readable path): {reasons}")
+
+
+@pytest.fixture
+def share(base: Path, accounts: dict[str, Account]) -> Iterator[Path]:
+    """A tasks dir owned by the victim, group tp-share, group-writable (setgid, no sticky bit yet)."""
+    path = base / f"share-{time.monotonic_ns()}"
+    path.mkdir()
+    os.chown(path, accounts[VICTIM].uid, accounts[VICTIM].share_gid)
+    path.chmod(0o2770)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def running(accounts: dict[str, Account]) -> Iterator[list[Daemon]]:
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        if d.alive():
+            d.kill()
+
+
+def victim_daemon(share: Path, victim: Account) -> Daemon:
+    return Daemon(share, "--stall", "60", command=victim.command("task-pulsed"), **victim.popen_args())
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert all(w in lines[0] for w in words), lines[0]
+    return lines[0]
+
+
+def daemon_refuses(share: Path, victim: Account, *words: str) -> None:
+    d = victim_daemon(share, victim).start(wait_ready=False)
+    assert d.proc is not None
+    assert d.proc.wait(60) == 2, d.log()
+    errors = [line for line in d.log().splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and all(w in errors[0] for w in words), d.log()
+
+
+def test_a_shared_dir_without_the_sticky_bit_gets_no_pulse_dir(share: Path, accounts: dict[str, Account]) -> None:
+    victim = accounts[VICTIM]
+    one_error_line(victim.run("task-pulse", "--dir", str(share), "create", "deploy", "push"), "chmod +t", GROUP)
+    daemon_refuses(share, victim, "chmod +t")
+    assert list(share.iterdir()) == []  # no task file, no .pulse: nothing half made
+    share.chmod(0o3770)
+    assert victim.run("task-pulse", "--dir", str(share), "create", "deploy", "push").returncode == 0
+    pulse = (share / ".pulse").lstat()
+    assert pulse.st_uid == victim.uid and pulse.st_mode & 0o777 == 0o700  # (setgid comes from the dir)
+
+
+def test_with_the_sticky_bit_mallory_can_neither_read_nor_move_the_victims_state(
+        share: Path, accounts: dict[str, Account], running: list[Daemon]) -> None:
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o3770)
+    running.append(victim_daemon(share, victim).start())
+    task_id = victim.run("task-pulse", "--dir", str(share), "create", "deploy", "push").stdout.strip()
+    assert task_id
+    # Mallory may add tasks (she shares the dir for that), and the victim's daemon announces them...
+    made = mallory.python_code("import json, sys; open(sys.argv[1], 'w').write(json.dumps({'taskName': 'hers', "
+                               "'status': 'running', 'steps': [{'name': 'a', 'status': 'running'}]}))",
+                               str(share / "hers.json"))
+    assert made.returncode == 0, made.stderr
+    drained: list[str] = []
+
+    def drain() -> bool:
+        drained.append(victim.run("task-pulse", "--dir", str(share), "drain").stdout)
+        return "hers" in "".join(drained)
+    wait_for(drain, 30, "her task announced")
+    # ...but she can neither read the state nor take its place.
+    steal = mallory.python_code("import sys; open(sys.argv[1], 'rb').read()", str(share / ".pulse" / "state.db"))
+    assert steal.returncode != 0 and "PermissionError" in steal.stderr
+    swap = mallory.python_code("import os, sys; os.rename(sys.argv[1], sys.argv[1] + '-old')", str(share / ".pulse"))
+    assert swap.returncode != 0 and "PermissionError" in swap.stderr
+    assert (share / ".pulse").lstat().st_uid == victim.uid
+
+
+def _mallorys_state_db(path: Path) -> None:
+    """What mallory would leave for the victim to print: a state db of hers with one pending row."""
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE notifications (seq INTEGER PRIMARY KEY, key TEXT, task_id TEXT, kind TEXT, "
+                     "text TEXT, data TEXT, created_at REAL, delivered_at REAL, delivered_by TEXT, "
+                     "claimed_by TEXT, claimed_until REAL, attempts INTEGER DEFAULT 0);"
+                     "INSERT INTO notifications (key, task_id, kind, text, data, created_at) VALUES "
+                     "('k', 't', 'progress', 'MALLORY: pay 1 BTC to bc1q...', '{}', 0);")
+    db.close()
+
+
+@pytest.mark.parametrize("plant", ["her own dir", "symlink to the victim's dir", "world-writable dir of the victim's"])
+def test_a_planted_pulse_dir_is_refused_by_every_command(share: Path, accounts: dict[str, Account], plant: str) -> None:
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o3770)
+    app = victim.home / "app"
+    app.mkdir(exist_ok=True)
+    bookmarks = app / "bookmarks.sqlite"
+    sqlite3.connect(bookmarks).executescript("CREATE TABLE IF NOT EXISTS bookmarks (url TEXT);")
+    os.chown(app, victim.uid, victim.gid)
+    os.chown(bookmarks, victim.uid, victim.gid)
+    before = bookmarks.read_bytes()
+    pulse = share / ".pulse"
+    if plant == "her own dir":
+        made = mallory.python_code("import os, sys; os.mkdir(sys.argv[1], 0o777); os.chmod(sys.argv[1], 0o777)",
+                                   str(pulse))
+        assert made.returncode == 0, made.stderr
+        _mallorys_state_db(pulse / "state.db")
+        os.chown(pulse / "state.db", mallory.uid, mallory.gid)
+        words: tuple[str, ...] = ("belongs to", MALLORY)
+    elif plant == "symlink to the victim's dir":
+        made = mallory.python_code("import os, sys; os.symlink(sys.argv[2], sys.argv[1])", str(pulse), str(app))
+        assert made.returncode == 0, made.stderr
+        os.symlink(bookmarks, app / "state.db")  # what mallory hoped the daemon would open as its state
+        words = ("is a symlink",)
+    else:  # made by the victim, but open to the group: mallory may have planted anything in it
+        pulse.mkdir()
+        os.chown(pulse, victim.uid, victim.share_gid)
+        pulse.chmod(0o770)
+        made = mallory.python_code("import os, sys; os.symlink(sys.argv[2], sys.argv[1])", str(pulse / "state.db"),
+                                   str(bookmarks))
+        assert made.returncode == 0, made.stderr
+        words = ("writable by group", GROUP, "chmod 700")
+    one_error_line(victim.run("task-pulse", "--dir", str(share), "create", "deploy", "push"), *words)
+    drained = victim.run("task-pulse", "--dir", str(share), "drain")
+    one_error_line(drained, *words)
+    assert "MALLORY" not in drained.stdout
+    daemon_refuses(share, victim, *words)
+    assert not list(share.glob("*.json"))
+    assert bookmarks.read_bytes() == before
+
+
+def test_a_pulse_dir_swapped_under_a_running_daemon_is_not_used(
+        share: Path, accounts: dict[str, Account], running: list[Daemon]) -> None:
+    """Made while the dir was private, then the dir was opened to the group without the sticky bit:
+    mallory can move the victim's `.pulse` aside and put hers there. The running daemon goes on with
+    the one it checked; a new writer refuses hers."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o700)
+    assert victim.run("task-pulse", "--dir", str(share), "create", "first", "a").returncode == 0
+    share.chmod(0o2770)
+    daemon = victim_daemon(share, victim).start()
+    running.append(daemon)
+    assert "sticky" in daemon.log()  # told at start that the dir can be tampered with
+    swap = mallory.python_code("import os, sys; os.rename(sys.argv[1], sys.argv[1] + '-old'); os.mkdir(sys.argv[1]);"
+                               "os.chmod(sys.argv[1], 0o777)", str(share / ".pulse"))
+    assert swap.returncode == 0, swap.stderr
+    one_error_line(victim.run("task-pulse", "--dir", str(share), "create", "second", "a"), "belongs to", MALLORY)
+    hers = mallory.python_code("import json, sys; open(sys.argv[1], 'w').write(json.dumps({'taskName': 'hers', "
+                               "'status': 'running', 'steps': [{'name': 'a', 'status': 'running'}]}))",
+                               str(share / "hers.json"))
+    assert hers.returncode == 0, hers.stderr
+    real_db = share / ".pulse-old" / "state.db"
+
+    def announced() -> bool:
+        db = sqlite3.connect(real_db)
+        try:
+            return db.execute("SELECT count(*) FROM notifications WHERE task_id = 'hers'").fetchone()[0] == 1
+        finally:
+            db.close()
+    wait_for(announced, 30, "her task announced into the victim's own (moved) state db")
+    assert sorted(p.name for p in (share / ".pulse").iterdir()) == []  # nothing of the victim's went into hers
