@@ -17,6 +17,7 @@ from task_pulsed.app import DaemonOptions, run
 from task_pulsed.delivery import DeliveryOptions
 from task_pulsed.delivery.plan import STYLES
 from task_pulsed.delivery.sinks import ExecSink, OpenClawSink, Sink, WebhookSink
+from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
 from task_pulsed.tracker import Policy
 
 
@@ -49,6 +50,9 @@ def setup_logging(verbose: bool) -> None:
               help="How often to clean up (also once at startup).")
 @click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
               help="How often to rescan the whole dir, for anything the watcher missed.")
+@click.option("--flood-window", type=FiniteRange(min=1), default=INVALID_WINDOW, show_default=True, metavar="SECONDS",
+              help=f"Unreadable task files: the first {INVALID_BURST} in a window of this long are told one by one, "
+                   "the rest in one message when it ends.")
 @click.option("--openclaw", "openclaw_to", metavar="CHANNEL:TARGET",
               help="Deliver through the OpenClaw CLI to CHANNEL:TARGET (e.g. telegram:123456789, irc:#ops).")
 @click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
@@ -83,6 +87,7 @@ def setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
+        flood_window: float,
         openclaw_to: str | None, openclaw_bin: str | None, exec_command: str | None, exec_edit: str | None,
         webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int, sink_attempts: int,
         sink_backoff: float, sink_timeout: float, redact: bool | None, check: bool, verbose: bool) -> None:
@@ -129,7 +134,7 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                    f"{sink.describe()}" if sink else ""))
         return
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
-                    lang=settings.lang, redact_secrets=settings.redact_secrets)
+                    lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,

@@ -22,6 +22,7 @@ from task_pulse.messages import (
     render,
     shown_id,
     step_label,
+    word,
 )
 from task_pulse.model import Step, Task, parse_time
 from task_pulse.outbox import Notification
@@ -97,6 +98,22 @@ def _finished_by_the_end(old: Task | None, new: Task, prior: Step | None, step: 
     return ta is not None and tb is not None and abs((ta - tb).total_seconds()) <= SAME_MOMENT_SECONDS
 
 
+# Most step_done messages one write can give: past it, the rest of the steps it finished are one message.
+STEP_FLOOD = 10
+
+
+def _finished_stamp(task: Task, step: Step) -> str:
+    """When the writer gives no finishedAt, the task's updatedAt (or rev) tells two completions apart."""
+    return step.finished_at or task.updated_at or f"rev {task.rev}"
+
+
+def _next_name(task: Task, i: int) -> str | None:
+    """The step after step `i`, as a step_done shows it: not a pending one once the task ended."""
+    following = task.steps[i + 1] if i + 1 < len(task.steps) else None
+    show = following is not None and (task.status == "running" or following.status != "pending")
+    return following.name if show and following else None
+
+
 def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[object, ...],
                       fields: dict[str, Any], lang: str = "zh", redact_secrets: bool = True) -> Notification:
     """The one place a notification is built, so every one is chat-safe.
@@ -166,6 +183,7 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
     done_so_far = already_done
     ended = new.status in ("done", "error") and (old is None or restarted or old.status != new.status)
     ends_done = ended and new.status == "done"
+    told: list[tuple[int, str | None, int]] = []  # (step index, its result, steps done once it finished)
     for i in newly_done:
         step = new.steps[i]
         done_so_far += 1
@@ -175,12 +193,18 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
             result = None  # what a heartbeat said while the step ran, not what the step produced
         if ends_done and not result and _finished_by_the_end(old, new, prior, step):
             continue  # finished by the task's `done`: the done message says it; one message, not two
-        following = new.steps[i + 1] if i + 1 < len(new.steps) else None
-        show_next = following is not None and (new.status == "running" or following.status != "pending")
-        # When the writer gives no finishedAt, the task's updatedAt (or rev) tells two completions apart.
-        finished = step.finished_at or new.updated_at or f"rev {new.rev}"
-        b.add("step_done", (step.name, matches[i][0], finished), step=step.name, index=i, message=result,
-              next=following.name if show_next and following else None, done=done_so_far)
+        told.append((i, result, done_so_far))
+    # A write that finished a flood of steps at once (up to MAX_STEPS) is told in STEP_FLOOD messages.
+    flood = told[STEP_FLOOD - 1:] if len(told) > STEP_FLOOD else []
+    for i, result, done in told[:len(told) - len(flood)]:
+        step = new.steps[i]
+        b.add("step_done", (step.name, matches[i][0], _finished_stamp(new, step)), step=step.name, index=i,
+              message=result, next=_next_name(new, i), done=done)
+    if flood:
+        first, last = new.steps[flood[0][0]], new.steps[flood[-1][0]]
+        span = word("steps_range", lang).format(count=len(flood), first=first.name, last=last.name)
+        b.add("step_done", ("steps", flood[0][0], flood[-1][0], _finished_stamp(new, last)), step=span,
+              index=flood[-1][0], message=None, next=_next_name(new, flood[-1][0]), done=flood[-1][2])
 
     # The running step's message or percent changed: progress (the daemon throttles these).
     if new.status == "running":
@@ -203,8 +227,28 @@ def diff_tasks(old: Task | None, new: Task, now: datetime, run: int = 0, lang: s
     return Diff(b.out, run)
 
 
-def invalid_notification(task_id: str, file_name: str, reason: str, content_digest: str, lang: str = "zh",
+def invalid_notification(task_id: str, file_name: str, reason: str, last_good: str | None, lang: str = "zh",
                          redact_secrets: bool = True) -> Notification:
-    """`invalid`, keyed by the file's content so each distinct broken content is reported once."""
-    return make_notification(task_id, file_name, "invalid", (content_digest,), {"file": file_name, "reason": reason},
+    """`invalid`, once per spell: keyed by the last good content the file had (`last_good`, its digest;
+    None if it never had one), so a file rewritten broken again and again is told once, and again
+    only after it was readable in between."""
+    return make_notification(task_id, file_name, "invalid", (last_good or "never readable",),
+                             {"file": file_name, "reason": reason}, lang, redact_secrets)
+
+
+# Where a summary of unreadable files is queued: a dotted id is never a task's (check_task_id).
+UNREADABLE_SUMMARY_ID = ".unreadable"
+_NAMES_SHOWN = 5
+
+
+def invalid_summary(files: list[str], window_id: str, burst: int, window_seconds: float, lang: str = "zh",
+                    redact_secrets: bool = True) -> Notification:
+    """One `invalid` for the files past the flood limit of one window (the worker's `InvalidFlood`)."""
+    shown = ", ".join(sorted(files)[:_NAMES_SHOWN]) + (f" … (+{len(files) - _NAMES_SHOWN})"
+                                                        if len(files) > _NAMES_SHOWN else "")
+    summary = word("files", lang).format(count=len(files), names=shown)
+    reason = word("too_many_unreadable", lang).format(burst=burst, window=format_duration(window_seconds, lang))
+    note = make_notification(UNREADABLE_SUMMARY_ID, "", "invalid", (window_id,), {"file": summary, "reason": reason},
                              lang, redact_secrets)
+    note.data["files"] = [chat_text(f, FIELD_CAP, redact_secrets) for f in sorted(files)[:100]]
+    return note

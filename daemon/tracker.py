@@ -24,6 +24,7 @@ from task_pulse.messages import format_duration, step_label
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.outbox import Notification, Seen
 from task_pulsed.differ import diff_tasks, make_notification, run_key
+from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
 
 # `Seen.stalled_for` of a stall adopted silently on the first start: never announced, so its end
 # is not announced either.
@@ -46,6 +47,8 @@ class Policy:
     progress_interval: float = 30
     lang: str = "zh"
     redact_secrets: bool = True
+    invalid_burst: int = INVALID_BURST  # unreadable files told one by one per window, then summed up
+    invalid_window: float = INVALID_WINDOW
 
 
 @dataclass

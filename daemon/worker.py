@@ -24,7 +24,8 @@ from task_pulse.messages import shown_id
 from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Notification, Outbox, Seen
 from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
-from task_pulsed.differ import invalid_notification
+from task_pulsed.differ import invalid_notification, invalid_summary
+from task_pulsed.flood import InvalidFlood
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulsed.watcher import OPEN_WRITE_GRACE, OpenWrites
 
@@ -39,13 +40,22 @@ log = logging.getLogger("task-pulsed")
 SETTLE_SECONDS = 0.25
 # Files processed per transaction during a scan (each file's snapshot and notifications stay atomic).
 SCAN_BATCH = 500
+# A task file bigger than this goes to the queue's heavy lane (parsing, diffing and storing 1 MB
+# takes tens of ms); one waiting there longer than HEAVY_WAIT goes before the rest.
+HEAVY_BYTES = 64 * 1024
+HEAVY_WAIT = 1.0
 RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
+UNREADABLE_SUMMARY = ("unreadable-summary",)
 IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
 
 
 class WorkQueue:
     """A coalescing queue: an item already waiting is not queued twice; delayed items wait their turn.
+
+    Fair to small tasks: items marked heavy (a task file that took long to read last time) wait in a
+    lane of their own, served when no other item is ready or when the oldest has waited HEAVY_WAIT.
+    A few huge files rewritten in a loop then delay an ordinary task by one of them at most.
 
     `get` blocks without polling (a condition variable, woken by `put` or by the next due time).
     """
@@ -53,19 +63,45 @@ class WorkQueue:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._ready: dict[Hashable, int] = {}  # item -> attempt, in arrival order
+        self._ready_heavy: dict[Hashable, tuple[int, float]] = {}  # item -> (attempt, queued at)
+        self._heavy: set[Hashable] = set()
         self._delayed: list[tuple[float, int, Hashable, int]] = []
         self._order = itertools.count()
         self._closed = False
+
+    def mark_heavy(self, item: Hashable, heavy: bool) -> None:
+        """Put `item` in the heavy lane from its next `put` on (or take it out)."""
+        with self._cond:
+            if heavy:
+                self._heavy.add(item)
+            else:
+                self._heavy.discard(item)
 
     def put(self, item: Hashable, attempt: int = 0, delay: float = 0.0) -> None:
         with self._cond:
             if delay > 0:
                 heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._order), item, attempt))
-            elif item not in self._ready:
-                self._ready[item] = attempt
-            else:
+            elif not self._enqueue(item, attempt, time.monotonic()):
                 return
             self._cond.notify()
+
+    def _enqueue(self, item: Hashable, attempt: int, now: float) -> bool:
+        if item in self._ready or item in self._ready_heavy:
+            return False
+        if item in self._heavy:
+            self._ready_heavy[item] = (attempt, now)
+        else:
+            self._ready[item] = attempt
+        return True
+
+    def _next_ready(self, now: float) -> tuple[Hashable, int] | None:
+        heavy = next(iter(self._ready_heavy), None)
+        if heavy is not None and (not self._ready or now - self._ready_heavy[heavy][1] >= HEAVY_WAIT):
+            return heavy, self._ready_heavy.pop(heavy)[0]
+        if self._ready:
+            item = next(iter(self._ready))
+            return item, self._ready.pop(item)
+        return None
 
     def get(self, timeout: float | None = None) -> tuple[Hashable, int] | None:
         """The next item and its attempt number; (IDLE, 0) after `timeout`; None once closed."""
@@ -79,10 +115,9 @@ class WorkQueue:
                     return IDLE, 0
                 while self._delayed and self._delayed[0][0] <= now:
                     _, _, item, attempt = heapq.heappop(self._delayed)
-                    self._ready.setdefault(item, attempt)
-                if self._ready:
-                    item = next(iter(self._ready))
-                    return item, self._ready.pop(item)
+                    self._enqueue(item, attempt, now)
+                if (ready := self._next_ready(now)) is not None:
+                    return ready
                 waits = [t - now for t in (self._delayed[0][0] if self._delayed else None, give_up) if t is not None]
                 self._cond.wait(min(waits) if waits else None)
 
@@ -111,6 +146,7 @@ class Worker(threading.Thread):
         self.open_writes = open_writes or OpenWrites()
         self.store, self.queue, self.timers, self.options = store, queue, timers, options
         self.policy = options.policy
+        self.flood = InvalidFlood(self.policy.invalid_burst, self.policy.invalid_window)
         # Called from this thread's loop with fresh stats at least every `heartbeat_every` seconds:
         # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
@@ -176,6 +212,8 @@ class Worker(threading.Thread):
             self.rescan()
         elif item == CLEANUP:
             self.cleanup()
+        elif item == UNREADABLE_SUMMARY:
+            self._summarize_unreadable()
         elif isinstance(item, tuple) and item[0] == "file":
             self.process(item[1], attempt)
         elif isinstance(item, tuple) and item[0] == "stall":
@@ -239,14 +277,16 @@ class Worker(threading.Thread):
             data, st = read_task_file(path)
         except FileNotFoundError:
             self.open_writes.closed(task_id)
+            self.queue.mark_heavy(("file", task_id), False)
             if seen is not None and seen.gone_at is None:
                 self.outbox.mark_gone(task_id, time.time())
                 self._stop_timers(task_id)
                 log.info("%s: file removed", shown_id(task_id))
             return
         except TaskFormatError as exc:
-            self._invalid(task_id, seen, str(exc), str(exc).encode(), None)
+            self._invalid(task_id, seen, str(exc), None)
             return
+        self.queue.mark_heavy(("file", task_id), len(data) > HEAVY_BYTES)
         sig, digest = file_signature(st), hashlib.sha1(data).hexdigest()
         if not force and seen is not None and seen.digest == digest:
             return
@@ -261,7 +301,7 @@ class Worker(threading.Thread):
             if attempt == 0:
                 self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
             else:
-                self._invalid(task_id, seen, str(exc), data, sig)
+                self._invalid(task_id, seen, str(exc), sig)
             return
         self.open_writes.read_whole(task_id, read_started)
         try:
@@ -272,7 +312,7 @@ class Worker(threading.Thread):
             raise  # the database, not this file
         except Exception as exc:  # noqa: BLE001 - a file we cannot handle is reported, never fatal
             log.exception("%s: cannot be processed", shown_id(task_id))
-            self._invalid(task_id, seen, f"cannot be processed ({type(exc).__name__}: {exc})", data, sig)
+            self._invalid(task_id, seen, f"cannot be processed ({type(exc).__name__}: {exc})", sig)
 
     def cleanup(self) -> None:
         """Remove expired finished tasks and old delivered notifications.
@@ -298,15 +338,30 @@ class Worker(threading.Thread):
         self.timers.set("stall", task_id, None)
         self.timers.set("flush", task_id, None)
 
-    def _invalid(self, task_id: str, seen: Seen | None, reason: str, content: bytes, sig: str | None) -> None:
-        """Report an unreadable file once per distinct content; keep the last good snapshot."""
+    def _invalid(self, task_id: str, seen: Seen | None, reason: str, sig: str | None) -> None:
+        """Report an unreadable file once per spell (until it is readable again); keep the last good
+        snapshot. Past the flood limit the notice waits for the window's summary, and nothing is
+        stored: a restart before the summary reads the file again."""
         assert self.outbox is not None
-        digest = hashlib.sha256(content).hexdigest()
-        note = invalid_notification(task_id, f"{task_id}.json", reason, digest, self.policy.lang,
-                                    self.policy.redact_secrets)
+        note = invalid_notification(task_id, f"{task_id}.json", reason, seen.digest if seen else None,
+                                    self.policy.lang, self.policy.redact_secrets)
+        if not self.outbox.has_key(note.key) and not self.flood.admit(time.time()):
+            due = self.flood.hold(note)
+            if due is not None:
+                self.queue.put(UNREADABLE_SUMMARY, delay=max(0.0, due - time.time()))
+            return
         if seen is not None and sig is not None:
             seen.file_sig = sig
         self._log_new(self.outbox.record(task_id, seen, [note]), [note])
+
+    def _summarize_unreadable(self) -> None:
+        assert self.outbox is not None
+        window_id, held = self.flood.take()
+        if not held:
+            return
+        note = invalid_summary([n.data["file"] for n in held], window_id, self.policy.invalid_burst,
+                               self.policy.invalid_window, self.policy.lang, self.policy.redact_secrets)
+        self._log_new(self.outbox.record_summary(note, held), [note])
 
     def _apply(self, update: Update) -> None:
         """Record the update in one transaction, then move the task's timers to where it says."""

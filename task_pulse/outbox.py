@@ -125,6 +125,13 @@ class SQL:
     INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
     VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data)
     """
+    # A notification stored as already delivered: what a summary told instead (see `record_summary`).
+    INSERT_SETTLED = """
+    INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data, delivered_at,
+        delivered_by)
+    VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data, :created_at, :by)
+    """
+    HAS_KEY = "SELECT 1 FROM notifications WHERE key = ?"
     COUNT_NOTIFICATIONS = "SELECT count(*) FROM notifications"
     COUNT_PENDING = "SELECT count(*) FROM notifications WHERE delivered_at IS NULL"
     CLAIMABLE = """
@@ -192,6 +199,12 @@ class SQL:
     WHERE delivered_at IS NULL AND claimed_by LIKE :pattern
     """
     PURGE_CARDS = "DELETE FROM cards WHERE task_id NOT IN (SELECT task_id FROM seen)"
+
+
+def _row(n: Notification, created_at: str, **extra: str) -> dict[str, str]:
+    """A notification's parameters for the INSERT statements."""
+    return {"key": n.key, "task_id": n.task_id, "task_name": n.task_name, "kind": n.kind, "created_at": created_at,
+            "text": n.text, "data": json.dumps(n.data, ensure_ascii=False), **extra}
 
 
 def utc_stamp(at: float | None = None) -> str:
@@ -406,11 +419,20 @@ class Outbox:
                     "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
             inserted = 0
             for n in notifications:
-                cur = db.execute(SQL.INSERT_NOTIFICATION, {
-                    "key": n.key, "task_id": n.task_id, "task_name": n.task_name, "kind": n.kind,
-                    "created_at": created_at, "text": n.text, "data": json.dumps(n.data, ensure_ascii=False)})
-                inserted += cur.rowcount
+                inserted += db.execute(SQL.INSERT_NOTIFICATION, _row(n, created_at)).rowcount
         return inserted
+
+    def has_key(self, key: str) -> bool:
+        """Whether a notification with this key is in the outbox (pending, or delivered and not purged)."""
+        return self.db.execute(SQL.HAS_KEY, (key,)).fetchone() is not None
+
+    def record_summary(self, summary: Notification, folded: Iterable[Notification]) -> int:
+        """In one transaction: queue `summary`, and store the notifications it sums up as delivered
+        by it, so that their keys are taken and none of them is told again on its own."""
+        created_at = utc_stamp()
+        with self.transaction() as db:
+            db.executemany(SQL.INSERT_SETTLED, [_row(n, created_at, by=f"summary:{summary.key}") for n in folded])
+            return db.execute(SQL.INSERT_NOTIFICATION, _row(summary, created_at)).rowcount
 
     def mark_gone(self, task_id: str, at: float) -> bool:
         """The task's file was removed at unix time `at`. False if it was not known, or already gone."""

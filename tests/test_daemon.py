@@ -112,7 +112,11 @@ def test_a_broken_file_is_reported_once_and_the_daemon_lives(tasks_dir: Path, da
     task_id = create(tasks_dir)
     wait_kinds(tasks_dir, task_id, ["started"])
     assert kinds(tasks_dir).count("invalid") == 1
-    broken.write_text("[1, 2")  # different broken content: reported
+    broken.write_text("[1, 2")  # broken another way: still the same spell, not repeated
+    broken.write_text(json.dumps({"taskName": "x", "status": "running", "steps": [{"name": "a", "status": "running"}]}))
+    wait_for(lambda: kinds(tasks_dir, "broken") == ["invalid", "started"], 30, "readable again")
+    assert kinds(tasks_dir).count("invalid") == 1
+    broken.write_text("[1, 2")  # broken again after it was readable: a new spell, told
     wait_for(lambda: kinds(tasks_dir).count("invalid") == 2, 30, "second invalid")
     assert broken.read_text() == "[1, 2"  # never modified
     assert daemon.alive()

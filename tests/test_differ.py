@@ -248,3 +248,25 @@ def test_whole_second_stamps_cannot_tell_a_next_from_the_done_so_both_are_told()
     for step in new.steps:
         step.finished_at = "2026-11-24T09:40:00+00:00"
     assert kinds_of(old, new) == ["step_done", "step_done", "done"]
+
+
+def test_a_write_that_finishes_a_flood_of_steps_is_told_in_ten_messages() -> None:
+    names = [f"s{i}" for i in range(40)]
+    old = task(steps=[(n, "running" if i == 0 else "pending") for i, n in enumerate(names)])
+    new = task(steps=[(n, "done" if i < 30 else "running" if i == 30 else "pending") for i, n in enumerate(names)])
+    steps = [n for n in diff_tasks(old, new, NOW).notifications if n.kind == "step_done"]
+    assert len(steps) == 10
+    assert [n.data["step"] for n in steps[:9]] == names[:9]
+    assert steps[-1].text == "✅ [30/40] 21个步骤（s9 … s29）完成\n🔄 → s30"
+    assert steps[-1].data["done"] == 30 and steps[-1].data["index"] == 29
+    assert len({n.key for n in steps}) == 10
+    assert [n.kind for n in diff_tasks(old, new.copy(), NOW).notifications] == [n.kind for n in steps]  # same keys
+    en = diff_tasks(old, new, NOW, lang="en").notifications[-1]
+    assert en.text == "✅ [30/40] 21 steps (s9 … s29) done\n🔄 → s30"
+
+
+def test_ten_steps_at_once_are_still_told_one_by_one() -> None:
+    names = [f"s{i}" for i in range(12)]
+    old = task(steps=[(n, "running" if i == 0 else "pending") for i, n in enumerate(names)])
+    new = task(steps=[(n, "done" if i < 10 else "running" if i == 10 else "pending") for i, n in enumerate(names)])
+    assert [n.data["step"] for n in diff_tasks(old, new, NOW).notifications] == names[:10]

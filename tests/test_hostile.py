@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from task_pulse.messages import FIELD_CAP, redact, status_view, task_duration
 from task_pulse.model import TaskFormatError, parse_task, task_from_dict
-from task_pulsed.differ import diff_tasks, invalid_notification
+from task_pulsed.differ import UNREADABLE_SUMMARY_ID, diff_tasks, invalid_notification
 from tests.conftest import Daemon, read_notifications, run_tp, wait_for
 
 NOW = datetime(2026, 11, 24, 10, tzinfo=UTC)
@@ -192,7 +192,7 @@ def fingerprint(path: Path) -> tuple[object, ...]:
 
 
 def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
-    d = Daemon(tasks_dir, "--rescan-interval", "1").start()
+    d = Daemon(tasks_dir, "--rescan-interval", "1", "--flood-window", "2").start()
     daemons.append(d)
     outside = tmp_path / "outside.json"
     outside.write_bytes(valid_task("outside"))
@@ -231,15 +231,27 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         ghost.write_bytes(b"{broken")
         ghost.unlink()
 
-    def invalid_files() -> list[str]:
-        return [n["data"]["file"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]
+    def invalid_files() -> list[str]:  # each file's own notice, told or summed up
+        return [n["data"]["file"] for n in read_notifications(tasks_dir)
+                if n["kind"] == "invalid" and n["task_id"] != UNREADABLE_SUMMARY_ID]
+
+    def summaries() -> list[dict[str, Any]]:
+        return [n for n in read_notifications(tasks_dir) if n["task_id"] == UNREADABLE_SUMMARY_ID]
 
     wait_for(lambda: set(bad) <= set(invalid_files()), 30, f"an invalid notice for each of {len(bad)} files")
+    # Flood control: 5 told one by one, the rest in one message when the 2 s window ends.
+    told = [n for n in read_notifications(tasks_dir) if n["kind"] == "invalid" and n["delivered_at"] is None]
+    (summary,) = [n for n in told if n["task_id"] == UNREADABLE_SUMMARY_ID]
+    one_by_one = {n["data"]["file"] for n in told} - {summary["data"]["file"]}
+    summed_up = set(summary["data"]["files"])
+    assert len(one_by_one) == 5 and not one_by_one & summed_up and set(bad) <= one_by_one | summed_up
+    assert summary["text"].startswith(f"⚠️ 任务文件无法读取: {len(summed_up)}个文件: ")
     wait_for(lambda: {"new\nline", "year-one"} <= {n["task_id"] for n in read_notifications(tasks_dir)}, 30,
              "the newline task and the year-one task")
     time.sleep(2.5)  # two more rescans (every second) must not report anything again
     reported = invalid_files()
     assert sorted(f for f in reported if not f.startswith("ghost-")) == sorted(bad)  # each exactly once
+    assert len(summaries()) == 1
     assert {name: fingerprint(tasks_dir / name) for name in bad} == before  # nothing modified or deleted
     assert fingerprint(outside) == outside_before  # the symlink's target was never touched
     reasons = {n["data"]["file"]: n["data"]["reason"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"}
@@ -262,6 +274,7 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     again = Daemon(tasks_dir).start()  # a restart reads every file again: no crash, no repeat
     daemons.append(again)
     assert again.alive() and sorted(f for f in invalid_files() if not f.startswith("ghost-")) == sorted(bad)
+    assert len(summaries()) == 1
     print(f"\nhostile corpus: {len(bad)} bad files, each reported once, none touched")
 
 

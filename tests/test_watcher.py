@@ -12,7 +12,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from task_pulse.store import TaskStore
+from task_pulsed import worker as worker_module
 from task_pulsed.scheduler import Timers
 from task_pulsed.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
 from task_pulsed.worker import RESCAN, Worker, WorkerOptions, WorkQueue
@@ -122,6 +125,25 @@ def test_work_queue_coalesces_and_delays() -> None:
     assert queue.get() == (("file", "b"), 1)  # blocks until due
     queue.close()
     assert queue.get() is None
+
+
+def test_heavy_files_wait_in_their_own_lane(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 60.0)
+    queue = WorkQueue()
+    for name in ("huge-1", "huge-2"):
+        queue.mark_heavy(("file", name), True)
+        queue.put(("file", name))
+    queue.put(("file", "small-1"))
+    queue.put(("file", "small-2"))
+    assert [queue.get()[0][1] for _ in range(3)] == ["small-1", "small-2", "huge-1"]  # none else ready: heavy
+    queue.put(("file", "huge-1"))
+    queue.put(("file", "small-3"))
+    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 0.0)  # waited long enough: before the small ones
+    assert [queue.get()[0][1] for _ in range(3)] == ["huge-2", "huge-1", "small-3"]
+    queue.mark_heavy(("file", "huge-1"), False)  # smaller now: back with the rest
+    queue.put(("file", "small-4"))
+    queue.put(("file", "huge-1"))
+    assert [queue.get()[0][1] for _ in range(2)] == ["small-4", "huge-1"]
 
 
 def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:

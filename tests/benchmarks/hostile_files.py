@@ -5,7 +5,7 @@ about 1 MB as fast as they can, each its own way:
 
   steps    a valid task of 1,000 steps with ~1 KB messages; one message changes per rewrite
            (atomic replace): the most a legal file can make the daemon parse, diff and store;
-  flood    349k tiny steps (over the step limit: invalid), rewritten in place with open('w'):
+  flood    34k tiny steps (over the step limit: invalid), rewritten in place with open('w'):
            a writer that is never done writing, and a file refused on every read;
   junk     1 MB of nested JSON that never parses, atomic replace.
 
@@ -39,13 +39,13 @@ FILE_BYTES = 1024 * 1024
 
 
 def _steps_file(n: int) -> bytes:
-    steps = [{"name": f"s{i}", "status": "done", "message": f"{n}-{i}-" + "x" * 1000} for i in range(999)]
+    steps = [{"name": f"s{i}", "status": "done", "message": f"{n}-{i}-" + "x" * 950} for i in range(999)]
     steps.append({"name": "last", "status": "running", "message": str(n)})
     return json.dumps({"taskName": "hostile steps", "status": "running", "steps": steps}).encode()[:FILE_BYTES]
 
 
 def _flood_file(n: int) -> bytes:
-    body = ",".join(['{"name":"a","status":"done"}'] * 36_000)
+    body = ",".join(['{"name":"a","status":"done"}'] * 34_000)
     return f'{{"taskName":"flood {n}","status":"running","steps":[{body}]}}'.encode()[:FILE_BYTES]
 
 
@@ -106,7 +106,7 @@ def measure(exe: Path, root: Path, env: dict[str, str], rate: float, duration: f
         for p in procs:
             p.join(10)
         created = {json.loads(data)["message"]: epoch(at) for at, data in db.rows("step_done")
-                   if json.loads(data).get("message", "").startswith("lat-")}
+                   if (json.loads(data).get("message") or "").startswith("lat-")}
         kinds = db.by_kind()
         db.close()
     lat = [(created[m] - before[m]) * 1000 for m in created]
