@@ -88,8 +88,9 @@ def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> No
         wait(1.0)
 
 
-def status_line(stats: dict[str, int]) -> str:
-    return f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+def status_line(stats: dict[str, int], problem: str | None = None) -> str:
+    line = f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+    return f"{problem}; {line}" if problem else line
 
 
 def run(options: DaemonOptions) -> int:
@@ -112,8 +113,8 @@ def run(options: DaemonOptions) -> int:
     timers = Timers(queue, rescan_seconds=options.rescan_seconds, cleanup_seconds=options.cleanup_seconds)
     watchdog = watchdog_interval()
 
-    def heartbeat(stats: dict[str, int]) -> None:
-        notify(*(["WATCHDOG=1"] if watchdog else []), f"STATUS={status_line(stats)}")
+    def heartbeat(stats: dict[str, int], problem: str | None) -> None:
+        notify(*(["WATCHDOG=1"] if watchdog else []), f"STATUS={status_line(stats, problem)}")
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
@@ -145,7 +146,8 @@ def run(options: DaemonOptions) -> int:
     overflow = OverflowHook(on_overflow)
     overflow.install()
     try:
-        observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)), open_writes)
+        observer = start_observer(store.root, lambda task_id: queue.put(("file", task_id)), open_writes,
+                                  lambda name: queue.put(("misnamed", name)))
     except OSError as exc:  # e.g. the inotify instance limit (fs.inotify.max_user_instances)
         log.error("cannot watch %s: %s", store.root, exc.strerror or exc)
         overflow.remove()

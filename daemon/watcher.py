@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -27,7 +29,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from task_pulse.store import task_id_from_filename
+from task_pulse.store import misnamed_reason, task_id_from_filename
 
 log = logging.getLogger("task-pulsed")
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"
@@ -37,7 +39,9 @@ OPEN_WRITE_GRACE = 30.0
 # of our own) would raise those per change, for nothing. An in-place writer is read when it closes
 # the file (IN_CLOSE_WRITE), an atomic one when it renames (IN_MOVED_TO); IN_MODIFY only marks a
 # file as being written (never read on it), so a half-written file is not taken for a broken one.
-EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent]
+# Directories: only their arrival, for one named like a task file, which is reported.
+EVENT_FILTER = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, FileClosedEvent,
+                DirCreatedEvent, DirMovedEvent]
 _RELEVANT = frozenset({"created", "modified", "closed", "deleted", "moved"})
 
 
@@ -95,13 +99,17 @@ def _empty(path: str) -> bool:
 class TaskEventHandler(FileSystemEventHandler):
     """Maps events on `<root>/<id>.json` to `on_task(id)`; dotfiles, `*.tmp` and `.pulse/` never match."""
 
-    def __init__(self, root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None) -> None:
+    def __init__(self, root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None,
+                 on_misnamed: Callable[[str], None] | None = None) -> None:
         self.root = os.fsdecode(os.path.abspath(root))
-        self.on_task = on_task
+        self.on_task, self.on_misnamed = on_task, on_misnamed
         self.open_writes = open_writes or OpenWrites()
 
     def dispatch(self, event: FileSystemEvent) -> None:
-        if event.event_type not in _RELEVANT or event.is_directory:
+        if event.event_type not in _RELEVANT:
+            return
+        # A directory named like a task file is reported (once it is there), never read.
+        if event.is_directory and event.event_type not in ("created", "moved"):
             return
         kind = event.event_type
         # A move is both a removal at its source and a complete file at its destination (atomic replace).
@@ -111,8 +119,11 @@ class TaskEventHandler(FileSystemEventHandler):
             path = os.fsdecode(raw)
             if os.path.dirname(path) != self.root:
                 continue
-            task_id = task_id_from_filename(os.path.basename(path))
+            name = os.path.basename(path)
+            task_id = task_id_from_filename(name)
             if task_id is None:
+                if self.on_misnamed is not None and kind != "modified" and misnamed_reason(name) is not None:
+                    self.on_misnamed(name)
                 continue
             if kind == "modified" or (kind == "created" and _empty(path)):
                 self.open_writes.opened(task_id)  # marked before the worker can look
@@ -143,10 +154,11 @@ class OverflowHook(logging.Handler):
         logging.getLogger(INOTIFY_LOGGER).removeHandler(self)
 
 
-def start_observer(root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None) -> BaseObserver:
+def start_observer(root: Path, on_task: Callable[[str], None], open_writes: OpenWrites | None = None,
+                   on_misnamed: Callable[[str], None] | None = None) -> BaseObserver:
     observer = Observer()
     root = Path(os.path.abspath(root))  # watchdog reports paths as given; the handler compares absolute ones
-    observer.schedule(TaskEventHandler(root, on_task, open_writes), os.fspath(root), recursive=False,
+    observer.schedule(TaskEventHandler(root, on_task, open_writes, on_misnamed), os.fspath(root), recursive=False,
                       event_filter=EVENT_FILTER)
     observer.daemon = True
     observer.start()

@@ -12,6 +12,7 @@ import hashlib
 import heapq
 import itertools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -23,7 +24,14 @@ from typing import TYPE_CHECKING
 from task_pulse.messages import shown_id
 from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Notification, Outbox, Seen
-from task_pulse.store import TaskStore, expiry_cutoff, file_signature, read_task_file, task_from_file
+from task_pulse.store import (
+    TaskStore,
+    expiry_cutoff,
+    file_signature,
+    misnamed_reason,
+    read_task_file,
+    task_from_file,
+)
 from task_pulsed.differ import invalid_notification, invalid_summary
 from task_pulsed.flood import InvalidFlood
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
@@ -42,6 +50,11 @@ SETTLE_SECONDS = 0.25
 SCAN_BATCH = 500
 # A task file bigger than this goes to the queue's heavy lane (parsing, diffing and storing 1 MB
 # takes tens of ms); one waiting there longer than HEAVY_WAIT goes before the rest.
+# The worker waits this long for the state db's write lock per attempt, then retries (see `_patiently`)
+# with a pause doubling up to BUSY_MAX_PAUSE: short enough to feed the watchdog (WatchdogSec=30).
+BUSY_TIMEOUT = 2.0
+BUSY_FIRST_PAUSE = 0.5
+BUSY_MAX_PAUSE = 5.0
 HEAVY_BYTES = 64 * 1024
 HEAVY_WAIT = 1.0
 RESCAN = ("rescan",)
@@ -126,6 +139,11 @@ class WorkQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def wait_closed(self, timeout: float) -> bool:
+        """Sleep up to `timeout` seconds, waking early if the queue is closed; whether it is."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout)
+
 
 @dataclass
 class WorkerOptions:
@@ -138,7 +156,8 @@ class Worker(threading.Thread):
     """Owns the Outbox connection. Start it, wait for `ready`, then feed it with `queue.put`."""
 
     def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions,
-                 heartbeat: Callable[[dict[str, int]], None] | None = None, heartbeat_every: float | None = None,
+                 heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
+                 heartbeat_every: float | None = None,
                  on_new: Callable[[], None] | None = None, open_writes: OpenWrites | None = None) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
         # Files a writer has open: not judged until closed. The watcher marks them; a worker fed by
@@ -156,25 +175,20 @@ class Worker(threading.Thread):
         self.error: BaseException | None = None
         self.outbox: Outbox | None = None
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
+        self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
 
     # -- thread body -------------------------------------------------------------------------------
 
     def run(self) -> None:
         try:
-            self.outbox = Outbox.for_store(self.store)
-            # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
-            if released := self.outbox.release_claims("sink:"):
-                log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
-            adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
-            self.rescan(adopt=adopt)
-            self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
-            self._restore_timers()
-            self._refresh_stats()
+            if not self._patiently(self._start):
+                return  # stopped while the state db was busy
             self.ready.set()
             while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
                 try:
-                    self.handle(item, attempt)
+                    if not self._patiently(lambda: self.handle(item, attempt)):  # noqa: B023 - called at once
+                        return
                 except sqlite3.Error:
                     raise  # the state db itself is failing (disk full, read-only): stop, clearly
                 except Exception:
@@ -192,6 +206,45 @@ class Worker(threading.Thread):
             if self.outbox is not None:
                 self.outbox.close()
             self.ready.set()
+
+    def _start(self) -> None:
+        if self.outbox is None:
+            self.outbox = Outbox.for_store(self.store, busy_timeout=BUSY_TIMEOUT)
+        # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
+        if released := self.outbox.release_claims("sink:"):
+            log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
+        adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
+        self.rescan(adopt=adopt)
+        self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
+        self._restore_timers()
+        self._refresh_stats()
+
+    def _patiently(self, work: Callable[[], None]) -> bool:
+        """Run `work`, again and again while the state db is busy (another process holds its write
+        lock: a backup, a drain stuck mid-claim, sqlite3 by hand), with the watchdog fed and STATUS
+        saying so. Never fatal. False if the daemon is stopped meanwhile (the work is redone at the
+        next start: files by the scan, timers from the db)."""
+        pause = BUSY_FIRST_PAUSE
+        while True:
+            try:
+                work()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if self.problem is None:
+                    log.warning("state database is busy (%s): another process holds its write lock; the work it "
+                                "blocks waits and is retried until it is free", exc)
+                self.problem = "degraded: the state database is busy (another process holds its write lock)"
+                self._beat(refresh=False)
+                if self.queue.wait_closed(pause):
+                    return False
+                pause = min(pause * 2, BUSY_MAX_PAUSE)
+                continue
+            if self.problem is not None:
+                log.info("state database usable again")
+                self.problem = None
+                self._beat(refresh=False, now=True)
+            return True
 
     def _restore_timers(self) -> None:
         """Timers do not survive a restart; the database remembers when each one was due."""
@@ -214,6 +267,8 @@ class Worker(threading.Thread):
             self.cleanup()
         elif item == UNREADABLE_SUMMARY:
             self._summarize_unreadable()
+        elif isinstance(item, tuple) and item[0] == "misnamed":
+            self._misnamed(item[1])
         elif isinstance(item, tuple) and item[0] == "file":
             self.process(item[1], attempt)
         elif isinstance(item, tuple) and item[0] == "stall":
@@ -232,14 +287,16 @@ class Worker(threading.Thread):
         self.stats = {"tasks": self.outbox.count_seen(), "stalled": self.outbox.count_stalled(),
                       "pending": self.outbox.count_pending()}
 
-    def _beat(self) -> None:
+    def _beat(self, refresh: bool = True, now: bool = False) -> None:
+        """The heartbeat, if one is due (`now`: at once). `refresh`: count again (not while the db is busy)."""
         if self.heartbeat is None or self.heartbeat_every is None:
             return
-        now = time.monotonic()
-        if now - self._last_beat >= self.heartbeat_every:
-            self._last_beat = now
-            self._refresh_stats()
-            self.heartbeat(self.stats)
+        at = time.monotonic()
+        if now or at - self._last_beat >= self.heartbeat_every:
+            self._last_beat = at
+            if refresh:
+                self._refresh_stats()
+            self.heartbeat(self.stats, self.problem)
 
     # -- the work ----------------------------------------------------------------------------------
 
@@ -248,7 +305,9 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         started = time.monotonic()
         known = self.outbox.seen_signatures()
-        on_disk = self.store.task_ids()
+        on_disk, misnamed = self.store.scan()
+        for name in misnamed:
+            self._misnamed(name)
         changed = [i for i in on_disk if known.get(i) is None or known[i] != _lstat_signature(self.store, i)]
         for start in range(0, len(changed), SCAN_BATCH):
             with self.outbox.batch():
@@ -338,12 +397,22 @@ class Worker(threading.Thread):
         self.timers.set("stall", task_id, None)
         self.timers.set("flush", task_id, None)
 
-    def _invalid(self, task_id: str, seen: Seen | None, reason: str, sig: str | None) -> None:
+    def _misnamed(self, name: str) -> None:
+        """A `*.json` entry whose name cannot be a task id: reported once, under an id of its own."""
+        reason = misnamed_reason(name)
+        if reason is None or not os.path.lexists(self.store.root / name):
+            return
+        shown = os.fsencode(name).decode("utf-8", "replace")  # not UTF-8: shown with U+FFFD
+        pseudo_id = ".misnamed-" + hashlib.sha1(os.fsencode(name)).hexdigest()[:16]  # dotted: never a task's
+        self._invalid(pseudo_id, None, reason, None, file_name=shown)
+
+    def _invalid(self, task_id: str, seen: Seen | None, reason: str, sig: str | None,
+                 file_name: str | None = None) -> None:
         """Report an unreadable file once per spell (until it is readable again); keep the last good
         snapshot. Past the flood limit the notice waits for the window's summary, and nothing is
         stored: a restart before the summary reads the file again."""
         assert self.outbox is not None
-        note = invalid_notification(task_id, f"{task_id}.json", reason, seen.digest if seen else None,
+        note = invalid_notification(task_id, file_name or f"{task_id}.json", reason, seen.digest if seen else None,
                                     self.policy.lang, self.policy.redact_secrets)
         if not self.outbox.has_key(note.key) and not self.flood.admit(time.time()):
             due = self.flood.hold(note)
@@ -377,6 +446,14 @@ class Worker(threading.Thread):
                 log.info("%s: %s %s", shown_id(n.task_id), n.kind, n.text.replace("\n", " | "))
             if self.on_new is not None:
                 self.on_new()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: someone else has the lock, nothing is wrong with the db itself."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _lstat_signature(store: TaskStore, task_id: str) -> str | None:

@@ -62,6 +62,9 @@ _SECRETS: list[tuple[str, int, str]] = [  # (pattern, flags, replacement)
     (r"\b(Authorization[ \t]*[:=][ \t]*[A-Za-z]+[ \t]+)[A-Za-z0-9._~+/=-]{4,}", re.I, r"\1***"),  # Basic, Token …
     # user:password@ in URLs, an empty user (redis://:pw@host) and an @ inside the password too
     (r"(://[^/:@\s]*:)[^/\s]*(@)(?=[^/@\s]+)", 0, r"\1***\2"),
+    # a PEM private key pasted whole (on one line once cleaned): everything after its header
+    (r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)[A-Za-z0-9+/=\s]*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?",
+     0, r"\1***"),
 ]
 # NAME=value and NAME: value (--name=value, "name": "value" too). Which names are secret is decided
 # apart, on the name alone: one bounded pattern, no nested repeats for a long input to backtrack on.

@@ -278,7 +278,7 @@ class Seen:
 class Outbox:
     """The state database. One instance per thread (sqlite3 connections stay in their thread)."""
 
-    def __init__(self, path: Path, *, create: bool = True) -> None:
+    def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self._handle_owner: TaskStore | None = None
         self.created = False
@@ -290,20 +290,20 @@ class Outbox:
             self.created = True
         elif not self.path.exists():
             raise FileNotFoundError(self.path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=True)
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("PRAGMA busy_timeout = 30000")
+        self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._init_schema()
 
     @classmethod
-    def for_store(cls, store: TaskStore, *, create: bool = True) -> Outbox:
+    def for_store(cls, store: TaskStore, *, create: bool = True, busy_timeout: float = 30.0) -> Outbox:
         """The state db in the store's verified `.pulse/` (opened through its handle: see privatedir.py).
         FileNotFoundError when there is none and `create` is off."""
         path = store.private_path(DB_NAME, create=create)
         if path is None:
             raise FileNotFoundError(errno.ENOENT, "no state database yet", str(store.pulse_dir / DB_NAME))
-        outbox = cls(Path(path), create=create)
+        outbox = cls(Path(path), create=create, busy_timeout=busy_timeout)
         outbox._handle_owner = store  # keeps the handle the path goes through open as long as we are
         return outbox
 

@@ -86,6 +86,18 @@ def task_id_from_filename(name: str) -> str | None:
     return task_id
 
 
+def misnamed_reason(name: str) -> str | None:
+    """Why a directory entry that looks like a task file (`*.json`, no dotfile) cannot be one: a name
+    over 200 bytes, with a backslash, not UTF-8. None when it can (or when it is no task file at all)."""
+    if not name.endswith(_SUFFIX) or name.startswith("."):
+        return None
+    try:
+        check_task_id(name[: -len(_SUFFIX)])
+    except BadInput as exc:
+        return f"its name cannot be a task id: {exc}"
+    return None
+
+
 def read_task_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
     """Read a task file without following symlinks or blocking on FIFOs; its content and stat.
 
@@ -209,11 +221,23 @@ class TaskStore:
         Entries that are not regular files (symlinks, FIFOs) are listed too, so that readers name
         them as unreadable instead of silently skipping them; `read_task_file` refuses to open them.
         """
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[str], list[str]]:
+        """One listing of the tasks dir: the task ids, and the entries that look like task files but
+        cannot be (see `misnamed_reason`), so that they are reported rather than silently skipped."""
         try:
             names = os.listdir(self._root)
         except FileNotFoundError:
-            return []
-        return sorted(i for i in map(task_id_from_filename, names) if i is not None)
+            return [], []
+        ids, misnamed = [], []
+        for name in names:
+            task_id = task_id_from_filename(name)
+            if task_id is not None:
+                ids.append(task_id)
+            elif misnamed_reason(name) is not None:
+                misnamed.append(name)
+        return sorted(ids), sorted(misnamed)
 
     def resolve(self, id_or_prefix: str) -> str:
         """An exact id, or the task the prefix means: the only match, else the only running match,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Daemon, clean_env, kinds, run_tp, wait_for
+from tests.conftest import Daemon, clean_env, kinds, read_notifications, run_tp, wait_for
+from tests.test_systemd import NotifySocket
 
 HOLD = """
 import fcntl, os, sys, time
@@ -76,3 +78,53 @@ def test_a_held_lock_does_not_stop_the_daemon(tasks_dir: Path, daemons: list[Dae
     hold(hold_lock, tasks_dir, task_id)
     started = time.monotonic()
     assert d.stop(timeout=15) == 0 and time.monotonic() - started < 10
+
+
+def test_a_busy_state_db_degrades_the_daemon_but_never_stops_it(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """Another process holds the state db's write lock for longer than any busy timeout: the daemon
+    keeps pinging the watchdog, says it is degraded in STATUS, and catches up once the lock is free."""
+    notify = NotifySocket()
+    d = Daemon(tasks_dir, env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="2000000"))
+    daemons.append(d.start())
+    blocker = sqlite3.connect(tasks_dir / ".pulse" / "state.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        task_id = run_tp(tasks_dir, "create", "while busy", "a").stdout.strip()
+
+        def statuses() -> list[str]:
+            return [a for a in notify.assignments() if a.startswith("STATUS=")]
+        wait_for(lambda: any("degraded" in s for s in statuses()), 30, "a degraded STATUS")
+        since = len(notify.assignments())
+        wait_for(lambda: notify.assignments()[since:].count("WATCHDOG=1") >= 3, 30, "watchdog pings while busy")
+        assert d.alive() and kinds(tasks_dir, task_id) == []
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 30, "the task announced once the lock is free")
+    wait_for(lambda: "degraded" not in [a for a in notify.assignments() if a.startswith("STATUS=")][-1], 30,
+             "STATUS back to normal")
+    assert "state database is busy" in d.log() and "usable again" in d.log()
+    assert d.stop() == 0
+
+
+def test_entries_that_cannot_be_tasks_are_reported_not_ignored(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    d = Daemon(tasks_dir).start()
+    daemons.append(d)
+    long_name = "长" * 80 + ".json"  # 240 bytes of UTF-8: over the 200-byte id limit
+    (tasks_dir / "folder.json").mkdir()
+    (tasks_dir / long_name).write_text("{}")
+    (tasks_dir / "back\\slash.json").write_text("{}")
+    (tasks_dir / b"latin-\xe9.json".decode(errors="surrogateescape")).write_text("{}")
+
+    def reasons() -> dict[str, str]:
+        return {n["data"]["file"]: n["data"]["reason"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"}
+    wait_for(lambda: len(reasons()) == 4, 30, "four invalid notices")
+    got = reasons()
+    assert got["folder.json"] == "not a regular file"
+    assert "240 bytes, over the limit of 200" in got[long_name]
+    assert "path separator" in got["back\\slash.json"] and "not valid UTF-8" in got["latin-\ufffd.json"]
+    assert d.stop() == 0
+    again = Daemon(tasks_dir).start()  # the scan at start finds them again: nothing told twice
+    daemons.append(again)
+    assert again.stop() == 0
+    assert len([n for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]) == 4

@@ -141,6 +141,8 @@ SECRETS = [  # (text, what stays, what must go)
     ("ghp\u200b_0123456789abcdefghijABCDEFGHIJ012345", "ghp_***", "0123456789abcdefghij"),
     ("sk-\u00adproj-abcdefghijklmnopqrstuvwxyz012345", "sk-proj-***", "abcdefghijklmnop"),
     ("ghp_0123456789\u200dabcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx8Yq\n-----END RSA PRIVATE KEY-----",
+     "-----BEGIN RSA PRIVATE KEY-----***", "MIIEowIBAAKCAQEAx8Yq"),
 ]
 
 
