@@ -40,9 +40,10 @@ class InvalidFlood:
         self._held[note.task_id] = note
         return (self._opened or 0.0) + self.window if first else None
 
-    def take(self) -> tuple[str, list[Notification]]:
-        """The window's id and what it held, and a fresh window for what comes next."""
-        window_id = f"{self._opened or 0:.3f}"
-        held = list(self._held.values())
+    def held(self) -> tuple[str, list[Notification]]:
+        """The window's id and what it holds, for the summary (kept until `close`: storing it may fail)."""
+        return f"{self._opened or 0:.3f}", list(self._held.values())
+
+    def close(self) -> None:
+        """The summary is stored: a fresh window for what comes next."""
         self._opened, self._told, self._held = None, 0, {}
-        return window_id, held

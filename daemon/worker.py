@@ -425,12 +425,12 @@ class Worker(threading.Thread):
 
     def _summarize_unreadable(self) -> None:
         assert self.outbox is not None
-        window_id, held = self.flood.take()
-        if not held:
-            return
-        note = invalid_summary([n.data["file"] for n in held], window_id, self.policy.invalid_burst,
-                               self.policy.invalid_window, self.policy.lang, self.policy.redact_secrets)
-        self._log_new(self.outbox.record_summary(note, held), [note])
+        window_id, held = self.flood.held()
+        if held:
+            note = invalid_summary([n.data["file"] for n in held], window_id, self.policy.invalid_burst,
+                                   self.policy.invalid_window, self.policy.lang, self.policy.redact_secrets)
+            self._log_new(self.outbox.record_summary(note, held), [note])
+        self.flood.close()
 
     def _apply(self, update: Update) -> None:
         """Record the update in one transaction, then move the task's timers to where it says."""

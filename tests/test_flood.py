@@ -18,17 +18,19 @@ def test_a_burst_then_one_summary_per_window() -> None:
     assert flood.hold(note("a")) == 1060  # the first one held: schedule the summary at the window's end
     assert not flood.admit(1030) and flood.hold(note("b")) is None
     assert not flood.admit(1070) and flood.hold(note("a")) is None  # past the end, but the summary is not out yet
-    window_id, held = flood.take()
+    window_id, held = flood.held()
     assert window_id == "1000.000" and [n.task_id for n in held] == ["a", "b"]  # one per file, latest notice
+    assert flood.held() == (window_id, held)  # kept until the summary is stored
+    flood.close()
     assert flood.admit(1080) and flood.admit(1081) and not flood.admit(1082)  # a new window
-    assert flood.take()[1] == []
+    assert flood.held()[1] == []
 
 
 def test_a_quiet_window_ends_by_itself() -> None:
     flood = InvalidFlood(burst=1, window=60)
     assert flood.admit(0) and not flood.admit(59)
     assert flood.hold(note("a")) == 60
-    flood.take()
+    flood.close()
     assert flood.admit(61)
     assert flood.admit(200)  # nothing held: a window older than 60 s is over
 
