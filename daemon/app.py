@@ -63,20 +63,14 @@ def take_daemon_lock(store: TaskStore) -> int:
 
 
 def warn_if_open_to_others(root: Path) -> None:
-    """Anyone who can write the tasks dir can put words in the user's chat: say so. Without the
-    sticky bit they can also rename or remove the user's files, `.pulse/` included (this process
-    keeps using the one it checked, but the next writer refuses whatever was put in its place)."""
+    """Anyone who can write the tasks dir can put words in the user's chat: say so. (Without the
+    sticky bit the daemon does not even start: privatedir.py.)"""
     st = root.stat()
     others, mode = others_who_can_write(st), stat.S_IMODE(st.st_mode)
-    if others is None:
-        return
     if others == "every local user":
         log.warning("SECURITY: %s is writable by every local user (mode %o): any of them can create task files and "
                     "so send messages to your chat. Fix it: chmod o-w %s", root, mode, root)
-    elif not st.st_mode & stat.S_ISVTX:
-        log.warning("SECURITY: %s is writable by %s without the sticky bit (mode %o): its members can rename or "
-                    "remove your task files and .pulse/. Fix it: chmod +t %s", root, others, mode, root)
-    else:
+    elif others is not None:
         log.info("%s is shared with %s (mode %o): task files of its members reach your chat too", root, others, mode)
 
 
@@ -114,7 +108,9 @@ def run(options: DaemonOptions) -> int:
     watchdog = watchdog_interval()
 
     def heartbeat(stats: dict[str, int], problem: str | None) -> None:
-        notify(*(["WATCHDOG=1"] if watchdog else []), f"STATUS={status_line(stats, problem)}")
+        # Waiting for a busy db before READY: ask systemd for more time than its start timeout.
+        waiting = ["EXTEND_TIMEOUT_USEC=60000000"] if problem and not worker.started else []
+        notify(*(["WATCHDOG=1"] if watchdog else []), *waiting, f"STATUS={status_line(stats, problem)}")
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
@@ -157,7 +153,7 @@ def run(options: DaemonOptions) -> int:
         timers.start()
         worker.start()
         _wait_awake(worker.ready.is_set, worker.ready.wait)
-        if worker.error is None:
+        if worker.started:  # not when it failed, nor when stopped while the state db was busy
             log.info("ready: %s in %s", status_line(worker.stats), store.root)
             notify("READY=1", f"STATUS={status_line(worker.stats)}")
             queue.put(CLEANUP)

@@ -4,8 +4,8 @@ A dir of thousands of broken files (or one writer making them on purpose) must n
 thousands of chat messages. In each window, counted from the first notice, the first `burst` are
 told at once; the files after that are held and told in one summary when the window ends.
 
-The clock is passed in (`now`, unix seconds), so this is tested without sleeping. Nothing here is
-stored: a held notice that a restart loses is found again, because the file it is about is read
+The clock is passed in (`now`, monotonic seconds), so this is tested without sleeping. Nothing here
+is stored: a held notice that a restart loses is found again, because the file it is about is read
 again (the worker leaves the file's signature unrecorded until its notice is stored).
 """
 
@@ -24,14 +24,14 @@ class InvalidFlood:
         self._told = 0
         self._held: dict[str, Notification] = {}  # task id -> its latest notice, in arrival order
 
-    def admit(self, now: float) -> bool:
-        """Whether a new notice may be told now (it is counted); False: `hold` it."""
+    def may_tell(self, now: float) -> bool:
+        """Whether a new notice may be told now (count it with `told` once it is stored); False: `hold` it."""
         if self._opened is None or (not self._held and now - self._opened >= self.window):
             self._opened, self._told = now, 0
-        if self._told < self.burst:
-            self._told += 1
-            return True
-        return False
+        return self._told < self.burst
+
+    def told(self) -> None:
+        self._told += 1
 
     def hold(self, note: Notification) -> float | None:
         """Keep `note` for the summary. Returns when the summary is due if this is the first one held
@@ -40,9 +40,9 @@ class InvalidFlood:
         self._held[note.task_id] = note
         return (self._opened or 0.0) + self.window if first else None
 
-    def held(self) -> tuple[str, list[Notification]]:
-        """The window's id and what it holds, for the summary (kept until `close`: storing it may fail)."""
-        return f"{self._opened or 0:.3f}", list(self._held.values())
+    def held(self) -> list[Notification]:
+        """What the window holds, for the summary (kept until `close`: storing it may fail)."""
+        return list(self._held.values())
 
     def close(self) -> None:
         """The summary is stored: a fresh window for what comes next."""

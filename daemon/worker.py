@@ -50,8 +50,9 @@ SETTLE_SECONDS = 0.25
 SCAN_BATCH = 500
 # A task file bigger than this goes to the queue's heavy lane (parsing, diffing and storing 1 MB
 # takes tens of ms); one waiting there longer than HEAVY_WAIT goes before the rest.
-# The worker waits this long for the state db's write lock per attempt, then retries (see `_patiently`)
-# with a pause doubling up to BUSY_MAX_PAUSE: short enough to feed the watchdog (WatchdogSec=30).
+# The worker waits this long for the state db's write lock per attempt (and at most a quarter of its
+# heartbeat interval, so the watchdog is fed between attempts), then retries after a pause doubling up
+# to BUSY_MAX_PAUSE, feeding the watchdog meanwhile (see `_patiently`).
 BUSY_TIMEOUT = 2.0
 BUSY_FIRST_PAUSE = 0.5
 BUSY_MAX_PAUSE = 5.0
@@ -66,9 +67,10 @@ IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to d
 class WorkQueue:
     """A coalescing queue: an item already waiting is not queued twice; delayed items wait their turn.
 
-    Fair to small tasks: items marked heavy (a task file that took long to read last time) wait in a
-    lane of their own, served when no other item is ready or when the oldest has waited HEAVY_WAIT.
-    A few huge files rewritten in a loop then delay an ordinary task by one of them at most.
+    Fair to small tasks: items marked heavy (a task file over HEAVY_BYTES last time) wait in a lane
+    of their own, served when no other item is ready, or, once the oldest has waited HEAVY_WAIT, in
+    turn with the others (never two heavy ones in a row while another item waits). However many
+    huge files are rewritten in a loop, an ordinary task waits for one of them at most.
 
     `get` blocks without polling (a condition variable, woken by `put` or by the next due time).
     """
@@ -78,6 +80,7 @@ class WorkQueue:
         self._ready: dict[Hashable, int] = {}  # item -> attempt, in arrival order
         self._ready_heavy: dict[Hashable, tuple[int, float]] = {}  # item -> (attempt, queued at)
         self._heavy: set[Hashable] = set()
+        self._served_heavy = False  # the last item served came from the heavy lane
         self._delayed: list[tuple[float, int, Hashable, int]] = []
         self._order = itertools.count()
         self._closed = False
@@ -109,9 +112,12 @@ class WorkQueue:
 
     def _next_ready(self, now: float) -> tuple[Hashable, int] | None:
         heavy = next(iter(self._ready_heavy), None)
-        if heavy is not None and (not self._ready or now - self._ready_heavy[heavy][1] >= HEAVY_WAIT):
+        aged = heavy is not None and now - self._ready_heavy[heavy][1] >= HEAVY_WAIT
+        if heavy is not None and (not self._ready or (aged and not self._served_heavy)):
+            self._served_heavy = True
             return heavy, self._ready_heavy.pop(heavy)[0]
         if self._ready:
+            self._served_heavy = False
             item = next(iter(self._ready))
             return item, self._ready.pop(item)
         return None
@@ -171,7 +177,8 @@ class Worker(threading.Thread):
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
         self.on_new = on_new  # told after a commit that queued something (wakes the sink)
         self._last_beat = 0.0
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # set once `started`, or once it never will be
+        self.started = False
         self.error: BaseException | None = None
         self.outbox: Outbox | None = None
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
@@ -183,6 +190,7 @@ class Worker(threading.Thread):
         try:
             if not self._patiently(self._start):
                 return  # stopped while the state db was busy
+            self.started = True
             self.ready.set()
             while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
@@ -209,7 +217,8 @@ class Worker(threading.Thread):
 
     def _start(self) -> None:
         if self.outbox is None:
-            self.outbox = Outbox.for_store(self.store, busy_timeout=BUSY_TIMEOUT)
+            # Each wait for the lock short enough for the watchdog to be fed between them.
+            self.outbox = Outbox.for_store(self.store, busy_timeout=min(BUSY_TIMEOUT, (self.heartbeat_every or 60) / 4))
         # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
         if released := self.outbox.release_claims("sink:"):
             log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
@@ -235,9 +244,11 @@ class Worker(threading.Thread):
                     log.warning("state database is busy (%s): another process holds its write lock; the work it "
                                 "blocks waits and is retried until it is free", exc)
                 self.problem = "degraded: the state database is busy (another process holds its write lock)"
-                self._beat(refresh=False)
-                if self.queue.wait_closed(pause):
-                    return False
+                retry_at = time.monotonic() + pause
+                while (left := retry_at - time.monotonic()) > 0:  # the watchdog fed all along
+                    self._beat(refresh=False)
+                    if self.queue.wait_closed(min(left, self.heartbeat_every or left)):
+                        return False
                 pause = min(pause * 2, BUSY_MAX_PAUSE)
                 continue
             if self.problem is not None:
@@ -381,12 +392,15 @@ class Worker(threading.Thread):
         """
         assert self.outbox is not None
         cutoff = expiry_cutoff(datetime.now(UTC), self.options.keep_days)
-        # Never wait for a task's lock here: whoever holds it would stop every other task (next round).
-        removed = [i for i in self.outbox.ended_before(cutoff.timestamp())
-                   if self.store.remove_if_expired(i, cutoff, lock_timeout=0)]
-        for task_id in removed:  # removed by us, for good: nothing to keep for a return
-            self.outbox.record(task_id, None, [])
-            self._stop_timers(task_id)
+        removed = []
+        for task_id in self.outbox.ended_before(cutoff.timestamp()):
+            # Never wait for a task's lock here: whoever holds it would stop every other task (next round).
+            # A file already gone was removed by an earlier try that the busy db cut short.
+            if self.store.remove_if_expired(task_id, cutoff, lock_timeout=0) or \
+                    not os.path.lexists(self.store.path_for(task_id)):
+                self.outbox.record(task_id, None, [])  # removed for good: nothing to keep for a return
+                self._stop_timers(task_id)
+                removed.append(task_id)
         self.outbox.purge_gone(cutoff.timestamp())
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
@@ -414,22 +428,40 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         note = invalid_notification(task_id, file_name or f"{task_id}.json", reason, seen.digest if seen else None,
                                     self.policy.lang, self.policy.redact_secrets)
-        if not self.outbox.has_key(note.key) and not self.flood.admit(time.time()):
+        if self.outbox.has_key(note.key):
+            if seen is not None and sig is not None and seen.file_sig != sig:  # told: only remember this content
+                seen.file_sig = sig
+                self.outbox.record(task_id, seen, [])
+            return
+        if not self.flood.may_tell(time.monotonic()):
             due = self.flood.hold(note)
             if due is not None:
-                self.queue.put(UNREADABLE_SUMMARY, delay=max(0.0, due - time.time()))
+                self.queue.put(UNREADABLE_SUMMARY, delay=max(0.0, due - time.monotonic()))
             return
         if seen is not None and sig is not None:
             seen.file_sig = sig
-        self._log_new(self.outbox.record(task_id, seen, [note]), [note])
+        inserted = self.outbox.record(task_id, seen, [note])
+        if inserted:
+            self.flood.told()
+        self._log_new(inserted, [note])
 
     def _summarize_unreadable(self) -> None:
         assert self.outbox is not None
-        window_id, held = self.flood.held()
-        if held:
-            note = invalid_summary([n.data["file"] for n in held], window_id, self.policy.invalid_burst,
-                                   self.policy.invalid_window, self.policy.lang, self.policy.redact_secrets)
-            self._log_new(self.outbox.record_summary(note, held), [note])
+        held = self.flood.held()
+        try:
+            if held:
+                note = invalid_summary([n.data["file"] for n in held], f"{time.time():.3f}",
+                                       self.policy.invalid_burst, self.policy.invalid_window, self.policy.lang,
+                                       self.policy.redact_secrets)
+                self._log_new(self.outbox.record_summary(note, held), [note])
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise  # retried by `_patiently`, with what the window held
+            self.flood.close()
+            raise
+        except BaseException:
+            self.flood.close()  # never a window stuck open: later files would wait for a summary that never comes
+            raise
         self.flood.close()
 
     def _apply(self, update: Update) -> None:
@@ -449,11 +481,10 @@ class Worker(threading.Thread):
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: someone else has the lock, nothing is wrong with the db itself."""
+    """SQLITE_BUSY: another connection has the lock, nothing is wrong with the db itself (SQLITE_LOCKED
+    is a conflict within one connection, which waiting does not end)."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _lstat_signature(store: TaskStore, task_id: str) -> str | None:

@@ -280,7 +280,6 @@ class Outbox:
 
     def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
-        self._handle_owner: TaskStore | None = None
         self.created = False
         self._batch_depth = 0
         if create and not self.path.exists():
@@ -298,14 +297,12 @@ class Outbox:
 
     @classmethod
     def for_store(cls, store: TaskStore, *, create: bool = True, busy_timeout: float = 30.0) -> Outbox:
-        """The state db in the store's verified `.pulse/` (opened through its handle: see privatedir.py).
+        """The state db in the store's `.pulse/`, once that passed its checks (see privatedir.py).
         FileNotFoundError when there is none and `create` is off."""
-        path = store.private_path(DB_NAME, create=create)
+        path = store.private_path(DB_NAME, create=create, recheck=True)
         if path is None:
             raise FileNotFoundError(errno.ENOENT, "no state database yet", str(store.pulse_dir / DB_NAME))
-        outbox = cls(Path(path), create=create, busy_timeout=busy_timeout)
-        outbox._handle_owner = store  # keeps the handle the path goes through open as long as we are
-        return outbox
+        return cls(Path(path), create=create, busy_timeout=busy_timeout)
 
     @classmethod
     def for_tasks_dir(cls, tasks_dir: Path, *, create: bool = True) -> Outbox:

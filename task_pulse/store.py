@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
 from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_task, parse_time
 from task_pulse.privatedir import NAME as PULSE_DIR
-from task_pulse.privatedir import handle_path, open_private_dir
+from task_pulse.privatedir import check_private_dir
 
 # A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
@@ -156,18 +156,8 @@ class TaskStore:
     def __init__(self, root: str | os.PathLike[str], lock_timeout: float = LOCK_TIMEOUT) -> None:
         self._root = os.fspath(root)
         self.lock_timeout = lock_timeout
-        # `.pulse/`, once verified: its open handle, and the path that goes through it (privatedir.py).
-        self._pulse_fd: int | None = None
-        self._pulse = ""
-
-    def __del__(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Let go of the `.pulse/` handle (a store is used again after this: it reopens it)."""
-        if self._pulse_fd is not None:
-            os.close(self._pulse_fd)
-            self._pulse_fd, self._pulse = None, ""
+        self._pulse = os.path.join(self._root, PULSE_DIR)
+        self._pulse_checked = False  # `.pulse/` is there and passed privatedir's checks
 
     @property
     def root(self) -> Path:
@@ -177,7 +167,7 @@ class TaskStore:
 
     @property
     def pulse_dir(self) -> Path:
-        """Where `.pulse/` is, for messages. Open what is in it with `private_path`."""
+        """Where `.pulse/` is, for messages. Open what is in it with `private_path`, which checks it."""
         return self.root / PULSE_DIR
 
     @property
@@ -192,27 +182,23 @@ class TaskStore:
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
         there (UnsafeDir when it is not ours alone)."""
-        if self._pulse_fd is None:
+        if not self._pulse_checked:
             os.makedirs(self._root, exist_ok=True)
-            self._open_pulse(create=True)
+            self._pulse_checked = check_private_dir(self._root, create=True)
 
-    def _open_pulse(self, *, create: bool) -> bool:
-        fd = open_private_dir(self._root, create=create)
-        if fd is None:
-            return False
-        self._pulse_fd = fd
-        self._pulse = handle_path(fd, os.path.join(self._root, PULSE_DIR))
-        return True
-
-    def private_path(self, name: str, *, create: bool = False) -> str | None:
-        """A path to `name` in the verified `.pulse/`, through its open handle: what is opened there is
-        ours even if someone swaps the directory meanwhile. None when `.pulse/` is absent (and not
-        to be created); UnsafeDir when it is not ours alone."""
-        if self._pulse_fd is None:
+    def private_path(self, name: str, *, create: bool = False, recheck: bool = False) -> str | None:
+        """The path of `name` in `.pulse/`, once `.pulse/` passed its checks (see privatedir.py), at
+        the store's first use or, with `recheck`, now (a long-lived process opening the db again).
+        None when `.pulse/` is absent and not to be created; UnsafeDir when it is not ours alone."""
+        if recheck:
+            self._pulse_checked = False
+        if not self._pulse_checked:
             if create:
                 self.ensure_dirs()
-            elif not self._open_pulse(create=False):
-                return None
+            else:
+                self._pulse_checked = check_private_dir(self._root, create=False)
+                if not self._pulse_checked:
+                    return None
         return os.path.join(self._pulse, name)
 
     def task_ids(self) -> list[str]:
@@ -317,8 +303,8 @@ class TaskStore:
         """
         self.ensure_dirs()
         name = f"{check_task_id(task_id)}.lock"
-        return _TaskLock(os.path.join(self._pulse, "locks", name), os.path.join(self._root, PULSE_DIR, "locks", name),
-                         task_id, self.lock_timeout if timeout is None else timeout)
+        return _TaskLock(os.path.join(self._pulse, "locks", name), task_id,
+                         self.lock_timeout if timeout is None else timeout)
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -360,7 +346,7 @@ class TaskStore:
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
         final = self.path_for(task.task_id)
-        # Under locked(), so `.pulse` is open. Temp files live outside the watched dir: an atomic write
+        # Under locked(), so `.pulse` is checked. Temp files live outside the watched dir: an atomic write
         # raises a single inotify event there (the rename's arrival), not a create + close pair to skip.
         tmp = os.path.join(self._pulse, "tmp", f"{task.task_id}{_SUFFIX}.tmp")
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
@@ -482,8 +468,8 @@ class _TaskLock:
     """`flock` on a task's lock file for a `with` block, waited for at most `timeout` seconds
     (a class: contextlib is not worth its import on a writer's path)."""
 
-    def __init__(self, path: str, shown: str, task_id: str, timeout: float) -> None:
-        self.path, self.shown, self.task_id, self.timeout = path, shown, task_id, timeout
+    def __init__(self, path: str, task_id: str, timeout: float) -> None:
+        self.path, self.task_id, self.timeout = path, task_id, timeout
         self.fd = -1
 
     def _take(self, fd: int) -> None:
@@ -496,8 +482,8 @@ class _TaskLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise TaskLocked(f"task '{self.task_id}' is locked by another process for more than "
-                                     f"{self.timeout:g} s ({self.shown}); try again, or find the holder with "
-                                     f"`fuser {self.shown}`") from None
+                                     f"{self.timeout:g} s ({self.path}); try again, or find the holder with "
+                                     f"`fuser {self.path}`") from None
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 0.05)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -84,7 +86,19 @@ def test_a_busy_state_db_degrades_the_daemon_but_never_stops_it(tasks_dir: Path,
     """Another process holds the state db's write lock for longer than any busy timeout: the daemon
     keeps pinging the watchdog, says it is degraded in STATUS, and catches up once the lock is free."""
     notify = NotifySocket()
-    d = Daemon(tasks_dir, env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="2000000"))
+    pings: list[float] = []  # when each WATCHDOG=1 arrived
+
+    def listen() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                message = notify.sock.recv(4096).decode()
+                notify.messages.append(message)
+                if "WATCHDOG=1" in message.splitlines():
+                    pings.append(time.monotonic())
+    stop = threading.Event()
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    d = Daemon(tasks_dir, env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="4000000"))
     daemons.append(d.start())
     blocker = sqlite3.connect(tasks_dir / ".pulse" / "state.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
@@ -92,19 +106,22 @@ def test_a_busy_state_db_degrades_the_daemon_but_never_stops_it(tasks_dir: Path,
         task_id = run_tp(tasks_dir, "create", "while busy", "a").stdout.strip()
 
         def statuses() -> list[str]:
-            return [a for a in notify.assignments() if a.startswith("STATUS=")]
+            return [line for m in list(notify.messages) for line in m.splitlines() if line.startswith("STATUS=")]
         wait_for(lambda: any("degraded" in s for s in statuses()), 30, "a degraded STATUS")
-        since = len(notify.assignments())
-        wait_for(lambda: notify.assignments()[since:].count("WATCHDOG=1") >= 3, 30, "watchdog pings while busy")
+        busy_since = len(pings)
+        wait_for(lambda: len(pings) - busy_since >= 5, 30, "watchdog pings while busy")
+        gaps = [b - a for a, b in zip(pings[busy_since:], pings[busy_since + 1:], strict=False)]
+        assert max(gaps) < 4.0, gaps  # within WATCHDOG_USEC: systemd would not kill it (nominal 2.5 s at most)
         assert d.alive() and kinds(tasks_dir, task_id) == []
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
     wait_for(lambda: kinds(tasks_dir, task_id) == ["started"], 30, "the task announced once the lock is free")
-    wait_for(lambda: "degraded" not in [a for a in notify.assignments() if a.startswith("STATUS=")][-1], 30,
-             "STATUS back to normal")
+    wait_for(lambda: "degraded" not in statuses()[-1], 30, "STATUS back to normal")
     assert "state database is busy" in d.log() and "usable again" in d.log()
     assert d.stop() == 0
+    stop.set()
+    listener.join(5)
 
 
 def test_entries_that_cannot_be_tasks_are_reported_not_ignored(tasks_dir: Path, daemons: list[Daemon]) -> None:
@@ -128,3 +145,20 @@ def test_entries_that_cannot_be_tasks_are_reported_not_ignored(tasks_dir: Path, 
     daemons.append(again)
     assert again.stop() == 0
     assert len([n for n in read_notifications(tasks_dir) if n["kind"] == "invalid"]) == 4
+
+
+def test_a_daemon_started_on_a_busy_db_waits_and_stops_cleanly(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    first = Daemon(tasks_dir).start()  # makes the state db
+    daemons.append(first)
+    assert first.stop() == 0
+    blocker = sqlite3.connect(tasks_dir / ".pulse" / "state.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        d = Daemon(tasks_dir).start(wait_ready=False)
+        daemons.append(d)
+        wait_for(lambda: "state database is busy" in d.log(), 30, "the daemon waiting for the lock")
+        assert d.stop() == 0
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert "ready:" not in d.log() and "Traceback" not in d.log()

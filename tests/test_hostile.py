@@ -194,7 +194,7 @@ def fingerprint(path: Path) -> tuple[object, ...]:
 
 
 def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
-    d = Daemon(tasks_dir, "--rescan-interval", "1", "--flood-window", "2").start()
+    d = Daemon(tasks_dir, "--rescan-interval", "1", "--flood-window", "3").start()
     daemons.append(d)
     outside = tmp_path / "outside.json"
     outside.write_bytes(valid_task("outside"))
@@ -241,19 +241,23 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
         return [n for n in read_notifications(tasks_dir) if n["task_id"] == UNREADABLE_SUMMARY_ID]
 
     wait_for(lambda: set(bad) <= set(invalid_files()), 30, f"an invalid notice for each of {len(bad)} files")
-    # Flood control: 5 told one by one, the rest in one message when the 2 s window ends.
+    # Flood control: 5 told one by one per 3 s window, the rest in one message when the window ends
+    # (one window, unless a loaded machine spreads the 24 files over more).
     told = [n for n in read_notifications(tasks_dir) if n["kind"] == "invalid" and n["delivered_at"] is None]
-    (summary,) = [n for n in told if n["task_id"] == UNREADABLE_SUMMARY_ID]
-    one_by_one = {n["data"]["file"] for n in told} - {summary["data"]["file"]}
-    summed_up = set(summary["data"]["files"])
-    assert len(one_by_one) == 5 and not one_by_one & summed_up and set(bad) <= one_by_one | summed_up
-    assert summary["text"].startswith(f"⚠️ 任务文件无法读取: {len(summed_up)}个文件: ")
+    windows = summaries()
+    one_by_one = [n["data"]["file"] for n in told if n["task_id"] != UNREADABLE_SUMMARY_ID]
+    summed_up = [f for s in windows for f in s["data"]["files"]]
+    assert windows and len(one_by_one) <= 5 * (len(windows) + 1)
+    reported_once = one_by_one + summed_up
+    assert len(reported_once) == len(set(reported_once)) and set(bad) <= set(reported_once)
+    assert windows[0]["text"].startswith(f"⚠️ 任务文件无法读取: {len(windows[0]['data']['files'])}个文件: ")
     wait_for(lambda: {"new\nline", "year-one"} <= {n["task_id"] for n in read_notifications(tasks_dir)}, 30,
              "the newline task and the year-one task")
-    time.sleep(2.5)  # two more rescans (every second) must not report anything again
+    scans = d.log().count("scan:")
+    wait_for(lambda: d.log().count("scan:") >= scans + 2, 30, "two more rescans")  # must not report anything again
     reported = invalid_files()
     assert sorted(f for f in reported if not f.startswith("ghost-")) == sorted(bad)  # each exactly once
-    assert len(summaries()) == 1
+    assert len(summaries()) == len(windows)
     assert {name: fingerprint(tasks_dir / name) for name in bad} == before  # nothing modified or deleted
     assert fingerprint(outside) == outside_before  # the symlink's target was never touched
     reasons = {n["data"]["file"]: n["data"]["reason"] for n in read_notifications(tasks_dir) if n["kind"] == "invalid"}
@@ -276,7 +280,7 @@ def test_a_corpus_of_hostile_files(tmp_path: Path, tasks_dir: Path, daemons: lis
     again = Daemon(tasks_dir).start()  # a restart reads every file again: no crash, no repeat
     daemons.append(again)
     assert again.alive() and sorted(f for f in invalid_files() if not f.startswith("ghost-")) == sorted(bad)
-    assert len(summaries()) == 1
+    assert len(summaries()) == len(windows)
     print(f"\nhostile corpus: {len(bad)} bad files, each reported once, none touched")
 
 

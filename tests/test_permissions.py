@@ -39,9 +39,17 @@ def test_an_existing_open_pulse_dir_is_made_private(tasks_dir: Path) -> None:
     assert mode(tasks_dir / ".pulse") == 0o700
 
 
-@pytest.mark.parametrize("dir_mode", [0o777, 0o1777])
+def test_a_world_writable_tasks_dir_without_the_sticky_bit_is_refused(tasks_dir: Path) -> None:
+    (tasks_dir / ".pulse").mkdir(mode=0o700)  # made while it was private: still refused, as anyone could swap it
+    os.chmod(tasks_dir, 0o777)
+    proc = run_tp(tasks_dir, "create", "x", "a", check=False)
+    assert proc.returncode == 2 and "chmod +t" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    daemon = run_daemon_once(tasks_dir)
+    assert daemon.returncode == 2 and "chmod +t" in daemon.stderr
+
+
+@pytest.mark.parametrize("dir_mode", [0o1777])
 def test_a_world_writable_tasks_dir_gets_a_loud_warning(tasks_dir: Path, daemons: list[Daemon], dir_mode: int) -> None:
-    (tasks_dir / ".pulse").mkdir(mode=0o700)  # made while it was private (without it, 777 is refused: test_hostile)
     os.chmod(tasks_dir, dir_mode)
     d = Daemon(tasks_dir).start()
     daemons.append(d)

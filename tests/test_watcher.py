@@ -137,13 +137,14 @@ def test_heavy_files_wait_in_their_own_lane(monkeypatch: pytest.MonkeyPatch) -> 
     queue.put(("file", "small-2"))
     assert [queue.get()[0][1] for _ in range(3)] == ["small-1", "small-2", "huge-1"]  # none else ready: heavy
     queue.put(("file", "huge-1"))
-    queue.put(("file", "small-3"))
-    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 0.0)  # waited long enough: before the small ones
-    assert [queue.get()[0][1] for _ in range(3)] == ["huge-2", "huge-1", "small-3"]
-    queue.mark_heavy(("file", "huge-1"), False)  # smaller now: back with the rest
-    queue.put(("file", "small-4"))
+    for name in ("small-3", "small-4"):
+        queue.put(("file", name))
+    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 0.0)  # waited long enough: in turn with the small ones
+    assert [queue.get()[0][1] for _ in range(4)] == ["small-3", "huge-2", "small-4", "huge-1"]
+    queue.mark_heavy(("file", "huge-1"), False)  # smaller now: back with the rest, in arrival order
     queue.put(("file", "huge-1"))
-    assert [queue.get()[0][1] for _ in range(2)] == ["small-4", "huge-1"]
+    queue.put(("file", "small-5"))
+    assert [queue.get()[0][1] for _ in range(2)] == ["huge-1", "small-5"]
 
 
 def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:

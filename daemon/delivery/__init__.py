@@ -4,6 +4,7 @@ notifications (live card, coalescing, stream), and the courier threads that run 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 
 from task_pulse.outbox import Outbox
@@ -26,11 +27,14 @@ class Delivery:
         self.couriers = [Courier(i, store, sink, options, self.bell) for i in range(concurrency)]
 
     def start(self) -> None:
-        outbox = Outbox.for_store(self.store)
-        try:
-            outbox.purge_cards()
-        finally:
-            outbox.close()
+        try:  # housekeeping: a busy db (or any db trouble) is for the couriers to wait out, not a reason to stop
+            outbox = Outbox.for_store(self.store, busy_timeout=2.0)  # the main thread: not for long
+            try:
+                outbox.purge_cards()
+            finally:
+                outbox.close()
+        except sqlite3.Error as exc:
+            log.warning("cards of tasks gone not purged this time: %s", exc)
         log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts", self.sink.name,
                  self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts)
         for courier in self.couriers:

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from task_pulse.card import render_card
+from task_pulse.errors import TaskPulseError
 from task_pulse.messages import shown_id
 from task_pulse.outbox import Card, Outbox, Queued
 from task_pulse.store import TaskStore
@@ -94,7 +95,7 @@ class Courier(threading.Thread):
                     self._round(outbox)
                     pause = 1.0
             except Exception as exc:  # noqa: BLE001 - a courier must outlive anything one round does
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, sqlite3.Error | TaskPulseError):  # busy, or a tasks dir made unsafe since
                     log.error("%s: state database: %s; retrying in %.0f s", self.name, exc, pause)
                 else:
                     log.exception("%s: unexpected error; retrying in %.0f s", self.name, pause)

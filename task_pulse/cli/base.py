@@ -36,8 +36,7 @@ class Context:
 
     @property
     def store(self) -> TaskStore:
-        """One store per command: paths it hands out go through its handle on `.pulse/`, which
-        must stay open while they are used."""
+        """One store per command: `.pulse/` is checked once."""
         if self._store is None:
             self._store = TaskStore(self.settings.tasks_path, self.settings.lock_timeout)
         return self._store
