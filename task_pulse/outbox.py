@@ -325,6 +325,15 @@ class Outbox:
     def close(self) -> None:
         self.db.close()
 
+    def checkpoint_by_hand(self) -> None:
+        """No automatic WAL checkpoint on this connection's commits (they cost fsyncs in the middle of
+        someone's write → outbox): its owner calls `checkpoint` when it has time."""
+        self.db.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the db as far as readers allow (PASSIVE: never waits for anyone)."""
+        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced.

@@ -246,3 +246,18 @@ def test_a_tasks_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     proc = subprocess.run([str(BIN / "task-pulsed")], capture_output=True, text=True, timeout=60,
                           env=clean_env(TASK_PULSE_DIR=str(not_a_dir)))
     assert proc.returncode == 2 and f"TASK_PULSE_DIR='{not_a_dir}': must be a directory, not a file" in proc.stderr
+
+
+def wal_frames(tasks_dir: Path) -> tuple[int, int]:
+    """(frames in the WAL, frames of it copied back into the db), from the WAL index in `state.db-shm`
+    (its header's mxFrame, and nBackfill after the header's two copies; native byte order)."""
+    shm = (tasks_dir / ".pulse" / "state.db-shm").read_bytes()[:100]
+    return int.from_bytes(shm[16:20], sys.byteorder), int.from_bytes(shm[96:100], sys.byteorder)
+
+
+def test_the_wal_is_checkpointed_when_the_daemon_is_idle_not_by_a_commit(tasks_dir: Path, daemon: Daemon) -> None:
+    """Too few pages for SQLite's own checkpoint (1,000): only the daemon's idle checkpoint copies them."""
+    for i in range(20):
+        create(tasks_dir, f"burst {i}")
+    wait_for(lambda: kinds(tasks_dir).count("started") == 20, 30, "20 started")
+    wait_for(lambda: (lambda f: f[0] > 0 and f[0] == f[1])(wal_frames(tasks_dir)), 30, "the WAL checkpointed")
