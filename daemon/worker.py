@@ -188,6 +188,7 @@ class Worker(threading.Thread):
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
         self._changes_checkpointed, self._checkpointed_at = 0, time.monotonic()
+        self._stats_version: tuple[int, int] | None = None  # (our changes, others' commits) when last counted
 
     # -- thread body -------------------------------------------------------------------------------
 
@@ -329,9 +330,15 @@ class Worker(threading.Thread):
             raise ValueError(f"unknown work item {item!r}")
 
     def _refresh_stats(self) -> None:
+        """Count again, unless nothing was written since the last count, by us or by anyone (a sink, a
+        drain): at 100,000 tasks the counts are a scan of the tables, and idle must stay idle."""
         assert self.outbox is not None
+        version = (self._changes(), self.outbox.data_version())
+        if version == self._stats_version:
+            return
         self.stats = {"tasks": self.outbox.count_seen(), "stalled": self.outbox.count_stalled(),
                       "pending": self.outbox.count_pending()}
+        self._stats_version = version
 
     def _beat(self, refresh: bool = True, now: bool = False) -> None:
         """The heartbeat, if one is due (`now`: at once). `refresh`: count again (not while the db is busy)."""

@@ -330,6 +330,10 @@ class Outbox:
         someone's write → outbox): its owner calls `checkpoint` when it has time."""
         self.db.execute("PRAGMA wal_autocheckpoint = 0")
 
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the db (PRAGMA data_version)."""
+        return int(self.db.execute("PRAGMA data_version").fetchone()[0])
+
     def checkpoint(self) -> None:
         """Copy the WAL back into the db as far as readers allow (PASSIVE: never waits for anyone)."""
         self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -378,3 +378,16 @@ def test_the_unit_and_the_secrets_file_are_private_and_no_secret_is_echoed(manag
     assert stat.S_IMODE(secrets.stat().st_mode) == 0o600 and "made" in proc.stdout
     again = manager.install(tasks_dir, "--no-start")  # the options kept from the unit are shown masked too
     assert again.returncode == 0 and token not in again.stdout and "kept task-pulsed options" in again.stdout
+
+
+def test_status_counts_follow_what_other_processes_commit(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    notify = NotifySocket()
+    d = Daemon(tasks_dir, env=clean_env(NOTIFY_SOCKET="@" + notify.name, WATCHDOG_USEC="400000"))
+    daemons.append(d.start())
+
+    def last_status() -> str:
+        return [a for a in notify.assignments() if a.startswith("STATUS=")][-1]
+    run_tp(tasks_dir, "create", "Counted", "a")
+    wait_for(lambda: last_status().endswith("1 tasks, 0 stalled, 1 notifications pending"), 30, "1 pending")
+    run_tp(tasks_dir, "drain")  # another process's commit: the daemon counts again
+    wait_for(lambda: last_status().endswith("1 tasks, 0 stalled, 0 notifications pending"), 30, "0 pending")
