@@ -19,6 +19,7 @@ from types import FrameType
 
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.store import TaskStore
+from task_pulsed.checkpointer import Checkpointer
 from task_pulsed.delivery import Delivery, DeliveryOptions
 from task_pulsed.delivery.sinks import Sink
 from task_pulsed.scheduler import Timers
@@ -118,10 +119,11 @@ def run(options: DaemonOptions) -> int:
     delivery = None
     if options.sink is not None:
         delivery = Delivery(store, options.sink, options.delivery, options.sink_concurrency)
+    checkpointer = Checkpointer(store)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None,
-                    open_writes=open_writes)
+                    open_writes=open_writes, checkpointer=checkpointer)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -151,6 +153,7 @@ def run(options: DaemonOptions) -> int:
         return 1
     try:
         timers.start()
+        checkpointer.start()
         worker.start()
         _wait_awake(worker.ready.is_set, worker.ready.wait)
         if worker.started:  # not when it failed, nor when stopped while the state db was busy
@@ -164,6 +167,7 @@ def run(options: DaemonOptions) -> int:
         if delivery is not None:
             delivery.stop()
         timers.shutdown()
+        checkpointer.stop()
         observer.stop()
         observer.join(timeout=5)
         overflow.remove()

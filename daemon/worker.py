@@ -38,6 +38,7 @@ from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulsed.watcher import OPEN_WRITE_GRACE, OpenWrites
 
 if TYPE_CHECKING:
+    from task_pulsed.checkpointer import Checkpointer
     from task_pulsed.scheduler import Timers
 
 log = logging.getLogger("task-pulsed")
@@ -56,10 +57,6 @@ SCAN_BATCH = 500
 BUSY_TIMEOUT = 2.0
 BUSY_FIRST_PAUSE = 0.5
 BUSY_MAX_PAUSE = 5.0
-# WAL checkpoints (see `_checkpoint_if_due`): after this long with nothing to do, or at the latest
-# this often under a load that never pauses.
-CHECKPOINT_IDLE = 0.5
-CHECKPOINT_MAX = 10.0
 HEAVY_BYTES = 64 * 1024
 HEAVY_WAIT = 1.0
 RESCAN = ("rescan",)
@@ -168,7 +165,8 @@ class Worker(threading.Thread):
     def __init__(self, store: TaskStore, queue: WorkQueue, timers: Timers, options: WorkerOptions,
                  heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
                  heartbeat_every: float | None = None,
-                 on_new: Callable[[], None] | None = None, open_writes: OpenWrites | None = None) -> None:
+                 on_new: Callable[[], None] | None = None, open_writes: OpenWrites | None = None,
+                 checkpointer: Checkpointer | None = None) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
         # Files a writer has open: not judged until closed. The watcher marks them; a worker fed by
         # hand (tests, a scan alone) sees none open.
@@ -180,6 +178,7 @@ class Worker(threading.Thread):
         # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
         self.on_new = on_new  # told after a commit that queued something (wakes the sink)
+        self.checkpointer = checkpointer  # told after commits (copies the WAL back, off this thread)
         self._last_beat = 0.0
         self.ready = threading.Event()  # set once `started`, or once it never will be
         self.started = False
@@ -187,7 +186,6 @@ class Worker(threading.Thread):
         self.outbox: Outbox | None = None
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
-        self._changes_checkpointed, self._checkpointed_at = 0, time.monotonic()
         self._stats_version: tuple[int, int] | None = None  # (our changes, others' commits) when last counted
 
     # -- thread body -------------------------------------------------------------------------------
@@ -198,7 +196,10 @@ class Worker(threading.Thread):
                 return  # stopped while the state db was busy
             self.started = True
             self.ready.set()
-            while (work := self.queue.get(self._wait())) is not None:
+            changes_seen = self._changes()
+            if self.checkpointer is not None:
+                self.checkpointer.poke()  # what the start wrote
+            while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
                 try:
                     if not self._patiently(lambda: self.handle(item, attempt)):  # noqa: B023 - called at once
@@ -209,7 +210,9 @@ class Worker(threading.Thread):
                     # One odd file must not take the daemon down with it; the next change retries it.
                     log.exception("%s: skipped after an unexpected error", shown_id(str(item)))
                 self._beat()
-                self._checkpoint_if_due(idle=item == IDLE)
+                if self.checkpointer is not None and self._changes() != changes_seen:
+                    changes_seen = self._changes()
+                    self.checkpointer.poke()
         except (sqlite3.Error, OSError) as exc:  # the state db or the dir cannot be used (read-only, full disk)
             self.error = exc
             where = getattr(exc, "filename", None) or self.store.pulse_dir / "state.db"
@@ -226,7 +229,8 @@ class Worker(threading.Thread):
         if self.outbox is None:
             # Each wait for the lock short enough for the watchdog to be fed between them.
             self.outbox = Outbox.for_store(self.store, busy_timeout=min(BUSY_TIMEOUT, (self.heartbeat_every or 60) / 4))
-            self.outbox.checkpoint_by_hand()  # see `_checkpoint_if_due`
+            if self.checkpointer is not None:
+                self.outbox.checkpoint_by_hand()  # the checkpointer's own connection does it
         # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
         if released := self.outbox.release_claims("sink:"):
             log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
@@ -265,33 +269,8 @@ class Worker(threading.Thread):
                 self._beat(refresh=False, now=True)
             return True
 
-    def _wait(self) -> float | None:
-        """How long the loop may wait for work: until the next heartbeat, or the checkpoint that
-        writes since the last one call for (None: for ever, when neither is due)."""
-        waits = [self.heartbeat_every, CHECKPOINT_IDLE if self._changes_checkpointed != self._changes() else None]
-        return min((w for w in waits if w is not None), default=None)
-
     def _changes(self) -> int:
         return self.outbox.db.total_changes if self.outbox is not None else 0
-
-    def _checkpoint_if_due(self, idle: bool) -> None:
-        """The WAL is copied back into the db here, not by whichever commit crosses SQLite's page
-        count (a few fsyncs of several ms each on the write → outbox path): when the worker has been
-        idle for CHECKPOINT_IDLE, or every CHECKPOINT_MAX seconds while it never is."""
-        changes = self._changes()
-        if changes == self._changes_checkpointed:
-            return
-        now = time.monotonic()
-        if not idle and now - self._checkpointed_at < CHECKPOINT_MAX:
-            return
-        assert self.outbox is not None
-        try:
-            self.outbox.checkpoint()
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc):
-                raise
-            return  # another connection is checkpointing or writing: the next time will do
-        self._changes_checkpointed, self._checkpointed_at = changes, now
 
     def _restore_timers(self) -> None:
         """Timers do not survive a restart; the database remembers when each one was due."""

@@ -327,16 +327,12 @@ class Outbox:
 
     def checkpoint_by_hand(self) -> None:
         """No automatic WAL checkpoint on this connection's commits (they cost fsyncs in the middle of
-        someone's write → outbox): its owner calls `checkpoint` when it has time."""
+        someone's write → outbox): another connection does it (the daemon's Checkpointer)."""
         self.db.execute("PRAGMA wal_autocheckpoint = 0")
 
     def data_version(self) -> int:
         """Changes whenever another connection commits to the db (PRAGMA data_version)."""
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
-
-    def checkpoint(self) -> None:
-        """Copy the WAL back into the db as far as readers allow (PASSIVE: never waits for anyone)."""
-        self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -255,8 +255,8 @@ def wal_frames(tasks_dir: Path) -> tuple[int, int]:
     return int.from_bytes(shm[16:20], sys.byteorder), int.from_bytes(shm[96:100], sys.byteorder)
 
 
-def test_the_wal_is_checkpointed_when_the_daemon_is_idle_not_by_a_commit(tasks_dir: Path, daemon: Daemon) -> None:
-    """Too few pages for SQLite's own checkpoint (1,000): only the daemon's idle checkpoint copies them."""
+def test_the_wal_is_checkpointed_by_the_daemon_not_by_a_commit(tasks_dir: Path, daemon: Daemon) -> None:
+    """Too few pages for SQLite's own checkpoint (1,000): only the daemon's checkpointer copies them."""
     for i in range(20):
         create(tasks_dir, f"burst {i}")
     wait_for(lambda: kinds(tasks_dir).count("started") == 20, 30, "20 started")
