@@ -198,7 +198,13 @@ class Worker(threading.Thread):
             self.ready.set()
             changes_seen = self._changes()
             if self.checkpointer is not None:
-                self.checkpointer.poke()  # what the start wrote
+                # From now on writes are waited for: the checkpointer's own connection checkpoints. (The
+                # start's scan keeps SQLite's own checkpoints: no one waits on it, and a first scan of
+                # 100,000 files would otherwise pile up in the WAL, which the checkpointer never
+                # catches up with while the worker writes on.)
+                assert self.outbox is not None
+                self.outbox.checkpoint_by_hand()
+                self.checkpointer.poke()
             while (work := self.queue.get(self.heartbeat_every)) is not None:
                 item, attempt = work
                 try:
@@ -229,8 +235,6 @@ class Worker(threading.Thread):
         if self.outbox is None:
             # Each wait for the lock short enough for the watchdog to be fed between them.
             self.outbox = Outbox.for_store(self.store, busy_timeout=min(BUSY_TIMEOUT, (self.heartbeat_every or 60) / 4))
-            if self.checkpointer is not None:
-                self.outbox.checkpoint_by_hand()  # the checkpointer's own connection does it
         # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
         if released := self.outbox.release_claims("sink:"):
             log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
