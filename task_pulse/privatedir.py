@@ -90,7 +90,8 @@ def check_private_dir(root: str, *, create: bool) -> bool:
             fd = os.open(NAME, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root_fd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # O_DIRECTORY makes a symlink ENOTDIR too
-                raise UnsafeDir(_not_ours(shown, os.stat(NAME, dir_fd=root_fd, follow_symlinks=False))) from None
+                reason = _not_ours(shown, os.stat(NAME, dir_fd=root_fd, follow_symlinks=False))
+                raise UnsafeDir(reason or f"{shown} is not a directory: remove it and try again") from None
             raise
     finally:
         os.close(root_fd)

@@ -132,3 +132,21 @@ def test_a_corrupt_state_db_is_one_clear_error_for_drain_and_daemon(tasks_dir: P
     assert drain.returncode == 1 and drain.stderr.startswith("Error: state database")
     assert drain.stderr.count("\n") == 1
     one_clear_error(run_daemon_once(tasks_dir), "state.db", "not a database")
+
+
+@pytest.mark.parametrize("planted", ["a file", "a symlink", "locks as a symlink"])
+def test_a_pulse_entry_that_is_not_a_directory_of_ours_is_refused(tasks_dir: Path, tmp_path: Path,
+                                                                  planted: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if planted == "a file":
+        (tasks_dir / ".pulse").write_text("")
+    elif planted == "a symlink":
+        (tasks_dir / ".pulse").symlink_to(elsewhere)
+    else:
+        (tasks_dir / ".pulse").mkdir(mode=0o700)
+        (tasks_dir / ".pulse" / "locks").symlink_to(elsewhere)
+    proc = run_tp(tasks_dir, "create", "x", "a", check=False)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert ("not a directory" if planted == "a file" else "is a symlink") in proc.stderr
+    assert list(elsewhere.iterdir()) == [] and not list(tasks_dir.glob("*.json"))
