@@ -13,6 +13,7 @@ import logging
 import sqlite3
 import threading
 
+from task_pulse.errors import TaskPulseError
 from task_pulse.outbox import DB_NAME
 from task_pulse.store import TaskStore
 
@@ -51,7 +52,7 @@ class Checkpointer(threading.Thread):
                             continue
                         db = sqlite3.connect(path, timeout=1.0, isolation_level=None)
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except (sqlite3.Error, OSError, ValueError) as exc:  # busy, or the dir made unsafe: next time
+                except (sqlite3.Error, OSError, TaskPulseError) as exc:  # busy, or the dir made unsafe: next time
                     log.debug("checkpoint skipped: %s", exc)
         finally:
             if db is not None:
