@@ -216,8 +216,8 @@ class Worker(threading.Thread):
                     # One odd file must not take the daemon down with it; the next change retries it.
                     log.exception("%s: skipped after an unexpected error", shown_id(str(item)))
                 self._beat()
-                if self.checkpointer is not None and self._changes() != changes_seen:
-                    changes_seen = self._changes()
+                if self.checkpointer is not None and (changes := self._changes()) != changes_seen:
+                    changes_seen = changes
                     self.checkpointer.poke()
         except (sqlite3.Error, OSError) as exc:  # the state db or the dir cannot be used (read-only, full disk)
             self.error = exc
@@ -473,6 +473,7 @@ class Worker(threading.Thread):
     def _summarize_unreadable(self) -> None:
         assert self.outbox is not None
         held = self.flood.held()
+        keep = False
         try:
             if held:
                 note = invalid_summary([n.data["file"] for n in held], f"{time.time():.3f}",
@@ -480,14 +481,11 @@ class Worker(threading.Thread):
                                        self.policy.redact_secrets)
                 self._log_new(self.outbox.record_summary(note, held), [note])
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                raise  # retried by `_patiently`, with what the window held
-            self.flood.close()
+            keep = _is_busy(exc)  # retried by `_patiently`, with what the window held
             raise
-        except BaseException:
-            self.flood.close()  # never a window stuck open: later files would wait for a summary that never comes
-            raise
-        self.flood.close()
+        finally:
+            if not keep:  # never a window stuck open: later files would wait for a summary that never comes
+                self.flood.close()
 
     def _apply(self, update: Update) -> None:
         """Record the update in one transaction, then move the task's timers to where it says."""

@@ -125,8 +125,8 @@ def _not_ours(shown: str, st: os.stat_result) -> str:
         return (f"{shown} belongs to {_owner_name(st.st_uid)}, not to you, and task-pulse keeps its state only in "
                 f"files of its own: if it is not that user's, have it removed (rm -r {shown}); else use a tasks "
                 "dir of your own")
-    if others_who_can_write(st):
-        return (f"{shown} is writable by {others_who_can_write(st)} (mode {stat.S_IMODE(st.st_mode):o}), so what is "
+    if others := others_who_can_write(st):
+        return (f"{shown} is writable by {others} (mode {stat.S_IMODE(st.st_mode):o}), so what is "
                 f"in it may not be task-pulse's own: check it, then `chmod go-w {shown}`")
     return ""
 

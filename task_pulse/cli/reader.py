@@ -91,14 +91,15 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
 
     from task_pulse.outbox import DB_NAME, Outbox
 
-    db_path = ctx.store.private_path(DB_NAME)  # through the checked .pulse/ (privatedir.py), or None
-    if db_path is None or not os.path.exists(db_path):
-        if sys.stderr.isatty():  # under a cron job, whatever it prints is posted to the chat: say it to people only
-            click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): nothing to drain",
-                       err=True)
-        return
     try:
-        _drain(ctx, Outbox.for_store(ctx.store, create=False), limit, digest)
+        try:
+            outbox = Outbox.for_store(ctx.store, create=False)  # `.pulse/` checked first (privatedir.py)
+        except FileNotFoundError:
+            if sys.stderr.isatty():  # under a cron job, whatever it prints is posted to the chat: to people only
+                click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): "
+                           "nothing to drain", err=True)
+            return
+        _drain(ctx, outbox, limit, digest)
     except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
         raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
 
