@@ -59,10 +59,17 @@ BUSY_FIRST_PAUSE = 0.5
 BUSY_MAX_PAUSE = 5.0
 HEAVY_BYTES = 64 * 1024
 HEAVY_WAIT = 1.0
+# Group commit: items already waiting when one is taken are handled in the same transaction, up to
+# this many and for this long, then committed together (each file's snapshot and notifications stay
+# atomic, in a savepoint). Idle, a write is committed alone and at once; under a burst one commit
+# serves many writes, and the first of them waits GROUP_SECONDS at most for it.
+GROUP_MAX = 64
+GROUP_SECONDS = 0.005
 RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
 UNREADABLE_SUMMARY = ("unreadable-summary",)
 IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
+_ALONE = (RESCAN, CLEANUP)  # never part of a group commit (see `Worker._handle_group`)
 
 
 class WorkQueue:
@@ -131,15 +138,23 @@ class WorkQueue:
                 if self._closed:
                     return None
                 now = time.monotonic()
+                if (ready := self._take(now)) is not None:
+                    return ready
                 if give_up is not None and now >= give_up:
                     return IDLE, 0
-                while self._delayed and self._delayed[0][0] <= now:
-                    _, _, item, attempt = heapq.heappop(self._delayed)
-                    self._enqueue(item, attempt, now)
-                if (ready := self._next_ready(now)) is not None:
-                    return ready
                 waits = [t - now for t in (self._delayed[0][0] if self._delayed else None, give_up) if t is not None]
                 self._cond.wait(min(waits) if waits else None)
+
+    def get_ready(self) -> tuple[Hashable, int] | None:
+        """The next item if one is ready now, else None (closed: None too)."""
+        with self._cond:
+            return None if self._closed else self._take(time.monotonic())
+
+    def _take(self, now: float) -> tuple[Hashable, int] | None:
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, item, attempt = heapq.heappop(self._delayed)
+            self._enqueue(item, attempt, now)
+        return self._next_ready(now)
 
     def close(self) -> None:
         with self._cond:
@@ -178,6 +193,7 @@ class Worker(threading.Thread):
         # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
         self.on_new = on_new  # told after a commit that queued something (wakes the sink)
+        self._queued_new = False  # something was queued since `on_new` was last told
         self.checkpointer = checkpointer  # told after commits (copies the WAL back, off this thread)
         self._last_beat = 0.0
         self.ready = threading.Event()  # set once `started`, or once it never will be
@@ -206,15 +222,9 @@ class Worker(threading.Thread):
                 self.outbox.checkpoint_by_hand()
                 self.checkpointer.poke()
             while (work := self.queue.get(self.heartbeat_every)) is not None:
-                item, attempt = work
-                try:
-                    if not self._patiently(lambda: self.handle(item, attempt)):  # noqa: B023 - called at once
-                        return
-                except sqlite3.Error:
-                    raise  # the state db itself is failing (disk full, read-only): stop, clearly
-                except Exception:
-                    # One odd file must not take the daemon down with it; the next change retries it.
-                    log.exception("%s: skipped after an unexpected error", shown_id(str(item)))
+                if work[0] != IDLE and not self._patiently(lambda: self._handle_group(work)):  # noqa: B023
+                    return
+                self._tell_new()
                 self._beat()
                 if self.checkpointer is not None and (changes := self._changes()) != changes_seen:
                     changes_seen = changes
@@ -230,6 +240,48 @@ class Worker(threading.Thread):
             if self.outbox is not None:
                 self.outbox.close()
             self.ready.set()
+
+    def _handle_group(self, first: tuple[Hashable, int]) -> None:
+        """`first`, then whatever else is ready (see GROUP_MAX), in one transaction. A rescan or a
+        cleanup runs alone: it commits as it goes, a long scan in many transactions."""
+        assert self.outbox is not None
+        if first[0] in _ALONE:
+            self._handle_one(*first)
+            return
+        joined: list[tuple[Hashable, int]] = []  # taken from the queue for this group, after `first`
+        try:
+            with self.outbox.batch():
+                self._handle_one(*first)
+                until = time.monotonic() + GROUP_SECONDS
+                while len(joined) < GROUP_MAX - 1 and time.monotonic() < until \
+                        and (work := self.queue.get_ready()) is not None:
+                    if work[0] in _ALONE:
+                        self.queue.put(*work)  # its turn comes right after this commit
+                        break
+                    joined.append(work)
+                    self._handle_one(*work)
+        except BaseException:
+            # The whole group is undone (a busy db: `_patiently` runs `first` again): the others go back
+            # in the queue, or their changes would wait for the next rescan.
+            for item, attempt in joined:
+                self.queue.put(item, attempt)
+            raise
+
+    def _handle_one(self, item: Hashable, attempt: int) -> None:
+        try:
+            self.handle(item, attempt)
+        except sqlite3.Error:
+            raise  # the state db itself (disk full, read-only: stop, clearly; busy: wait, see `_patiently`)
+        except Exception:
+            # One odd file must not take the daemon down with it; the next change retries it.
+            log.exception("%s: skipped after an unexpected error", shown_id(str(item)))
+
+    def _tell_new(self) -> None:
+        """Wake the sink for what the last commit queued (never before: it would find nothing yet)."""
+        if self._queued_new:
+            self._queued_new = False
+            if self.on_new is not None:
+                self.on_new()
 
     def _start(self) -> None:
         if self.outbox is None:
@@ -349,8 +401,6 @@ class Worker(threading.Thread):
             with self.outbox.batch():
                 for task_id in changed[start:start + SCAN_BATCH]:
                     self.process(task_id, adopt=adopt)
-        if changed and self.on_new is not None:
-            self.on_new()  # the batches are committed only now
         gone = set(known) - set(on_disk)
         for task_id in gone:
             self.process(task_id)
@@ -401,7 +451,7 @@ class Worker(threading.Thread):
         self.open_writes.read_whole(task_id, read_started)
         try:
             update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
-            update.seen.file_sig, update.seen.digest = sig, digest
+            update.seen.file_sig, update.seen.digest, update.seen.text = sig, digest, data.decode("utf-8")
             self._apply(update)
         except sqlite3.Error:
             raise  # the database, not this file
@@ -499,8 +549,7 @@ class Worker(threading.Thread):
         if count:
             for n in notifications:
                 log.info("%s: %s %s", shown_id(n.task_id), n.kind, n.text.replace("\n", " | "))
-            if self.on_new is not None:
-                self.on_new()
+            self._queued_new = True
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -116,10 +116,22 @@ def shown_id(task_id: str) -> str:
 def chat_text(value: Any, cap: int = FIELD_CAP, redact_secrets: bool = True) -> str:
     """`clean`, secrets masked in the whole text, then capped: a secret the cap cut in half would not
     match its pattern any more, and would reach the chat all but its last characters."""
+    if type(value) is str and len(value) <= _REMEMBERED_LEN:
+        return _remembered_chat_text(value, cap, redact_secrets)
+    return _chat_text(value, cap, redact_secrets)
+
+
+def _chat_text(value: Any, cap: int, redact_secrets: bool) -> str:
     text = clean(value, cap=len(str(value)) + 1)
     if redact_secrets:
         text = redact(text)
     return text if len(text) <= cap else text[: cap - 1] + "…"
+
+
+# Task and step names come back in every notification of their task, and masking them is most of what
+# building a notification costs: short texts are remembered (at most ~1 MB of them).
+_REMEMBERED_LEN = 200
+_remembered_chat_text = functools.lru_cache(maxsize=2048)(_chat_text)
 
 
 def progress_bar(done: int, total: int, width: int = 10) -> str:

@@ -284,7 +284,28 @@ def _nulls(raw: dict[str, Any], known: tuple[str, ...]) -> frozenset[str]:
     return frozenset(k for k in known if k in raw and raw[k] is None)
 
 
+_STEP_KEY_SET = frozenset(_STEP_KEYS)
+_NO_NULLS: frozenset[str] = frozenset()
+
+
 def _parse_step(raw: Any, i: int) -> Step:
+    """One step. Most steps are plain (known keys, well-typed values): those take a short path that
+    checks the same rules without building an error text per field; the rest go the long way, which
+    says what is wrong. (A task has up to 1,000 steps, and the daemon parses every file it is told of.)"""
+    if type(raw) is dict and raw.keys() <= _STEP_KEY_SET:
+        get = raw.get
+        name, status, started, finished = get("name"), get("status", "pending"), get("startedAt"), get("finishedAt")
+        message, percent = get("message"), get("percent")
+        if type(name) is str and type(status) is str and status in STEP_STATUSES \
+                and (started is None or type(started) is str) and (finished is None or type(finished) is str) \
+                and (message is None or type(message) is str) \
+                and (percent is None or (type(percent) in (int, float) and 0 <= percent <= 100)):
+            nulls = frozenset(k for k, v in raw.items() if v is None) if None in raw.values() else _NO_NULLS
+            return Step(name, status, started, finished, message, percent, {}, nulls)
+    return _parse_step_checked(raw, i)
+
+
+def _parse_step_checked(raw: Any, i: int) -> Step:
     where = f"steps[{i}]"
     if isinstance(raw, str):  # a bare step name, as some hand-written files have it
         return Step(name=raw)

@@ -20,6 +20,7 @@ import json
 import os
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from task_pulse.messages import shown_id
-from task_pulse.model import Task, parse_time, task_from_dict
-from task_pulse.store import TaskStore
+from task_pulse.model import Task, parse_time
+from task_pulse.store import TaskStore, task_from_file
 
 SCHEMA_VERSION = 2
 # What each version adds to the one before, for a database made by an older task-pulse.
@@ -37,6 +38,10 @@ MIGRATIONS = {
     2: "ALTER TABLE seen ADD COLUMN gone_at REAL",
 }
 DB_NAME = "state.db"
+# Parsed snapshots an Outbox keeps (the most recently used tasks): a task written again and again is
+# diffed against the snapshot in memory instead of parsing it back from the db each time. Bounded, so
+# memory stays flat at any number of tasks (a 20-step task is a few KB).
+SNAPSHOT_CACHE = 1024
 
 
 class SQL:
@@ -49,7 +54,7 @@ class SQL:
     );
     CREATE TABLE IF NOT EXISTS seen (
         task_id     TEXT PRIMARY KEY,
-        snapshot    TEXT NOT NULL,      -- the task as last announced (JSON)
+        snapshot    TEXT NOT NULL,      -- the task as last announced: its file's JSON text
         run         INTEGER NOT NULL,   -- +1 each time the task starts again after ending
         file_sig    TEXT,               -- inode:size:mtime_ns of the file last read (a rescan skips it if same)
         digest      TEXT,               -- sha1 of the content last diffed (an event for the same bytes is a no-op)
@@ -273,6 +278,9 @@ class Seen:
     stall_at: float | None = None
     digest: str | None = None
     gone_at: float | None = None  # its file was removed then (unix time); None while it is there
+    # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
+    # again from `snapshot`). None: `record` serialises `snapshot`.
+    text: str | None = None
 
 
 class Outbox:
@@ -282,6 +290,9 @@ class Outbox:
         self.path = Path(path)
         self.created = False
         self._batch_depth = 0
+        # task id -> (digest, snapshot) of the content with that digest (see `seen`). Snapshots are
+        # shared from here: nobody edits one (the tracker makes a new Task for every read of a file).
+        self._snapshots: OrderedDict[str, tuple[str, Task]] = OrderedDict()
         if create and not self.path.exists():
             # Make the file ourselves so it is 0600 from the first byte (SQLite gives -wal/-shm the same).
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -385,10 +396,28 @@ class Outbox:
         row = self.db.execute(SQL.GET_SEEN, (task_id,)).fetchone()
         if row is None:
             return None
-        return Seen(task_id=row[0], snapshot=task_from_dict(json.loads(row[1]), row[0]), run=row[2],
-                    file_sig=row[3], stalled_for=row[4], progress_at=row[5],
-                    held=None if row[6] is None else json.loads(row[6]), stall_at=row[7], digest=row[8],
-                    gone_at=row[9])
+        digest = row[8]
+        # The row's digest says which content its snapshot was read from: a parse of that same content
+        # kept in memory is the same snapshot, whatever happened to other rows (or a rolled-back write).
+        cached = self._snapshots.get(task_id)
+        if cached is not None and digest is not None and cached[0] == digest:
+            self._snapshots.move_to_end(task_id)
+            snapshot = cached[1]
+        else:
+            snapshot = task_from_file(row[1], task_id)
+            self._keep_snapshot(task_id, digest, snapshot)
+        return Seen(task_id=row[0], snapshot=snapshot, run=row[2], file_sig=row[3], stalled_for=row[4],
+                    progress_at=row[5], held=None if row[6] is None else json.loads(row[6]), stall_at=row[7],
+                    digest=digest, gone_at=row[9], text=row[1])
+
+    def _keep_snapshot(self, task_id: str, digest: str | None, snapshot: Task) -> None:
+        if digest is None:
+            self._snapshots.pop(task_id, None)
+            return
+        self._snapshots[task_id] = (digest, snapshot)
+        self._snapshots.move_to_end(task_id)
+        if len(self._snapshots) > SNAPSHOT_CACHE:
+            self._snapshots.popitem(last=False)
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
@@ -416,9 +445,12 @@ class Outbox:
         with self.transaction() as db:
             if seen is None:
                 db.execute(SQL.DROP_SEEN, (task_id,))
+                self._snapshots.pop(task_id, None)
             else:
+                text = seen.text if seen.text is not None else json.dumps(seen.snapshot.to_dict(), ensure_ascii=False)
+                self._keep_snapshot(task_id, seen.digest, seen.snapshot)
                 db.execute(SQL.PUT_SEEN, {
-                    "task_id": task_id, "snapshot": json.dumps(seen.snapshot.to_dict(), ensure_ascii=False),
+                    "task_id": task_id, "snapshot": text,
                     "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
                     "progress_at": seen.progress_at, "stall_at": seen.stall_at,
                     "ended_at": _ended_at(seen.snapshot), "digest": seen.digest,

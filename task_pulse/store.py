@@ -133,7 +133,7 @@ def read_task_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES
         os.close(fd)
 
 
-def task_from_file(data: bytes, task_id: str) -> Task:
+def task_from_file(data: bytes | str, task_id: str) -> Task:
     """Parse a task file's bytes. The file name is the identity, whatever `taskId` the content claims:
     a copied file must never be read, announced or written as its source."""
     task = parse_task(data, task_id)

@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from task_pulse import model
 from task_pulse.model import Step, Task, TaskFormatError, parse_task, parse_time, stalled_for, task_from_dict
 from tests.conftest import original_file
 
@@ -289,3 +292,23 @@ def test_stall_compares_across_offsets() -> None:
     task = task_updated(0)
     task.updated_at = (NOW - timedelta(seconds=200)).astimezone(UTC).isoformat().replace("+00:00", "Z")
     assert stalled_for(task, NOW, 180) == 200
+
+
+_step_values = st.one_of(st.none(), st.booleans(), st.integers(-5, 200), st.floats(allow_nan=True),
+                         st.text(max_size=5), st.sampled_from(["pending", "running", "done", "error"]),
+                         st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["name", "status", "startedAt", "finishedAt", "message", "percent", "x"]),
+                       _step_values, max_size=7))
+def test_the_short_path_for_plain_steps_reads_them_as_the_long_one_does(raw: dict[str, Any]) -> None:
+    """A plain step takes a short path (most of what the daemon parses); it must agree with the long
+    path on every step, the refused ones included."""
+    def outcome(parse: Any) -> Any:
+        try:
+            return parse(raw, 0)
+        except TaskFormatError as exc:
+            return str(exc)
+
+    assert outcome(model._parse_step) == outcome(model._parse_step_checked)

@@ -154,3 +154,33 @@ def test_json_written_by_hand_without_task_id(tasks_dir: Path) -> None:
         {"taskName": "By hand", "status": "running", "steps": ["one", "two"]}))
     with running_worker(store, announce_existing=True):
         wait_for(lambda: kinds(tasks_dir, "by-hand") == ["started"], 30, "started from a hand-written file")
+
+
+def test_a_group_commit_undone_by_a_busy_db_loses_none_of_its_files(tasks_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files waiting together are committed together; when the db turns busy in the middle, the whole
+    group is undone and every file in it is handled again (not only the one the retry starts with)."""
+    monkeypatch.setattr(worker_module, "GROUP_SECONDS", 30.0)  # the whole burst in one group, however slow
+    store = TaskStore(tasks_dir)
+    store.ensure_dirs()
+    ids = [store.create(f"Group {i}", ["a"], datetime.now(UTC)).task_id for i in range(12)]
+    with running_worker(store) as (worker, queue):
+        handled: list[str] = []
+        real_handle = worker.handle
+
+        def busy_once(item: object, attempt: int) -> None:
+            handled.append(str(item))
+            if len(handled) == 5:
+                exc = sqlite3.OperationalError("database is locked")
+                exc.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+                raise exc
+            real_handle(item, attempt)
+
+        monkeypatch.setattr(worker, "handle", busy_once)
+        for task_id in ids:  # rewritten while the worker looks away: each file has news
+            store.update(task_id, lambda t: t.steps[0].__setattr__("message", "x"), datetime.now(UTC))
+        with queue._cond:  # all of them waiting at once: one group
+            for task_id in ids:
+                queue.put(("file", task_id))
+        wait_for(lambda: len(kinds(tasks_dir)) == len(ids), 30, "every file of the undone group handled")
+        assert sorted(n for n in kinds(tasks_dir)) == ["progress"] * len(ids)
