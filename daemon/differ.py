@@ -8,7 +8,6 @@ transition seen twice produces the same key and the outbox stores it once.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -60,12 +59,12 @@ def _match_steps(old: Task, new: Task) -> list[tuple[int, Step | None]]:
     by_name: dict[str, list[Step]] = {}
     for step in old.steps:
         by_name.setdefault(step.name, []).append(step)
-    count: Counter[str] = Counter()
+    count: dict[str, int] = {}  # (a Counter costs a Python call per name: this runs for every write)
     out: list[tuple[int, Step | None]] = []
     for step in new.steps:
-        k = count[step.name]
-        count[step.name] += 1
-        earlier = by_name.get(step.name, [])
+        k = count.get(step.name, 0)
+        count[step.name] = k + 1
+        earlier = by_name.get(step.name, ())
         out.append((k, earlier[k] if k < len(earlier) else None))
     return out
 

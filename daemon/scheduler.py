@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -68,6 +69,16 @@ class Timers:
                 heapq.heapify(self._heap)
             if self._wake_at is None or at < self._wake_at:
                 self._wake(at)
+
+    def set_many(self, kind: str, deadlines: Iterable[tuple[str, float]]) -> None:
+        """`set` for many tasks at once (a start restoring 100,000 timers): one heap build, one wake."""
+        with self._lock:
+            for task_id, at in deadlines:
+                self._due[(kind, task_id)] = at
+            self._heap = [(t, k, i) for (k, i), t in self._due.items()]
+            heapq.heapify(self._heap)
+            if self._heap and (self._wake_at is None or self._heap[0][0] < self._wake_at):
+                self._wake(self._heap[0][0])
 
     def _wake(self, at: float) -> None:
         """Move the one date job to `at` (under the lock).

@@ -65,11 +65,15 @@ HEAVY_WAIT = 1.0
 # serves many writes, and the first of them waits GROUP_SECONDS at most for it.
 GROUP_MAX = 64
 GROUP_SECONDS = 0.005
+# Files a first start stored unread that the background pass adopts per work item (one transaction):
+# small enough that a change waiting behind it waits a few ms.
+ADOPT_BATCH = 100
 RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
+ADOPT = ("adopt",)
 UNREADABLE_SUMMARY = ("unreadable-summary",)
 IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
-_ALONE = (RESCAN, CLEANUP)  # never part of a group commit (see `Worker._handle_group`)
+_ALONE = (RESCAN, CLEANUP, ADOPT)  # never part of a group commit (see `Worker._handle_group`)
 
 
 class WorkQueue:
@@ -295,6 +299,8 @@ class Worker(threading.Thread):
         self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
         self._restore_timers()
         self._refresh_stats()
+        if self.outbox.unadopted(1):
+            self.queue.put(ADOPT)  # after READY, between changes (a first start, or one cut short)
 
     def _patiently(self, work: Callable[[], None]) -> bool:
         """Run `work`, again and again while the state db is busy (another process holds its write
@@ -332,14 +338,15 @@ class Worker(threading.Thread):
         """Timers do not survive a restart; the database remembers when each one was due."""
         assert self.outbox is not None
         threshold = repr(self.policy.default_stall)
-        threshold_changed = self.outbox.get_meta("default_stall") not in (None, threshold)
-        for task_id, stall_at, progress_at, holds in self.outbox.timers():
-            if threshold_changed and stall_at is not None:
+        stall = self.outbox.stall_timers()
+        if self.outbox.get_meta("default_stall") not in (None, threshold):
+            for task_id, _ in stall:
                 self.process(task_id, force=True)  # the stored deadline used the old default: derive it again
-            else:
-                self.timers.set("stall", task_id, stall_at)
-            if holds and progress_at is not None:
-                self.timers.set("flush", task_id, progress_at + self.policy.progress_interval)
+        else:
+            self.timers.set_many("stall", stall)
+        interval = self.policy.progress_interval
+        self.timers.set_many("flush", [(task_id, at + interval) for task_id, at in self.outbox.held_progress()
+                                       if at is not None])
         self.outbox.set_meta("default_stall", threshold)
 
     def handle(self, item: Hashable, attempt: int) -> None:
@@ -347,6 +354,8 @@ class Worker(threading.Thread):
             self.rescan()
         elif item == CLEANUP:
             self.cleanup()
+        elif item == ADOPT:
+            self._adopt_some()
         elif item == UNREADABLE_SUMMARY:
             self._summarize_unreadable()
         elif isinstance(item, tuple) and item[0] == "misnamed":
@@ -389,24 +398,88 @@ class Worker(threading.Thread):
     # -- the work ----------------------------------------------------------------------------------
 
     def rescan(self, adopt: bool = False) -> None:
-        """Look at every task file whose signature changed, and forget tasks whose file is gone."""
+        """Look at every task file whose signature changed, and forget tasks whose file is gone.
+
+        With `adopt` (the very first start) the files are stored as they are, unread (see
+        `Outbox.store_unread`): taken as announced, they are parsed later, after READY."""
         assert self.outbox is not None
         started = time.monotonic()
         known = self.outbox.seen_signatures()
-        on_disk, misnamed = self.store.scan()
-        for name in misnamed:
+        changed, misnamed, on_disk = [], [], 0
+        # A first start reads every file anyway (its fstat gives the signature): no lstat first.
+        for name, task_id, sig in self.store.listing(known, signatures=not adopt or bool(known)):
+            if task_id is None:
+                misnamed.append(name)
+                continue
+            on_disk += 1
+            last = known.pop(task_id, None)
+            if last is None or last != sig:
+                changed.append(task_id)
+        gone = known  # what is left: known, and no longer on disk
+        for name in sorted(misnamed):
             self._misnamed(name)
-        changed = [i for i in on_disk if known.get(i) is None or known[i] != _lstat_signature(self.store, i)]
+        changed.sort()
         for start in range(0, len(changed), SCAN_BATCH):
             with self.outbox.batch():
-                for task_id in changed[start:start + SCAN_BATCH]:
-                    self.process(task_id, adopt=adopt)
-        gone = set(known) - set(on_disk)
+                if adopt:
+                    self._store_unread(changed[start:start + SCAN_BATCH])
+                else:
+                    for task_id in changed[start:start + SCAN_BATCH]:
+                        self.process(task_id)
         for task_id in gone:
             self.process(task_id)
-        log.info("scan: %d task files, %d read, %d forgotten, %.0f ms%s", len(on_disk), len(changed),
+        log.info("scan: %d task files, %d read, %d forgotten, %.0f ms%s", on_disk, len(changed),
                  len(gone), (time.monotonic() - started) * 1000,
                  " (existing tasks adopted silently)" if adopt and on_disk else "")
+
+    def _store_unread(self, task_ids: list[str]) -> None:
+        """The first start's files, stored as read (see `Outbox.store_unread`). A file that cannot be
+        read, or is not UTF-8 text, takes the ordinary way, which says why."""
+        assert self.outbox is not None
+        rows, at = [], time.time()
+        for task_id in task_ids:
+            try:
+                data, st = read_task_file(self.store.path_for(task_id))
+                text = data.decode("utf-8")
+            except FileNotFoundError:
+                continue
+            except (TaskFormatError, UnicodeDecodeError):
+                self.process(task_id, adopt=True)
+                continue
+            if len(data) > HEAVY_BYTES:
+                self.queue.mark_heavy(("file", task_id), True)
+            rows.append((task_id, text, file_signature(st), hashlib.sha1(data).hexdigest()))
+        self.outbox.store_unread(rows, at)
+
+    def _adopt_some(self) -> None:
+        """Adopt a batch of the files a first start stored unread; again later while any are left."""
+        assert self.outbox is not None
+        task_ids = self.outbox.unadopted(ADOPT_BATCH)
+        with self.outbox.batch():
+            for task_id in task_ids:
+                self.process(task_id)
+        if len(task_ids) == ADOPT_BATCH:
+            self.queue.put(ADOPT)  # behind whatever came meanwhile
+        else:
+            log.info("every task file of the first start adopted")
+
+    def _seen(self, task_id: str) -> Seen | None:
+        """What was announced about the task. A first start's unread text is adopted here, as it was
+        when it was read; text that was no task then (half written, broken) is forgotten, and the
+        file is looked at as a new one."""
+        assert self.outbox is not None
+        try:
+            seen = self.outbox.seen(task_id)
+        except TaskFormatError:
+            self.outbox.record(task_id, None, [])
+            return None
+        if seen is None or seen.adopt_at is None:
+            return seen
+        adopted = track(None, seen.snapshot, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True).seen
+        adopted.file_sig, adopted.digest, adopted.text = seen.file_sig, seen.digest, seen.text
+        self.outbox.adopted(adopted)
+        self._set_timers(adopted)
+        return adopted
 
     def process(self, task_id: str, attempt: int = 0, adopt: bool = False, force: bool = False) -> None:
         """Bring the announced state of one task up to date with its file.
@@ -415,8 +488,8 @@ class Worker(threading.Thread):
         stall check must run on unchanged content, because only time has moved.
         """
         assert self.outbox is not None
-        seen = self.outbox.seen(task_id)
-        path = self.store.root / f"{task_id}.json"
+        seen = self._seen(task_id)
+        path = self.store.path_for(task_id)
         read_started = time.monotonic()
         try:
             data, st = read_task_file(path)
@@ -542,6 +615,9 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         seen = update.seen
         self._log_new(self.outbox.record(seen.task_id, seen, update.notifications), update.notifications)
+        self._set_timers(seen)
+
+    def _set_timers(self, seen: Seen) -> None:
         self.timers.set("stall", seen.task_id, seen.stall_at)
         self.timers.set("flush", seen.task_id, flush_due(seen, self.policy))
 
@@ -557,10 +633,3 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     is a conflict within one connection, which waiting does not end)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
-
-
-def _lstat_signature(store: TaskStore, task_id: str) -> str | None:
-    try:
-        return file_signature((store.root / f"{task_id}.json").lstat())
-    except OSError:
-        return None

@@ -64,6 +64,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _not_negative(text: str) -> float:
+    """0 too: a progress interval of 0 sends every progress message (as `--progress-interval 0` does)."""
+    value = float(text)
+    if value == 0:
+        return 0.0
+    if not value > 0:
+        raise ValueError("must be 0 or a positive number")
+    return _positive(text)
+
+
 def _offset(text: str) -> float:
     value = float(text)
     if not -24 < value < 24:
@@ -103,7 +113,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "stall_seconds": ("TASK_PULSE_STALL", _positive, "180"),
     "lang": ("TASK_PULSE_LANG", _lang, "zh"),
     "keep_days": ("TASK_PULSE_KEEP_DAYS", _positive, "7"),
-    "progress_interval": ("TASK_PULSE_PROGRESS_INTERVAL", _positive, "30"),
+    "progress_interval": ("TASK_PULSE_PROGRESS_INTERVAL", _not_negative, "30"),
     "redact_secrets": ("TASK_PULSE_REDACT", _switch, "1"),
     "lock_timeout": ("TASK_PULSE_LOCK_TIMEOUT", _positive, "10"),
 }

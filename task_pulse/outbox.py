@@ -21,7 +21,7 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,10 +32,11 @@ from task_pulse.messages import shown_id
 from task_pulse.model import Task, parse_time
 from task_pulse.store import TaskStore, task_from_file
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # What each version adds to the one before, for a database made by an older task-pulse.
 MIGRATIONS = {
-    2: "ALTER TABLE seen ADD COLUMN gone_at REAL",
+    2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
+    3: ["ALTER TABLE seen ADD COLUMN adopt_at REAL"],
 }
 DB_NAME = "state.db"
 # Parsed snapshots an Outbox keeps (the most recently used tasks): a task written again and again is
@@ -63,7 +64,9 @@ class SQL:
         held        TEXT,               -- a progress notification held back by the throttle (JSON)
         stall_at    REAL,               -- unix time the task becomes stalled if not updated (NULL: never)
         ended_at    REAL,               -- unix time a done/error task ended (finishedAt, else updatedAt)
-        gone_at     REAL                -- unix time its file was removed (kept: a file put back is not news)
+        gone_at     REAL,               -- unix time its file was removed (kept: a file put back is not news)
+        adopt_at    REAL                -- first start: the file's text as read at this unix time, not parsed
+                                        -- yet; taken as announced then (see `Outbox.store_unread`)
     );
     CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS notifications (
@@ -96,16 +99,25 @@ class SQL:
         updated_at  TEXT NOT NULL
     );
     """
+    # Indexes made once a migration's columns are there (in a new db, or a migrated one). `seen` rows
+    # hold each task's whole text: what a start reads of every task (signatures, timers, counts) is
+    # in these small indexes, not in the table's 100 MB at 100,000 tasks.
+    LATE_INDEXES = [
+        "CREATE INDEX IF NOT EXISTS seen_unadopted ON seen (task_id) WHERE adopt_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_sigs ON seen (task_id, file_sig) WHERE gone_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS seen_stall ON seen (task_id, stall_at) WHERE stall_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_held ON seen (task_id, progress_at) WHERE held IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_stalled ON seen (task_id) WHERE stalled_for IS NOT NULL AND gone_at IS NULL",
+    ]
     GET_META = "SELECT value FROM meta WHERE name = ?"
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
     GET_SEEN = """
-    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at FROM seen
-    WHERE task_id = ?
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at, adopt_at
+    FROM seen WHERE task_id = ?
     """
-    TIMERS = """
-    SELECT task_id, stall_at, progress_at, held IS NOT NULL FROM seen WHERE stall_at IS NOT NULL OR held IS NOT NULL
-    """
+    STALL_TIMERS = "SELECT task_id, stall_at FROM seen WHERE stall_at IS NOT NULL"
+    HELD_PROGRESS = "SELECT task_id, progress_at FROM seen WHERE held IS NOT NULL"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen WHERE gone_at IS NULL"
     PUT_SEEN = """
     INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest)
@@ -113,7 +125,22 @@ class SQL:
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
-        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL,
+        adopt_at = NULL
+    """
+    # A first start's file, stored as read (see `Outbox.store_unread`); replaces what a start cut short left.
+    PUT_UNREAD = """
+    INSERT INTO seen (task_id, snapshot, run, file_sig, digest, adopt_at) VALUES (?, ?, 0, ?, ?, ?)
+    ON CONFLICT (task_id) DO UPDATE SET
+        snapshot = excluded.snapshot, run = 0, file_sig = excluded.file_sig, stalled_for = NULL, progress_at = NULL,
+        held = NULL, stall_at = NULL, ended_at = NULL, digest = excluded.digest, gone_at = NULL,
+        adopt_at = excluded.adopt_at
+    """
+    UNADOPTED = "SELECT task_id FROM seen WHERE adopt_at IS NOT NULL ORDER BY task_id LIMIT ?"
+    # What adopting a stored text changes in its row (the text, signature and digest stay as stored).
+    ADOPTED = """
+    UPDATE seen SET stalled_for = :stalled_for, stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL
+    WHERE task_id = :task_id
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     # The file is gone: no timers, nothing held; the snapshot, run and throttle stay for its return.
@@ -278,6 +305,9 @@ class Seen:
     stall_at: float | None = None
     digest: str | None = None
     gone_at: float | None = None  # its file was removed then (unix time); None while it is there
+    # A first start stored the file's text at this unix time without reading it as a task: it is taken
+    # as announced then, once parsed (see `Outbox.store_unread`). None: parsed.
+    adopt_at: float | None = None
     # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
     # again from `snapshot`). None: `record` serialises `snapshot`.
     text: str | None = None
@@ -330,8 +360,11 @@ class Outbox:
                                             "upgrade task-pulse")
             elif int(row[0]) < SCHEMA_VERSION:
                 for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
-                    self.db.execute(MIGRATIONS[version])
+                    for statement in MIGRATIONS[version]:
+                        self.db.execute(statement)
                 self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
+            for statement in SQL.LATE_INDEXES:
+                self.db.execute(statement)
 
     def close(self) -> None:
         self.db.close()
@@ -346,12 +379,17 @@ class Outbox:
         return int(self.db.execute("PRAGMA data_version").fetchone()[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, single: bool = False) -> Iterator[sqlite3.Connection]:
         """`BEGIN IMMEDIATE`: take the write lock up front, so a claim can never be raced.
 
         Inside `batch()` it is a savepoint of the batch's transaction instead: a failure undoes
-        this block only, never half of it, and the rest of the batch goes on.
+        this block only, never half of it, and the rest of the batch goes on. `single`: the block
+        runs one statement, which stands or falls whole by itself: no savepoint (two statements
+        less for each of the thousands of files a scan or a burst of writes commits together).
         """
+        if self._batch_depth and single:
+            yield self.db
+            return
         if self._batch_depth:
             self.db.execute("SAVEPOINT record")
             try:
@@ -393,6 +431,8 @@ class Outbox:
     # -- the worker's side ---------------------------------------------------------------------------
 
     def seen(self, task_id: str) -> Seen | None:
+        """What was announced about the task (None: nothing). TaskFormatError: the row holds a first
+        start's text that is no task (see `store_unread`)."""
         row = self.db.execute(SQL.GET_SEEN, (task_id,)).fetchone()
         if row is None:
             return None
@@ -408,7 +448,7 @@ class Outbox:
             self._keep_snapshot(task_id, digest, snapshot)
         return Seen(task_id=row[0], snapshot=snapshot, run=row[2], file_sig=row[3], stalled_for=row[4],
                     progress_at=row[5], held=None if row[6] is None else json.loads(row[6]), stall_at=row[7],
-                    digest=digest, gone_at=row[9], text=row[1])
+                    digest=digest, gone_at=row[9], adopt_at=row[10], text=row[1])
 
     def _keep_snapshot(self, task_id: str, digest: str | None, snapshot: Task) -> None:
         if digest is None:
@@ -419,12 +459,37 @@ class Outbox:
         if len(self._snapshots) > SNAPSHOT_CACHE:
             self._snapshots.popitem(last=False)
 
+    def store_unread(self, rows: Iterable[tuple[str, str, str, str]], at: float) -> None:
+        """A first start's files, as read at unix time `at`: (task id, text, file signature, digest).
+
+        Stored as they are, without parsing them: parsing and diffing is most of what a file costs, and
+        a first start only has to know what each file said when it began watching. Each is taken as
+        announced as it was then (adopted) when it is next looked at: at its next change, or by the
+        worker's background pass after READY (see `unadopted`)."""
+        with self.transaction() as db:
+            db.executemany(SQL.PUT_UNREAD, ((task_id, text, sig, digest, at) for task_id, text, sig, digest in rows))
+
+    def adopted(self, seen: Seen) -> None:
+        """A stored text (see `store_unread`) is taken as announced, with the stall state `seen` has."""
+        self._keep_snapshot(seen.task_id, seen.digest, seen.snapshot)
+        with self.transaction(single=True) as db:
+            db.execute(SQL.ADOPTED, {"task_id": seen.task_id, "stalled_for": seen.stalled_for,
+                                     "stall_at": seen.stall_at, "ended_at": _ended_at(seen.snapshot)})
+
+    def unadopted(self, limit: int) -> list[str]:
+        """Ids of tasks whose stored text is still to be adopted (see `store_unread`), at most `limit`."""
+        return [r[0] for r in self.db.execute(SQL.UNADOPTED, (limit,))]
+
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
 
-    def timers(self) -> list[tuple[str, float | None, float | None, bool]]:
-        """(task_id, stall_at, progress_at, holds_progress) of every task with a timer to set."""
-        return [(r[0], r[1], r[2], bool(r[3])) for r in self.db.execute(SQL.TIMERS)]
+    def stall_timers(self) -> list[tuple[str, float]]:
+        """(task id, unix time it becomes stalled) of every task that may stall."""
+        return self.db.execute(SQL.STALL_TIMERS).fetchall()
+
+    def held_progress(self) -> list[tuple[str, float]]:
+        """(task id, unix time of its last progress push) of every task holding a progress message back."""
+        return self.db.execute(SQL.HELD_PROGRESS).fetchall()
 
     def ended_before(self, before: float) -> list[str]:
         """Ids of tasks last seen done/error that ended before unix time `before`: cleanup candidates."""
@@ -436,28 +501,32 @@ class Outbox:
     def count_stalled(self) -> int:
         return self.db.execute(SQL.COUNT_STALLED).fetchone()[0]
 
-    def record(self, task_id: str, seen: Seen | None, notifications: Iterable[Notification]) -> int:
+    def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification]) -> int:
         """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications.
 
         Returns how many notifications were new (a key already queued is skipped, never repeated).
         """
-        created_at = utc_stamp()
-        with self.transaction() as db:
-            if seen is None:
-                db.execute(SQL.DROP_SEEN, (task_id,))
-                self._snapshots.pop(task_id, None)
-            else:
-                text = seen.text if seen.text is not None else json.dumps(seen.snapshot.to_dict(), ensure_ascii=False)
-                self._keep_snapshot(task_id, seen.digest, seen.snapshot)
-                db.execute(SQL.PUT_SEEN, {
-                    "task_id": task_id, "snapshot": text,
-                    "run": seen.run, "file_sig": seen.file_sig, "stalled_for": seen.stalled_for,
-                    "progress_at": seen.progress_at, "stall_at": seen.stall_at,
-                    "ended_at": _ended_at(seen.snapshot), "digest": seen.digest,
-                    "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)})
+        # Every parameter first: nothing but the statements themselves can fail inside the block.
+        rows = [_row(n, utc_stamp()) for n in notifications[:1]]
+        rows += [_row(n, rows[0]["created_at"]) for n in notifications[1:]]
+        if seen is None:
+            statement: str = SQL.DROP_SEEN
+            params: Any = (task_id,)
+            self._snapshots.pop(task_id, None)
+        else:
+            statement = SQL.PUT_SEEN
+            params = {"task_id": task_id, "run": seen.run, "file_sig": seen.file_sig,
+                      "snapshot": seen.text if seen.text is not None else json.dumps(seen.snapshot.to_dict(),
+                                                                                      ensure_ascii=False),
+                      "stalled_for": seen.stalled_for, "progress_at": seen.progress_at, "stall_at": seen.stall_at,
+                      "ended_at": _ended_at(seen.snapshot), "digest": seen.digest,
+                      "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)}
+            self._keep_snapshot(task_id, seen.digest, seen.snapshot)
+        with self.transaction(single=not rows) as db:
+            db.execute(statement, params)
             inserted = 0
-            for n in notifications:
-                inserted += db.execute(SQL.INSERT_NOTIFICATION, _row(n, created_at)).rowcount
+            for row in rows:
+                inserted += db.execute(SQL.INSERT_NOTIFICATION, row).rowcount
         return inserted
 
     def has_key(self, key: str) -> bool:
@@ -474,7 +543,7 @@ class Outbox:
 
     def mark_gone(self, task_id: str, at: float) -> bool:
         """The task's file was removed at unix time `at`. False if it was not known, or already gone."""
-        with self.transaction() as db:
+        with self.transaction(single=True) as db:
             return db.execute(SQL.MARK_GONE, {"task_id": task_id, "now": at}).rowcount > 0
 
     def purge_gone(self, before: float) -> int:

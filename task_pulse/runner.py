@@ -74,17 +74,18 @@ def run_wrapped(store: TaskStore, settings: Settings, name: str, steps: list[str
         print(f"Error: {reason}", file=sys.stderr)
         return 127 if isinstance(exc, FileNotFoundError) else 126
     assert child.stdout is not None and child.stderr is not None
-    tails = (_Tail(child.stdout, sys.stdout.buffer), _Tail(child.stderr, sys.stderr.buffer))
-    for tail in tails:
-        tail.start()
-
     received: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
         child.send_signal(signum)
 
+    # Forwarding is in place before any of the command's output is passed on: whoever saw it running
+    # and stops it gets the task ended as failed, never a wrapper killed before it could say so.
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    tails = (_Tail(child.stdout, sys.stdout.buffer), _Tail(child.stderr, sys.stderr.buffer))
+    for tail in tails:
+        tail.start()
     try:
         while True:
             try:

@@ -90,7 +90,7 @@ def test_environ_used_when_env_not_given(tmp_path: Path, monkeypatch: pytest.Mon
     ("TASK_PULSE_TZ", "99", "must be an offset in hours between -24 and 24"),
     ("TASK_PULSE_TZ", "+8h", "must be a number"),
     ("TASK_PULSE_KEEP_DAYS", "week", "must be a number"),
-    ("TASK_PULSE_PROGRESS_INTERVAL", "-1", "must be a positive number"),
+    ("TASK_PULSE_PROGRESS_INTERVAL", "-1", "must be 0 or a positive number"),
 ])
 def test_bad_env_value(var: str, value: str, reason: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
@@ -156,3 +156,8 @@ def test_now_is_local_and_aware_without_tz(tmp_path: Path) -> None:
     assert settings.tz is None
     assert now.tzinfo is not None
     assert now.utcoffset() == datetime.now().astimezone().utcoffset()
+
+
+def test_a_progress_interval_of_0_sends_every_progress_message(tmp_path: Path) -> None:
+    """As `task-pulsed --progress-interval 0` does: the environment takes what the flag takes."""
+    assert load_settings({}, {"TASK_PULSE_PROGRESS_INTERVAL": "0"}, no_file(tmp_path)).progress_interval == 0

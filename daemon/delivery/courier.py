@@ -26,6 +26,7 @@ from typing import Any
 from task_pulse.card import render_card
 from task_pulse.errors import TaskPulseError
 from task_pulse.messages import shown_id
+from task_pulse.model import TaskFormatError
 from task_pulse.outbox import Card, Outbox, Queued
 from task_pulse.store import TaskStore
 from task_pulsed.delivery.plan import Call, plan_batch
@@ -123,7 +124,10 @@ class Courier(threading.Thread):
         card = card_text = None
         if self.options.style == "card" and self.sink.can_edit:
             card = outbox.card(task_id, sink_id)
-            seen = outbox.seen(task_id)
+            try:
+                seen = outbox.seen(task_id)
+            except TaskFormatError:  # a first start's unread text that is no task: no card to show
+                seen = None
             if seen is not None:
                 card_text = render_card(seen.snapshot, datetime.now(UTC), self.options.lang,
                                         stalled=seen.stalled_for is not None and not seen.stalled_for.startswith(
