@@ -171,6 +171,7 @@ def run(options: DaemonOptions) -> int:
         observer.stop()
         observer.join(timeout=5)
         overflow.remove()
+        os.ftruncate(lock_fd, 0)  # no pid left behind for `task-pulse status` to take for a running daemon
         os.close(lock_fd)
     if worker.error is not None:
         return 1  # the worker has said why, once

@@ -297,14 +297,16 @@ _WORDS = {
            "all_steps_done": "步骤已全部完成", "between_steps": "等待下一步",
            "steps_range": "{count}个步骤（{first} … {last}）", "files": "{count}个文件: {names}",
            "too_many_unreadable": "{window}内超过{burst}个，合并为一条；task-pulse status 可查看",
-           "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）"},
+           "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）",
+           "more_tasks": "…… 还有 {count} 个任务（全部: task-pulse status --all）"},
     "en": {"running": "running", "done": "done", "error": "failed", "stalled": "STALLED", "waiting": "waiting",
            "current": "now", "error_line": "error", "empty": "📭 no tasks", "unreadable": "unreadable",
            "all_steps_done": "all steps done", "between_steps": "waiting for the next step",
            "steps_range": "{count} steps ({first} … {last})", "files": "{count} files: {names}",
            "too_many_unreadable": "more than {burst} within {window}, told in one message; see task-pulse status",
            "cleanup": "🧹 removed {n} finished tasks (>{days} days)",
-           "cleanup_dry": "🧹 would remove {n} finished tasks (>{days} days)"},
+           "cleanup_dry": "🧹 would remove {n} finished tasks (>{days} days)",
+           "more_tasks": "… {count} more tasks (all of them: task-pulse status --all)"},
 }
 
 
@@ -313,9 +315,14 @@ def word(key: str, lang: str) -> str:
 
 
 def status_view(
-    entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float, lang: str = "zh"
+    entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float, lang: str = "zh",
+    totals: dict[str, int] | None = None, more: int = 0,
 ) -> str:
-    """The original script's `status` table: one block per task, unreadable files named, a summary."""
+    """The original script's `status` table: one block per task, unreadable files named, a summary.
+
+    A view of some tasks of many (see `pick_for_status`) says how many `more` there are, and sums up
+    all of them (`totals`: running, stalled, done, error) rather than the ones it shows.
+    """
     if not entries:
         return word("empty", lang)
     counts = {"running": 0, "stalled": 0, "done": 0, "error": 0}
@@ -325,13 +332,14 @@ def status_view(
             lines.append(f"⚠️ {clean(task_id)}.json: {word('unreadable', lang)} ({clean(str(task))})")
             continue
         running = task.running_step
-        if stalled_for(task, now, default_stall) is not None:
-            icon, label, bucket = "⚠️", word("stalled", lang), "stalled"
+        bucket = _status_bucket(task, now, default_stall)
+        if bucket == "stalled":
+            icon, label = "⚠️", word("stalled", lang)
         elif task.status == "running" and running is None:
-            icon, label, bucket = "⏳", word("waiting", lang), "running"
+            icon, label = "⏳", word("waiting", lang)
         else:
             icon = {"running": "🔄", "done": "✅", "error": "❌"}[task.status]
-            label, bucket = word(task.status, lang), task.status
+            label = word(task.status, lang)
         counts[bucket] += 1
         duration = task_duration(task, now)
         lines.append(f"{icon} {clean(task.name)} [{task.done_count}/{task.total}] "
@@ -344,6 +352,36 @@ def status_view(
             lines.append(current)
         if task.status == "error" and task.error:
             lines.append(f"   {word('error_line', lang)}: {clean(task.error)}")
+    if more:
+        lines.append(word("more_tasks", lang).format(count=more))
     lines.append("")
-    lines.append(f"📊 🔄{counts['running']} ⚠️{counts['stalled']} ✅{counts['done']} ❌{counts['error']}")
+    c = totals or counts
+    lines.append(f"📊 🔄{c['running']} ⚠️{c['stalled']} ✅{c['done']} ❌{c['error']}")
     return "\n".join(lines)
+
+
+def _status_bucket(task: Task, now: datetime, default_stall: float) -> str:
+    """running, stalled, done or error: what `status` counts a task as."""
+    return "stalled" if stalled_for(task, now, default_stall) is not None else task.status
+
+
+def pick_for_status(entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float,
+                    limit: int) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int]]:
+    """The `limit` tasks most worth showing, and the counts of all of them (see `status_view`).
+
+    Unreadable files first (someone has to fix them), then stalled tasks, the latest failed, the
+    latest updated running ones, the latest done: the order the state db's overview picks in too.
+    """
+    totals = {"running": 0, "stalled": 0, "done": 0, "error": 0}
+    ranked: list[tuple[tuple[int, float], str, Task | TaskFormatError]] = []
+    rank = {"stalled": 1, "error": 2, "running": 3, "done": 4}
+    for task_id, task in entries:
+        if isinstance(task, TaskFormatError):
+            ranked.append(((0, 0.0), task_id, task))
+            continue
+        bucket = _status_bucket(task, now, default_stall)
+        totals[bucket] += 1
+        when = parse_time((task.finished_at if task.status != "running" else None) or task.updated_at)
+        ranked.append(((rank[bucket], -when.timestamp() if when else 0.0), task_id, task))
+    ranked.sort(key=lambda r: r[0])
+    return [(task_id, task) for _, task_id, task in ranked[:limit]], totals

@@ -26,7 +26,7 @@ from task_pulse.privatedir import check_private_dir
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterator
+    from collections.abc import Callable, Container, Iterable, Iterator
     from pathlib import Path
     from types import TracebackType
 
@@ -202,6 +202,31 @@ class TaskStore:
                     return None
         return os.path.join(self._pulse, name)
 
+    def daemon_running(self) -> bool:
+        """Whether a task-pulsed watches this dir now: the pid it wrote in `.pulse/daemon.lock` is alive."""
+        path = self.private_path("daemon.lock")
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            pid = int(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or 0)
+        except ValueError:
+            return False
+        finally:
+            os.close(fd)
+        if pid <= 0:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # alive, someone else's: not ours to signal, but there
+        return True
+
     def task_ids(self) -> list[str]:
         """Ids of the `*.json` entries at the top of the tasks dir, dotfiles excluded.
 
@@ -310,7 +335,12 @@ class TaskStore:
 
     def iter_tasks(self) -> Iterator[tuple[str, Task | TaskFormatError]]:
         """Every task file, parsed one at a time; a file that is not a task comes with its reason."""
-        for task_id in self.task_ids():
+        return self.read_tasks(self.task_ids())
+
+    def read_tasks(self, task_ids: Iterable[str]) -> Iterator[tuple[str, Task | TaskFormatError]]:
+        """These tasks' files, parsed one at a time; a file that is not a task comes with its reason, a
+        file gone meanwhile is left out."""
+        for task_id in task_ids:
             try:
                 yield task_id, task_from_file(read_task_file(self.path_for(task_id))[0], task_id)
             except FileNotFoundError:

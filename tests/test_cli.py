@@ -500,6 +500,38 @@ def test_status_symlink_not_followed(tasks: Path, tmp_path: Path) -> None:
     assert json.loads(secret.read_text())["status"] == "running"
 
 
+def many_tasks(tasks: Path) -> None:
+    """70 tasks: 40 done, 25 running (older and newer), 2 stalled, 2 failed, 1 unreadable file."""
+    for i in range(40):
+        write_task(tasks, f"done-{i:02d}", status="done", finishedAt=ago(seconds=1000 + i),
+                   steps=[{"name": "a", "status": "done"}])
+    for i in range(25):
+        write_task(tasks, f"run-{i:02d}", updatedAt=ago(seconds=i))
+    for i in range(2):
+        write_task(tasks, f"stuck-{i}", updatedAt=ago(seconds=3600 + i))
+        write_task(tasks, f"failed-{i}", status="error", error="boom", finishedAt=ago(seconds=50 + i),
+                   steps=[{"name": "a", "status": "error"}])
+    (tasks / "broken.json").write_text("{oops", encoding="utf-8")
+
+
+def test_status_of_many_tasks_shows_those_most_worth_seeing_and_counts_all(tasks: Path) -> None:
+    many_tasks(tasks)
+    lines = ok(tasks, "status", group=["--lang", "en"]).split("\n")
+    heads = [line.split(" ")[1] for line in lines if line and not line.startswith(("   ", "…", "📊"))]
+    assert heads[:5] == ["broken.json:", "stuck-0", "stuck-1", "failed-0", "failed-1"]
+    assert heads[5:30] == [f"run-{i:02d}" for i in range(25)]  # the latest updated first
+    assert heads[30:] == [f"done-{i:02d}" for i in range(20)]  # the latest done, as many as fit
+    assert lines[-4] == "… 20 more tasks (all of them: task-pulse status --all)"
+    assert lines[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2"  # every task counted, not only those shown
+    every = ok(tasks, "status", "--all").split("\n")
+    assert every[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2" and "status --all" not in "".join(every)
+    assert sum(1 for line in every if line and not line.startswith(("   ", "📊"))) == 70
+    assert len(json.loads(ok(tasks, "status", "--json"))) == 70  # data: every task unless asked
+    assert [r["taskId"] for r in json.loads(ok(tasks, "status", "--json", "--limit", "3"))] == [
+        "broken", "stuck-0", "stuck-1"]
+    assert ok(tasks, "status", "--limit", "100").count("\n") == len(every) - 1
+
+
 def test_status_empty_dir(tasks: Path) -> None:
     assert ok(tasks, "status") == "📭 没有任务\n"
     assert ok(tasks, "status", group=["--lang", "en"]) == "📭 no tasks\n"

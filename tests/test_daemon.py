@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -261,3 +262,23 @@ def test_the_wal_is_checkpointed_by_the_daemon_not_by_a_commit(tasks_dir: Path, 
         create(tasks_dir, f"burst {i}")
     wait_for(lambda: kinds(tasks_dir).count("started") == 20, 30, "20 started")
     wait_for(lambda: (lambda f: f[0] > 0 and f[0] == f[1])(wal_frames(tasks_dir)), 30, "the WAL checkpointed")
+
+
+def test_status_of_many_tasks_is_taken_from_the_running_daemons_state_db(tasks_dir: Path, daemon: Daemon) -> None:
+    """With a daemon running, `status` reads the counts and which tasks to show from its state db (only
+    the files it shows are read); stopped, it reads every file."""
+    now = datetime.now().astimezone().isoformat()
+    for i in range(60):
+        (tasks_dir / f"many-{i:02d}.json").write_text(json.dumps(
+            {"taskName": f"Many {i}", "status": "running", "startedAt": now, "updatedAt": now,
+             "steps": [{"name": "a", "status": "running"}]}))
+    wait_for(lambda: len(kinds(tasks_dir)) == 60, 30, "every task seen")
+    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db", timeout=30)
+    with db:  # the db says what no file says: the overview must come from it
+        db.execute("UPDATE seen SET status = 'error' WHERE task_id = 'many-07'")
+    db.close()
+    lines = run_tp(tasks_dir, "status").stdout.splitlines()
+    assert lines[-1] == "📊 🔄59 ⚠️0 ✅0 ❌1"
+    assert lines[-3] == "…… 还有 10 个任务（全部: task-pulse status --all）"
+    assert daemon.stop() == 0
+    assert run_tp(tasks_dir, "status").stdout.splitlines()[-1] == "📊 🔄60 ⚠️0 ✅0 ❌0"
