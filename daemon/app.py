@@ -18,10 +18,12 @@ from pathlib import Path
 from types import FrameType
 
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
+from task_pulse.shared import SchemaTooNew
 from task_pulse.store import TaskStore
 from task_pulsed.checkpointer import Checkpointer
-from task_pulsed.delivery import Delivery, DeliveryOptions
+from task_pulsed.delivery import Delivery, DeliveryOptions, LocalState, SharedState
 from task_pulsed.delivery.sinks import Sink
+from task_pulsed.forwarder import Forwarder, check_shared_schema
 from task_pulsed.scheduler import Timers
 from task_pulsed.sdnotify import notify, watchdog_interval
 from task_pulsed.tracker import Policy
@@ -46,6 +48,8 @@ class DaemonOptions:
     sink: Sink | None = None
     delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
     sink_concurrency: int = 4
+    state_url: str | None = None  # a shared state db (postgresql://…): notifications are forwarded there
+    host: str = ""  # this daemon's name in the shared state db
 
 
 def take_daemon_lock(store: TaskStore) -> int:
@@ -109,6 +113,7 @@ def run(options: DaemonOptions) -> int:
     watchdog = watchdog_interval()
 
     def heartbeat(stats: dict[str, int], problem: str | None) -> None:
+        problem = problem or (forwarder.problem if forwarder is not None else None)
         # Waiting for a busy db before READY: ask systemd for more time than its start timeout.
         waiting = ["EXTEND_TIMEOUT_USEC=60000000"] if problem and not worker.started else []
         notify(*(["WATCHDOG=1"] if watchdog else []), *waiting, f"STATUS={status_line(stats, problem)}")
@@ -116,13 +121,27 @@ def run(options: DaemonOptions) -> int:
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
     open_writes = OpenWrites()
-    delivery = None
+    delivery = forwarder = None
+    if options.state_url is not None:
+        try:
+            check_shared_schema(options.state_url)
+        except SchemaTooNew as exc:
+            log.error("%s", exc)
+            os.close(lock_fd)
+            return 1
     if options.sink is not None:
-        delivery = Delivery(store, options.sink, options.delivery, options.sink_concurrency)
+        state = (SharedState(options.state_url, options.host) if options.state_url is not None
+                 else LocalState(store))
+        delivery = Delivery(state, options.sink, options.delivery, options.sink_concurrency)
+    if options.state_url is not None:
+        forwarder = Forwarder(store, options.state_url, options.host, keep_days=options.keep_days,
+                              on_forwarded=delivery.wake if delivery else None, on_fatal=queue.close)
+    # What the worker commits goes to the shared state db (the forwarder), else to this dir's couriers.
+    on_new = forwarder.poke if forwarder is not None else delivery.wake if delivery is not None else None
     checkpointer = Checkpointer(store)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
-                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=delivery.wake if delivery else None,
+                    heartbeat=heartbeat, heartbeat_every=beat_every, on_new=on_new,
                     open_writes=open_writes, checkpointer=checkpointer)
     stopping = threading.Event()
 
@@ -160,12 +179,18 @@ def run(options: DaemonOptions) -> int:
             log.info("ready: %s in %s", status_line(worker.stats), store.root)
             notify("READY=1", f"STATUS={status_line(worker.stats)}")
             queue.put(CLEANUP)
+            if forwarder is not None:
+                forwarder.start()  # after the worker made the state db: two threads must not both create it
             if delivery is not None:
                 delivery.start()
         _wait_awake(lambda: not worker.is_alive(), worker.join)  # until a signal handler closes the queue
     finally:
         if delivery is not None:
             delivery.stop()
+        if forwarder is not None:
+            forwarder.stop()
+            if forwarder.is_alive():
+                forwarder.join(timeout=10)  # a copy in flight finishes (or its claim is released)
         timers.shutdown()
         checkpointer.stop()
         observer.stop()
@@ -173,7 +198,7 @@ def run(options: DaemonOptions) -> int:
         overflow.remove()
         os.ftruncate(lock_fd, 0)  # no pid left behind for `task-pulse status` to take for a running daemon
         os.close(lock_fd)
-    if worker.error is not None:
-        return 1  # the worker has said why, once
+    if worker.error is not None or (forwarder is not None and forwarder.fatal is not None):
+        return 1  # the worker or the forwarder has said why, once
     log.info("stopped")
     return 0

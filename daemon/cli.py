@@ -13,6 +13,7 @@ from task_pulse.cli import FiniteRange
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.model import MAX_STALL_SECONDS
+from task_pulse.shared import shown_url
 from task_pulsed.app import DaemonOptions, run
 from task_pulsed.delivery import DeliveryOptions
 from task_pulsed.delivery.plan import STYLES
@@ -80,6 +81,13 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--redact/--no-redact", "redact", default=None,
               help="Mask secrets (API keys, tokens, passwords in URLs) in notifications [env TASK_PULSE_REDACT; "
                    "default on].")
+@click.option("--state", "state_url", metavar="URL",
+              help="Also forward to a shared PostgreSQL state database (postgresql://user@host/db; ${VAR} in it is "
+                   "read from the environment), where daemons of several hosts meet [env TASK_PULSE_STATE]. Needs "
+                   "the postgres extra: pip install 'task-pulse[postgres]'.")
+@click.option("--host-name", metavar="NAME",
+              help="This daemon's name in the shared state database [env TASK_PULSE_HOST; default: the host "
+                   "name]. Two daemons sharing one database need two names.")
 @click.option("--check", is_flag=True,
               help="Check the options and settings (building the sink), then exit: 0 if task-pulsed would run "
                    "with them, 2 if not. `task-pulse service install` uses it before writing a unit.")
@@ -90,7 +98,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         flood_window: float,
         openclaw_to: str | None, openclaw_bin: str | None, exec_command: str | None, exec_edit: str | None,
         webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int, sink_attempts: int,
-        sink_backoff: float, sink_timeout: float, redact: bool | None, check: bool, verbose: bool) -> None:
+        sink_backoff: float, sink_timeout: float, redact: bool | None, state_url: str | None, host_name: str | None,
+        check: bool, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
@@ -104,12 +113,13 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
       task-pulsed --openclaw telegram:123456789
       task-pulsed --exec "mychat send --json --text" --exec-edit "mychat edit --id {id} --text"
       task-pulsed --webhook https://chat.example/hook --webhook-header 'Authorization: Bearer ${CHAT_TOKEN}'
+      task-pulsed --state 'postgresql://pulse@db.internal/pulse' --host-name gpu-1
     """
     setup_logging(verbose)
     try:
         settings = load_settings({"tasks_dir": tasks_dir, "lang": lang, "stall_seconds": stall,
                                   "progress_interval": progress_interval, "keep_days": keep_days,
-                                  "redact_secrets": redact})
+                                  "redact_secrets": redact, "state_url": state_url, "host_name": host_name})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
     if sum(x is not None for x in (openclaw_to, exec_command, webhook)) > 1:
@@ -129,9 +139,15 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
             sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    if settings.state_url is not None:
+        try:
+            import psycopg  # noqa: F401 - only to say now, not at the first forward, that it is missing
+        except ImportError:
+            raise click.UsageError("--state needs psycopg: pip install 'task-pulse[postgres]'") from None
     if check:
         click.echo(f"task-pulsed would watch {settings.tasks_dir}" + (f" and deliver through {sink.name} "
-                   f"{sink.describe()}" if sink else ""))
+                   f"{sink.describe()}" if sink else "") + (f" and forward to {shown_url(settings.state_url)} as "
+                   f"host {settings.host_name!r}" if settings.state_url else ""))
         return
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
                     lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window)
@@ -139,7 +155,9 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,
                                delivery=DeliveryOptions(style=style, attempts=sink_attempts, backoff=sink_backoff,
-                                                        lang=settings.lang, redact_secrets=settings.redact_secrets))))
+                                                        lang=settings.lang, redact_secrets=settings.redact_secrets),
+                               state_url=settings.state_url,
+                               host=settings.host_name if settings.state_url else "")))
 
 
 def main() -> None:

@@ -28,15 +28,27 @@ class Settings:
     as a Path, for everything but the writer's hot path."""
 
     __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
-                 "redact_secrets", "lock_timeout")
+                 "redact_secrets", "lock_timeout", "state_url", "_host_name")
 
     def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
-                 keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10) -> None:
+                 keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10,
+                 state_url: str | None = None, host_name: str | None = None) -> None:
         self.tasks_path = tasks_path
         self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
         self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
         self.progress_interval, self.redact_secrets = progress_interval, redact_secrets
         self.lock_timeout = lock_timeout  # how long a writer waits for a task's lock
+        self.state_url = state_url  # a shared state db (postgresql://…), None for the local one
+        self._host_name = host_name
+
+    @property
+    def host_name(self) -> str:
+        """This daemon's name in a shared state db: TASK_PULSE_HOST, else the machine's host name."""
+        if self._host_name is None:
+            import socket
+
+            self._host_name = _host_name(socket.gethostname().split(".")[0] or "localhost")
+        return self._host_name
 
     @property
     def tasks_dir(self) -> Path:
@@ -72,6 +84,37 @@ def _not_negative(text: str) -> float:
     if not value > 0:
         raise ValueError("must be 0 or a positive number")
     return _positive(text)
+
+
+_ENV_REFERENCE = r"\$\{(\w+)\}"
+
+
+def expand_env(text: str, where: str, env: Mapping[str, str] | None = None) -> str:
+    """`text` with each `${VAR}` taken from the environment (a missing variable is an error naming
+    `where`): a token or password in a URL stays out of `ps`, unit files and logs."""
+    import re
+
+    values = os.environ if env is None else env
+
+    def expand(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            raise ValueError(f"{where}: environment variable {match.group(1)} is not set")
+        return values[match.group(1)]
+
+    return re.sub(_ENV_REFERENCE, expand, text)
+
+
+def _state_url(text: str) -> str:
+    """A shared state database: a postgresql:// URL, `${VAR}` in it read from the environment."""
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL")
+    return expand_env(text, "the state database URL")
+
+
+def _host_name(text: str) -> str:
+    if not text or len(text) > 64 or any(c.isspace() or not c.isprintable() or c in ":/" for c in text):
+        raise ValueError("must be a name of 1 to 64 printable characters, without spaces, ':' or '/'")
+    return text
 
 
 def _offset(text: str) -> float:
@@ -116,10 +159,12 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "progress_interval": ("TASK_PULSE_PROGRESS_INTERVAL", _not_negative, "30"),
     "redact_secrets": ("TASK_PULSE_REDACT", _switch, "1"),
     "lock_timeout": ("TASK_PULSE_LOCK_TIMEOUT", _positive, "10"),
+    "state_url": ("TASK_PULSE_STATE", _state_url, None),  # None: the local state db in <tasks>/.pulse/
+    "host_name": ("TASK_PULSE_HOST", _host_name, None),  # None: this machine's host name
 }
 
 
-_FLAG_NAMES = {"tasks_path": "--dir", "lang": "--lang"}
+_FLAG_NAMES = {"tasks_path": "--dir", "lang": "--lang", "state_url": "--state", "host_name": "--host-name"}
 
 
 def _read_config_file(path: str) -> dict[str, str]:

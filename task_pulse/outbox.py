@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from task_pulse.messages import shown_id
-from task_pulse.model import Task, parse_time
+from task_pulse.model import Task, TaskFormatError, parse_time
 from task_pulse.store import TaskStore, task_from_file
 
 SCHEMA_VERSION = 3
@@ -37,6 +37,8 @@ SCHEMA_VERSION = 3
 MIGRATIONS = {
     2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
     3: ["ALTER TABLE seen ADD COLUMN adopt_at REAL", "ALTER TABLE seen ADD COLUMN status TEXT",
+        "ALTER TABLE seen ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE seen ADD COLUMN shared_version INTEGER",
         # rows of before: their status is in their snapshot, which is JSON either way
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
 }
@@ -69,7 +71,9 @@ class SQL:
         gone_at     REAL,               -- unix time its file was removed (kept: a file put back is not news)
         adopt_at    REAL,               -- first start: the file's text as read at this unix time, not parsed
                                         -- yet; taken as announced then (see `Outbox.store_unread`)
-        status      TEXT                -- the snapshot's status (NULL while adopt_at is set): `status` counts it
+        status      TEXT,               -- the snapshot's status (NULL while adopt_at is set): `status` counts it
+        version     INTEGER NOT NULL DEFAULT 1,  -- +1 at every write of the row
+        shared_version INTEGER          -- the version a shared state db has (see daemon/forwarder.py)
     );
     CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS notifications (
@@ -132,7 +136,7 @@ class SQL:
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
         stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL,
-        adopt_at = NULL, status = excluded.status
+        adopt_at = NULL, status = excluded.status, version = seen.version + 1
     """
     # A first start's file, stored as read (see `Outbox.store_unread`); replaces what a start cut short left.
     PUT_UNREAD = """
@@ -140,19 +144,34 @@ class SQL:
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = 0, file_sig = excluded.file_sig, stalled_for = NULL, progress_at = NULL,
         held = NULL, stall_at = NULL, ended_at = NULL, digest = excluded.digest, gone_at = NULL,
-        adopt_at = excluded.adopt_at, status = NULL
+        adopt_at = excluded.adopt_at, status = NULL, version = seen.version + 1
     """
     UNADOPTED = "SELECT task_id FROM seen WHERE adopt_at IS NOT NULL ORDER BY task_id LIMIT ?"
+    # The forwarder's (daemon/forwarder.py): rows written since a shared state db last got them. Its index
+    # is made by the forwarder only: a daemon without a shared db pays nothing for it.
+    UNSHARED_INDEX = """
+    CREATE INDEX IF NOT EXISTS seen_unshared ON seen (task_id) WHERE version > coalesce(shared_version, 0)
+    """
+    UNSHARED = """
+    SELECT task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version FROM seen
+    WHERE version > coalesce(shared_version, 0) LIMIT ?
+    """
+    SHARED_ROWS = """
+    SELECT task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version FROM seen
+    WHERE task_id IN (SELECT value FROM json_each(?))
+    """
+    MARK_SHARED = "UPDATE seen SET shared_version = :version WHERE task_id = :task_id AND version >= :version"
     # What adopting a stored text changes in its row (the text, signature and digest stay as stored).
     ADOPTED = """
     UPDATE seen SET stalled_for = :stalled_for, stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL,
-        status = :status
+        status = :status, version = version + 1
     WHERE task_id = :task_id
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     # The file is gone: no timers, nothing held; the snapshot, run and throttle stay for its return.
     MARK_GONE = """
-    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL
+    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL,
+        version = version + 1
     WHERE task_id = :task_id AND gone_at IS NULL
     """
     PURGE_GONE = "DELETE FROM seen WHERE gone_at < ?"
@@ -249,7 +268,7 @@ class SQL:
     """
     RELEASE_OWNED = """
     UPDATE notifications SET claimed_by = NULL, claim_until = NULL
-    WHERE delivered_at IS NULL AND claimed_by LIKE :pattern
+    WHERE delivered_at IS NULL AND substr(claimed_by, 1, length(:prefix)) = :prefix
     """
     PURGE_CARDS = "DELETE FROM cards WHERE task_id NOT IN (SELECT task_id FROM seen)"
 
@@ -291,6 +310,7 @@ class Queued:
     text: str
     data: dict[str, Any]
     attempts: int
+    host: str = ""  # the host whose daemon queued it, in a shared state db; "" in a local one
 
     def to_json(self) -> dict[str, Any]:
         """The `drain --json` object: the stored fields, then the structured ones. The id (and the key
@@ -299,6 +319,7 @@ class Queued:
         key = shown + self.key[len(self.task_id):] if self.key.startswith(self.task_id) else self.key
         return {"seq": self.seq, "key": key, "taskId": shown, "taskName": self.task_name,
                 "kind": self.kind, "text": self.text, "createdAt": self.created_at,
+                **({"host": shown_id(self.host)} if self.host else {}),
                 "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
                 **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
 
@@ -320,7 +341,7 @@ class Overview:
     stalled: int
     done: int
     error: int
-    task_ids: list[str]
+    tasks: list[tuple[str, str]]  # (host, task id) of the tasks to show; the host is "" in a local state db
 
     @property
     def total(self) -> int:
@@ -349,6 +370,30 @@ class Seen:
     text: str | None = None
 
 
+class DeliveryStore(Protocol):
+    """What a deliverer (a drain, a daemon's couriers) needs of an outbox: the local state db (`Outbox`)
+    or a shared one (`task_pulse.shared.SharedOutbox`). `host` names a task's daemon in a shared db."""
+
+    def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]: ...
+    def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int: ...
+    def release(self, seqs: Iterable[int], owner: str) -> None: ...
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None: ...
+    def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float,
+                         limit: int = 500) -> list[Queued]: ...
+    def card(self, task_id: str, sink: str, host: str = "") -> Card | None: ...
+    def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None: ...
+    def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
+                  card: Card | None = None, host: str = "") -> None: ...
+    def renew(self, seqs: Iterable[int], owner: str, until: float) -> None: ...
+    def rearm(self, max_attempts: int) -> int: ...
+    def release_claims(self, owner_prefix: str) -> int: ...
+    def drop_card(self, task_id: str, host: str = "") -> None: ...
+    def purge_cards(self) -> int: ...
+    def sink_next_free(self, max_attempts: int) -> float | None: ...
+    def count_pending(self) -> int: ...
+    def close(self) -> None: ...
+
+
 class Outbox:
     """The state database. One instance per thread (sqlite3 connections stay in their thread)."""
 
@@ -359,6 +404,7 @@ class Outbox:
         # task id -> (digest, snapshot) of the content with that digest (see `seen`). Snapshots are
         # shared from here: nobody edits one (the tracker makes a new Task for every read of a file).
         self._snapshots: OrderedDict[str, tuple[str, Task]] = OrderedDict()
+        self._unshared_indexed = False
         if create and not self.path.exists():
             # Make the file ourselves so it is 0600 from the first byte (SQLite gives -wal/-shm the same).
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -513,9 +559,36 @@ class Outbox:
                                      "stall_at": seen.stall_at, "ended_at": _ended_at(seen.snapshot),
                                      "status": seen.snapshot.status})
 
+    def unshared(self, limit: int) -> list[tuple[Any, ...]]:
+        """Rows written since the shared state db last got them: (task id, snapshot text, status,
+        stalled_for, stall_at, ended_at, gone_at, version), at most `limit`."""
+        if not self._unshared_indexed:
+            self.db.execute(SQL.UNSHARED_INDEX)
+            self._unshared_indexed = True
+        return self.db.execute(SQL.UNSHARED, (limit,)).fetchall()
+
+    def shared_rows(self, task_ids: Iterable[str]) -> list[tuple[Any, ...]]:
+        """The same rows as `unshared`, for these tasks, whatever their version."""
+        ids = list(task_ids)
+        return self.db.execute(SQL.SHARED_ROWS, (json.dumps(ids),)).fetchall() if ids else []
+
+    def mark_shared(self, versions: Iterable[tuple[str, int]]) -> None:
+        """The shared state db has these (task id, version)s (a row written again since stays unshared)."""
+        with self.transaction() as db:
+            db.executemany(SQL.MARK_SHARED, [{"task_id": t, "version": v} for t, v in versions])
+
     def unadopted(self, limit: int) -> list[str]:
         """Ids of tasks whose stored text is still to be adopted (see `store_unread`), at most `limit`."""
         return [r[0] for r in self.db.execute(SQL.UNADOPTED, (limit,))]
+
+    def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None:
+        """The task as last announced and its stall state, for its card (None: not known, or a first
+        start's text that is no task)."""
+        try:
+            seen = self.seen(task_id)
+        except TaskFormatError:
+            return None
+        return None if seen is None else (seen.snapshot, seen.stalled_for)
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
@@ -554,7 +627,7 @@ class Outbox:
                 rows = self.db.execute(statement, {**params, "limit": limit - len(picked)})
                 picked.update((task_id, None) for (task_id,) in rows)
         return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
-                        error=counts.get("error", 0), task_ids=list(picked)[:limit])
+                        error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
 
     def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification]) -> int:
         """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications.
@@ -664,12 +737,13 @@ class Outbox:
             db.executemany(SQL.CLAIM, [{"owner": owner, "until": until, "seq": r[0]} for r in rows])
         return [_queued(r) for r in rows]
 
-    def card(self, task_id: str, sink: str) -> Card | None:
+    def card(self, task_id: str, sink: str, host: str = "") -> Card | None:
+        """The task's card on `sink` (`host`: of a shared state db; here every task is this dir's)."""
         row = self.db.execute(SQL.GET_CARD, {"task_id": task_id, "sink": sink}).fetchone()
         return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
 
     def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
-                  card: Card | None = None) -> None:
+                  card: Card | None = None, host: str = "") -> None:
         """In one transaction: mark claimed rows delivered and store the task's card.
 
         A deliverer that lost its claim (it outlived the lease and another took the rows over)
@@ -697,9 +771,9 @@ class Outbox:
     def release_claims(self, owner_prefix: str) -> int:
         """Hand back every claim whose owner starts with `owner_prefix` (a dead daemon's couriers)."""
         with self.transaction() as db:
-            return db.execute(SQL.RELEASE_OWNED, {"pattern": owner_prefix.replace("%", "") + "%"}).rowcount
+            return db.execute(SQL.RELEASE_OWNED, {"prefix": owner_prefix}).rowcount
 
-    def drop_card(self, task_id: str) -> None:
+    def drop_card(self, task_id: str, host: str = "") -> None:
         with self.transaction() as db:
             db.execute(SQL.DROP_CARD, {"task_id": task_id})
 

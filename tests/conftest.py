@@ -15,6 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+# The PostgreSQL server fixtures (pg_server, pg_url, own_pg_server) for the tests of a shared outbox.
+pytest_plugins = ["tests.postgres"]
+
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
 

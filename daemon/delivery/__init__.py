@@ -5,48 +5,91 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 
-from task_pulse.outbox import Outbox
+from task_pulse.errors import TaskPulseError
+from task_pulse.outbox import DeliveryStore, Outbox
 from task_pulse.store import TaskStore
-from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell, StateOpener
 from task_pulsed.delivery.sinks import Sink
 
-__all__ = ["Delivery", "DeliveryOptions"]
+__all__ = ["Delivery", "DeliveryOptions", "LocalState", "SharedState"]
 # How long a stopping daemon waits for sink calls in flight (the unit's TimeoutStopSec leaves room).
 STOP_WAIT_SECONDS = 60
 log = logging.getLogger("task-pulsed")
 
 
+class LocalState:
+    """Couriers deliver from this dir's state db. The worker frees a dead daemon's claims at start."""
+
+    owner_prefix = "sink:"
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, TaskPulseError)
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def open(self) -> DeliveryStore:
+        return Outbox.for_store(self.store)
+
+
+class SharedState:
+    """Couriers deliver from a shared state db, any host's notifications; they wake on its NOTIFY."""
+
+    def __init__(self, url: str, host: str) -> None:
+        from task_pulse.shared import state_errors
+
+        self.url, self.host = url, host
+        self.owner_prefix = f"sink:{host}:"  # this host's claims, freed when its daemon starts again
+        self.errors = (*state_errors(), OSError, TaskPulseError)
+
+    def open(self) -> DeliveryStore:
+        from task_pulse.shared import SharedOutbox
+
+        return SharedOutbox(self.url, migrate=False)  # the forwarder sets the schema up
+
+
 class Delivery:
     """`concurrency` couriers on one sink: at most one call in flight per task, tasks in parallel."""
 
-    def __init__(self, store: TaskStore, sink: Sink, options: DeliveryOptions, concurrency: int = 4) -> None:
-        self.store, self.sink, self.options = store, sink, options
+    def __init__(self, state: StateOpener, sink: Sink, options: DeliveryOptions, concurrency: int = 4) -> None:
+        self.state, self.sink, self.options = state, sink, options
         self.bell = Doorbell()
-        self.couriers = [Courier(i, store, sink, options, self.bell) for i in range(concurrency)]
+        self.couriers = [Courier(i, state, sink, options, self.bell) for i in range(concurrency)]
+        self._stopping = threading.Event()
+        self._listener: threading.Thread | None = None
 
     def start(self) -> None:
-        try:  # housekeeping: a busy db (or any db trouble) is for the couriers to wait out, not a reason to stop
-            outbox = Outbox.for_store(self.store, busy_timeout=2.0)  # the main thread: not for long
+        try:  # housekeeping: a busy or absent db is for the couriers to wait out, not a reason to stop
+            outbox = self.state.open()
             try:
                 outbox.purge_cards()
+                if isinstance(self.state, SharedState) and (freed := outbox.release_claims(self.state.owner_prefix)):
+                    log.info("%d notifications claimed by this host's stopped daemon are free again", freed)
             finally:
                 outbox.close()
-        except sqlite3.Error as exc:
+        except self.state.errors as exc:
             log.warning("cards of tasks gone not purged this time: %s", exc)
         log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts", self.sink.name,
                  self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts)
         for courier in self.couriers:
             courier.start()
+        if isinstance(self.state, SharedState):
+            from task_pulse.shared import Listener
+
+            listener = Listener(self.state.url, self.bell.ring)
+            self._listener = threading.Thread(target=listener.run, args=(self._stopping,),
+                                              name="task-pulsed-listener", daemon=True)
+            self._listener.start()
 
     def wake(self) -> None:
-        """Something new is queued (called by the worker after a commit)."""
+        """Something new is queued (called by the worker after a commit, or the forwarder after a copy)."""
         self.bell.ring()
 
     def stop(self) -> None:
         """Stop taking work and let calls in flight finish (one deadline for all: a sink timeout, at most
         60 s), so a message the chat already has is not sent again after a restart."""
+        self._stopping.set()
         for courier in self.couriers:
             courier.stop()
         deadline = time.monotonic() + min(self.sink.timeout, STOP_WAIT_SECONDS)

@@ -16,24 +16,29 @@ import contextlib
 import logging
 import os
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from task_pulse.card import render_card
-from task_pulse.errors import TaskPulseError
 from task_pulse.messages import shown_id
-from task_pulse.model import TaskFormatError
-from task_pulse.outbox import Card, Outbox, Queued
-from task_pulse.store import TaskStore
+from task_pulse.outbox import Card, DeliveryStore, Queued
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
 from task_pulsed.tracker import QUIET
 
 log = logging.getLogger("task-pulsed")
+
+
+class StateOpener(Protocol):
+    """Where couriers take their work: the local state db, or a shared one (see task_pulsed.delivery)."""
+
+    owner_prefix: str  # what every claim of this daemon's couriers starts with
+    errors: tuple[type[BaseException], ...]  # what the store raises when it is busy, away or refuses
+
+    def open(self) -> DeliveryStore: ...
 
 
 class Doorbell:
@@ -74,10 +79,12 @@ _OUTAGE = re.compile(r"timed out|unreachable|not reachable|econn|refused|fetch f
 
 
 class Courier(threading.Thread):
-    def __init__(self, index: int, store: TaskStore, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
+    def __init__(self, index: int, state: StateOpener, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
         super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
-        self.store, self.sink, self.options, self.bell = store, sink, options, bell
-        self.owner = f"sink:{sink.name}:{os.getpid()}:{index}/"  # "/" ends it: courier 1 is not a prefix of 10
+        self.state, self.sink, self.options, self.bell = state, sink, options, bell
+        # The host is in it (a shared state db's claims are released by host); "/" ends it: courier 1 is not a
+        # prefix of courier 10.
+        self.owner = f"{state.owner_prefix}{sink.name}:{os.getpid()}:{index}/"
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -91,17 +98,17 @@ class Courier(threading.Thread):
         while not self._stopping.is_set():
             outbox = None
             try:
-                outbox = Outbox.for_store(self.store)
+                outbox = self.state.open()
                 while not self._stopping.is_set():
                     self._round(outbox)
                     pause = 1.0
             except Exception as exc:  # noqa: BLE001 - a courier must outlive anything one round does
-                if isinstance(exc, sqlite3.Error | TaskPulseError):  # busy, or a tasks dir made unsafe since
+                if isinstance(exc, self.state.errors):  # busy or away, or a tasks dir made unsafe since
                     log.error("%s: state database: %s; retrying in %.0f s", self.name, exc, pause)
                 else:
                     log.exception("%s: unexpected error; retrying in %.0f s", self.name, pause)
                 if outbox is not None:
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(*self.state.errors):
                         outbox.release_claims(self.owner)
                 self._stopping.wait(pause)  # new work does not cut the pause short; stop() does
                 pause = min(pause * 2, 60.0)
@@ -109,7 +116,7 @@ class Courier(threading.Thread):
                 if outbox is not None:
                     outbox.close()
 
-    def _round(self, outbox: Outbox) -> None:
+    def _round(self, outbox: DeliveryStore) -> None:
         seen = self.bell.rings
         rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
         if not rows:
@@ -119,24 +126,22 @@ class Courier(threading.Thread):
         self.bell.ring()  # another courier may find another task
         self.deliver(outbox, rows)
 
-    def deliver(self, outbox: Outbox, rows: list[Queued]) -> None:
-        task_id, sink_id = rows[0].task_id, self.sink.identity()
+    def deliver(self, outbox: DeliveryStore, rows: list[Queued]) -> None:
+        task_id, host, sink_id = rows[0].task_id, rows[0].host, self.sink.identity()
         card = card_text = None
         if self.options.style == "card" and self.sink.can_edit:
-            card = outbox.card(task_id, sink_id)
-            try:
-                seen = outbox.seen(task_id)
-            except TaskFormatError:  # a first start's unread text that is no task: no card to show
-                seen = None
-            if seen is not None:
-                card_text = render_card(seen.snapshot, datetime.now(UTC), self.options.lang,
-                                        stalled=seen.stalled_for is not None and not seen.stalled_for.startswith(
-                                            QUIET), redact_secrets=self.options.redact_secrets)
+            card = outbox.card(task_id, sink_id, host)
+            view = outbox.card_view(task_id, host)
+            if view is not None:
+                snapshot, stalled_for = view
+                card_text = render_card(snapshot, datetime.now(UTC), self.options.lang,
+                                        stalled=stalled_for is not None and not stalled_for.startswith(QUIET),
+                                        redact_secrets=self.options.redact_secrets)
         plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card)
         outbox.renew([r.seq for r in rows], self.owner, time.time() + (len(plan.calls) + 1) * self.sink.timeout + 60)
         if plan.settled:
             by = f"{self.sink.name}:{'card' if card_text is not None else 'coalesced'}"
-            outbox.delivered([r.seq for r in plan.settled], self.owner, by, task_id=task_id, sink=sink_id)
+            outbox.delivered([r.seq for r in plan.settled], self.owner, by, task_id=task_id, sink=sink_id, host=host)
         started = next((r.key for r in reversed(rows) if r.kind == "started"), card.started_key if card else None)
         for i, call in enumerate(plan.calls):
             try:
@@ -147,7 +152,7 @@ class Courier(threading.Thread):
                 else:
                     message_id = self.sink.send(call.text, self._payload(call, rows, None))
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
-                self._failed(outbox, task_id, [r for c in plan.calls[i:] for r in c.rows], exc,
+                self._failed(outbox, rows[0], [r for c in plan.calls[i:] for r in c.rows], exc,
                              edit=call.op == "edit")
                 return
             new_card = None
@@ -158,7 +163,7 @@ class Courier(threading.Thread):
                     log.info("%s: the %s sink gave no message id: new messages instead of an edited card",
                              shown_id(task_id), self.sink.name)
             outbox.delivered([r.seq for r in call.rows], self.owner, self.sink.name, task_id=task_id, sink=sink_id,
-                             card=new_card)
+                             card=new_card, host=host)
             for r in call.rows:
                 log.debug("%s: %s delivered by %s", task_id, r.kind, self.sink.name)
         if self.bell.gave_up.is_set():  # the sink works again: what it gave up on gets new attempts
@@ -176,8 +181,10 @@ class Courier(threading.Thread):
                 "text": call.text, "messageId": message_id, "seqs": [r.seq for r in call.rows],
                 "keys": [r.key for r in call.rows], "kinds": [r.kind for r in call.rows]}
 
-    def _failed(self, outbox: Outbox, task_id: str, rows: list[Queued], exc: Exception, *, edit: bool) -> None:
+    def _failed(self, outbox: DeliveryStore, first: Queued, rows: list[Queued], exc: Exception, *,
+                edit: bool) -> None:
         """Count the attempt for every row not delivered yet; they go out together on the retry."""
+        task_id = first.task_id
         if not isinstance(exc, DeliveryError):
             log.exception("%s: %s sink failed unexpectedly", shown_id(task_id), self.sink.name)
         attempt = 1 + max((r.attempts for r in rows), default=0)
@@ -189,6 +196,7 @@ class Courier(threading.Thread):
             return
         self.bell.gave_up.set()
         if edit and not _OUTAGE.search(str(exc)):
-            outbox.drop_card(task_id)  # the chat refuses this edit (the card was deleted?): the next change sends anew
+            # The chat refuses this edit (the card was deleted?): the next change sends anew.
+            outbox.drop_card(task_id, first.host)
         log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
                     "tried again once the sink works", shown_id(task_id), len(rows), attempt, exc)

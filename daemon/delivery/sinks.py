@@ -36,6 +36,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from task_pulse.config import expand_env
 from task_pulse.messages import clean
 
 # Channels whose messages `openclaw message edit` can change (OpenClaw 2026.9).
@@ -257,20 +258,6 @@ class OpenClawSink:
 
     def identity(self) -> str:
         return f"openclaw:{self.channel}:{_digest(self.target)}"
-
-
-_ENV_REFERENCE = re.compile(r"\$\{(\w+)\}")
-
-
-def expand_env(text: str, where: str, env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """`text` with each `${VAR}` taken from the environment (a missing variable is an error naming `where`)."""
-
-    def expand(match: re.Match[str]) -> str:
-        if match.group(1) not in env:
-            raise ValueError(f"{where}: environment variable {match.group(1)} is not set")
-        return env[match.group(1)]
-
-    return _ENV_REFERENCE.sub(expand, text)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

@@ -88,6 +88,13 @@ class FiniteRange(click.FloatRange):
         return int(number) if float(number).is_integer() else number
 
 
+def state_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--state URL`: read the shared state database instead of this dir's (TASK_PULSE_STATE)."""
+    return click.option("--state", "state_url", metavar="URL",
+                        help="The shared PostgreSQL state database (postgresql://user@host/db; ${VAR} read from "
+                             "the environment) [env TASK_PULSE_STATE].")(f)
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     """`--json` on a command; the group-level `task-pulse --json VERB` works too."""
 

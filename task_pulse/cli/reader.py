@@ -8,18 +8,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from task_pulse.cli.base import Context, cli, json_option, pass_ctx
-from task_pulse.errors import OperationFailed
+from task_pulse.cli.base import Context, cli, json_option, pass_ctx, state_option
+from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.messages import pick_for_status, status_view
 from task_pulse.model import Task, TaskFormatError, stalled_for
+from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
-    from task_pulse.outbox import Outbox, Overview, Queued
+    from task_pulse.outbox import DeliveryStore, Overview, Queued
+    from task_pulse.shared import SharedOutbox
 
 # How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
 # output blocks longer than this may see another deliverer print them too (at least once).
@@ -41,9 +45,13 @@ def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str,
 @click.option("--all", "show_all", is_flag=True, help="Show every task, however many.")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N",
               help=f"Show at most N tasks, the most worth seeing [table: {STATUS_LIMIT}; --json: every task].")
+@click.option("--all-hosts", is_flag=True,
+              help="The tasks of every host that forwards to the shared state database (--state), from any host.")
+@state_option
 @json_option
 @pass_ctx
-def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None) -> None:
+def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None, all_hosts: bool,
+           state_url: str | None) -> None:
     """Show the tasks (stalled ones flagged), or one task as JSON.
 
     A running task is stalled when its updatedAt is older than its stallSeconds (else
@@ -58,9 +66,14 @@ def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None)
       task-pulse status --all
       task-pulse status --json | jq '.[] | select(.stalled)'
       task-pulse status 日报发布
+      task-pulse status --all-hosts --state postgresql://pulse@db.internal/pulse
     """
+    if state_url is not None:
+        ctx.flags["state_url"] = state_url
     settings, store = ctx.settings, ctx.store
     now = settings.now()
+    if all_hosts and task_id is not None:
+        raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
         task = store.load(store.resolve(task_id))
         click.echo(json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2))
@@ -69,11 +82,18 @@ def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None)
         limit = None
     elif limit is None and not ctx.json_output:
         limit = STATUS_LIMIT
-    entries, totals, more = _status_entries(ctx, now, limit)
+    if all_hosts:
+        if settings.state_url is None:
+            raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
+        with _shared(settings.state_url) as shared:
+            entries, totals, more, hosts = _all_hosts_entries(shared, now, limit)
+    else:
+        entries, totals, more = _status_entries(ctx, now, limit)
+        hosts = {}
     if ctx.json_output:
         records = [
             {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
-            else _status_record(t, now, settings.stall_seconds)
+            else {**_status_record(t, now, settings.stall_seconds), **hosts.get(tid, {})}
             for tid, t in entries
         ]
         click.echo(json.dumps(records, ensure_ascii=False))
@@ -89,7 +109,7 @@ def _status_entries(ctx: Context, now: datetime,
     settings, store = ctx.settings, ctx.store
     overview = _daemon_overview(ctx, now, limit) if limit is not None else None
     if overview is not None:
-        entries = list(store.read_tasks(overview.task_ids))
+        entries = list(store.read_tasks(task_id for _, task_id in overview.tasks))
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
         return entries, totals, max(0, overview.total - len(entries))
@@ -98,6 +118,47 @@ def _status_entries(ctx: Context, now: datetime,
         return entries, None, 0
     shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit)
     return shown, totals, len(entries) - len(shown)
+
+
+def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -> tuple[
+        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]]]:
+    """`_status_entries` for every host of a shared state db: its snapshots, the host before each name,
+    and for --json each entry's host (by the entry's key: host/task id)."""
+    overview = shared.overview(now.timestamp(), limit)
+    texts = shared.snapshots(overview.tasks)
+    entries: list[tuple[str, Task | TaskFormatError]] = []
+    hosts: dict[str, dict[str, str]] = {}
+    for host, task_id in overview.tasks:
+        if (host, task_id) not in texts:
+            continue  # purged meanwhile
+        key = f"{host}/{task_id}"
+        try:
+            task = task_from_file(texts[host, task_id], task_id)
+            entries.append((key, task.copy(name=f"[{host}] {task.name}")))
+        except TaskFormatError as exc:
+            entries.append((key, exc))
+        hosts[key] = {"host": host}
+    totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
+              "error": overview.error}
+    return entries, totals, max(0, overview.total - len(entries)), hosts
+
+
+@contextmanager
+def _shared(url: str) -> Iterator[SharedOutbox]:
+    """The shared state db for a reader, closed after; any trouble with it is one line, exit 1."""
+    from task_pulse.shared import SharedOutbox, shown_url, state_errors
+
+    errors = state_errors()
+    try:
+        shared = SharedOutbox(url, migrate=False)
+    except errors as exc:
+        raise OperationFailed(f"shared state database {shown_url(url)}: {' '.join(str(exc).split())}") from None
+    try:
+        yield shared
+    except errors as exc:
+        raise OperationFailed(f"shared state database {shown_url(url)}: {' '.join(str(exc).split())}") from None
+    finally:
+        shared.close()
 
 
 def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None:
@@ -126,9 +187,10 @@ def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N notifications.")
 @click.option("--digest", is_flag=True, help="One message per task for everything pending (at most 3 lines).")
+@state_option
 @json_option
 @pass_ctx
-def drain(ctx: Context, limit: int | None, digest: bool) -> None:
+def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) -> None:
     """Print pending notifications, oldest first, then mark them delivered.
 
     Each message is printed and flushed before it is marked delivered: if the caller dies in
@@ -141,11 +203,18 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
     Examples (a parent agent's heartbeat):
       task-pulse drain
       task-pulse drain --digest --json | while read -r line; do send-to-chat "$line"; done
+      task-pulse drain --state postgresql://pulse@db.internal/pulse   # every host's, from any host
     """
     import sqlite3  # only for readers that need it
 
     from task_pulse.outbox import DB_NAME, Outbox
 
+    if state_url is not None:
+        ctx.flags["state_url"] = state_url
+    if ctx.settings.state_url is not None:
+        with _shared(ctx.settings.state_url) as shared:
+            _drain(ctx, shared, limit, digest)
+        return
     try:
         try:
             outbox = Outbox.for_store(ctx.store, create=False)  # `.pulse/` checked first (privatedir.py)
@@ -159,7 +228,7 @@ def drain(ctx: Context, limit: int | None, digest: bool) -> None:
         raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
 
 
-def _drain(ctx: Context, outbox: Outbox, limit: int | None, digest: bool) -> None:
+def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool) -> None:
     """Claim, print, mark delivered, in batches of DRAIN_BATCH (a digest needs every row at once):
     a big backlog streams out in bounded memory, and no claim holds the write lock for long."""
     import uuid
@@ -197,11 +266,11 @@ def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, 
     """
     from task_pulse.messages import digest, shown_id
 
-    by_task: dict[str, list[Queued]] = {}
+    by_task: dict[tuple[str, str], list[Queued]] = {}
     for row in rows:
-        by_task.setdefault(row.task_id, []).append(row)
+        by_task.setdefault((row.host, row.task_id), []).append(row)
     out = []
-    for task_id, group in by_task.items():
+    for (_host, task_id), group in by_task.items():
         text = digest([(r.kind, r.data) for r in group], lang or group[-1].data.get("lang") or "zh")
         last = group[-1].to_json()
         out.append((text, {**last, "kind": "digest", "text": text, "latestKind": group[-1].kind,

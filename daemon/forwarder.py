@@ -1,0 +1,167 @@
+"""Forwarder: copies this daemon's notifications and task snapshots into the shared state database.
+
+With `--state postgresql://…` the worker still commits everything to the local state db first (the
+only place it diffs against), and this thread copies it to the shared one as it comes, oldest first:
+
+* notifications are taken from the local outbox like any deliverer takes them (a claim with a lease,
+  then marked delivered "shared" once the shared db has committed them). A copy that lands twice (the
+  daemon killed between the two commits) is stored once there: (host, key) is unique.
+* task snapshots follow every write of a `seen` row (its `version`), so `status --all-hosts` and the
+  cards that any host's courier renders see each task as its host last announced it.
+
+When the shared db is away, nothing is lost: rows stay in the local outbox (the spool), the
+STATUS line says so, and the forwarder reconnects with backoff and sends the spool in order once it
+is back. A shared db of a newer schema stops the daemon (exit 1): this code must not write to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from task_pulse.errors import TaskPulseError
+from task_pulse.outbox import Outbox
+from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
+from task_pulse.store import TaskStore, expiry_cutoff
+
+log = logging.getLogger("task-pulsed")
+
+FORWARD_BATCH = 500  # notifications (and snapshots) per transaction in the shared db
+FIRST_PAUSE, MAX_PAUSE = 1.0, 30.0  # reconnect backoff
+LEASE_SECONDS = 300  # a forwarder killed mid-copy leaves its claim this long (a restart frees it at once)
+PURGE_EVERY = 3600.0
+
+
+class Forwarder(threading.Thread):
+    def __init__(self, store: TaskStore, url: str, host: str, *, keep_days: float = 7,
+                 on_forwarded: Callable[[], None] | None = None, on_fatal: Callable[[], None] | None = None) -> None:
+        super().__init__(name="task-pulsed-forwarder", daemon=True)
+        self.store, self.url, self.host, self.keep_days = store, url, host, keep_days
+        self.on_forwarded = on_forwarded  # rows reached the shared db (wakes this daemon's couriers)
+        self.on_fatal = on_fatal  # the daemon must stop (a schema newer than ours)
+        self.owner = f"forward:{os.getpid()}/"
+        self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
+        self.fatal: BaseException | None = None
+        self.forwarded = 0
+        self._poked = threading.Event()
+        self._stopping = threading.Event()
+        self._purged_at = 0.0
+
+    def poke(self) -> None:
+        """The worker committed something: copy it."""
+        self._poked.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._poked.set()
+
+    def run(self) -> None:
+        errors = state_errors()
+        local: Outbox | None = None
+        shared: SharedOutbox | None = None
+        pause = FIRST_PAUSE
+        down_since: float | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if local is None:
+                        local = Outbox.for_store(self.store, busy_timeout=5.0)
+                    if shared is None:
+                        shared = SharedOutbox(self.url)
+                        log.info("shared state database %s: forwarding as host %r", shown_url(self.url), self.host)
+                    self._poked.clear()
+                    self._copy(local, shared)
+                    self._purge(shared)
+                    if down_since is not None:
+                        log.info("shared state database reachable again after %.0f s; the spool is sent",
+                                 time.monotonic() - down_since)
+                        down_since, self.problem = None, None
+                    pause = FIRST_PAUSE
+                    if not self._stopping.is_set():  # (a stop before the clear above left no poke to wake on)
+                        self._poked.wait(max(1.0, PURGE_EVERY - (time.monotonic() - self._purged_at)))
+                except SchemaTooNew as exc:
+                    self.fatal = exc
+                    log.error("%s", exc)
+                    if self.on_fatal is not None:
+                        self.on_fatal()
+                    return
+                except (*errors, OSError, TaskPulseError) as exc:  # the shared db is away or refuses
+                    if shared is not None:
+                        with contextlib.suppress(*errors):
+                            shared.close()
+                        shared = None
+                    if down_since is None:
+                        down_since = time.monotonic()
+                        log.warning("shared state database %s unreachable (%s): notifications are kept in the "
+                                    "local outbox and sent once it is back", shown_url(self.url),
+                                    _one_line(exc))
+                    self.problem = (f"degraded: the shared state database is unreachable ({_one_line(exc)}); "
+                                    "notifications are spooled locally")
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, MAX_PAUSE)
+                except sqlite3.Error as exc:  # the local db is busy (held by another process): later
+                    log.warning("forwarding paused: local state database: %s", exc)
+                    self._stopping.wait(pause)
+                    pause = min(pause * 2, MAX_PAUSE)
+        finally:
+            if local is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    local.release_claims(self.owner)
+                local.close()
+            if shared is not None:
+                with contextlib.suppress(*errors):
+                    shared.close()
+
+    def _copy(self, local: Outbox, shared: SharedOutbox) -> None:
+        """Everything not yet in the shared db, in batches, oldest first."""
+        while not self._stopping.is_set():
+            rows = local.claim(self.owner, FORWARD_BATCH, lease_seconds=LEASE_SECONDS)
+            # The snapshots written since the last copy, those of these rows' tasks first (a card rendered
+            # for them then shows at least what they announce).
+            tasks = {t[0]: SharedTask(*t) for t in local.shared_rows({r.task_id for r in rows})}
+            tasks.update((t[0], SharedTask(*t)) for t in local.unshared(FORWARD_BATCH) if t[0] not in tasks)
+            if not rows and not tasks:
+                return
+            try:
+                added = shared.forward(self.host, rows, tasks.values())
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    local.release([r.seq for r in rows], self.owner)
+                raise
+            local.mark_delivered([r.seq for r in rows], self.owner, by="shared")
+            local.mark_shared((t.task_id, t.version) for t in tasks.values())
+            self.forwarded += added
+            if added and self.on_forwarded is not None:
+                self.on_forwarded()
+
+    def _purge(self, shared: SharedOutbox) -> None:
+        """Every hour: what every daemon's cleanup removes from its own dir, the shared db forgets too."""
+        if time.monotonic() - self._purged_at < PURGE_EVERY:
+            return
+        self._purged_at = time.monotonic()
+        notes, tasks = shared.purge(expiry_cutoff(datetime.now(UTC), self.keep_days).timestamp())
+        if notes or tasks:
+            log.info("shared state database: %d delivered notifications and %d old tasks purged", notes, tasks)
+
+
+def check_shared_schema(url: str) -> None:
+    """At start: set the shared db's schema up, or SchemaTooNew (the daemon exits 1 before READY). A db
+    that cannot be reached now is no reason not to start: the forwarder spools until it can."""
+    try:
+        SharedOutbox(url, connect_timeout=3.0).close()
+    except SchemaTooNew:
+        raise
+    except (*state_errors(), OSError, TaskPulseError) as exc:
+        log.warning("shared state database %s not reachable at start (%s): notifications are spooled locally "
+                    "until it is", shown_url(url), _one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return shown_url(text[:300])

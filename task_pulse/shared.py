@@ -1,0 +1,517 @@
+"""The shared state database: one PostgreSQL outbox for the daemons of several hosts.
+
+Each host's daemon keeps its own state in `<tasks>/.pulse/state.db` as always (what it announced,
+its notifications); its forwarder (daemon/forwarder.py) copies them here, in order, as they are
+committed: task snapshots into `tasks`, notifications into `notifications`, keyed by (host, task
+id) and (host, key). A copy made twice is stored once (`ON CONFLICT DO NOTHING`), so exactly-once
+holds across hosts, crashes and outages: while this database is away the local outbox is the spool,
+and the forwarder empties it, oldest first, when it is back.
+
+Deliverers (`task-pulse drain --state URL`, the couriers of any host's daemon) claim rows here with
+`FOR UPDATE SKIP LOCKED` and a lease, exactly as they do in SQLite; they wake on `LISTEN
+task_pulse`, which the forwarder's commits `NOTIFY`. One card per (host, task), whichever host's
+courier sends it.
+
+Everything lives in the schema `task_pulse`; its version is in `task_pulse.meta`, and a newer one
+than this code knows is refused (`SchemaTooNew`). The SQL is kept as named statements below, one
+dialect beside outbox.py's SQLite one; psycopg (the `postgres` extra) is imported only here, and
+only when a shared database is used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from task_pulse.errors import ConfigError, TaskPulseError
+from task_pulse.messages import redact
+from task_pulse.outbox import Card, Overview, Queued, utc_stamp
+from task_pulse.store import task_from_file
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from task_pulse.model import Task
+
+SCHEMA_VERSION = 1
+CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+class SchemaTooNew(TaskPulseError):
+    """The shared database was set up by a newer task-pulse: this one must not write to it."""
+
+
+def check_url(url: str) -> str:
+    """A PostgreSQL URL (`postgresql://user@host:5432/db`), or ConfigError."""
+    if not url.startswith(URL_PREFIXES):
+        raise ConfigError(f"state database {shown_url(url)!r}: expected a postgresql:// URL")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The URL as logs and messages show it: a password in it masked."""
+    return redact(url)
+
+
+class PG:
+    """Every statement the shared database runs, by name (PostgreSQL's dialect)."""
+
+    # Versioned: MIGRATIONS[n] takes a database from version n-1 to n, in one transaction.
+    MIGRATIONS: dict[int, list[str]] = {1: [
+        """
+        CREATE TABLE task_pulse.tasks (
+            host        TEXT NOT NULL,
+            task_id     TEXT NOT NULL,
+            snapshot    TEXT NOT NULL,          -- the task as last announced: its file's JSON text
+            status      TEXT,                   -- NULL while the host has not parsed it yet (first start)
+            stalled_for TEXT,
+            stall_at    DOUBLE PRECISION,
+            ended_at    DOUBLE PRECISION,
+            gone_at     DOUBLE PRECISION,
+            version     BIGINT NOT NULL,        -- the host's write count for the task: an older copy never wins
+            synced_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (host, task_id)
+        )""",
+        "CREATE INDEX tasks_status ON task_pulse.tasks (status, ended_at) WHERE gone_at IS NULL",
+        "CREATE INDEX tasks_stall ON task_pulse.tasks (stall_at) WHERE stall_at IS NOT NULL",
+        "CREATE INDEX tasks_stalled ON task_pulse.tasks (host, task_id) WHERE stalled_for IS NOT NULL "
+        "AND gone_at IS NULL",
+        """
+        CREATE TABLE task_pulse.notifications (
+            seq          BIGSERIAL PRIMARY KEY,
+            host         TEXT NOT NULL,
+            key          TEXT NOT NULL,
+            task_id      TEXT NOT NULL,
+            task_name    TEXT NOT NULL,
+            kind         TEXT NOT NULL,
+            created_at   TEXT NOT NULL,          -- when its daemon queued it (ISO 8601 UTC, ms)
+            stored_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),  -- when it arrived here
+            text         TEXT NOT NULL,
+            data         TEXT NOT NULL,
+            delivered_at TEXT,
+            delivered_by TEXT,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            last_error   TEXT,
+            claimed_by   TEXT,
+            claim_until  DOUBLE PRECISION,
+            retry_at     DOUBLE PRECISION,
+            UNIQUE (host, key)
+        )""",
+        "CREATE INDEX notifications_pending ON task_pulse.notifications (seq) WHERE delivered_at IS NULL",
+        "CREATE INDEX notifications_task_pending ON task_pulse.notifications (host, task_id, seq) "
+        "WHERE delivered_at IS NULL",
+        "CREATE INDEX notifications_delivered ON task_pulse.notifications (delivered_at) "
+        "WHERE delivered_at IS NOT NULL",
+        """
+        CREATE TABLE task_pulse.cards (
+            host        TEXT NOT NULL,
+            task_id     TEXT NOT NULL,
+            sink        TEXT NOT NULL,
+            message_id  TEXT NOT NULL,
+            started_key TEXT,
+            text        TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            PRIMARY KEY (host, task_id)
+        )""",
+    ]}
+    SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('task_pulse.schema'))"  # one migrator at a time
+    META = """
+    CREATE SCHEMA IF NOT EXISTS task_pulse;
+    CREATE TABLE IF NOT EXISTS task_pulse.meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)
+    """
+    GET_VERSION = "SELECT value FROM task_pulse.meta WHERE name = 'schema_version'"
+    SET_VERSION = """
+    INSERT INTO task_pulse.meta (name, value) VALUES ('schema_version', %s)
+    ON CONFLICT (name) DO UPDATE SET value = excluded.value
+    """
+
+    # -- the forwarder's side ------------------------------------------------------------------------
+    PUT_TASK = """
+    INSERT INTO task_pulse.tasks (host, task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version)
+    VALUES (%(host)s, %(task_id)s, %(snapshot)s, %(status)s, %(stalled_for)s, %(stall_at)s, %(ended_at)s,
+            %(gone_at)s, %(version)s)
+    ON CONFLICT (host, task_id) DO UPDATE SET
+        snapshot = excluded.snapshot, status = excluded.status, stalled_for = excluded.stalled_for,
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at, gone_at = excluded.gone_at,
+        version = excluded.version, synced_at = now()
+    WHERE task_pulse.tasks.version < excluded.version
+    """
+    PUT_NOTIFICATION = """
+    INSERT INTO task_pulse.notifications (host, key, task_id, task_name, kind, created_at, text, data)
+    VALUES (%(host)s, %(key)s, %(task_id)s, %(task_name)s, %(kind)s, %(created_at)s, %(text)s, %(data)s)
+    ON CONFLICT (host, key) DO NOTHING
+    """
+    RINGS = f"NOTIFY {CHANNEL}"
+    LISTEN = f"LISTEN {CHANNEL}"
+
+    # -- the deliverers' side ------------------------------------------------------------------------
+    _COLUMNS = "seq, key, task_id, task_name, kind, created_at, text, data, attempts, host"
+    COUNT_PENDING = "SELECT count(*) FROM task_pulse.notifications WHERE delivered_at IS NULL"
+    CLAIMABLE = f"""
+    SELECT {_COLUMNS} FROM task_pulse.notifications
+    WHERE delivered_at IS NULL AND (claim_until IS NULL OR claim_until < %(now)s)
+    ORDER BY seq LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+    """
+    CLAIM = """
+    UPDATE task_pulse.notifications SET claimed_by = %(owner)s, claim_until = %(until)s WHERE seq = ANY(%(seqs)s)
+    """
+    MARK_DELIVERED = """
+    UPDATE task_pulse.notifications SET delivered_at = %(at)s, delivered_by = %(by)s, claimed_by = NULL,
+        claim_until = NULL
+    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s AND delivered_at IS NULL
+    """
+    RELEASE = """
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL
+    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
+    """
+    RETRY_LATER = """
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1,
+        last_error = %(error)s, retry_at = %(retry_at)s
+    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
+    """
+    # As in SQLite (outbox.py): the oldest row a sink may try now whose task has no older row still
+    # undelivered; locked, so that two couriers (of any hosts) never take the same task at once.
+    SINK_CLAIMABLE = f"""
+    SELECT {_COLUMNS} FROM task_pulse.notifications AS n
+    WHERE n.delivered_at IS NULL AND n.attempts < %(max_attempts)s
+      AND (n.claim_until IS NULL OR n.claim_until < %(now)s) AND (n.retry_at IS NULL OR n.retry_at <= %(now)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM task_pulse.notifications AS p
+          WHERE p.host = n.host AND p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL
+            AND p.attempts < %(max_attempts)s)
+    ORDER BY n.seq LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
+    TASK_BATCH = f"""
+    SELECT {_COLUMNS} FROM task_pulse.notifications
+    WHERE host = %(host)s AND task_id = %(task_id)s AND delivered_at IS NULL AND attempts < %(max_attempts)s
+      AND (claim_until IS NULL OR claim_until < %(now)s)
+    ORDER BY seq LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+    """
+    SINK_NEXT_FREE = """
+    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM task_pulse.notifications
+    WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
+      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0)) > %(now)s
+    """
+    RENEW = """
+    UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
+    """
+    REARM = """
+    UPDATE task_pulse.notifications SET attempts = 0, retry_at = NULL
+    WHERE delivered_at IS NULL AND attempts >= %(max_attempts)s AND claimed_by IS NULL
+    """
+    RELEASE_OWNED = """
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL
+    WHERE delivered_at IS NULL AND starts_with(claimed_by, %(prefix)s)
+    """
+    GET_CARD = """
+    SELECT message_id, text, started_key FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s
+      AND sink = %(sink)s
+    """
+    PUT_CARD = """
+    INSERT INTO task_pulse.cards (host, task_id, sink, message_id, started_key, text, updated_at)
+    VALUES (%(host)s, %(task_id)s, %(sink)s, %(message_id)s, %(started_key)s, %(text)s, %(at)s)
+    ON CONFLICT (host, task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+    """
+    DROP_CARD = "DELETE FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s"
+    PURGE_CARDS = """
+    DELETE FROM task_pulse.cards AS c
+    WHERE NOT EXISTS (SELECT 1 FROM task_pulse.tasks AS t WHERE t.host = c.host AND t.task_id = c.task_id)
+    """
+    TASK_VIEW = """
+    SELECT snapshot, stalled_for FROM task_pulse.tasks WHERE host = %(host)s AND task_id = %(task_id)s
+      AND status IS NOT NULL
+    """
+
+    # -- housekeeping (any daemon's cleanup) -----------------------------------------------------------
+    PURGE_DELIVERED = """
+    DELETE FROM task_pulse.notifications WHERE delivered_at IS NOT NULL AND delivered_at < %(before)s
+    """
+    PURGE_TASKS = "DELETE FROM task_pulse.tasks WHERE ended_at < %(before)s OR gone_at < %(before)s"
+
+    # -- `task-pulse status --all-hosts` -----------------------------------------------------------------
+    COUNT_BY_STATUS = "SELECT status, count(*) FROM task_pulse.tasks WHERE gone_at IS NULL GROUP BY status"
+    COUNT_STALLED = """
+    SELECT count(*) FROM task_pulse.tasks
+    WHERE gone_at IS NULL AND status = 'running' AND (stalled_for IS NOT NULL OR stall_at < %(now)s)
+    """
+    PICK_STALLED = """
+    SELECT host, task_id FROM task_pulse.tasks
+    WHERE gone_at IS NULL AND status = 'running' AND (stalled_for IS NOT NULL OR stall_at < %(now)s)
+    ORDER BY host, task_id LIMIT %(limit)s
+    """
+    PICK_ENDED = """
+    SELECT host, task_id FROM task_pulse.tasks WHERE gone_at IS NULL AND status = %(status)s
+    ORDER BY ended_at DESC LIMIT %(limit)s
+    """
+    PICK_RUNNING = """
+    SELECT host, task_id FROM task_pulse.tasks WHERE stall_at IS NOT NULL ORDER BY stall_at DESC LIMIT %(limit)s
+    """
+    SNAPSHOTS = """
+    SELECT host, task_id, snapshot FROM task_pulse.tasks
+    WHERE (host, task_id) IN (SELECT * FROM unnest(%(hosts)s::text[], %(ids)s::text[]))
+    """
+
+
+@dataclass(frozen=True)
+class SharedTask:
+    """A host's task as the forwarder copies it (a `seen` row of its state db, see Outbox.unshared)."""
+
+    task_id: str
+    snapshot: str
+    status: str | None
+    stalled_for: str | None
+    stall_at: float | None
+    ended_at: float | None
+    gone_at: float | None
+    version: int
+
+
+def _connect(url: str, timeout: float) -> psycopg.Connection[Any]:
+    import psycopg  # the `postgres` extra: paid for only by those who use a shared database
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
+                           keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
+                           application_name="task-pulse")
+
+
+def state_errors() -> tuple[type[BaseException], ...]:
+    """What a shared database raises when it is away or refuses: psycopg's errors."""
+    import psycopg
+
+    return (psycopg.Error,)
+
+
+class SharedOutbox:
+    """One connection to the shared database (one per thread, as with the SQLite Outbox)."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> None:
+        self.url = check_url(url)
+        self.db = _connect(url, connect_timeout)
+        try:
+            self._schema(migrate)
+        except BaseException:
+            self.db.close()
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _schema(self, migrate: bool) -> None:
+        """Bring the schema to SCHEMA_VERSION (under a lock: daemons of several hosts start at once);
+        SchemaTooNew if it is past it. Readers (`migrate` off) only check."""
+        with self.db.transaction():
+            if migrate:
+                self.db.execute(PG.SCHEMA_LOCK)
+                for statement in PG.META.split(";"):
+                    self.db.execute(statement)
+            row = self.db.execute("SELECT to_regclass('task_pulse.meta')").fetchone()
+            version = 0
+            if row is not None and row[0] is not None:
+                found = self.db.execute(PG.GET_VERSION).fetchone()
+                version = int(found[0]) if found else 0
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(f"the shared state database {shown_url(self.url)} has schema {version}, newer than "
+                                   f"this task-pulse's ({SCHEMA_VERSION}): upgrade task-pulse on this host")
+            if version < SCHEMA_VERSION and not migrate:
+                raise TaskPulseError(f"the shared state database {shown_url(self.url)} is not set up yet (schema "
+                                     f"{version}): start a task-pulsed with --state on it first")
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in PG.MIGRATIONS[step]:
+                    self.db.execute(statement)
+            if version < SCHEMA_VERSION:
+                self.db.execute(PG.SET_VERSION, (str(SCHEMA_VERSION),))
+
+    @contextmanager
+    def _txn(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.db.transaction():
+            yield self.db
+
+    # -- the forwarder's side ------------------------------------------------------------------------
+
+    def forward(self, host: str, notifications: list[Queued], tasks: Iterable[SharedTask]) -> int:
+        """In one transaction: the host's task snapshots (an older copy never replaces a newer one) and
+        its notifications in queue order (one already here is skipped); then NOTIFY the deliverers.
+        Returns how many notifications were new."""
+        with self._txn() as db, db.cursor() as cur:
+            cur.executemany(PG.PUT_TASK, [{"host": host, "task_id": t.task_id, "snapshot": t.snapshot,
+                                          "status": t.status, "stalled_for": t.stalled_for, "stall_at": t.stall_at,
+                                          "ended_at": t.ended_at, "gone_at": t.gone_at, "version": t.version}
+                                         for t in tasks])
+            added = 0
+            for n in notifications:
+                cur.execute(PG.PUT_NOTIFICATION, {"host": host, "key": n.key, "task_id": n.task_id,
+                                                  "task_name": n.task_name, "kind": n.kind,
+                                                  "created_at": n.created_at, "text": n.text,
+                                                  "data": json.dumps(n.data, ensure_ascii=False)})
+                added += cur.rowcount
+            if added:
+                cur.execute(PG.RINGS)
+        return added
+
+    # -- the deliverers' side (the same methods as the SQLite Outbox) -----------------------------------
+
+    def count_pending(self) -> int:
+        row = self.db.execute(PG.COUNT_PENDING).fetchone()
+        return int(row[0]) if row else 0
+
+    def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]:
+        now = time.time()
+        with self._txn() as db:
+            rows = db.execute(PG.CLAIMABLE, {"now": now, "limit": limit}).fetchall()
+            if rows:
+                db.execute(PG.CLAIM, {"owner": owner, "until": now + lease_seconds, "seqs": [r[0] for r in rows]})
+        return [_queued(r) for r in rows]
+
+    def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int:
+        with self._txn() as db:
+            return db.execute(PG.MARK_DELIVERED, {"at": utc_stamp(), "by": by or owner, "seqs": list(seqs),
+                                                  "owner": owner}).rowcount
+
+    def release(self, seqs: Iterable[int], owner: str) -> None:
+        with self._txn() as db:
+            db.execute(PG.RELEASE, {"seqs": list(seqs), "owner": owner})
+
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None:
+        with self._txn() as db:
+            db.execute(PG.RETRY_LATER, {"seqs": list(seqs), "owner": owner, "error": error[:500],
+                                        "retry_at": retry_at})
+
+    def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float, limit: int = 500) -> list[Queued]:
+        now = time.time()
+        with self._txn() as db:
+            first = db.execute(PG.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
+            if first is None:
+                return []
+            rows = db.execute(PG.TASK_BATCH, {"host": first[9], "task_id": first[2], "max_attempts": max_attempts,
+                                              "now": now, "limit": limit}).fetchall()
+            until = now + (len(rows) + 1) * call_seconds + 60
+            db.execute(PG.CLAIM, {"owner": owner, "until": until, "seqs": [r[0] for r in rows]})
+        return [_queued(r) for r in rows]
+
+    def card(self, task_id: str, sink: str, host: str = "") -> Card | None:
+        row = self.db.execute(PG.GET_CARD, {"host": host, "task_id": task_id, "sink": sink}).fetchone()
+        return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
+
+    def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None:
+        """The task as last announced and its stall state, for its card (None: not known, or not readable)."""
+        row = self.db.execute(PG.TASK_VIEW, {"host": host, "task_id": task_id}).fetchone()
+        if row is None:
+            return None
+        from task_pulse.model import TaskFormatError
+
+        try:
+            return task_from_file(row[0], task_id), row[1]
+        except TaskFormatError:
+            return None
+
+    def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
+                  card: Card | None = None, host: str = "") -> None:
+        at, seqs = utc_stamp(), list(seqs)
+        with self._txn() as db:
+            marked = db.execute(PG.MARK_DELIVERED, {"at": at, "by": by, "seqs": seqs, "owner": owner}).rowcount
+            if card is not None and (marked or not seqs):
+                db.execute(PG.PUT_CARD, {"host": host, "task_id": task_id, "sink": sink, "message_id": card.message_id,
+                                         "started_key": card.started_key, "text": card.text, "at": at})
+
+    def renew(self, seqs: Iterable[int], owner: str, until: float) -> None:
+        with self._txn() as db:
+            db.execute(PG.RENEW, {"seqs": list(seqs), "owner": owner, "until": until})
+
+    def rearm(self, max_attempts: int) -> int:
+        with self._txn() as db:
+            return db.execute(PG.REARM, {"max_attempts": max_attempts}).rowcount
+
+    def release_claims(self, owner_prefix: str) -> int:
+        with self._txn() as db:
+            return db.execute(PG.RELEASE_OWNED, {"prefix": owner_prefix}).rowcount
+
+    def drop_card(self, task_id: str, host: str = "") -> None:
+        with self._txn() as db:
+            db.execute(PG.DROP_CARD, {"host": host, "task_id": task_id})
+
+    def purge_cards(self) -> int:
+        with self._txn() as db:
+            return db.execute(PG.PURGE_CARDS).rowcount
+
+    def sink_next_free(self, max_attempts: int) -> float | None:
+        row = self.db.execute(PG.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    # -- housekeeping ----------------------------------------------------------------------------------
+
+    def purge(self, before: float) -> tuple[int, int]:
+        """Delivered notifications, and tasks ended or gone, older than unix time `before` (every host's:
+        the same age rule each daemon applies to its own dir). Returns (notifications, tasks) removed."""
+        with self._txn() as db:
+            notes = db.execute(PG.PURGE_DELIVERED, {"before": utc_stamp(before)}).rowcount
+            tasks = db.execute(PG.PURGE_TASKS, {"before": before}).rowcount
+        return notes, tasks
+
+    # -- `task-pulse status --all-hosts` ---------------------------------------------------------------
+
+    def overview(self, now: float, limit: int | None) -> Overview:
+        """Counts of every host's tasks, and the (host, task id)s of the `limit` most worth showing
+        (stalled, latest failed, latest updated running, latest done; every task without a limit)."""
+        counts = {status: n for status, n in self.db.execute(PG.COUNT_BY_STATUS).fetchall() if status}
+        row = self.db.execute(PG.COUNT_STALLED, {"now": now}).fetchone()
+        stalled = int(row[0]) if row else 0
+        total = sum(counts.values())
+        cap = total if limit is None else limit
+        picked: dict[tuple[str, str], None] = {}
+        for statement, params in ((PG.PICK_STALLED, {"now": now}), (PG.PICK_ENDED, {"status": "error"}),
+                                  (PG.PICK_RUNNING, {}), (PG.PICK_ENDED, {"status": "done"})):
+            if len(picked) < cap:
+                rows = self.db.execute(statement, {**params, "limit": cap - len(picked)}).fetchall()
+                picked.update(((h, t), None) for h, t in rows)
+        return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
+                        error=counts.get("error", 0), tasks=list(picked)[:cap])
+
+    def snapshots(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The snapshot texts of these (host, task id)s."""
+        rows = self.db.execute(PG.SNAPSHOTS, {"hosts": [h for h, _ in tasks], "ids": [t for _, t in tasks]})
+        return {(h, t): s for h, t, s in rows.fetchall()}
+
+
+def _queued(r: tuple[Any, ...]) -> Queued:
+    return Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5], text=r[6],
+                  data=json.loads(r[7]), attempts=r[8], host=r[9])
+
+
+class Listener:
+    """A connection that LISTENs for new rows and calls `ring` for each batch of them (a courier's
+    doorbell): no polling. Reconnects with backoff; rings once after each reconnect (rows may have
+    come while it was away)."""
+
+    def __init__(self, url: str, ring: Any) -> None:
+        self.url, self.ring = url, ring
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def run(self, stopping: Any) -> None:
+        """Until `stopping` (a threading.Event) is set."""
+        pause = 1.0
+        while not stopping.is_set():
+            try:
+                self._conn = _connect(self.url, 5.0)
+                self._conn.execute(PG.LISTEN)
+                self.ring()
+                pause = 1.0
+                while not stopping.is_set():
+                    for _ in self._conn.notifies(timeout=1.0, stop_after=1):
+                        self.ring()
+            except Exception:  # noqa: BLE001 - away or refused: try again later, the outbox keeps the rows
+                stopping.wait(pause)
+                pause = min(pause * 2, 30.0)
+            finally:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+
