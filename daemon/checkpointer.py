@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 
 from task_pulse.errors import TaskPulseError
 from task_pulse.outbox import DB_NAME
 from task_pulse.store import TaskStore
+from task_pulsed.poked import PokedThread
 
 log = logging.getLogger("task-pulsed")
 # How long after a poke the checkpoint runs: commits of a burst are copied back together.
 CHECKPOINT_DELAY = 1.0
 
 
-class Checkpointer(threading.Thread):
+class Checkpointer(PokedThread):
     def __init__(self, store: TaskStore, delay: float = CHECKPOINT_DELAY) -> None:
-        super().__init__(name="task-pulsed-checkpointer", daemon=True)
+        super().__init__("task-pulsed-checkpointer")
         self.store, self.delay = store, delay
-        self._poked = threading.Event()
-        self._stopping = threading.Event()
-
-    def poke(self) -> None:
-        """Something was committed: checkpoint soon."""
-        self._poked.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._poked.set()
 
     def run(self) -> None:
         db: sqlite3.Connection | None = None

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from task_pulse.errors import TaskPulseError
 from task_pulse.outbox import Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.store import TaskStore, expiry_cutoff
+from task_pulsed.poked import PokedThread
 
 log = logging.getLogger("task-pulsed")
 
@@ -38,10 +38,10 @@ LEASE_SECONDS = 300  # a forwarder killed mid-copy leaves its claim this long (a
 PURGE_EVERY = 3600.0
 
 
-class Forwarder(threading.Thread):
+class Forwarder(PokedThread):
     def __init__(self, store: TaskStore, url: str, host: str, *, keep_days: float = 7,
                  on_forwarded: Callable[[], None] | None = None, on_fatal: Callable[[], None] | None = None) -> None:
-        super().__init__(name="task-pulsed-forwarder", daemon=True)
+        super().__init__("task-pulsed-forwarder")
         self.store, self.url, self.host, self.keep_days = store, url, host, keep_days
         self.on_forwarded = on_forwarded  # rows reached the shared db (wakes this daemon's couriers)
         self.on_fatal = on_fatal  # the daemon must stop (a schema newer than ours)
@@ -49,17 +49,7 @@ class Forwarder(threading.Thread):
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
         self.fatal: BaseException | None = None
         self.forwarded = 0
-        self._poked = threading.Event()
-        self._stopping = threading.Event()
         self._purged_at = 0.0
-
-    def poke(self) -> None:
-        """The worker committed something: copy it."""
-        self._poked.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._poked.set()
 
     def run(self) -> None:
         errors = state_errors()
@@ -83,7 +73,7 @@ class Forwarder(threading.Thread):
                                  time.monotonic() - down_since)
                         down_since, self.problem = None, None
                     pause = FIRST_PAUSE
-                    if not self._stopping.is_set():  # (a stop before the clear above left no poke to wake on)
+                    if not self._stopping.is_set():  # see PokedThread
                         self._poked.wait(max(1.0, PURGE_EVERY - (time.monotonic() - self._purged_at)))
                 except SchemaTooNew as exc:
                     self.fatal = exc

@@ -107,6 +107,7 @@ def redact(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)  # every notification and log line of a task shows its id again
 def shown_id(task_id: str) -> str:
     """A task id as it may appear outside the state database (logs, `drain`, what a sink is given):
     one clean line (a file name may hold a newline, escapes or U+202E), secrets masked."""

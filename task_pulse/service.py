@@ -171,14 +171,18 @@ def shown_args(daemon_args: list[str]) -> str:
         name, eq, value = arg.partition("=")
         if eq and name in ("--webhook", "--webhook-header"):
             option, arg = name, value
-        if option == "--webhook":
+        if option == "--state" or name == "--state" and eq:
+            from task_pulse.shared import shown_url
+
+            arg = shown_url(value if name == "--state" and eq else arg)
+        elif option == "--webhook":
             parts = urllib.parse.urlsplit(arg)
             arg = f"{parts.scheme}://{parts.netloc.rpartition('@')[2] or '?'}/…"  # no user:password, no path
         elif option == "--webhook-header" and not _REFERENCE_ONLY.fullmatch(arg.partition(":")[2].strip()):
             arg = f"{arg.partition(':')[0]}: …"
         else:
             arg = redact(arg)
-        shown.append(f"{name}={arg}" if eq and name in ("--webhook", "--webhook-header") else arg)
+        shown.append(f"{name}={arg}" if eq and name in ("--webhook", "--webhook-header", "--state") else arg)
     return shlex.join(shown)
 
 

@@ -54,8 +54,20 @@ def check_url(url: str) -> str:
 
 
 def shown_url(url: str) -> str:
-    """The URL as logs and messages show it: a password in it masked."""
-    return redact(url)
+    """The URL as logs and messages show it: its password masked, in the user part or as a parameter
+    (`?password=…`), and anything else that looks like a secret."""
+    import urllib.parse
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return redact(url)
+    user, at, host = parts.netloc.rpartition("@")
+    if at and ":" in user:
+        user = user.partition(":")[0] + ":***"
+    query = "&".join(f"{k}=***" if k.lower() in ("password", "sslpassword") else f"{k}={v}"
+                     for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return redact(urllib.parse.urlunsplit((parts.scheme, f"{user}{at}{host}", parts.path, query, parts.fragment)))
 
 
 class PG:

@@ -178,6 +178,25 @@ def test_two_drains_and_a_sink_racing_deliver_each_notification_once(tmp_path: P
     assert not [r for r in rows if r["delivered_by"] not in ("openclaw", "drain")]
 
 
+def test_a_courier_wakes_for_another_hosts_notification(tmp_path: Path, pg_url: str, daemons: list[Daemon]) -> None:
+    """Nothing happens on alpha, whose daemon has the sink: beta's NOTIFY alone must wake its couriers
+    (they never poll), and the card of beta's task is alpha's to keep."""
+    chat = Chat(tmp_path)
+    daemons.append(host_daemon(tmp_path / "alpha", pg_url, "alpha", "--openclaw", "telegram:1", "--openclaw-bin",
+                               str(OPENCLAW), env=chat.env()).start())
+    daemons.append(host_daemon(tmp_path / "beta", pg_url, "beta").start())
+    time.sleep(1.5)  # both idle: every courier of alpha asleep on its doorbell
+    store = TaskStore(tmp_path / "beta")
+    task_id = store.create("Far away", ["a", "b"], datetime.now(UTC)).task_id
+    written = time.monotonic()
+    wait_for(lambda: chat.sends(), 15, "the card of beta's task, sent by alpha")
+    assert time.monotonic() - written < 10
+    advance(store, task_id, "half")
+    wait_for(lambda: chat.edits(), 15, "the card edited for beta's next step")
+    assert {e["id"] for e in chat.edits()} == {chat.sends()[0]["messageId"]}
+    assert chat.sends()[0]["text"].startswith("🔄 【Far away】")
+
+
 def test_kill_9_of_one_daemon_under_load(tmp_path: Path, pg_url: str, daemons: list[Daemon]) -> None:
     dirs = {host: tmp_path / host for host in HOSTS}
     alpha = host_daemon(dirs["alpha"], pg_url, "alpha").start()

@@ -517,35 +517,32 @@ def bench_catch_up(exe: Path, root: Path, env: dict[str, str], n_tasks: int, n_s
 # -- c) cold start ------------------------------------------------------------------------------------------
 
 
-def write_cold_files(tasks_dir: Path, n: int) -> int:
-    """n task files written directly (no fsync); returns the notifications --announce-existing owes."""
+def write_cold_files(tasks_dir: Path, n: int, running: float = 0.5, prefix: str = "cold") -> int:
+    """n task files written directly (indent 2, as task-pulse writes them; no fsync), a `running` fraction
+    of them running (spread evenly: 0..4 steps done, the next one running), the others done; 5 steps,
+    no stall for a day. Returns the notifications --announce-existing owes for them."""
     tasks_dir.mkdir(parents=True)
-    base = now_local()
-    stamp = base.isoformat()
+    stamp = now_local().isoformat()
     names = ["fetch", "filter", "write", "review", "publish"]
+    n_running = round(n * running)
     expected = 0
     for i in range(n):
-        task_id = f"cold-{i:05d}"
-        running = i % 2 == 0
-        if running:
-            done = (i // 2) % 5  # 0..4 steps done, the next one running
-            steps = []
-            for k, name in enumerate(names):
-                if k < done:
-                    steps.append({"name": name, "status": "done", "startedAt": stamp, "finishedAt": stamp,
-                                  "message": f"{name} ok"})
-                elif k == done:
-                    steps.append({"name": name, "status": "running", "startedAt": stamp})
-                else:
-                    steps.append({"name": name, "status": "pending"})
-            expected += 1 + done
-        else:
-            steps = [{"name": name, "status": "done", "startedAt": stamp, "finishedAt": stamp,
-                      "message": f"{name} ok"} for name in names]
-            expected += 1 + len(names) + 1
-        task = {"taskId": task_id, "taskName": f"cold start {i}", "status": "running" if running else "done",
-                "startedAt": stamp, "updatedAt": stamp, "finishedAt": None if running else stamp,
-                "steps": steps, "error": None, "result": None if running else "published", "rev": 3,
+        is_running = (i + 1) * n_running // n != i * n_running // n
+        done = i % len(names) if is_running else len(names)
+        steps: list[dict[str, object]] = []
+        for k, name in enumerate(names):
+            if k < done:
+                steps.append({"name": name, "status": "done", "startedAt": stamp, "finishedAt": stamp,
+                              "message": f"{name} ok"})
+            elif k == done:
+                steps.append({"name": name, "status": "running", "startedAt": stamp})
+            else:
+                steps.append({"name": name, "status": "pending"})
+        expected += 1 + done + (0 if is_running else 1)  # started, each step done, the end
+        task_id = f"{prefix}-{i:06d}"
+        task = {"taskId": task_id, "taskName": f"{prefix} {i}", "status": "running" if is_running else "done",
+                "startedAt": stamp, "updatedAt": stamp, "finishedAt": None if is_running else stamp,
+                "steps": steps, "error": None, "result": None if is_running else "published", "rev": 3,
                 "stallSeconds": 86400}
         with open(tasks_dir / f"{task_id}.json", "w", encoding="utf-8") as fh:
             json.dump(task, fh, ensure_ascii=False, indent=2)

@@ -37,8 +37,8 @@ of each version, the ratio current/against, the issue's goal and PASS/MISS for t
                window opens (their updatedAt is the staging time), each write in the window being just
                its os.replace; --inline-writes serialises and writes each one in the window instead (the
                writers then need about a CPU of their own at 3000 writes/s). The daemon runs with
-               TASK_PULSE_PROGRESS_INTERVAL=0.000001 (the environment takes only a positive number, so 1
-               us stands for 0), so every write gives one `progress` notification, whose `data.message`
+               TASK_PULSE_PROGRESS_INTERVAL=0.000001 (1 us stands for 0, which older code refuses from
+               the environment), so every write gives one `progress` notification, whose `data.message`
                is the token. Latency = its `created_at` (UTC, millisecond resolution, truncated: a value
                may read up to 1 ms low) minus the write time. Reported: writes/s achieved,
                notifications/s, latency p50/p99/p99.9/max, tokens missing once the outbox is complete
@@ -109,15 +109,16 @@ from daemon_perf import (
     judge,
     now_local,
     running_daemon,
+    write_cold_files,
 )
 
 MB = 1024  # /proc reports kB
 IDLE_SKIP = 5.0  # seconds after ready left out of the idle CPU figure
 WATCHDOG_USEC = "30000000"
-PROGRESS_INTERVAL = "0.000001"  # TASK_PULSE_PROGRESS_INTERVAL must be > 0 (task_pulse/config.py: _positive)
+# Every progress message: 1 us stands for 0, which older code (--against) refuses from the environment.
+PROGRESS_INTERVAL = "0.000001"
 MISSING_WAIT = 30.0  # seconds the outbox is waited for after the last write
 CHECKPOINT_TAIL = 1.5  # seconds of daemon CPU counted after the outbox is complete (the WAL checkpoint)
-STEP_NAMES = ["fetch", "filter", "write", "review", "publish"]
 SCAN_RE = re.compile(r"scan: .*")
 READY_RE = re.compile(r"ready: .*")
 SCAN_MS_RE = re.compile(r"scan: .*?([\d.]+) ms")
@@ -296,32 +297,6 @@ def wait_quiet(daemon: Daemon, quiet: float = 1.0, timeout: float = 600.0) -> tu
     raise RuntimeError(f"task-pulsed still busy {timeout:.0f} s after ready")
 
 
-def write_task_files(tasks_dir: Path, n: int, running: float, n_steps: int = 5) -> None:
-    """n task files written directly (indent 2, as task-pulse writes them), a `running` fraction of them
-    running (spread evenly: k steps done, the next one running), the others done; no stall for a day."""
-    tasks_dir.mkdir(parents=True)
-    stamp = now_local().isoformat()
-    names = (STEP_NAMES * (n_steps // len(STEP_NAMES) + 1))[:n_steps]
-    n_running = round(n * running)
-    for i in range(n):
-        is_running = (i + 1) * n_running // n != i * n_running // n
-        done = i % n_steps if is_running else n_steps
-        steps: list[dict[str, object]] = []
-        for k, name in enumerate(names):
-            if k < done:
-                steps.append({"name": name, "status": "done", "startedAt": stamp, "finishedAt": stamp,
-                              "message": f"{name} ok"})
-            elif k == done:
-                steps.append({"name": name, "status": "running", "startedAt": stamp})
-            else:
-                steps.append({"name": name, "status": "pending"})
-        task = {"taskId": f"scale-{i:06d}", "taskName": f"scale {i}", "status": "running" if is_running else "done",
-                "startedAt": stamp, "updatedAt": stamp, "finishedAt": None if is_running else stamp, "steps": steps,
-                "error": None, "result": None if is_running else "published", "rev": 3, "stallSeconds": 86400}
-        (tasks_dir / f"scale-{i:06d}.json").write_text(json.dumps(task, ensure_ascii=False, indent=2),
-                                                       encoding="utf-8")
-
-
 class NotifyListener:
     """A unix datagram socket standing in for systemd's NOTIFY_SOCKET, read by a thread."""
 
@@ -397,7 +372,7 @@ class Bench:
         if key not in self._files:
             tasks_dir = self.root / f"files-{n}-{round(running * 100)}" / "tasks"
             started = time.monotonic()
-            write_task_files(tasks_dir, n, running)
+            write_cold_files(tasks_dir, n, running, prefix="scale")
             print(f"  wrote {n} task files ({running:.0%} running) in {time.monotonic() - started:.1f} s: {tasks_dir}")
             self._files[key] = tasks_dir
             self._occupant[tasks_dir] = None
