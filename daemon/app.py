@@ -136,13 +136,15 @@ def run(options: DaemonOptions) -> int:
     if options.state_url is not None:
         forwarder = Forwarder(store, options.state_url, options.host, keep_days=options.keep_days,
                               on_forwarded=delivery.wake if delivery else None, on_fatal=queue.close)
-    # What the worker commits goes to the shared state db (the forwarder), else to this dir's couriers.
-    on_new = forwarder.poke if forwarder is not None else delivery.wake if delivery is not None else None
+    # What the worker commits goes to the shared state db (the forwarder: every commit, a snapshot too),
+    # else new notifications to this dir's couriers.
+    on_new = delivery.wake if delivery is not None and forwarder is None else None
     checkpointer = Checkpointer(store)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
                                                         announce_existing=options.announce_existing),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=on_new,
-                    open_writes=open_writes, checkpointer=checkpointer)
+                    open_writes=open_writes, checkpointer=checkpointer,
+                    on_commit=forwarder.poke if forwarder is not None else None)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -185,7 +185,7 @@ class Worker(threading.Thread):
                  heartbeat: Callable[[dict[str, int], str | None], None] | None = None,
                  heartbeat_every: float | None = None,
                  on_new: Callable[[], None] | None = None, open_writes: OpenWrites | None = None,
-                 checkpointer: Checkpointer | None = None) -> None:
+                 checkpointer: Checkpointer | None = None, on_commit: Callable[[], None] | None = None) -> None:
         super().__init__(name="task-pulsed-worker", daemon=True)
         # Files a writer has open: not judged until closed. The watcher marks them; a worker fed by
         # hand (tests, a scan alone) sees none open.
@@ -199,6 +199,7 @@ class Worker(threading.Thread):
         self.on_new = on_new  # told after a commit that queued something (wakes the sink)
         self._queued_new = False  # something was queued since `on_new` was last told
         self.checkpointer = checkpointer  # told after commits (copies the WAL back, off this thread)
+        self.on_commit = on_commit  # told after any commit that changed something (the forwarder)
         self._last_beat = 0.0
         self.ready = threading.Event()  # set once `started`, or once it never will be
         self.started = False
@@ -225,14 +226,19 @@ class Worker(threading.Thread):
                 assert self.outbox is not None
                 self.outbox.checkpoint_by_hand()
                 self.checkpointer.poke()
+            if self.on_commit is not None:
+                self.on_commit()  # what the start's scan wrote
             while (work := self.queue.get(self.heartbeat_every)) is not None:
                 if work[0] != IDLE and not self._patiently(lambda: self._handle_group(work)):  # noqa: B023
                     return
                 self._tell_new()
                 self._beat()
-                if self.checkpointer is not None and (changes := self._changes()) != changes_seen:
+                if (changes := self._changes()) != changes_seen:
                     changes_seen = changes
-                    self.checkpointer.poke()
+                    if self.checkpointer is not None:
+                        self.checkpointer.poke()
+                    if self.on_commit is not None:
+                        self.on_commit()
         except (sqlite3.Error, OSError) as exc:  # the state db or the dir cannot be used (read-only, full disk)
             self.error = exc
             where = getattr(exc, "filename", None) or self.store.pulse_dir / "state.db"

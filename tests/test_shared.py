@@ -40,6 +40,15 @@ def shared_rows(url: str) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+def shared_snapshot(url: str, host: str, task_id: str) -> str | None:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT snapshot FROM task_pulse.tasks WHERE host = %s AND task_id = %s",
+                           (host, task_id)).fetchone()
+        return None if row is None else row[0]
+
+
 def host_daemon(tasks_dir: Path, url: str, host: str, *args: str, env: dict[str, str] | None = None) -> Daemon:
     tasks_dir.mkdir(exist_ok=True)
     return Daemon(tasks_dir, "--state", url, "--host-name", host, *args, env=env)
@@ -121,6 +130,13 @@ def test_two_daemons_on_two_dirs_meet_in_one_outbox(tmp_path: Path, pg_url: str,
     again = subprocess.run([str(BIN / "task-pulse"), "drain", "--state", pg_url], capture_output=True, text=True,
                            env=clean_env(), timeout=60)
     assert (again.returncode, again.stdout) == (0, "")
+    store = TaskStore(dirs["beta"])  # a write that tells nothing (a bare heartbeat) still reaches the snapshot
+    store.create("Quiet", ["a"], datetime.now(UTC), task_id="quiet")
+    wait_for(lambda: shared_snapshot(pg_url, "beta", "quiet"), 30, "the new task's snapshot")
+    store.update("quiet", lambda t: t.touch(None), datetime.now(UTC))
+    updated = json.loads((dirs["beta"] / "quiet.json").read_text())["updatedAt"]
+    wait_for(lambda: json.loads(shared_snapshot(pg_url, "beta", "quiet") or "{}").get("updatedAt") == updated, 30,
+             "the heartbeat's updatedAt in the shared db")
     for d in daemons:
         assert d.stop() == 0
 
