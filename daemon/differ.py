@@ -24,7 +24,7 @@ from task_pulse.messages import (
     word,
 )
 from task_pulse.model import Step, Task, parse_time
-from task_pulse.outbox import Notification
+from task_pulse.records import Notification
 
 
 def notification_key(task_id: str, kind: str, *facts: object) -> str:

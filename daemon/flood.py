@@ -11,7 +11,7 @@ again (the worker leaves the file's signature unrecorded until its notice is sto
 
 from __future__ import annotations
 
-from task_pulse.outbox import Notification
+from task_pulse.records import Notification
 
 INVALID_BURST = 5
 INVALID_WINDOW = 300.0

@@ -22,7 +22,7 @@ from typing import Any
 
 from task_pulse.messages import format_duration, step_label
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
-from task_pulse.outbox import Notification, Seen
+from task_pulse.records import Notification, Seen
 from task_pulsed.differ import diff_tasks, make_notification, run_key
 from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
 

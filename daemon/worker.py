@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from task_pulse.messages import shown_id
 from task_pulse.model import TaskFormatError
-from task_pulse.outbox import Notification, Outbox, Seen
+from task_pulse.outbox import Outbox
+from task_pulse.records import Notification, Seen
 from task_pulse.store import (
     TaskStore,
     expiry_cutoff,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.messages import redact
-from task_pulse.outbox import Card, Overview, Queued, utc_stamp
+from task_pulse.records import Card, Overview, Queued, utc_stamp
 from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ import pytest
 
 from task_pulse.card import CARD_LIMIT, render_card
 from task_pulse.model import Step, Task
-from task_pulse.outbox import Card, Queued
+from task_pulse.records import Card, Queued
 from task_pulse.store import TaskStore
 from task_pulsed.delivery.plan import plan_batch
 from task_pulsed.delivery.sinks import first_reason, message_id_in
@@ -173,7 +173,9 @@ def test_plan_a_task_whose_sink_gave_no_id_gets_new_messages_until_its_next_run(
 
 def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     """Whatever one round raises, the courier hands its claims back and goes on (here: the sink's first call)."""
-    from task_pulse.outbox import Notification, Outbox
+    from task_pulse.outbox import Outbox
+    from task_pulse.records import Notification
+    from task_pulsed.delivery import LocalState
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
 
     class FlakySink:
@@ -202,7 +204,7 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     outbox = Outbox.for_tasks_dir(tmp_path)
     outbox.record("t", None, [Notification("t:started:1", "t", "T", "started", "hello", {})])
     sink, bell = FlakySink(), Doorbell()
-    courier = Courier(0, TaskStore(tmp_path), sink, DeliveryOptions(), bell)
+    courier = Courier(0, LocalState(TaskStore(tmp_path)), sink, DeliveryOptions(), bell)
     courier.start()
     try:
         wait_for(lambda: outbox.count_pending() == 0, 30, "the row delivered after the error")

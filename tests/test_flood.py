@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from task_pulse.outbox import Notification
+from task_pulse.records import Notification
 from task_pulsed.differ import invalid_summary
 from task_pulsed.flood import InvalidFlood
 

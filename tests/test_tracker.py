@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from task_pulse.model import Task, task_from_dict
-from task_pulse.outbox import Seen
+from task_pulse.records import Seen
 from task_pulsed.tracker import STALL_MARGIN, Policy, Update, flush_due, flush_held, track
 
 T0 = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)

@@ -9,7 +9,8 @@ import threading
 import time
 
 from task_pulse.errors import TaskPulseError
-from task_pulse.outbox import DeliveryStore, Outbox
+from task_pulse.outbox import Outbox
+from task_pulse.records import DeliveryStore
 from task_pulse.store import TaskStore
 from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell, StateOpener
 from task_pulsed.delivery.sinks import Sink

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from task_pulse.card import render_card
 from task_pulse.messages import shown_id
-from task_pulse.outbox import Card, DeliveryStore, Queued
+from task_pulse.records import Card, DeliveryStore, Queued
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
 from task_pulsed.tracker import QUIET

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from task_pulse.messages import digest
-from task_pulse.outbox import Card, Queued
+from task_pulse.records import Card, Queued
 
 # Kinds that go out as a new message even when the card shows them: these ring the phone.
 PINGS = frozenset({"done", "failed", "stalled", "invalid"})

@@ -22,7 +22,7 @@ from task_pulse.model import Task, TaskFormatError, stalled_for
 from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
-    from task_pulse.outbox import DeliveryStore, Overview, Queued
+    from task_pulse.records import DeliveryStore, Overview, Queued
     from task_pulse.shared import SharedOutbox
 
 # How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose

@@ -1,0 +1,132 @@
+"""What the state databases hold, as Python values, and what deliverers need of either database.
+
+The local SQLite outbox (outbox.py) and the shared PostgreSQL one (shared.py) store the same things:
+notifications queued for delivery, each task's card, what was announced about each task. These are
+their values; `DeliveryStore` is the interface a deliverer (a drain, a daemon's couriers) uses on
+either one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from task_pulse.messages import shown_id
+from task_pulse.model import Task
+
+
+def utc_stamp(at: float | None = None) -> str:
+    """ISO 8601 UTC with milliseconds: the format of `createdAt` and `deliveredAt`."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One chat message to be delivered, with the structured fields it was rendered from."""
+
+    key: str
+    task_id: str
+    task_name: str
+    kind: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A notification as stored, with its place in the queue."""
+
+    seq: int
+    key: str
+    task_id: str
+    task_name: str
+    kind: str
+    created_at: str
+    text: str
+    data: dict[str, Any]
+    attempts: int
+    host: str = ""  # the host whose daemon queued it, in a shared state db; "" in a local one
+
+    def to_json(self) -> dict[str, Any]:
+        """The `drain --json` object: the stored fields, then the structured ones. The id (and the key
+        that starts with it) as `shown_id` makes it: what reads this is a terminal, a script or a chat."""
+        shown = shown_id(self.task_id)
+        key = shown + self.key[len(self.task_id):] if self.key.startswith(self.task_id) else self.key
+        return {"seq": self.seq, "key": key, "taskId": shown, "taskName": self.task_name,
+                "kind": self.kind, "text": self.text, "createdAt": self.created_at,
+                **({"host": shown_id(self.host)} if self.host else {}),
+                "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
+                **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
+
+
+@dataclass(frozen=True)
+class Card:
+    """A task's live card: the chat message that shows it, edited in place."""
+
+    message_id: str
+    text: str
+    started_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Counts of every task by what `status` calls it, and the ids of the tasks it shows (see `Outbox.overview`)."""
+
+    running: int
+    stalled: int
+    done: int
+    error: int
+    tasks: list[tuple[str, str]]  # (host, task id) of the tasks to show; the host is "" in a local state db
+
+    @property
+    def total(self) -> int:
+        return self.running + self.stalled + self.done + self.error
+
+
+@dataclass
+class Seen:
+    """What the daemon knows it has announced about one task."""
+
+    task_id: str
+    snapshot: Task
+    run: int = 0
+    file_sig: str | None = None
+    stalled_for: str | None = None
+    progress_at: float | None = None
+    held: dict[str, Any] | None = None
+    stall_at: float | None = None
+    digest: str | None = None
+    gone_at: float | None = None  # its file was removed then (unix time); None while it is there
+    # A first start stored the file's text at this unix time without reading it as a task: it is taken
+    # as announced then, once parsed (see `Outbox.store_unread`). None: parsed.
+    adopt_at: float | None = None
+    # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
+    # again from `snapshot`). None: `record` serialises `snapshot`.
+    text: str | None = None
+
+
+class DeliveryStore(Protocol):
+    """What a deliverer (a drain, a daemon's couriers) needs of an outbox: the local state db (`Outbox`)
+    or a shared one (`task_pulse.shared.SharedOutbox`). `host` names a task's daemon in a shared db."""
+
+    def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]: ...
+    def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int: ...
+    def release(self, seqs: Iterable[int], owner: str) -> None: ...
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None: ...
+    def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float,
+                         limit: int = 500) -> list[Queued]: ...
+    def card(self, task_id: str, sink: str, host: str = "") -> Card | None: ...
+    def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None: ...
+    def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
+                  card: Card | None = None, host: str = "") -> None: ...
+    def renew(self, seqs: Iterable[int], owner: str, until: float) -> None: ...
+    def rearm(self, max_attempts: int) -> int: ...
+    def release_claims(self, owner_prefix: str) -> int: ...
+    def drop_card(self, task_id: str, host: str = "") -> None: ...
+    def purge_cards(self) -> int: ...
+    def sink_next_free(self, max_attempts: int) -> float | None: ...
+    def count_pending(self) -> int: ...
+    def close(self) -> None: ...
