@@ -28,7 +28,8 @@ from task_pulsed.scheduler import Timers
 from task_pulsed.sdnotify import notify, watchdog_interval
 from task_pulsed.tracker import Policy
 from task_pulsed.watcher import OpenWrites, OverflowHook, start_observer
-from task_pulsed.worker import CLEANUP, RESCAN, Worker, WorkerOptions, WorkQueue
+from task_pulsed.worker import Worker, WorkerOptions
+from task_pulsed.workqueue import CLEANUP, RESCAN, WorkQueue
 
 log = logging.getLogger("task-pulsed")
 

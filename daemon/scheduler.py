@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from task_pulsed.worker import CLEANUP, RESCAN, WorkQueue
+from task_pulsed.workqueue import CLEANUP, RESCAN, WorkQueue
 
 _WAKE_JOB = "deadlines"
 

@@ -9,8 +9,6 @@ a rescan is just "look at every file".
 from __future__ import annotations
 
 import hashlib
-import heapq
-import itertools
 import logging
 import os
 import sqlite3
@@ -37,6 +35,7 @@ from task_pulsed.differ import invalid_notification, invalid_summary
 from task_pulsed.flood import InvalidFlood
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulsed.watcher import OPEN_WRITE_GRACE, OpenWrites
+from task_pulsed.workqueue import ADOPT, CLEANUP, IDLE, RESCAN, UNREADABLE_SUMMARY, WorkQueue
 
 if TYPE_CHECKING:
     from task_pulsed.checkpointer import Checkpointer
@@ -50,16 +49,15 @@ log = logging.getLogger("task-pulsed")
 SETTLE_SECONDS = 0.25
 # Files processed per transaction during a scan (each file's snapshot and notifications stay atomic).
 SCAN_BATCH = 500
-# A task file bigger than this goes to the queue's heavy lane (parsing, diffing and storing 1 MB
-# takes tens of ms); one waiting there longer than HEAVY_WAIT goes before the rest.
 # The worker waits this long for the state db's write lock per attempt (and at most a quarter of its
 # heartbeat interval, so the watchdog is fed between attempts), then retries after a pause doubling up
 # to BUSY_MAX_PAUSE, feeding the watchdog meanwhile (see `_patiently`).
 BUSY_TIMEOUT = 2.0
 BUSY_FIRST_PAUSE = 0.5
 BUSY_MAX_PAUSE = 5.0
+# A task file bigger than this goes to the queue's heavy lane (parsing, diffing and storing 1 MB
+# takes tens of ms: see WorkQueue).
 HEAVY_BYTES = 64 * 1024
-HEAVY_WAIT = 1.0
 # Group commit: items already waiting when one is taken are handled in the same transaction, up to
 # this many and for this long, then committed together (each file's snapshot and notifications stay
 # atomic, in a savepoint). Idle, a write is committed alone and at once; under a burst one commit
@@ -69,107 +67,7 @@ GROUP_SECONDS = 0.005
 # Files a first start stored unread that the background pass adopts per work item (one transaction):
 # small enough that a change waiting behind it waits a few ms.
 ADOPT_BATCH = 100
-RESCAN = ("rescan",)
-CLEANUP = ("cleanup",)
-ADOPT = ("adopt",)
-UNREADABLE_SUMMARY = ("unreadable-summary",)
-IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
 _ALONE = (RESCAN, CLEANUP, ADOPT)  # never part of a group commit (see `Worker._handle_group`)
-
-
-class WorkQueue:
-    """A coalescing queue: an item already waiting is not queued twice; delayed items wait their turn.
-
-    Fair to small tasks: items marked heavy (a task file over HEAVY_BYTES last time) wait in a lane
-    of their own, served when no other item is ready, or, once the oldest has waited HEAVY_WAIT, in
-    turn with the others (never two heavy ones in a row while another item waits). However many
-    huge files are rewritten in a loop, an ordinary task waits for one of them at most.
-
-    `get` blocks without polling (a condition variable, woken by `put` or by the next due time).
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._ready: dict[Hashable, int] = {}  # item -> attempt, in arrival order
-        self._ready_heavy: dict[Hashable, tuple[int, float]] = {}  # item -> (attempt, queued at)
-        self._heavy: set[Hashable] = set()
-        self._served_heavy = False  # the last item served came from the heavy lane
-        self._delayed: list[tuple[float, int, Hashable, int]] = []
-        self._order = itertools.count()
-        self._closed = False
-
-    def mark_heavy(self, item: Hashable, heavy: bool) -> None:
-        """Put `item` in the heavy lane from its next `put` on (or take it out)."""
-        with self._cond:
-            if heavy:
-                self._heavy.add(item)
-            else:
-                self._heavy.discard(item)
-
-    def put(self, item: Hashable, attempt: int = 0, delay: float = 0.0) -> None:
-        with self._cond:
-            if delay > 0:
-                heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._order), item, attempt))
-            elif not self._enqueue(item, attempt, time.monotonic()):
-                return
-            self._cond.notify()
-
-    def _enqueue(self, item: Hashable, attempt: int, now: float) -> bool:
-        if item in self._ready or item in self._ready_heavy:
-            return False
-        if item in self._heavy:
-            self._ready_heavy[item] = (attempt, now)
-        else:
-            self._ready[item] = attempt
-        return True
-
-    def _next_ready(self, now: float) -> tuple[Hashable, int] | None:
-        heavy = next(iter(self._ready_heavy), None)
-        aged = heavy is not None and now - self._ready_heavy[heavy][1] >= HEAVY_WAIT
-        if heavy is not None and (not self._ready or (aged and not self._served_heavy)):
-            self._served_heavy = True
-            return heavy, self._ready_heavy.pop(heavy)[0]
-        if self._ready:
-            self._served_heavy = False
-            item = next(iter(self._ready))
-            return item, self._ready.pop(item)
-        return None
-
-    def get(self, timeout: float | None = None) -> tuple[Hashable, int] | None:
-        """The next item and its attempt number; (IDLE, 0) after `timeout`; None once closed."""
-        give_up = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                if self._closed:
-                    return None
-                now = time.monotonic()
-                if (ready := self._take(now)) is not None:
-                    return ready
-                if give_up is not None and now >= give_up:
-                    return IDLE, 0
-                waits = [t - now for t in (self._delayed[0][0] if self._delayed else None, give_up) if t is not None]
-                self._cond.wait(min(waits) if waits else None)
-
-    def get_ready(self) -> tuple[Hashable, int] | None:
-        """The next item if one is ready now, else None (closed: None too)."""
-        with self._cond:
-            return None if self._closed else self._take(time.monotonic())
-
-    def _take(self, now: float) -> tuple[Hashable, int] | None:
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, item, attempt = heapq.heappop(self._delayed)
-            self._enqueue(item, attempt, now)
-        return self._next_ready(now)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def wait_closed(self, timeout: float) -> bool:
-        """Sleep up to `timeout` seconds, waking early if the queue is closed; whether it is."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._closed, timeout)
 
 
 @dataclass

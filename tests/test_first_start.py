@@ -18,7 +18,8 @@ import pytest
 
 from task_pulse.store import TaskStore
 from task_pulsed import worker as worker_module
-from task_pulsed.worker import ADOPT, Worker
+from task_pulsed.worker import Worker
+from task_pulsed.workqueue import ADOPT
 from tests.conftest import Daemon, kinds, read_notifications, wait_for
 from tests.test_watcher import running_worker
 

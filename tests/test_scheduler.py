@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from task_pulsed.scheduler import Timers
-from task_pulsed.worker import IDLE, WorkQueue
+from task_pulsed.workqueue import IDLE, WorkQueue
 
 
 def collect(queue: WorkQueue, count: int, timeout: float = 30, then: float = 0.3) -> list[tuple[str, str]]:

@@ -16,9 +16,11 @@ import pytest
 
 from task_pulse.store import TaskStore
 from task_pulsed import worker as worker_module
+from task_pulsed import workqueue
 from task_pulsed.scheduler import Timers
 from task_pulsed.watcher import INOTIFY_LOGGER, OverflowHook, start_observer
-from task_pulsed.worker import RESCAN, Worker, WorkerOptions, WorkQueue
+from task_pulsed.worker import Worker, WorkerOptions
+from task_pulsed.workqueue import RESCAN, WorkQueue
 from tests.conftest import kinds, wait_for
 
 
@@ -128,7 +130,7 @@ def test_work_queue_coalesces_and_delays() -> None:
 
 
 def test_heavy_files_wait_in_their_own_lane(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 60.0)
+    monkeypatch.setattr(workqueue, "HEAVY_WAIT", 60.0)
     queue = WorkQueue()
     for name in ("huge-1", "huge-2"):
         queue.mark_heavy(("file", name), True)
@@ -139,7 +141,7 @@ def test_heavy_files_wait_in_their_own_lane(monkeypatch: pytest.MonkeyPatch) -> 
     queue.put(("file", "huge-1"))
     for name in ("small-3", "small-4"):
         queue.put(("file", name))
-    monkeypatch.setattr(worker_module, "HEAVY_WAIT", 0.0)  # waited long enough: in turn with the small ones
+    monkeypatch.setattr(workqueue, "HEAVY_WAIT", 0.0)  # waited long enough: in turn with the small ones
     assert [queue.get()[0][1] for _ in range(4)] == ["small-3", "huge-2", "small-4", "huge-1"]
     queue.mark_heavy(("file", "huge-1"), False)  # smaller now: back with the rest, in arrival order
     queue.put(("file", "huge-1"))
