@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from task_pulse.errors import TaskPulseError
-from task_pulse.outbox import Outbox
+from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.store import TaskStore, expiry_cutoff
 from task_pulsed.poked import PokedThread
@@ -62,6 +62,8 @@ class Forwarder(PokedThread):
                 try:
                     if local is None:
                         local = Outbox.for_store(self.store, busy_timeout=5.0)
+                        # A local `task-pulse drain` must not take what belongs to the shared db (drain.py).
+                        local.set_meta(SHARED_STATE_META, shown_url(self.url))
                     if shared is None:
                         shared = SharedOutbox(self.url)
                         log.info("shared state database %s: forwarding as host %r", shown_url(self.url), self.host)
@@ -81,7 +83,7 @@ class Forwarder(PokedThread):
                     if self.on_fatal is not None:
                         self.on_fatal()
                     return
-                except (*errors, OSError, TaskPulseError) as exc:  # the shared db is away or refuses
+                except errors as exc:  # the shared db is away or refuses
                     if shared is not None:
                         with contextlib.suppress(*errors):
                             shared.close()
@@ -95,7 +97,7 @@ class Forwarder(PokedThread):
                                     "notifications are spooled locally")
                     self._stopping.wait(pause)
                     pause = min(pause * 2, MAX_PAUSE)
-                except sqlite3.Error as exc:  # the local db is busy (held by another process): later
+                except (sqlite3.Error, OSError, TaskPulseError) as exc:  # the local db: busy, or its dir unsafe
                     log.warning("forwarding paused: local state database: %s", exc)
                     self._stopping.wait(pause)
                     pause = min(pause * 2, MAX_PAUSE)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from task_pulse.messages import shown_id
 from task_pulse.model import TaskFormatError
-from task_pulse.outbox import Outbox
+from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.records import Notification, Seen
 from task_pulse.store import (
     TaskStore,
@@ -201,6 +201,7 @@ class Worker(threading.Thread):
         for owner, who in (("sink:", "sink"), ("forward:", "forwarder")):
             if released := self.outbox.release_claims(owner):
                 log.info("%d notifications claimed by a stopped daemon's %s are free again", released, who)
+        self.outbox.set_meta(SHARED_STATE_META, "")  # until this start's forwarder (if any) says where to
         adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
         self.rescan(adopt=adopt)
         self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())

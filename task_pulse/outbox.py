@@ -41,6 +41,8 @@ MIGRATIONS = {
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
 }
 DB_NAME = "state.db"
+# meta: the shared state db (shown URL) this dir's daemon forwards to, "" when it forwards nowhere.
+SHARED_STATE_META = "shared_state"
 # Parsed snapshots an Outbox keeps (the most recently used tasks): a task written again and again is
 # diffed against the snapshot in memory instead of parsing it back from the db each time. Bounded, so
 # memory stays flat at any number of tasks (a 20-step task is a few KB).

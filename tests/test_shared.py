@@ -130,6 +130,9 @@ def test_two_daemons_on_two_dirs_meet_in_one_outbox(tmp_path: Path, pg_url: str,
     again = subprocess.run([str(BIN / "task-pulse"), "drain", "--state", pg_url], capture_output=True, text=True,
                            env=clean_env(), timeout=60)
     assert (again.returncode, again.stdout) == (0, "")
+    local = subprocess.run([str(BIN / "task-pulse"), "--dir", str(dirs["alpha"]), "drain"], capture_output=True,
+                           text=True, env=clean_env(), timeout=60)  # this dir's outbox is the spool: not for it
+    assert local.returncode == 2 and "forwards to the shared state database" in local.stderr
     store = TaskStore(dirs["beta"])  # a write that tells nothing (a bare heartbeat) still reaches the snapshot
     store.create("Quiet", ["a"], datetime.now(UTC), task_id="quiet")
     wait_for(lambda: shared_snapshot(pg_url, "beta", "quiet"), 30, "the new task's snapshot")

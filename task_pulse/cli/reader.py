@@ -207,7 +207,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
     """
     import sqlite3  # only for readers that need it
 
-    from task_pulse.outbox import DB_NAME, Outbox
+    from task_pulse.outbox import DB_NAME, SHARED_STATE_META, Outbox
 
     if state_url is not None:
         ctx.flags["state_url"] = state_url
@@ -223,6 +223,10 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
                 click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): "
                            "nothing to drain", err=True)
             return
+        if forwarded_to := outbox.get_meta(SHARED_STATE_META):
+            outbox.close()
+            raise BadInput(f"the daemon of {ctx.store.root} forwards to the shared state database {forwarded_to}: "
+                           "drain that one (--state URL, or TASK_PULSE_STATE)")
         _drain(ctx, outbox, limit, digest)
     except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
         raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
