@@ -3,9 +3,10 @@
 With `--state postgresql://…` the worker still commits everything to the local state db first (the
 only place it diffs against), and this thread copies it to the shared one as it comes, oldest first:
 
-* notifications are taken from the local outbox like any deliverer takes them (a claim with a lease,
-  then marked delivered "shared" once the shared db has committed them). A copy that lands twice (the
-  daemon killed between the two commits) is stored once there: (host, key) is unique.
+* notifications are taken from the local outbox oldest first and marked delivered "shared" once the
+  shared db has committed them (no claims: the forwarder is the dir's only deliverer, a local drain
+  refuses). A copy that lands twice (the daemon killed between the two commits) is stored once
+  there: (host, key) is unique.
 * task snapshots follow every write of a `seen` row (its `version`), so `status --all-hosts` and the
   cards that any host's courier renders see each task as its host last announced it.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -34,7 +34,6 @@ log = logging.getLogger("task-pulsed")
 
 FORWARD_BATCH = 500  # notifications (and snapshots) per transaction in the shared db
 FIRST_PAUSE, MAX_PAUSE = 1.0, 30.0  # reconnect backoff
-LEASE_SECONDS = 300  # a forwarder killed mid-copy leaves its claim this long (a restart frees it at once)
 PURGE_EVERY = 3600.0
 
 
@@ -45,7 +44,6 @@ class Forwarder(PokedThread):
         self.store, self.url, self.host, self.keep_days = store, url, host, keep_days
         self.on_forwarded = on_forwarded  # rows reached the shared db (wakes this daemon's couriers)
         self.on_fatal = on_fatal  # the daemon must stop (a schema newer than ours)
-        self.owner = f"forward:{os.getpid()}/"
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
         self.fatal: BaseException | None = None
         self.forwarded = 0
@@ -103,8 +101,6 @@ class Forwarder(PokedThread):
                     pause = min(pause * 2, MAX_PAUSE)
         finally:
             if local is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    local.release_claims(self.owner)
                 local.close()
             if shared is not None:
                 with contextlib.suppress(*errors):
@@ -113,21 +109,17 @@ class Forwarder(PokedThread):
     def _copy(self, local: Outbox, shared: SharedOutbox) -> None:
         """Everything not yet in the shared db, in batches, oldest first."""
         while not self._stopping.is_set():
-            rows = local.claim(self.owner, FORWARD_BATCH, lease_seconds=LEASE_SECONDS)
-            # The snapshots written since the last copy, those of these rows' tasks first (a card rendered
-            # for them then shows at least what they announce).
-            tasks = {t[0]: SharedTask(*t) for t in local.shared_rows({r.task_id for r in rows})}
-            tasks.update((t[0], SharedTask(*t)) for t in local.unshared(FORWARD_BATCH) if t[0] not in tasks)
+            rows = local.unforwarded(FORWARD_BATCH)
+            # The snapshots written since the last copy, these rows' tasks' among them (a card rendered for
+            # them then shows at least what they announce; a row's own write bumped its task's version).
+            tasks = {t[0]: SharedTask(*t) for t in local.unshared(FORWARD_BATCH)}
+            if missing := {r.task_id for r in rows} - tasks.keys():
+                tasks.update((t[0], SharedTask(*t)) for t in local.shared_rows(missing))
             if not rows and not tasks:
                 return
-            try:
-                added = shared.forward(self.host, rows, tasks.values())
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    local.release([r.seq for r in rows], self.owner)
-                raise
-            local.mark_delivered([r.seq for r in rows], self.owner, by="shared")
-            local.mark_shared((t.task_id, t.version) for t in tasks.values())
+            added = shared.forward(self.host, rows, tasks.values())
+            # Killed here, the next start copies these again: the shared db stores each (host, key) once.
+            local.forwarded([r.seq for r in rows], [(t.task_id, t.version) for t in tasks.values()])
             self.forwarded += added
             if added and self.on_forwarded is not None:
                 self.on_forwarded()

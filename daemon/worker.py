@@ -196,11 +196,9 @@ class Worker(threading.Thread):
         if self.outbox is None:
             # Each wait for the lock short enough for the watchdog to be fed between them.
             self.outbox = Outbox.for_store(self.store, busy_timeout=min(BUSY_TIMEOUT, (self.heartbeat_every or 60) / 4))
-        # One daemon per tasks dir: claims its couriers (or its forwarder) held before a crash or a restart
-        # died with them.
-        for owner, who in (("sink:", "sink"), ("forward:", "forwarder")):
-            if released := self.outbox.release_claims(owner):
-                log.info("%d notifications claimed by a stopped daemon's %s are free again", released, who)
+        # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
+        if released := self.outbox.release_claims("sink:"):
+            log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
         self.outbox.set_meta(SHARED_STATE_META, "")  # until this start's forwarder (if any) says where to
         adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
         self.rescan(adopt=adopt)

@@ -161,6 +161,15 @@ class SQL:
     WHERE task_id IN (SELECT value FROM json_each(?))
     """
     MARK_SHARED = "UPDATE seen SET shared_version = :version WHERE task_id = :task_id AND version >= :version"
+    # The forwarder is this dir's only deliverer (a local drain refuses while it forwards): no claims.
+    UNFORWARDED = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications WHERE delivered_at IS NULL ORDER BY seq LIMIT ?
+    """
+    MARK_FORWARDED = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = 'shared', claimed_by = NULL, claim_until = NULL
+    WHERE seq = :seq AND delivered_at IS NULL
+    """
     # What adopting a stored text changes in its row (the text, signature and digest stay as stored).
     ADOPTED = """
     UPDATE seen SET stalled_for = :stalled_for, stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL,
@@ -452,15 +461,21 @@ class Outbox:
             self._unshared_indexed = True
         return self.db.execute(SQL.UNSHARED, (limit,)).fetchall()
 
+    def unforwarded(self, limit: int) -> list[Queued]:
+        """The oldest notifications not yet in the shared state db (see daemon/forwarder.py)."""
+        return [_queued(r) for r in self.db.execute(SQL.UNFORWARDED, (limit,))]
+
+    def forwarded(self, seqs: Iterable[int], versions: Iterable[tuple[str, int]]) -> None:
+        """In one transaction: these notifications and these (task id, version)s are in the shared db."""
+        at = utc_stamp()
+        with self.transaction() as db:
+            db.executemany(SQL.MARK_FORWARDED, [{"at": at, "seq": s} for s in seqs])
+            db.executemany(SQL.MARK_SHARED, [{"task_id": t, "version": v} for t, v in versions])
+
     def shared_rows(self, task_ids: Iterable[str]) -> list[tuple[Any, ...]]:
         """The same rows as `unshared`, for these tasks, whatever their version."""
         ids = list(task_ids)
         return self.db.execute(SQL.SHARED_ROWS, (json.dumps(ids),)).fetchall() if ids else []
-
-    def mark_shared(self, versions: Iterable[tuple[str, int]]) -> None:
-        """The shared state db has these (task id, version)s (a row written again since stays unshared)."""
-        with self.transaction() as db:
-            db.executemany(SQL.MARK_SHARED, [{"task_id": t, "version": v} for t, v in versions])
 
     def unadopted(self, limit: int) -> list[str]:
         """Ids of tasks whose stored text is still to be adopted (see `store_unread`), at most `limit`."""

@@ -358,13 +358,12 @@ class SharedOutbox:
                                           "status": t.status, "stalled_for": t.stalled_for, "stall_at": t.stall_at,
                                           "ended_at": t.ended_at, "gone_at": t.gone_at, "version": t.version}
                                          for t in tasks])
-            added = 0
-            for n in notifications:
-                cur.execute(PG.PUT_NOTIFICATION, {"host": host, "key": n.key, "task_id": n.task_id,
-                                                  "task_name": n.task_name, "kind": n.kind,
-                                                  "created_at": n.created_at, "text": n.text,
-                                                  "data": json.dumps(n.data, ensure_ascii=False)})
-                added += cur.rowcount
+            cur.executemany(PG.PUT_NOTIFICATION, [{"host": host, "key": n.key, "task_id": n.task_id,
+                                                   "task_name": n.task_name, "kind": n.kind,
+                                                   "created_at": n.created_at, "text": n.text,
+                                                   "data": json.dumps(n.data, ensure_ascii=False)}
+                                                  for n in notifications])
+            added = max(cur.rowcount, 0) if notifications else 0  # executemany's rowcount: every row's
             if added:
                 cur.execute(PG.RINGS)
         return added

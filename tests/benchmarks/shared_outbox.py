@@ -1,5 +1,6 @@
-"""The shared PostgreSQL outbox beside the embedded SQLite one (issue 14): notifications/s and write → outbox
-latency, the same workload in one run, the two modes alternated.
+"""Shared PostgreSQL outbox beside the embedded SQLite one (issue 14): notifications/s, write → outbox latency.
+
+The same workload in one run of this script, the two modes alternated.
 
 Workload (one "run"): --daemons (3) real `task-pulsed` processes (the console script beside
 `sys.executable`), each on a fresh tasks dir of its own, and one writer process per dir (multiprocessing,
@@ -37,7 +38,9 @@ run, then as medians over --repeat (3) runs per mode, the modes alternated (sqli
                     (host, key) pairs stored twice in PostgreSQL: must be 0 [max over runs]
   unexpected        rows that match no write (e.g. a `progress`): reported, expected 0
   daemon CPU        utime+stime of the daemons (/proc/<pid>/stat) from the writers' start until the
-                    daemons are quiet again, summed, per notification
+                    daemons are quiet again, summed, per notification; also by thread (worker, forwarder,
+                    checkpointer, ...: the daemons get scale.py's `sitecustomize` on PYTHONPATH, naming
+                    each thread for the kernel; --no-thread-names leaves it out)
   PostgreSQL CPU    the server's own processes over the same window (the postmaster of
                     <data>/postmaster.pid, its live children and its reaped ones), less the backend
                     of this script's polling connection, per notification
@@ -72,7 +75,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +84,7 @@ from typing import TYPE_CHECKING, Any
 
 from _stats import percentile
 from daemon_perf import ANOMALIES, CLK_TCK, Daemon, advance_with, daemon_env, daemon_executable, epoch, now_local
-from scale import Results, Version, wait_quiet
+from scale import THREAD_NAMER, Results, Version, thread_cpu_by_name, wait_quiet
 
 from task_pulse.model import Task
 from task_pulse.store import TaskStore
@@ -105,7 +108,7 @@ WRITERS: list[mp.process.BaseProcess] = []
 # -- the writers ---------------------------------------------------------------------------------------------
 
 
-def finishing(result: str) -> Any:
+def finishing(result: str) -> Callable[[Task], None]:
     """`task-pulse done ID RESULT`: the task and its running step done (Task.finish)."""
 
     def change(task: Task) -> None:
@@ -271,6 +274,7 @@ class Outcome:
     lag: list[float] = field(default_factory=list)  # local commit -> PostgreSQL (ms)
     not_forwarded: int = 0  # local rows not in PostgreSQL (and the reverse)
     daemon_cpu: float = math.nan
+    threads: dict[str, float] = field(default_factory=dict)  # the daemons' CPU seconds by thread name, summed
     pg_cpu: float = math.nan
     writer_cpu: float = math.nan
     notes: list[str] = field(default_factory=list)
@@ -374,6 +378,7 @@ def run_once(setup: Setup, mode: str, run_no: int) -> Outcome:
             poller = Poller(dirs, url)
             data_dir = setup.server.data if url and setup.server is not None else None
             cpu0 = {d.pid: d.cpu_seconds() for d in daemons}
+            threads0 = {d.pid: thread_cpu_by_name(d.pid) for d in daemons}
             pg0 = pg_cpu(data_dir, [poller.backend]) if data_dir else {}
             barrier.wait(600)  # go
             writers_done: float | None = None
@@ -399,6 +404,8 @@ def run_once(setup: Setup, mode: str, run_no: int) -> Outcome:
                     raise RuntimeError(f"writer {p.name} exited with {p.exitcode}")
             if got < expected:
                 out.notes.append(f"outbox incomplete {setup.deadline:g} s after the last write: {got}/{expected}")
+                for i, daemon in enumerate(daemons):
+                    out.notes += [f"h{i} log: {line}" for line in list(daemon.tail)[-5:]]
             for daemon in daemons:  # whatever is still on its way lands; the CPU window closes when all is done
                 try:
                     wait_quiet(daemon, timeout=30)
@@ -407,6 +414,9 @@ def run_once(setup: Setup, mode: str, run_no: int) -> Outcome:
                         raise
                     out.notes.append(f"daemon {daemon.pid} still busy 30 s after the outbox was complete")
             out.daemon_cpu = sum(d.cpu_seconds() - cpu0[d.pid] for d in daemons)
+            for d in daemons:
+                for name, seconds in thread_cpu_by_name(d.pid).items():
+                    out.threads[name] = out.threads.get(name, 0.0) + seconds - threads0[d.pid].get(name, 0.0)
             if data_dir:
                 out.pg_cpu = pg_cpu_delta(pg0, pg_cpu(data_dir, [poller.backend]))
             written = [json.loads(o.read_text(encoding="utf-8")) for o in outs]
@@ -506,7 +516,7 @@ def tally(out: Outcome, written: list[dict[str, Any]], local: dict[str, list[tup
 # -- report ------------------------------------------------------------------------------------------------------
 
 
-def show(out: Outcome, setup: Setup) -> None:
+def show(out: Outcome) -> None:
     def stats(values: list[float]) -> str:
         if not values:
             return "-"
@@ -527,6 +537,9 @@ def show(out: Outcome, setup: Setup) -> None:
     print(f"    daemons' CPU {out.daemon_cpu:.2f} s = {out.daemon_cpu / per * 1e6:.0f} us per notification"
           + (f"; PostgreSQL server CPU {out.pg_cpu:.2f} s = {out.pg_cpu / per * 1e6:.0f} us per notification"
              if out.mode == "postgresql" else ""))
+    busy = sorted(((k, v) for k, v in out.threads.items() if v > 0), key=lambda kv: -kv[1])
+    print("    daemons' CPU by thread: " + (", ".join(f"{k} {v:.2f} s ({v / per * 1e6:.0f} us per notification)"
+                                                 for k, v in busy) or "-"))
     for note in out.notes:
         print(f"    note: {note}")
 
@@ -549,6 +562,9 @@ def record(results: Results, version: Version, out: Outcome) -> None:
     add(version, "o", "  writes/s (all writers)", out.writes_per_s, ".0f")
     add(version, "o", "  outbox complete after the last write (ms)", out.tail_s * 1000, ".0f")
     add(version, "o", "  daemons' CPU (s)", out.daemon_cpu, ".2f")
+    for name, seconds in sorted(out.threads.items(), key=lambda kv: -kv[1]):
+        if seconds > 0 or name in ("main", "worker", "forwarder"):
+            add(version, "o", f"  {name} threads' CPU per notification (ms)", seconds / per * 1000, ".3f")
     if out.mode == "postgresql":
         add(version, "o", "  local commit -> PostgreSQL p50 (ms)", percentile(out.lag or [math.nan], 50), ".1f")
         add(version, "o", "  local commit -> PostgreSQL p99 (ms)", percentile(out.lag or [math.nan], 99), ".1f")
@@ -575,6 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pg-fsync", action="store_true",
                         help="PostgreSQL with fsync = on (tests/postgres.py's cluster has it off, like the daemon's "
                              "SQLite WAL with synchronous = NORMAL commits without a flush)")
+    parser.add_argument("--no-thread-names", action="store_true",
+                        help="no sitecustomize naming the daemons' threads (scale.py's; CPU by thread then by number)")
     parser.add_argument("--tmp", type=Path, help="parent of the temp dirs (default: the system temp dir)")
     args = parser.parse_args(argv)
     daemons = args.daemons if args.daemons is not None else (2 if args.quick else 3)
@@ -602,8 +620,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         home = root / "home"
         home.mkdir()
-        setup = Setup(root, daemon_executable(), daemon_env(home), daemons, n_tasks, n_steps, args.rate,
-                      args.deadline)
+        env = daemon_env(home)
+        if not args.no_thread_names:  # scale.py's sitecustomize: each thread's name for the kernel (/proc)
+            hook = root / "hook"
+            hook.mkdir()
+            (hook / "sitecustomize.py").write_text(THREAD_NAMER, encoding="utf-8")
+            env["PYTHONPATH"] = os.pathsep.join([os.fspath(hook), *filter(None, [env.get("PYTHONPATH")])])
+        setup = Setup(root, daemon_executable(), env, daemons, n_tasks, n_steps, args.rate, args.deadline)
         expected = daemons * n_tasks * (n_steps + 1)
         print(f"shared_outbox: {setup.exe}; python {sys.version.split()[0]}; {os.cpu_count()} CPUs; temp dir {root}")
         print(f"  {daemons} daemons x {n_tasks} tasks x {n_steps} steps, one writer per daemon "
@@ -631,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     Daemon.stop_all()
                     continue
                 outcomes.append(out)
-                show(out, setup)
+                show(out)
                 record(results, versions[mode], out)
         order = [versions[m] for m in ("postgresql", "sqlite") if m in versions]
         print(f"\n{daemons} daemons x {n_tasks} tasks x {n_steps} steps = {expected} notifications per run")
