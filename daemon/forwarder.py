@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from task_pulse.errors import TaskPulseError
+from task_pulse.messages import redact
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.store import TaskStore, expiry_cutoff
@@ -60,7 +61,7 @@ class Forwarder(PokedThread):
                 try:
                     if local is None:
                         local = Outbox.for_store(self.store, busy_timeout=5.0)
-                        # A local `task-pulse drain` must not take what belongs to the shared db (drain.py).
+                        # A local `task-pulse drain` must not take what belongs to the shared db (cli/reader.py).
                         local.set_meta(SHARED_STATE_META, shown_url(self.url))
                     if shared is None:
                         shared = SharedOutbox(self.url)
@@ -147,5 +148,5 @@ def check_shared_schema(url: str) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return shown_url(text[:300])
+    """The error on one line, capped, anything that looks like a secret masked."""
+    return redact(" ".join(str(exc).split())[:300] or type(exc).__name__)

@@ -136,6 +136,7 @@ class PG:
     CREATE SCHEMA IF NOT EXISTS task_pulse;
     CREATE TABLE IF NOT EXISTS task_pulse.meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)
     """
+    HAS_META = "SELECT to_regclass('task_pulse.meta') IS NOT NULL"
     GET_VERSION = "SELECT value FROM task_pulse.meta WHERE name = 'schema_version'"
     SET_VERSION = """
     INSERT INTO task_pulse.meta (name, value) VALUES ('schema_version', %s)
@@ -290,9 +291,11 @@ class SharedTask:
 def _connect(url: str, timeout: float) -> psycopg.Connection[Any]:
     import psycopg  # the `postgres` extra: paid for only by those who use a shared database
 
+    # Keepalives and a statement timeout: a server that went away mid-call, or a statement stuck behind
+    # someone's lock, is an error the caller retries, never a thread hung for good.
     return psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout)),
                            keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
-                           application_name="task-pulse")
+                           application_name="task-pulse", options="-c statement_timeout=60000")
 
 
 def state_errors() -> tuple[type[BaseException], ...]:
@@ -325,9 +328,9 @@ class SharedOutbox:
                 self.db.execute(PG.SCHEMA_LOCK)
                 for statement in PG.META.split(";"):
                     self.db.execute(statement)
-            row = self.db.execute("SELECT to_regclass('task_pulse.meta')").fetchone()
+            row = self.db.execute(PG.HAS_META).fetchone()
             version = 0
-            if row is not None and row[0] is not None:
+            if row is not None and row[0]:
                 found = self.db.execute(PG.GET_VERSION).fetchone()
                 version = int(found[0]) if found else 0
             if version > SCHEMA_VERSION:
