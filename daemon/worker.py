@@ -460,6 +460,8 @@ class Worker(threading.Thread):
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
             log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
+        if freed := self.outbox.reclaim():
+            log.info("cleanup: %d free pages of the state db given back to the disk", freed)
 
     def _stop_timers(self, task_id: str) -> None:
         self.timers.set("stall", task_id, None)

@@ -41,6 +41,10 @@ MIGRATIONS = {
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
 }
 DB_NAME = "state.db"
+# `reclaim` gives free pages back once this many are free and they are this share of the file.
+RECLAIM_MIN_PAGES = 2048  # 8 MB of 4 KB pages
+RECLAIM_MIN_SHARE = 0.25
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental
 # meta: the shared state db (shown URL) this dir's daemon forwards to, "" when it forwards nowhere.
 SHARED_STATE_META = "shared_state"
 # Parsed snapshots an Outbox keeps (the most recently used tasks): a task written again and again is
@@ -326,6 +330,8 @@ class Outbox:
         return cls.for_store(TaskStore(tasks_dir), create=create)
 
     def _init_schema(self) -> None:
+        if self.created:  # before the first table: free pages can be given back (see `reclaim`)
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         self.db.executescript(SQL.SCHEMA)
         with self.transaction():
             row = self.db.execute(SQL.GET_META, ("schema_version",)).fetchone()
@@ -344,6 +350,21 @@ class Outbox:
 
     def close(self) -> None:
         self.db.close()
+
+    def reclaim(self, min_free_pages: int = RECLAIM_MIN_PAGES, min_free_share: float = RECLAIM_MIN_SHARE) -> int:
+        """Give the file's free pages back to the disk once a purge left many (SQLite reuses free pages
+        but never shrinks the file by itself): an incremental vacuum, cheap; in a db made before that
+        mode, one full VACUUM that turns it on. Returns how many pages were free (0: nothing done)."""
+        free = int(self.db.execute("PRAGMA freelist_count").fetchone()[0])
+        total = int(self.db.execute("PRAGMA page_count").fetchone()[0])
+        if free < min_free_pages or free < total * min_free_share:
+            return 0
+        if int(self.db.execute("PRAGMA auto_vacuum").fetchone()[0]) == INCREMENTAL:
+            self.db.execute("PRAGMA incremental_vacuum").fetchall()
+        else:
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")  # rewrites the file once; from then on `incremental_vacuum` will do
+        return free
 
     def checkpoint_by_hand(self) -> None:
         """No automatic WAL checkpoint on this connection's commits (they cost fsyncs in the middle of

@@ -120,6 +120,40 @@ def test_purge_removes_only_old_delivered_rows(tasks_dir: Path) -> None:
     outbox.close()
 
 
+def fill_delivered(outbox: Outbox, count: int) -> None:
+    """`count` notifications of about 1 KB each, delivered long ago."""
+    rows = [{"key": f"old:{i}", "task_id": f"t{i % 100}", "task_name": "Old", "kind": "progress",
+             "created_at": "2020-01-01T00:00:00.000+00:00", "text": "x" * 1000, "data": "{}"} for i in range(count)]
+    with outbox.transaction() as db:
+        db.executemany("INSERT INTO notifications (key, task_id, task_name, kind, created_at, text, data, "
+                       "delivered_at, delivered_by) VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, "
+                       ":data, :created_at, 'test')", rows)
+
+
+def db_bytes(outbox: Outbox) -> int:
+    outbox.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return outbox.path.stat().st_size
+
+
+@pytest.mark.parametrize("made_before_incremental_vacuum", [False, True])
+def test_a_big_purge_gives_the_space_back_to_the_disk(tasks_dir: Path, made_before_incremental_vacuum: bool) -> None:
+    (tasks_dir / ".pulse").mkdir()
+    outbox = Outbox.for_tasks_dir(tasks_dir)
+    if made_before_incremental_vacuum:  # a state db of an older task-pulse: no auto_vacuum
+        outbox.db.execute("PRAGMA auto_vacuum = NONE")
+        outbox.db.execute("VACUUM")
+    outbox.record("t1", snapshot(), [note("k1")])  # pending: stays
+    fill_delivered(outbox, 20_000)
+    full = db_bytes(outbox)
+    assert outbox.reclaim() == 0  # nothing free yet: nothing done
+    assert outbox.purge_delivered(before=time.time()) == 20_000
+    assert outbox.reclaim() > 2048
+    assert db_bytes(outbox) < full / 4
+    assert outbox.db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental from now on
+    assert outbox.count_pending() == 1
+    outbox.close()
+
+
 def test_two_drain_processes_deliver_each_notification_exactly_once(tasks_dir: Path) -> None:
     (tasks_dir / ".pulse").mkdir()
     outbox = Outbox.for_tasks_dir(tasks_dir)
