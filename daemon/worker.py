@@ -345,7 +345,7 @@ class Worker(threading.Thread):
         rows, at = [], time.time()
         for task_id in task_ids:
             try:
-                data, st = read_task_file(self.store.path_for(task_id))
+                data, st = read_task_file(self.store.checked_path(task_id))
                 text = data.decode("utf-8")
             except FileNotFoundError:
                 continue
@@ -395,7 +395,7 @@ class Worker(threading.Thread):
         """
         assert self.outbox is not None
         seen = self._seen(task_id)
-        path = self.store.path_for(task_id)
+        path = self.store.checked_path(task_id)
         read_started = time.monotonic()
         try:
             data, st = read_task_file(path)

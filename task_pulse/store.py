@@ -180,6 +180,11 @@ class TaskStore:
     def path_for(self, task_id: str) -> str:
         return os.path.join(self._root, f"{check_task_id(task_id)}{_SUFFIX}")
 
+    def checked_path(self, task_id: str) -> str:
+        """`path_for` of an id checked already (by `listing`, or when the state db stored it): the
+        daemon builds 100,000 of these at a first start, and the check was a fifth of a file's cost."""
+        return os.path.join(self._root, task_id + _SUFFIX)
+
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
         there (UnsafeDir when it is not ours alone)."""
