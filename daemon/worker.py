@@ -311,16 +311,8 @@ class Worker(threading.Thread):
         assert self.outbox is not None
         started = time.monotonic()
         known = self.outbox.seen_signatures()
-        changed, misnamed, on_disk = [], [], 0
         # A first start reads every file anyway (its fstat gives the signature): no lstat first.
-        for name, task_id, sig in self.store.listing(known, signatures=not adopt or bool(known)):
-            if task_id is None:
-                misnamed.append(name)
-                continue
-            on_disk += 1
-            last = known.pop(task_id, None)
-            if last is None or last != sig:
-                changed.append(task_id)
+        changed, misnamed, on_disk = self.store.changed_files(known, signatures=not adopt or bool(known))
         gone = known  # what is left: known, and no longer on disk
         for name in sorted(misnamed):
             self._misnamed(name)

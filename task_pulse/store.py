@@ -26,7 +26,7 @@ from task_pulse.privatedir import check_private_dir
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Container, Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
     from types import TracebackType
 
@@ -256,32 +256,47 @@ class TaskStore:
                 misnamed.append(name)
         return sorted(ids), sorted(misnamed)
 
-    def listing(self, known: Container[str] = (), *,
-                signatures: bool = True) -> Iterator[tuple[str, str | None, str | None]]:
-        """One pass over the tasks dir: for each `*.json` entry that is no dotfile, (its name, its task
-        id or None when the name cannot be one, its lstat signature or None when it is gone already,
-        or not asked for). Names of ids in `known` (read back from the state db, so checked once) are
-        not checked again: a rescan of 100,000 files stats each one, and that is all it does (through
-        the directory's fd: a third cheaper than a stat by path here)."""
+    def changed_files(self, known: dict[str, str | None], *,
+                      signatures: bool = True) -> tuple[list[str], list[str], int]:
+        """One pass over the tasks dir against `known` (task id -> the signature of the file last read),
+        which it empties of every id still on disk, so that what is left in it is gone. Returns the ids
+        whose file is new or changed (every id, without `signatures`: no stat then), the names of
+        `*.json` entries that cannot be task files, and how many task files there are.
+
+        A rescan of 100,000 files stats each one, and that is all it does: ids in `known` were
+        checked when the state db stored them (not again), the stat goes through the directory's fd
+        (a third cheaper than one by path here), and the loop builds nothing per file it skips."""
         try:
             fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            return
+            return [], [], 0
+        changed: list[str] = []
+        misnamed: list[str] = []
+        count = 0
+        stat_at, pop = os.stat, known.pop
         try:
             for name in os.listdir(fd):
                 if not name.endswith(_SUFFIX) or name.startswith("."):
                     continue
                 task_id = name[: -len(_SUFFIX)]
-                if task_id not in known and task_id_from_filename(name) is None:
-                    yield name, None, None
+                last = pop(task_id, None)
+                if last is None and task_id_from_filename(name) is None:
+                    misnamed.append(name)
+                    continue
+                count += 1
+                if last is None or not signatures:
+                    changed.append(task_id)
                     continue
                 try:
-                    sig = file_signature(os.stat(name, dir_fd=fd, follow_symlinks=False)) if signatures else None
-                except FileNotFoundError:  # gone already
-                    sig = None
-                yield name, task_id, sig
+                    st = stat_at(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:  # gone already: its next look says so
+                    changed.append(task_id)
+                    continue
+                if last != file_signature(st):
+                    changed.append(task_id)
         finally:
             os.close(fd)
+        return changed, misnamed, count
 
     def resolve(self, id_or_prefix: str) -> str:
         """An exact id, or the task the prefix means: the only match, else the only running match,
