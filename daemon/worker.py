@@ -355,7 +355,10 @@ class Worker(threading.Thread):
         task_ids = self.outbox.unadopted(ADOPT_BATCH)
         with self.outbox.batch():
             for task_id in task_ids:
-                self.process(task_id)
+                # The stored text is all adoption needs: a file changed since has an event (or a rescan)
+                # of its own coming. Text that was no task is dropped: then the file is looked at now.
+                if self._seen(task_id) is None:
+                    self.process(task_id)
         if len(task_ids) == ADOPT_BATCH:
             self.queue.put(ADOPT)  # behind whatever came meanwhile
         else:
