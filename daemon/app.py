@@ -193,7 +193,7 @@ def run(options: DaemonOptions) -> int:
         if forwarder is not None:
             forwarder.stop()
             if forwarder.is_alive():
-                forwarder.join(timeout=10)  # a copy in flight finishes (or its claim is released)
+                forwarder.join(timeout=10)  # a copy in flight finishes (cut short, the next start redoes it)
         timers.shutdown()
         checkpointer.stop()
         observer.stop()

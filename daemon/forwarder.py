@@ -34,6 +34,12 @@ from task_pulsed.poked import PokedThread
 log = logging.getLogger("task-pulsed")
 
 FORWARD_BATCH = 500  # notifications (and snapshots) per transaction in the shared db
+# A copy costs about 0.8 ms of CPU for one notification, 0.16 ms each for ten, 0.1 ms each for a hundred
+# (a round trip to the shared db and a local transaction per copy). So in a burst (a copy less than
+# BURST_GAP ago) the forwarder lets commits gather for FORWARD_DELAY before the next copy; a lone
+# commit is copied at once.
+BURST_GAP = 0.25
+FORWARD_DELAY = 0.05
 FIRST_PAUSE, MAX_PAUSE = 1.0, 30.0  # reconnect backoff
 PURGE_EVERY = 3600.0
 
@@ -49,6 +55,7 @@ class Forwarder(PokedThread):
         self.fatal: BaseException | None = None
         self.forwarded = 0
         self._purged_at = 0.0
+        self._copied_at = 0.0  # monotonic time of the last copy
 
     def run(self) -> None:
         errors = state_errors()
@@ -66,8 +73,11 @@ class Forwarder(PokedThread):
                     if shared is None:
                         shared = SharedOutbox(self.url)
                         log.info("shared state database %s: forwarding as host %r", shown_url(self.url), self.host)
+                    if time.monotonic() - self._copied_at < BURST_GAP:
+                        self._stopping.wait(FORWARD_DELAY)
                     self._poked.clear()
                     self._copy(local, shared)
+                    self._copied_at = time.monotonic()
                     self._purge(shared)
                     if down_since is not None:
                         log.info("shared state database reachable again after %.0f s; the spool is sent",
