@@ -28,6 +28,8 @@ from tests.test_card import OPENCLAW, Chat
 from tests.test_systemd import NotifySocket
 
 HOSTS = ("alpha", "beta")
+# One worker runs them all, on one server: see addopts in pyproject.toml.
+pytestmark = pytest.mark.xdist_group("postgresql")
 
 
 def shared_rows(url: str) -> list[dict[str, Any]]:
