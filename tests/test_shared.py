@@ -124,6 +124,11 @@ def test_two_daemons_on_two_dirs_meet_in_one_outbox(tmp_path: Path, pg_url: str,
     assert status.returncode == 0, status.stderr
     assert status.stdout.splitlines()[-1] == "📊 🔄0 ⚠️0 ✅8 ❌0"
     assert {line.split()[1] for line in status.stdout.splitlines() if line.startswith("✅")} == {"[alpha]", "[beta]"}
+    as_json = subprocess.run([str(BIN / "task-pulse"), "status", "--all-hosts", "--json", "--state", pg_url],
+                             capture_output=True, text=True, env=clean_env(), timeout=60)
+    records = json.loads(as_json.stdout)
+    assert sorted((r["host"], r["taskId"]) for r in records) == sorted((h, f"job-{i}") for h in HOSTS for i in range(4))
+    assert {r["taskName"] for r in records} == {f"job {i}" for i in range(4)}  # the host is a field of its own
     drained = subprocess.run([str(BIN / "task-pulse"), "drain", "--json"], capture_output=True, text=True,
                              env=clean_env(TASK_PULSE_STATE=pg_url), timeout=60)  # from any host, by the env
     assert drained.returncode == 0, drained.stderr

@@ -98,6 +98,9 @@ def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None,
         ]
         click.echo(json.dumps(records, ensure_ascii=False))
         return
+    if hosts:  # the table names each task's host before its name
+        entries = [(tid, t if isinstance(t, TaskFormatError) else t.copy(name=f"[{hosts[tid]['host']}] {t.name}"))
+                   for tid, t in entries]
     click.echo(status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more))
 
 
@@ -122,8 +125,8 @@ def _status_entries(ctx: Context, now: datetime,
 
 def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -> tuple[
         list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]]]:
-    """`_status_entries` for every host of a shared state db: its snapshots, the host before each name,
-    and for --json each entry's host (by the entry's key: host/task id)."""
+    """`_status_entries` for every host of a shared state db: its snapshots, and each entry's host (by
+    the entry's key: host/task id)."""
     overview = shared.overview(now.timestamp(), limit)
     texts = shared.snapshots(overview.tasks)
     entries: list[tuple[str, Task | TaskFormatError]] = []
@@ -133,8 +136,7 @@ def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -
             continue  # purged meanwhile
         key = f"{host}/{task_id}"
         try:
-            task = task_from_file(texts[host, task_id], task_id)
-            entries.append((key, task.copy(name=f"[{host}] {task.name}")))
+            entries.append((key, task_from_file(texts[host, task_id], task_id)))
         except TaskFormatError as exc:
             entries.append((key, exc))
         hosts[key] = {"host": host}
