@@ -127,6 +127,14 @@ SCAN_MS_RE = re.compile(r"scan: .*?([\d.]+) ms")
 WRITERS: list[mp.process.BaseProcess] = []
 
 
+def stop_writers() -> None:
+    """Kill whatever writer process is still running (a part that failed, Ctrl-C)."""
+    for p in list(WRITERS):
+        if p.is_alive():
+            p.kill()
+        p.join(5)
+
+
 # -- the code versions -------------------------------------------------------------------------------------
 
 
@@ -924,10 +932,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for anomaly in ANOMALIES:
             print(f"ANOMALY: {anomaly}")
     finally:
-        for p in list(WRITERS):
-            if p.is_alive():
-                p.kill()
-            p.join(5)
+        stop_writers()
         Daemon.stop_all()
         shutil.rmtree(root, ignore_errors=True)
     return 1 if failed else 0

@@ -84,7 +84,7 @@ from typing import TYPE_CHECKING, Any
 
 from _stats import percentile
 from daemon_perf import ANOMALIES, CLK_TCK, Daemon, advance_with, daemon_env, daemon_executable, epoch, now_local
-from scale import THREAD_NAMER, Results, Version, thread_cpu_by_name, wait_quiet
+from scale import THREAD_NAMER, WRITERS, Results, Version, stop_writers, thread_cpu_by_name, wait_quiet
 
 from task_pulse.model import Task
 from task_pulse.store import TaskStore
@@ -102,7 +102,6 @@ POLL = 0.05  # seconds between two looks at the outbox while waiting for it to b
 FORWARDING_MARK = "forwarding as host"
 
 # Writer processes (terminated on the way out, whatever happens).
-WRITERS: list[mp.process.BaseProcess] = []
 
 
 # -- the writers ---------------------------------------------------------------------------------------------
@@ -667,10 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for anomaly in ANOMALIES:
             print(f"ANOMALY: {anomaly}")
     finally:
-        for p in list(WRITERS):
-            if p.is_alive():
-                p.kill()
-            p.join(5)
+        stop_writers()
         Daemon.stop_all()
         if pg_base is not None:
             stop_pg(setup.server if setup is not None else None, pg_base)
