@@ -13,9 +13,9 @@ task_pulse`, which the forwarder's commits `NOTIFY`. One card per (host, task), 
 courier sends it.
 
 Everything lives in the schema `task_pulse`; its version is in `task_pulse.meta`, and a newer one
-than this code knows is refused (`SchemaTooNew`). The SQL is kept as named statements below, one
-dialect beside outbox.py's SQLite one; psycopg (the `postgres` extra) is imported only here, and
-only when a shared database is used.
+than this code knows is refused (`SchemaTooNew`). The SQL is kept as named statements in
+sql_postgres.py, one dialect beside sql_sqlite.py's; psycopg (the `postgres` extra) is imported only
+here, and only when a shared database is used.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.messages import redact
 from task_pulse.records import Card, Overview, Queued, utc_stamp
+from task_pulse.sql_postgres import PG, SCHEMA_VERSION
 from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
     from task_pulse.model import Task
 
-SCHEMA_VERSION = 1
-CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
 URL_PREFIXES = ("postgresql://", "postgres://")
 
 
@@ -68,210 +67,6 @@ def shown_url(url: str) -> str:
     query = "&".join(f"{k}=***" if k.lower() in ("password", "sslpassword") else f"{k}={v}"
                      for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return redact(urllib.parse.urlunsplit((parts.scheme, f"{user}{at}{host}", parts.path, query, parts.fragment)))
-
-
-class PG:
-    """Every statement the shared database runs, by name (PostgreSQL's dialect)."""
-
-    # Versioned: MIGRATIONS[n] takes a database from version n-1 to n, in one transaction.
-    MIGRATIONS: dict[int, list[str]] = {1: [
-        """
-        CREATE TABLE task_pulse.tasks (
-            host        TEXT NOT NULL,
-            task_id     TEXT NOT NULL,
-            snapshot    TEXT NOT NULL,          -- the task as last announced: its file's JSON text
-            status      TEXT,                   -- NULL while the host has not parsed it yet (first start)
-            stalled_for TEXT,
-            stall_at    DOUBLE PRECISION,
-            ended_at    DOUBLE PRECISION,
-            gone_at     DOUBLE PRECISION,
-            version     BIGINT NOT NULL,        -- the host's write count for the task: an older copy never wins
-            synced_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-            PRIMARY KEY (host, task_id)
-        )""",
-        "CREATE INDEX tasks_status ON task_pulse.tasks (status, ended_at) WHERE gone_at IS NULL",
-        "CREATE INDEX tasks_stall ON task_pulse.tasks (stall_at) WHERE stall_at IS NOT NULL",
-        "CREATE INDEX tasks_stalled ON task_pulse.tasks (host, task_id) WHERE stalled_for IS NOT NULL "
-        "AND gone_at IS NULL",
-        """
-        CREATE TABLE task_pulse.notifications (
-            seq          BIGSERIAL PRIMARY KEY,
-            host         TEXT NOT NULL,
-            key          TEXT NOT NULL,
-            task_id      TEXT NOT NULL,
-            task_name    TEXT NOT NULL,
-            kind         TEXT NOT NULL,
-            created_at   TEXT NOT NULL,          -- when its daemon queued it (ISO 8601 UTC, ms)
-            stored_at    TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),  -- when it arrived here
-            text         TEXT NOT NULL,
-            data         TEXT NOT NULL,
-            delivered_at TEXT,
-            delivered_by TEXT,
-            attempts     INTEGER NOT NULL DEFAULT 0,
-            last_error   TEXT,
-            claimed_by   TEXT,
-            claim_until  DOUBLE PRECISION,
-            retry_at     DOUBLE PRECISION,
-            UNIQUE (host, key)
-        )""",
-        "CREATE INDEX notifications_pending ON task_pulse.notifications (seq) WHERE delivered_at IS NULL",
-        "CREATE INDEX notifications_task_pending ON task_pulse.notifications (host, task_id, seq) "
-        "WHERE delivered_at IS NULL",
-        "CREATE INDEX notifications_delivered ON task_pulse.notifications (delivered_at) "
-        "WHERE delivered_at IS NOT NULL",
-        """
-        CREATE TABLE task_pulse.cards (
-            host        TEXT NOT NULL,
-            task_id     TEXT NOT NULL,
-            sink        TEXT NOT NULL,
-            message_id  TEXT NOT NULL,
-            started_key TEXT,
-            text        TEXT NOT NULL,
-            updated_at  TEXT NOT NULL,
-            PRIMARY KEY (host, task_id)
-        )""",
-    ]}
-    SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('task_pulse.schema'))"  # one migrator at a time
-    META = """
-    CREATE SCHEMA IF NOT EXISTS task_pulse;
-    CREATE TABLE IF NOT EXISTS task_pulse.meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)
-    """
-    HAS_META = "SELECT to_regclass('task_pulse.meta') IS NOT NULL"
-    GET_VERSION = "SELECT value FROM task_pulse.meta WHERE name = 'schema_version'"
-    SET_VERSION = """
-    INSERT INTO task_pulse.meta (name, value) VALUES ('schema_version', %s)
-    ON CONFLICT (name) DO UPDATE SET value = excluded.value
-    """
-
-    # -- the forwarder's side ------------------------------------------------------------------------
-    PUT_TASK = """
-    INSERT INTO task_pulse.tasks (host, task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version)
-    VALUES (%(host)s, %(task_id)s, %(snapshot)s, %(status)s, %(stalled_for)s, %(stall_at)s, %(ended_at)s,
-            %(gone_at)s, %(version)s)
-    ON CONFLICT (host, task_id) DO UPDATE SET
-        snapshot = excluded.snapshot, status = excluded.status, stalled_for = excluded.stalled_for,
-        stall_at = excluded.stall_at, ended_at = excluded.ended_at, gone_at = excluded.gone_at,
-        version = excluded.version, synced_at = now()
-    WHERE task_pulse.tasks.version < excluded.version
-    """
-    PUT_NOTIFICATION = """
-    INSERT INTO task_pulse.notifications (host, key, task_id, task_name, kind, created_at, text, data)
-    VALUES (%(host)s, %(key)s, %(task_id)s, %(task_name)s, %(kind)s, %(created_at)s, %(text)s, %(data)s)
-    ON CONFLICT (host, key) DO NOTHING
-    """
-    RINGS = f"NOTIFY {CHANNEL}"
-    LISTEN = f"LISTEN {CHANNEL}"
-
-    # -- the deliverers' side ------------------------------------------------------------------------
-    _COLUMNS = "seq, key, task_id, task_name, kind, created_at, text, data, attempts, host"
-    COUNT_PENDING = "SELECT count(*) FROM task_pulse.notifications WHERE delivered_at IS NULL"
-    CLAIMABLE = f"""
-    SELECT {_COLUMNS} FROM task_pulse.notifications
-    WHERE delivered_at IS NULL AND (claim_until IS NULL OR claim_until < %(now)s)
-    ORDER BY seq LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-    """
-    CLAIM = """
-    UPDATE task_pulse.notifications SET claimed_by = %(owner)s, claim_until = %(until)s WHERE seq = ANY(%(seqs)s)
-    """
-    MARK_DELIVERED = """
-    UPDATE task_pulse.notifications SET delivered_at = %(at)s, delivered_by = %(by)s, claimed_by = NULL,
-        claim_until = NULL
-    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s AND delivered_at IS NULL
-    """
-    RELEASE = """
-    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL
-    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
-    """
-    RETRY_LATER = """
-    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1,
-        last_error = %(error)s, retry_at = %(retry_at)s
-    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
-    """
-    # As in SQLite (outbox.py): the oldest row a sink may try now whose task has no older row still
-    # undelivered; locked, so that two couriers (of any hosts) never take the same task at once.
-    SINK_CLAIMABLE = f"""
-    SELECT {_COLUMNS} FROM task_pulse.notifications AS n
-    WHERE n.delivered_at IS NULL AND n.attempts < %(max_attempts)s
-      AND (n.claim_until IS NULL OR n.claim_until < %(now)s) AND (n.retry_at IS NULL OR n.retry_at <= %(now)s)
-      AND NOT EXISTS (
-          SELECT 1 FROM task_pulse.notifications AS p
-          WHERE p.host = n.host AND p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL
-            AND p.attempts < %(max_attempts)s)
-    ORDER BY n.seq LIMIT 1
-    FOR UPDATE SKIP LOCKED
-    """
-    TASK_BATCH = f"""
-    SELECT {_COLUMNS} FROM task_pulse.notifications
-    WHERE host = %(host)s AND task_id = %(task_id)s AND delivered_at IS NULL AND attempts < %(max_attempts)s
-      AND (claim_until IS NULL OR claim_until < %(now)s)
-    ORDER BY seq LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-    """
-    SINK_NEXT_FREE = """
-    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM task_pulse.notifications
-    WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
-      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0)) > %(now)s
-    """
-    RENEW = """
-    UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
-    """
-    REARM = """
-    UPDATE task_pulse.notifications SET attempts = 0, retry_at = NULL
-    WHERE delivered_at IS NULL AND attempts >= %(max_attempts)s AND claimed_by IS NULL
-    """
-    RELEASE_OWNED = """
-    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL
-    WHERE delivered_at IS NULL AND starts_with(claimed_by, %(prefix)s)
-    """
-    GET_CARD = """
-    SELECT message_id, text, started_key FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s
-      AND sink = %(sink)s
-    """
-    PUT_CARD = """
-    INSERT INTO task_pulse.cards (host, task_id, sink, message_id, started_key, text, updated_at)
-    VALUES (%(host)s, %(task_id)s, %(sink)s, %(message_id)s, %(started_key)s, %(text)s, %(at)s)
-    ON CONFLICT (host, task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
-        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
-    """
-    DROP_CARD = "DELETE FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s"
-    PURGE_CARDS = """
-    DELETE FROM task_pulse.cards AS c
-    WHERE NOT EXISTS (SELECT 1 FROM task_pulse.tasks AS t WHERE t.host = c.host AND t.task_id = c.task_id)
-    """
-    TASK_VIEW = """
-    SELECT snapshot, stalled_for FROM task_pulse.tasks WHERE host = %(host)s AND task_id = %(task_id)s
-      AND status IS NOT NULL
-    """
-
-    # -- housekeeping (any daemon's cleanup) -----------------------------------------------------------
-    PURGE_DELIVERED = """
-    DELETE FROM task_pulse.notifications WHERE delivered_at IS NOT NULL AND delivered_at < %(before)s
-    """
-    PURGE_TASKS = "DELETE FROM task_pulse.tasks WHERE ended_at < %(before)s OR gone_at < %(before)s"
-
-    # -- `task-pulse status --all-hosts` -----------------------------------------------------------------
-    COUNT_BY_STATUS = "SELECT status, count(*) FROM task_pulse.tasks WHERE gone_at IS NULL GROUP BY status"
-    COUNT_STALLED = """
-    SELECT count(*) FROM task_pulse.tasks
-    WHERE gone_at IS NULL AND status = 'running' AND (stalled_for IS NOT NULL OR stall_at < %(now)s)
-    """
-    PICK_STALLED = """
-    SELECT host, task_id FROM task_pulse.tasks
-    WHERE gone_at IS NULL AND status = 'running' AND (stalled_for IS NOT NULL OR stall_at < %(now)s)
-    ORDER BY host, task_id LIMIT %(limit)s
-    """
-    PICK_ENDED = """
-    SELECT host, task_id FROM task_pulse.tasks WHERE gone_at IS NULL AND status = %(status)s
-    ORDER BY ended_at DESC LIMIT %(limit)s
-    """
-    PICK_RUNNING = """
-    SELECT host, task_id FROM task_pulse.tasks WHERE stall_at IS NOT NULL ORDER BY stall_at DESC LIMIT %(limit)s
-    """
-    SNAPSHOTS = """
-    SELECT host, task_id, snapshot FROM task_pulse.tasks
-    WHERE (host, task_id) IN (SELECT * FROM unnest(%(hosts)s::text[], %(ids)s::text[]))
-    """
 
 
 @dataclass(frozen=True)

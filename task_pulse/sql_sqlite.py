@@ -1,0 +1,252 @@
+"""Every statement the local state database runs, by name: SQLite's dialect (PostgreSQL's, for the
+shared state database, is in sql_postgres.py). outbox.py runs them; the schema's version and what each
+version adds to the one before are here too.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 3
+# What each version adds to the one before, for a database made by an older task-pulse.
+MIGRATIONS = {
+    2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
+    3: ["ALTER TABLE seen ADD COLUMN adopt_at REAL", "ALTER TABLE seen ADD COLUMN status TEXT",
+        "ALTER TABLE seen ADD COLUMN version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE seen ADD COLUMN shared_version INTEGER",
+        # rows of before: their status is in their snapshot, which is JSON either way
+        "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
+}
+
+
+class SQL:
+    """Every statement the outbox runs, by name."""
+
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS meta (
+        name  TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS seen (
+        task_id     TEXT PRIMARY KEY,
+        snapshot    TEXT NOT NULL,      -- the task as last announced: its file's JSON text
+        run         INTEGER NOT NULL,   -- +1 each time the task starts again after ending
+        file_sig    TEXT,               -- inode:size:mtime_ns of the file last read (a rescan skips it if same)
+        digest      TEXT,               -- sha1 of the content last diffed (an event for the same bytes is a no-op)
+        stalled_for TEXT,               -- updatedAt of the episode announced as stalled
+        progress_at REAL,               -- unix time of the last progress push
+        held        TEXT,               -- a progress notification held back by the throttle (JSON)
+        stall_at    REAL,               -- unix time the task becomes stalled if not updated (NULL: never)
+        ended_at    REAL,               -- unix time a done/error task ended (finishedAt, else updatedAt)
+        gone_at     REAL,               -- unix time its file was removed (kept: a file put back is not news)
+        adopt_at    REAL,               -- first start: the file's text as read at this unix time, not parsed
+                                        -- yet; taken as announced then (see `Outbox.store_unread`)
+        status      TEXT,               -- the snapshot's status (NULL while adopt_at is set): `status` counts it
+        version     INTEGER NOT NULL DEFAULT 1,  -- +1 at every write of the row
+        shared_version INTEGER          -- the version a shared state db has (see daemon/forwarder.py)
+    );
+    CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS notifications (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        key          TEXT NOT NULL UNIQUE,
+        task_id      TEXT NOT NULL,
+        task_name    TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        created_at   TEXT NOT NULL,
+        text         TEXT NOT NULL,
+        data         TEXT NOT NULL,
+        delivered_at TEXT,
+        delivered_by TEXT,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        claimed_by   TEXT,
+        claim_until  REAL,              -- unix time the claim lapses (a dead deliverer's rows come back)
+        retry_at     REAL               -- a sink's next attempt after a failure (drain ignores it)
+    );
+    CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) WHERE delivered_at IS NULL;
+    CREATE INDEX IF NOT EXISTS notifications_task_pending ON notifications (task_id, seq) WHERE delivered_at IS NULL;
+    CREATE INDEX IF NOT EXISTS notifications_delivered ON notifications (delivered_at)
+        WHERE delivered_at IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS cards (  -- the live card of each task: written by deliverers only
+        task_id     TEXT PRIMARY KEY,
+        sink        TEXT NOT NULL,      -- which sink (channel) holds it: another one starts a new card
+        message_id  TEXT NOT NULL,      -- the chat's id of the card message, for edits
+        started_key TEXT,               -- the `started` notification it was sent for: a new run gets a new card
+        text        TEXT NOT NULL,      -- what the card shows now
+        updated_at  TEXT NOT NULL
+    );
+    """
+    # Indexes made once a migration's columns are there (in a new db, or a migrated one). `seen` rows
+    # hold each task's whole text: what a start reads of every task (signatures, timers, counts) is
+    # in these small indexes, not in the table's 100 MB at 100,000 tasks. Each holds every column its
+    # queries name, those of its own WHERE too: only then does SQLite read the index alone.
+    LATE_INDEXES = [
+        "CREATE INDEX IF NOT EXISTS seen_unadopted ON seen (task_id, adopt_at) WHERE adopt_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_sigs ON seen (task_id, file_sig, gone_at) WHERE gone_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS seen_stall ON seen (stall_at, task_id) WHERE stall_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_status ON seen (status, ended_at, task_id, gone_at) WHERE gone_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS seen_held ON seen (task_id, progress_at) WHERE held IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS seen_stalled ON seen (task_id, stalled_for, gone_at) "
+        "WHERE stalled_for IS NOT NULL AND gone_at IS NULL",
+    ]
+    GET_META = "SELECT value FROM meta WHERE name = ?"
+    SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+
+    GET_SEEN = """
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at, adopt_at
+    FROM seen WHERE task_id = ?
+    """
+    STALL_TIMERS = "SELECT task_id, stall_at FROM seen WHERE stall_at IS NOT NULL"
+    HELD_PROGRESS = "SELECT task_id, progress_at FROM seen WHERE held IS NOT NULL"
+    SEEN_SIGS = "SELECT task_id, file_sig FROM seen WHERE gone_at IS NULL"
+    PUT_SEEN = """
+    INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest,
+        status)
+    VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at, :digest,
+        :status)
+    ON CONFLICT (task_id) DO UPDATE SET
+        snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
+        stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
+        stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL,
+        adopt_at = NULL, status = excluded.status, version = seen.version + 1
+    """
+    # A first start's file, stored as read (see `Outbox.store_unread`); replaces what a start cut short left.
+    PUT_UNREAD = """
+    INSERT INTO seen (task_id, snapshot, run, file_sig, digest, adopt_at) VALUES (?, ?, 0, ?, ?, ?)
+    ON CONFLICT (task_id) DO UPDATE SET
+        snapshot = excluded.snapshot, run = 0, file_sig = excluded.file_sig, stalled_for = NULL, progress_at = NULL,
+        held = NULL, stall_at = NULL, ended_at = NULL, digest = excluded.digest, gone_at = NULL,
+        adopt_at = excluded.adopt_at, status = NULL, version = seen.version + 1
+    """
+    UNADOPTED = "SELECT task_id FROM seen WHERE adopt_at IS NOT NULL ORDER BY task_id LIMIT ?"
+    # The forwarder's (daemon/forwarder.py): rows written since a shared state db last got them. Its index
+    # is made by the forwarder only: a daemon without a shared db pays nothing for it.
+    UNSHARED_INDEX = """
+    CREATE INDEX IF NOT EXISTS seen_unshared ON seen (task_id) WHERE version > coalesce(shared_version, 0)
+    """
+    UNSHARED = """
+    SELECT task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version FROM seen
+    WHERE version > coalesce(shared_version, 0) LIMIT ?
+    """
+    SHARED_ROWS = """
+    SELECT task_id, snapshot, status, stalled_for, stall_at, ended_at, gone_at, version FROM seen
+    WHERE task_id IN (SELECT value FROM json_each(?))
+    """
+    MARK_SHARED = "UPDATE seen SET shared_version = :version WHERE task_id = :task_id AND version >= :version"
+    # The forwarder is this dir's only deliverer (a local drain refuses while it forwards): no claims.
+    UNFORWARDED = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications WHERE delivered_at IS NULL ORDER BY seq LIMIT ?
+    """
+    MARK_FORWARDED = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = 'shared', claimed_by = NULL, claim_until = NULL
+    WHERE seq = :seq AND delivered_at IS NULL
+    """
+    # What adopting a stored text changes in its row (the text, signature and digest stay as stored).
+    ADOPTED = """
+    UPDATE seen SET stalled_for = :stalled_for, stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL,
+        status = :status, version = version + 1
+    WHERE task_id = :task_id
+    """
+    DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
+    # The file is gone: no timers, nothing held; the snapshot, run and throttle stay for its return.
+    MARK_GONE = """
+    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL,
+        version = version + 1
+    WHERE task_id = :task_id AND gone_at IS NULL
+    """
+    PURGE_GONE = "DELETE FROM seen WHERE gone_at < ?"
+    ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? AND gone_at IS NULL ORDER BY ended_at"
+    COUNT_SEEN = "SELECT count(*) FROM seen WHERE gone_at IS NULL"
+    COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL AND gone_at IS NULL"
+    # `task-pulse status` in a big dir (see `Outbox.overview`): counts and the tasks most worth showing,
+    # from the indexes alone. Stalled by the same rule as everywhere: past its deadline, or announced.
+    HAS_UNADOPTED = "SELECT 1 FROM seen WHERE adopt_at IS NOT NULL LIMIT 1"
+    COUNT_BY_STATUS = "SELECT status, count(*) FROM seen WHERE gone_at IS NULL GROUP BY status"
+    COUNT_OVERDUE = "SELECT count(*) FROM seen WHERE stall_at < :now"
+    STALLED_IDS = """
+    SELECT task_id FROM seen WHERE stalled_for IS NOT NULL AND gone_at IS NULL
+    UNION SELECT task_id FROM seen WHERE stall_at < :now
+    LIMIT :limit
+    """
+    LATEST_UPDATED = "SELECT task_id FROM seen WHERE stall_at IS NOT NULL ORDER BY stall_at DESC LIMIT :limit"
+    LATEST_ENDED = """
+    SELECT task_id FROM seen WHERE status = :status AND gone_at IS NULL ORDER BY ended_at DESC LIMIT :limit
+    """
+
+    INSERT_NOTIFICATION = """
+    INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
+    VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data)
+    """
+    # A notification stored as already delivered: what a summary told instead (see `record_summary`).
+    INSERT_SETTLED = """
+    INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data, delivered_at,
+        delivered_by)
+    VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data, :created_at, :by)
+    """
+    HAS_KEY = "SELECT 1 FROM notifications WHERE key = ?"
+    COUNT_NOTIFICATIONS = "SELECT count(*) FROM notifications"
+    COUNT_PENDING = "SELECT count(*) FROM notifications WHERE delivered_at IS NULL"
+    CLAIMABLE = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications
+    WHERE delivered_at IS NULL AND (claim_until IS NULL OR claim_until < :now)
+    ORDER BY seq LIMIT :limit
+    """
+    CLAIM = "UPDATE notifications SET claimed_by = :owner, claim_until = :until WHERE seq = :seq"
+    MARK_DELIVERED = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = :by, claimed_by = NULL, claim_until = NULL
+    WHERE seq = :seq AND claimed_by = :owner AND delivered_at IS NULL
+    """
+    RELEASE = "UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE seq = :seq AND claimed_by = :owner"
+    RETRY_LATER = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1, last_error = :error,
+        retry_at = :retry_at
+    WHERE seq = :seq AND claimed_by = :owner
+    """
+    # A sink takes the oldest row it may try now, and never one whose task has an older row still
+    # undelivered (failed and waiting to retry, or held by a drain): per-task order is kept. Rows that
+    # used up their attempts are left to `task-pulse drain` and no longer hold their task back.
+    SINK_CLAIMABLE = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications AS n
+    WHERE n.delivered_at IS NULL AND n.attempts < :max_attempts
+      AND (n.claim_until IS NULL OR n.claim_until < :now) AND (n.retry_at IS NULL OR n.retry_at <= :now)
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications AS p
+          WHERE p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL AND p.attempts < :max_attempts)
+    ORDER BY n.seq LIMIT 1
+    """
+    # When the next row a sink may want becomes free: a retry coming due or a claim lapsing.
+    SINK_NEXT_FREE = """
+    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM notifications
+    WHERE delivered_at IS NULL AND attempts < :max_attempts
+      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0)) > :now
+    """
+    PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
+    # Everything a sink may deliver now for one task, oldest first: one call can carry it all.
+    TASK_BATCH = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications
+    WHERE task_id = :task_id AND delivered_at IS NULL AND attempts < :max_attempts
+      AND (claim_until IS NULL OR claim_until < :now)
+    ORDER BY seq LIMIT :limit
+    """
+
+    GET_CARD = "SELECT message_id, text, started_key FROM cards WHERE task_id = :task_id AND sink = :sink"
+    PUT_CARD = """
+    INSERT INTO cards (task_id, sink, message_id, started_key, text, updated_at)
+    VALUES (:task_id, :sink, :message_id, :started_key, :text, :at)
+    ON CONFLICT (task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+    """
+    DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
+    RENEW = "UPDATE notifications SET claim_until = :until WHERE seq = :seq AND claimed_by = :owner"
+    # Rows a sink gave up on come back to it once it works again (nobody may be running drain).
+    REARM = """
+    UPDATE notifications SET attempts = 0, retry_at = NULL
+    WHERE delivered_at IS NULL AND attempts >= :max_attempts AND claimed_by IS NULL
+    """
+    RELEASE_OWNED = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL
+    WHERE delivered_at IS NULL AND substr(claimed_by, 1, length(:prefix)) = :prefix
+    """
+    PURGE_CARDS = "DELETE FROM cards WHERE task_id NOT IN (SELECT task_id FROM seen)"
