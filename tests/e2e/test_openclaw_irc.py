@@ -13,7 +13,9 @@ from task_pulse.store import TaskStore
 from tests.conftest import Daemon, clean_env, read_notifications, wait_for
 from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, free_port, openclaw_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP)]
+# One worker runs the e2e lanes (one OpenClaw install and its gateway): see pyproject.toml.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP),
+              pytest.mark.xdist_group("e2e")]
 
 
 def test_a_task_reaches_an_irc_channel_through_the_real_openclaw(tmp_path: Path, tasks_dir: Path,

@@ -31,6 +31,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (OPENCLAW.exists() and TEMPLATE.is_dir() and SYNAPSE_PYTHON.exists()),
                        reason=f"needs OpenClaw, its Matrix plugin and Synapse: run tests/e2e/setup.sh (base {BASE})"),
+    pytest.mark.xdist_group("e2e"),  # one worker runs the e2e lanes: one OpenClaw install (see pyproject.toml)
 ]
 
 

@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
 from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, free_port, openclaw_state
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP)]
+# One worker runs the e2e lanes (one OpenClaw install and its gateway): see pyproject.toml.
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP),
+              pytest.mark.xdist_group("e2e")]
 
 
 @pytest.fixture
