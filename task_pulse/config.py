@@ -108,7 +108,7 @@ def _state_url(text: str) -> str:
     """A shared state database: a postgresql:// URL, `${VAR}` in it read from the environment."""
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("must be a postgresql:// URL")
-    return expand_env(text, "the state database URL")
+    return text  # its ${VAR}s are read by `load_settings`, from the environment it was given
 
 
 def _host_name(text: str) -> str:
@@ -217,4 +217,9 @@ def load_settings(
                 break
         else:
             values[name] = None if default is None else parse(default)
+    if values["state_url"] is not None:
+        try:
+            values["state_url"] = expand_env(values["state_url"], "the state database URL", env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     return Settings(**values)

@@ -161,3 +161,12 @@ def test_now_is_local_and_aware_without_tz(tmp_path: Path) -> None:
 def test_a_progress_interval_of_0_sends_every_progress_message(tmp_path: Path) -> None:
     """As `task-pulsed --progress-interval 0` does: the environment takes what the flag takes."""
     assert load_settings({}, {"TASK_PULSE_PROGRESS_INTERVAL": "0"}, no_file(tmp_path)).progress_interval == 0
+
+
+def test_a_state_url_reads_its_secret_from_the_environment(tmp_path: Path) -> None:
+    url = "postgresql://pulse:${DB_PW}@db.internal/pulse"
+    settings = load_settings({}, {"TASK_PULSE_STATE": url, "DB_PW": "s3cret"}, no_file(tmp_path))
+    assert settings.state_url == "postgresql://pulse:s3cret@db.internal/pulse"
+    with pytest.raises(ConfigError) as info:
+        load_settings({}, {"TASK_PULSE_STATE": url}, no_file(tmp_path))
+    assert str(info.value) == "the state database URL: environment variable DB_PW is not set"
