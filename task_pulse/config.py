@@ -47,7 +47,10 @@ class Settings:
         if self._host_name is None:
             import socket
 
-            self._host_name = _host_name(socket.gethostname().split(".")[0] or "localhost")
+            try:
+                self._host_name = _host_name(socket.gethostname().split(".")[0])
+            except ValueError:  # a host name no daemon can go by: set TASK_PULSE_HOST
+                self._host_name = "localhost"
         return self._host_name
 
     @property
