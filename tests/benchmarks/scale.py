@@ -127,12 +127,15 @@ SCAN_MS_RE = re.compile(r"scan: .*?([\d.]+) ms")
 WRITERS: list[mp.process.BaseProcess] = []
 
 
-def stop_writers() -> None:
-    """Kill whatever writer process is still running (a part that failed, Ctrl-C)."""
-    for p in list(WRITERS):
+def stop_writers(procs: list[mp.process.BaseProcess] | None = None) -> None:
+    """Kill these writer processes if still running (default: every one, after a failed part or Ctrl-C)
+    and forget them."""
+    for p in list(WRITERS if procs is None else procs):
         if p.is_alive():
             p.kill()
         p.join(5)
+        if p in WRITERS:
+            WRITERS.remove(p)
 
 
 # -- the code versions -------------------------------------------------------------------------------------
@@ -723,12 +726,7 @@ def bench_writes_once(bench: Bench, version: Version, n_tasks: int, writers: int
                                  "WHERE kind = 'progress' AND json_extract(data, '$.message') LIKE 'w-%'").fetchall()
         finally:
             db.close()
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-                p.join(5)
-                if p in WRITERS:
-                    WRITERS.remove(p)
+            stop_writers(procs)
         log_lines = daemon.lines
     created: dict[str, float] = {}
     for created_at, token in rows:

@@ -429,12 +429,7 @@ def run_once(setup: Setup, mode: str, run_no: int) -> Outcome:
     finally:
         if poller is not None:
             poller.close()
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join(5)
-            if p in WRITERS:
-                WRITERS.remove(p)
+        stop_writers(procs)
         if url and setup.server is not None:
             drop_database(setup.server.url(), url)
     tally(out, written, local, shared)
