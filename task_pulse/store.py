@@ -238,23 +238,7 @@ class TaskStore:
         Entries that are not regular files (symlinks, FIFOs) are listed too, so that readers name
         them as unreadable instead of silently skipping them; `read_task_file` refuses to open them.
         """
-        return self.scan()[0]
-
-    def scan(self) -> tuple[list[str], list[str]]:
-        """One listing of the tasks dir: the task ids, and the entries that look like task files but
-        cannot be (see `misnamed_reason`), so that they are reported rather than silently skipped."""
-        try:
-            names = os.listdir(self._root)
-        except FileNotFoundError:
-            return [], []
-        ids, misnamed = [], []
-        for name in names:
-            task_id = task_id_from_filename(name)
-            if task_id is not None:
-                ids.append(task_id)
-            elif misnamed_reason(name) is not None:
-                misnamed.append(name)
-        return sorted(ids), sorted(misnamed)
+        return sorted(self.changed_files({}, signatures=False)[0])
 
     def changed_files(self, known: dict[str, str | None], *,
                       signatures: bool = True) -> tuple[list[str], list[str], int]:
