@@ -314,8 +314,8 @@ class Outbox:
         Returns how many notifications were new (a key already queued is skipped, never repeated).
         """
         # Every parameter first: nothing but the statements themselves can fail inside the block.
-        rows = [_row(n, utc_stamp()) for n in notifications[:1]]
-        rows += [_row(n, rows[0]["created_at"]) for n in notifications[1:]]
+        created_at = utc_stamp() if notifications else ""
+        rows = [_row(n, created_at) for n in notifications]
         if seen is None:
             statement: str = SQL.DROP_SEEN
             params: Any = (task_id,)
