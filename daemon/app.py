@@ -88,8 +88,9 @@ def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> No
         wait(1.0)
 
 
-def status_line(stats: dict[str, int], problem: str | None = None) -> str:
+def status_line(stats: dict[str, int], problem: str | None = None, route: str | None = None) -> str:
     line = f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+    line = f"{line}; delivering through {route}" if route else line
     return f"{problem}; {line}" if problem else line
 
 
@@ -113,11 +114,15 @@ def run(options: DaemonOptions) -> int:
     timers = Timers(queue, rescan_seconds=options.rescan_seconds, cleanup_seconds=options.cleanup_seconds)
     watchdog = watchdog_interval()
 
+    def status(stats: dict[str, int], problem: str | None) -> str:
+        problem = problem or (forwarder.problem if forwarder is not None else None) or \
+            (delivery.problem if delivery is not None else None)
+        return status_line(stats, problem, delivery.route() if delivery is not None else None)
+
     def heartbeat(stats: dict[str, int], problem: str | None) -> None:
-        problem = problem or (forwarder.problem if forwarder is not None else None)
         # Waiting for a busy db before READY: ask systemd for more time than its start timeout.
         waiting = ["EXTEND_TIMEOUT_USEC=60000000"] if problem and not worker.started else []
-        notify(*(["WATCHDOG=1"] if watchdog else []), *waiting, f"STATUS={status_line(stats, problem)}")
+        notify(*(["WATCHDOG=1"] if watchdog else []), *waiting, f"STATUS={status(stats, problem)}")
 
     # Under systemd the worker reports every half watchdog period (or 30 s for STATUS alone).
     beat_every = watchdog or (30.0 if os.environ.get("NOTIFY_SOCKET") else None)
@@ -134,6 +139,8 @@ def run(options: DaemonOptions) -> int:
         state = (SharedState(options.state_url, options.host) if options.state_url is not None
                  else LocalState(store))
         delivery = Delivery(state, options.sink, options.delivery, options.sink_concurrency)
+        # The route changed (the gateway went away or came back): STATUS says so now, not at the next beat.
+        options.sink.on_route = lambda _route: notify(f"STATUS={status(worker.stats, None)}")
     if options.state_url is not None:
         forwarder = Forwarder(store, options.state_url, options.host, keep_days=options.keep_days,
                               on_forwarded=delivery.wake if delivery else None, on_fatal=queue.close)
@@ -180,7 +187,7 @@ def run(options: DaemonOptions) -> int:
         _wait_awake(worker.ready.is_set, worker.ready.wait)
         if worker.started:  # not when it failed, nor when stopped while the state db was busy
             log.info("ready: %s in %s", status_line(worker.stats), store.root)
-            notify("READY=1", f"STATUS={status_line(worker.stats)}")
+            notify("READY=1", f"STATUS={status(worker.stats, None)}")
             queue.put(CLEANUP)
             if forwarder is not None:
                 forwarder.start()  # after the worker made the state db: two threads must not both create it

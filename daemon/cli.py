@@ -13,11 +13,16 @@ from task_pulse.cli import FiniteRange
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.model import MAX_STALL_SECONDS
+from task_pulse.openclaw.gateway import GatewayConfigError, find_gateway
 from task_pulse.shared import shown_url
 from task_pulsed.app import DaemonOptions, run
 from task_pulsed.delivery import DeliveryOptions
+from task_pulsed.delivery.gateway.client import HandshakeRefused, NotSent, probe
+from task_pulsed.delivery.gateway.sink import OpenClawSink
+from task_pulsed.delivery.pacing import parse_pace
 from task_pulsed.delivery.plan import STYLES
-from task_pulsed.delivery.sinks import ExecSink, OpenClawSink, Sink, WebhookSink
+from task_pulsed.delivery.processes import ProcessSlots
+from task_pulsed.delivery.sinks import ExecSink, OpenClawCLI, Sink, WebhookSink
 from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
 from task_pulsed.tracker import Policy
 
@@ -55,7 +60,12 @@ def setup_logging(verbose: bool) -> None:
               help=f"Unreadable task files: the first {INVALID_BURST} in a window of this long are told one by one, "
                    "the rest in one message when it ends.")
 @click.option("--openclaw", "openclaw_to", metavar="CHANNEL:TARGET",
-              help="Deliver through the OpenClaw CLI to CHANNEL:TARGET (e.g. telegram:123456789, irc:#ops).")
+              help="Deliver to CHANNEL:TARGET (e.g. telegram:123456789, irc:#ops) through the running OpenClaw "
+                   "gateway, the openclaw CLI for what the gateway never got.")
+@click.option("--openclaw-gateway", metavar="URL|none",
+              help="The gateway's WebSocket URL [default: found as OpenClaw finds it: OPENCLAW_GATEWAY_URL, "
+                   "OPENCLAW_GATEWAY_PORT, openclaw.json]; none: the CLI only. The token is read from "
+                   "OPENCLAW_GATEWAY_TOKEN or OpenClaw's config, never from the command line.")
 @click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
 @click.option("--exec", "exec_command", metavar="CMD",
               help="Deliver by running CMD with the text as last argument (JSON on stdin); a JSON reply with a "
@@ -77,7 +87,15 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--sink-backoff", type=FiniteRange(min=0), default=2.0, show_default=True, metavar="SECONDS",
               help="Wait before the first retry; doubles after each failure.")
 @click.option("--sink-timeout", type=FiniteRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
-              help="Time allowed for one sink call; a sender still running then is killed and retried.")
+              help="Time allowed for one sink call; a sender still running then is killed (with every process it "
+                   "started) and retried.")
+@click.option("--sink-processes", type=click.IntRange(min=1, max=64),
+              help="Sink commands (the openclaw CLI, --exec) running at once, each with everything it starts; "
+                   "nothing a call starts outlives it [default: --sink-concurrency].")
+@click.option("--pace", metavar="SETTINGS",
+              help="How fast the chat may be written to, over the channel's defaults: messages=PER_SECOND, "
+                   "burst=N, minute=N, edit=SECONDS (between edits of one card), edits-count=yes|no; or off. "
+                   "E.g. --pace messages=0.5,edit=5.")
 @click.option("--redact/--no-redact", "redact", default=None,
               help="Mask secrets (API keys, tokens, passwords in URLs) in notifications [env TASK_PULSE_REDACT; "
                    "default on].")
@@ -96,10 +114,10 @@ def setup_logging(verbose: bool) -> None:
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
         flood_window: float,
-        openclaw_to: str | None, openclaw_bin: str | None, exec_command: str | None, exec_edit: str | None,
-        webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int, sink_attempts: int,
-        sink_backoff: float, sink_timeout: float, redact: bool | None, state_url: str | None, host_name: str | None,
-        check: bool, verbose: bool) -> None:
+        openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
+        exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int,
+        sink_attempts: int, sink_backoff: float, sink_timeout: float, sink_processes: int | None, pace: str | None,
+        redact: bool | None, state_url: str | None, host_name: str | None, check: bool, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
 
     Runs in the foreground until SIGTERM or Ctrl-C. One daemon per tasks dir. Notifications are
@@ -111,6 +129,7 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     Examples:
       task-pulsed --dir ~/.openclaw/workspace/tasks --lang en
       task-pulsed --openclaw telegram:123456789
+      task-pulsed --openclaw 'matrix:room:!abc:example.org' --openclaw-gateway ws://127.0.0.1:18789
       task-pulsed --exec "mychat send --json --text" --exec-edit "mychat edit --id {id} --text"
       task-pulsed --webhook https://chat.example/hook --webhook-header 'Authorization: Bearer ${CHAT_TOKEN}'
       task-pulsed --state 'postgresql://pulse@db.internal/pulse' --host-name gpu-1
@@ -126,18 +145,23 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         raise click.UsageError("--openclaw, --exec and --webhook are exclusive: one sink per daemon")
     for option, value, sink_option, sink_value in (("--webhook-header", webhook_headers, "--webhook", webhook),
                                                    ("--exec-edit", exec_edit, "--exec", exec_command),
-                                                   ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to)):
+                                                   ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to),
+                                                   ("--openclaw-gateway", openclaw_gateway, "--openclaw", openclaw_to),
+                                                   ("--pace", pace, "a sink", openclaw_to or exec_command or webhook)):
         if value and sink_value is None:
             raise click.UsageError(f"{option} needs {sink_option}")
+    slots = ProcessSlots(sink_processes or sink_concurrency)
     sink: Sink | None = None
     try:
         if openclaw_to is not None:
-            sink = OpenClawSink(openclaw_to, timeout=sink_timeout, program=openclaw_bin or "openclaw")
+            sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots)
         elif exec_command is not None:
-            sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit)
+            sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit, slots=slots)
         elif webhook is not None:
             sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
-    except ValueError as exc:
+        if sink is not None and pace is not None:
+            sink.limits = parse_pace(pace, sink.limits)
+    except (ValueError, GatewayConfigError) as exc:
         raise click.UsageError(str(exc)) from None
     if settings.state_url is not None:
         try:
@@ -148,6 +172,11 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         click.echo(f"task-pulsed would watch {settings.tasks_dir}" + (f" and deliver through {sink.name} "
                    f"{sink.describe()}" if sink else "") + (f" and forward to {shown_url(settings.state_url)} as "
                    f"host {settings.host_name!r}" if settings.state_url else ""))
+        if isinstance(sink, OpenClawSink):
+            line, usable = check_route(sink)
+            click.echo(line)
+            if not usable:
+                sys.exit(2)
         return
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
                     lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window)
@@ -158,6 +187,38 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                                         lang=settings.lang, redact_secrets=settings.redact_secrets),
                                state_url=settings.state_url,
                                host=settings.host_name if settings.state_url else "")))
+
+
+def openclaw_sink(destination: str, gateway: str | None, program: str | None, timeout: float,
+                  slots: ProcessSlots) -> OpenClawSink:
+    """`--openclaw`: the gateway as OpenClaw's clients find it (unless `none`), the CLI behind it when there
+    is one (with no gateway it must be there)."""
+    endpoint = None if gateway == "none" else find_gateway(url=gateway)
+    try:
+        cli = OpenClawCLI(destination, timeout=timeout, program=program or "openclaw", slots=slots)
+    except ValueError:
+        if endpoint is None or program is not None:
+            raise
+        cli = None  # the gateway alone
+    return OpenClawSink(destination, endpoint=endpoint, cli=cli, timeout=timeout)
+
+
+def check_route(sink: OpenClawSink) -> tuple[str, bool]:
+    """One line on how messages would go, and whether they can go at all."""
+    fallback = "the openclaw CLI will be used" if sink.cli is not None else "nothing else can deliver"
+    if sink.client is None:
+        return "route: the openclaw CLI (--openclaw-gateway none)", True
+    endpoint = sink.client.endpoint
+    note = f" ({endpoint.secret_note})" if endpoint.secret_note else ""
+    try:
+        hello = probe(endpoint)
+    except HandshakeRefused as exc:
+        usable = sink.cli is not None and not exc.protocol_mismatch
+        return f"route: gateway {endpoint.url}: {exc}{note}; {fallback}", usable
+    except (NotSent, TimeoutError) as exc:
+        return f"route: gateway {endpoint.url}: not answering ({exc or 'timed out'}){note}; {fallback} until it does", \
+            True
+    return f"route: gateway {endpoint.url}: ok, OpenClaw {hello.server_version}", True
 
 
 def main() -> None:

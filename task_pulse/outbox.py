@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from task_pulse.model import Task, TaskFormatError, parse_time
-from task_pulse.records import Card, Notification, Overview, Queued, Seen, utc_stamp
+from task_pulse.records import Card, Handoff, Notification, Overview, Queued, Seen, utc_stamp
 from task_pulse.sql_sqlite import MIGRATIONS, SCHEMA_VERSION, SQL
 from task_pulse.store import TaskStore, task_from_file
 
@@ -101,10 +102,20 @@ class Outbox:
             elif int(row[0]) < SCHEMA_VERSION:
                 for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
                     for statement in MIGRATIONS[version]:
-                        self.db.execute(statement)
+                        if not self._has_added_column(statement):
+                            self.db.execute(statement)
                 self.db.execute(SQL.SET_META, ("schema_version", str(SCHEMA_VERSION)))
             for statement in SQL.LATE_INDEXES:
                 self.db.execute(statement)
+
+    def _has_added_column(self, statement: str) -> bool:
+        """Whether `ALTER TABLE t ADD COLUMN c …` has nothing to do: a table SCHEMA made just now, in a db
+        older than the table, already has every column."""
+        match = re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", statement)
+        if match is None:
+            return False
+        columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({match.group(1)})")}
+        return match.group(2) in columns
 
     def close(self) -> None:
         self.db.close()
@@ -391,11 +402,23 @@ class Outbox:
         with self.transaction() as db:
             db.executemany(SQL.RELEASE, [{"seq": s, "owner": owner} for s in seqs])
 
-    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None:
-        """A sink's attempt failed: count it, keep the reason, and let the sink try again at `retry_at`."""
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float, *, count: bool = True) -> None:
+        """A sink's attempt failed: count it (unless `count` is off), keep the reason, and let the sink try
+        again at `retry_at`."""
         with self.transaction() as db:
-            db.executemany(SQL.RETRY_LATER, [{"seq": s, "owner": owner, "error": error[:500], "retry_at": retry_at}
-                                             for s in seqs])
+            db.executemany(SQL.RETRY_LATER, [{"seq": s, "owner": owner, "error": error[:500], "retry_at": retry_at,
+                                              "count": int(count)} for s in seqs])
+
+    def defer(self, seqs: Iterable[int], owner: str, until: float) -> None:
+        """Held back by the chat's pace: free again at `until`, with no attempt counted."""
+        with self.transaction() as db:
+            db.executemany(SQL.DEFER, [{"seq": s, "owner": owner, "until": until} for s in seqs])
+
+    def give_up(self, seqs: Iterable[int], owner: str, error: str, max_attempts: int) -> None:
+        """The chat refused these for good: no more attempts, they stay for `task-pulse drain`."""
+        with self.transaction() as db:
+            db.executemany(SQL.GIVE_UP, [{"seq": s, "owner": owner, "error": error[:500],
+                                          "max_attempts": max_attempts} for s in seqs])
 
     def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float,
                          limit: int = 500) -> list[Queued]:
@@ -422,8 +445,9 @@ class Outbox:
         return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
 
     def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
-                  card: Card | None = None, host: str = "") -> None:
-        """In one transaction: mark claimed rows delivered and store the task's card.
+                  card: Card | None = None, host: str = "", handoff: str | None = None) -> None:
+        """In one transaction: mark claimed rows delivered, store the task's card, and forget the
+        handoff (by its key) whose outcome this is.
 
         A deliverer that lost its claim (it outlived the lease and another took the rows over)
         changes nothing, the card included.
@@ -436,6 +460,30 @@ class Outbox:
             if card is not None and (marked or not seqs):
                 db.execute(SQL.PUT_CARD, {"task_id": task_id, "sink": sink, "message_id": card.message_id,
                                           "started_key": card.started_key, "text": card.text, "at": at})
+            if handoff is not None:
+                db.execute(SQL.DROP_HANDOFF, {"task_id": task_id, "key": handoff})
+
+    def handoff(self, task_id: str, host: str = "") -> Handoff | None:
+        """The task's send written to the gateway and not answered yet, if there is one."""
+        row = self.db.execute(SQL.GET_HANDOFF, {"task_id": task_id}).fetchone()
+        if row is None:
+            return None
+        return Handoff(task_id=task_id, key=row[0], sink=row[1], seqs=tuple(json.loads(row[2])), text=row[3],
+                       card=bool(row[4]), started_key=row[5], boot_id=row[6], written_at=row[7])
+
+    def begin_handoff(self, handoff: Handoff) -> None:
+        """Note a send before it is written to the gateway (committed first: a crash after the write
+        leaves it here for the next deliverer to send again with the same key)."""
+        with self.transaction() as db:
+            db.execute(SQL.PUT_HANDOFF, {"task_id": handoff.task_id, "sink": handoff.sink, "key": handoff.key,
+                                         "seqs": json.dumps(list(handoff.seqs)), "text": handoff.text,
+                                         "card": int(handoff.card), "started_key": handoff.started_key,
+                                         "boot_id": handoff.boot_id, "written_at": handoff.written_at})
+
+    def drop_handoff(self, task_id: str, key: str, host: str = "") -> None:
+        """The gateway answered (no, or it was resolved another way): the handoff is over."""
+        with self.transaction() as db:
+            db.execute(SQL.DROP_HANDOFF, {"task_id": task_id, "key": key})
 
     def renew(self, seqs: Iterable[int], owner: str, until: float) -> None:
         """Extend `owner`'s claim on rows it holds (once it knows how many calls they need)."""
@@ -457,8 +505,10 @@ class Outbox:
             db.execute(SQL.DROP_CARD, {"task_id": task_id})
 
     def purge_cards(self) -> int:
-        """Forget the cards of tasks the daemon no longer knows (removed or cleaned up)."""
+        """Forget the cards of tasks the daemon no longer knows (removed or cleaned up), and handoffs
+        none of whose notifications is still waiting (a drain took them)."""
         with self.transaction() as db:
+            db.execute(SQL.PURGE_HANDOFFS)
             return db.execute(SQL.PURGE_CARDS).rowcount
 
     def sink_next_free(self, max_attempts: int) -> float | None:

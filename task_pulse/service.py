@@ -24,7 +24,8 @@ from task_pulse.errors import BadInput, OperationFailed
 UNIT_NAME = "task-pulsed.service"
 # Settings the service should keep when they were set where `service install` ran.
 _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULSE_KEEP_DAYS",
-              "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT", "OPENCLAW_STATE_DIR", "OPENCLAW_WORKSPACE_DIR")
+              "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT", "OPENCLAW_STATE_DIR", "OPENCLAW_WORKSPACE_DIR",
+              "OPENCLAW_CONFIG_PATH", "OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_PORT")
 # Secrets for a sink, read by the unit (EnvironmentFile=-%h/.config/task-pulse/env).
 SECRETS_FILE = "~/.config/task-pulse/env"
 LINGER_HINT = "to keep it running without a login session: loginctl enable-linger $USER"
@@ -133,7 +134,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Replace `path` with `text`, readable by its owner only from the first byte."""
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -141,6 +142,25 @@ def _write_private(path: Path, text: str) -> None:
         os.fchmod(fd, 0o600)  # an older .tmp left by a crash keeps its mode otherwise
         fh.write(text)
     os.replace(tmp, path)
+
+
+def set_secret(name: str, value: str | None) -> bool:
+    """Put `NAME=value` into the service's secrets file (None: take NAME out), written private whatever the
+    umask. Returns whether the file changed."""
+    path = Path(os.path.expanduser(SECRETS_FILE))
+    if value is not None and ("\n" in value or "\r" in value):
+        raise BadInput(f"{name}: a line break cannot go into {SECRETS_FILE}")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        lines = []
+    kept = [line for line in lines if line.strip().partition("=")[0].strip() != name]
+    new = kept + ([f"{name}={value}"] if value is not None else [])
+    if new == lines:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, "".join(f"{line}\n" for line in new))
+    return True
 
 
 def _private_secrets_file() -> list[str]:
@@ -186,22 +206,25 @@ def shown_args(daemon_args: list[str]) -> str:
     return shlex.join(shown)
 
 
-def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str]) -> None:
+def check_daemon_args(executable: Path, tasks_dir: Path, daemon_args: list[str]) -> list[str]:
     """Let task-pulsed's own parser judge the options before anything is written.
 
     A unit with an option task-pulsed refuses could never start; this runs `task-pulsed … --check`,
-    which parses everything (and builds the sink) the way the service will, then exits.
+    which parses everything (and builds the sink) the way the service will, then exits. Returns what it
+    says about the way into the chat (`route: …`, e.g. whether the OpenClaw gateway answers).
     """
     env = {**os.environ, **read_env_file(Path(os.path.expanduser(SECRETS_FILE))), "TASK_PULSE_DIR": str(tasks_dir)}
     proc = subprocess.run([str(executable), *daemon_args, "--check"], capture_output=True, text=True, env=env,
                           timeout=60)
+    routes = [line for line in proc.stdout.splitlines() if line.startswith("route: ")]
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         reason = next((line for line in lines if line.startswith("Error:")), lines[-1] if lines else "")
-        reason = reason.removeprefix("Error: ") or f"exit {proc.returncode}"
+        reason = reason.removeprefix("Error: ") or (routes[-1] if routes else f"exit {proc.returncode}")
         if "environment variable" in reason:
             reason += f" (the service reads secrets from {SECRETS_FILE}: put it there as NAME=value)"
         raise BadInput(f"task-pulsed refuses these options, nothing written: {reason}")
+    return routes
 
 
 def _absolute_commands(daemon_args: list[str]) -> list[str]:
@@ -266,7 +289,7 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
         tasks_dir = Path(before["TASK_PULSE_DIR"])
     daemon_args = list(daemon_args or [])
     executable = daemon_executable()
-    check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
+    routes = check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
     notes: list[str] = []
     path_env: dict[str, str] = {}
     daemon_args = _absolute_commands(daemon_args)
@@ -277,12 +300,12 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     kept = {k: v for k, v in before.items() if k in _PASSED_ON and k not in from_env}
     environment = {**kept, **from_env, **path_env}
     text = render_unit(executable, tasks_dir.absolute(), environment, daemon_args)
-    _write_private(unit_path, text)  # its command line may hold a webhook URL with a token in it
+    write_private(unit_path, text)  # its command line may hold a webhook URL with a token in it
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
     done += _private_secrets_file()
     if daemon_args:
         done.append(f"task-pulsed runs with: {shown_args(daemon_args)}")
-    done += kept_notes + notes
+    done += kept_notes + notes + routes
     done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
     done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]
     if not start:

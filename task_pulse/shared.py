@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.messages import redact
-from task_pulse.records import Card, Overview, Queued, utc_stamp
+from task_pulse.records import Card, Handoff, Overview, Queued, utc_stamp
 from task_pulse.sql_postgres import PG, SCHEMA_VERSION
 from task_pulse.store import task_from_file
 
@@ -189,10 +189,19 @@ class SharedOutbox:
         with self._txn() as db:
             db.execute(PG.RELEASE, {"seqs": list(seqs), "owner": owner})
 
-    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float) -> None:
+    def retry_later(self, seqs: Iterable[int], owner: str, error: str, retry_at: float, *, count: bool = True) -> None:
         with self._txn() as db:
             db.execute(PG.RETRY_LATER, {"seqs": list(seqs), "owner": owner, "error": error[:500],
-                                        "retry_at": retry_at})
+                                        "retry_at": retry_at, "count": int(count)})
+
+    def defer(self, seqs: Iterable[int], owner: str, until: float) -> None:
+        with self._txn() as db:
+            db.execute(PG.DEFER, {"seqs": list(seqs), "owner": owner, "until": until})
+
+    def give_up(self, seqs: Iterable[int], owner: str, error: str, max_attempts: int) -> None:
+        with self._txn() as db:
+            db.execute(PG.GIVE_UP, {"seqs": list(seqs), "owner": owner, "error": error[:500],
+                                    "max_attempts": max_attempts})
 
     def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float, limit: int = 500) -> list[Queued]:
         now = time.time()
@@ -223,13 +232,33 @@ class SharedOutbox:
             return None
 
     def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
-                  card: Card | None = None, host: str = "") -> None:
+                  card: Card | None = None, host: str = "", handoff: str | None = None) -> None:
         at, seqs = utc_stamp(), list(seqs)
         with self._txn() as db:
             marked = db.execute(PG.MARK_DELIVERED, {"at": at, "by": by, "seqs": seqs, "owner": owner}).rowcount
             if card is not None and (marked or not seqs):
                 db.execute(PG.PUT_CARD, {"host": host, "task_id": task_id, "sink": sink, "message_id": card.message_id,
                                          "started_key": card.started_key, "text": card.text, "at": at})
+            if handoff is not None:
+                db.execute(PG.DROP_HANDOFF, {"host": host, "task_id": task_id, "key": handoff})
+
+    def handoff(self, task_id: str, host: str = "") -> Handoff | None:
+        row = self.db.execute(PG.GET_HANDOFF, {"host": host, "task_id": task_id}).fetchone()
+        if row is None:
+            return None
+        return Handoff(task_id=task_id, host=host, key=row[0], sink=row[1], seqs=tuple(json.loads(row[2])),
+                       text=row[3], card=bool(row[4]), started_key=row[5], boot_id=row[6], written_at=row[7])
+
+    def begin_handoff(self, handoff: Handoff) -> None:
+        with self._txn() as db:
+            db.execute(PG.PUT_HANDOFF, {"host": handoff.host, "task_id": handoff.task_id, "sink": handoff.sink,
+                                        "key": handoff.key, "seqs": json.dumps(list(handoff.seqs)),
+                                        "text": handoff.text, "card": handoff.card, "started_key": handoff.started_key,
+                                        "boot_id": handoff.boot_id, "written_at": handoff.written_at})
+
+    def drop_handoff(self, task_id: str, key: str, host: str = "") -> None:
+        with self._txn() as db:
+            db.execute(PG.DROP_HANDOFF, {"host": host, "task_id": task_id, "key": key})
 
     def renew(self, seqs: Iterable[int], owner: str, until: float) -> None:
         with self._txn() as db:
@@ -249,6 +278,7 @@ class SharedOutbox:
 
     def purge_cards(self) -> int:
         with self._txn() as db:
+            db.execute(PG.PURGE_HANDOFFS)
             return db.execute(PG.PURGE_CARDS).rowcount
 
     def sink_next_free(self, max_attempts: int) -> float | None:

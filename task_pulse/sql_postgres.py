@@ -5,7 +5,10 @@ version adds to the one before are here too.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+from task_pulse.records import PINGS
+
+SCHEMA_VERSION = 2
+PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
 
 
@@ -69,6 +72,23 @@ class PG:
             updated_at  TEXT NOT NULL,
             PRIMARY KEY (host, task_id)
         )""",
+    ], 2: [
+        # As in SQLite (sql_sqlite.py): the chat's pace, and sends written to a gateway not yet answered.
+        "ALTER TABLE task_pulse.notifications ADD COLUMN paced_until DOUBLE PRECISION",
+        """
+        CREATE TABLE task_pulse.handoffs (
+            host        TEXT NOT NULL,
+            task_id     TEXT NOT NULL,
+            sink        TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            seqs        TEXT NOT NULL,
+            text        TEXT NOT NULL,
+            card        BOOLEAN NOT NULL,
+            started_key TEXT,
+            boot_id     TEXT,
+            written_at  DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (host, task_id)
+        )""",
     ]}
     SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('task_pulse.schema'))"  # one migrator at a time
     META = """
@@ -123,8 +143,19 @@ class PG:
     WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
     """
     RETRY_LATER = """
-    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1,
-        last_error = %(error)s, retry_at = %(retry_at)s
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + %(count)s,
+        last_error = %(error)s, retry_at = %(retry_at)s, paced_until = NULL
+    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
+    """
+    DEFER = """
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL, retry_at = NULL,
+        paced_until = %(until)s
+    WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
+    """
+    GIVE_UP = """
+    UPDATE task_pulse.notifications SET claimed_by = NULL, claim_until = NULL,
+        attempts = greatest(attempts + 1, %(max_attempts)s), last_error = %(error)s, retry_at = NULL,
+        paced_until = NULL
     WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
     """
     # As in SQLite (outbox.py): the oldest row a sink may try now whose task has no older row still
@@ -133,10 +164,13 @@ class PG:
     SELECT {_COLUMNS} FROM task_pulse.notifications AS n
     WHERE n.delivered_at IS NULL AND n.attempts < %(max_attempts)s
       AND (n.claim_until IS NULL OR n.claim_until < %(now)s) AND (n.retry_at IS NULL OR n.retry_at <= %(now)s)
+      AND (n.paced_until IS NULL OR n.paced_until <= %(now)s)
       AND NOT EXISTS (
           SELECT 1 FROM task_pulse.notifications AS p
           WHERE p.host = n.host AND p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL
-            AND p.attempts < %(max_attempts)s)
+            AND p.attempts < %(max_attempts)s
+            AND NOT (n.kind IN ({PINGS_SQL}) AND p.paced_until > %(now)s AND p.retry_at IS NULL
+                     AND (p.claim_until IS NULL OR p.claim_until < %(now)s)))
     ORDER BY n.seq LIMIT 1
     FOR UPDATE SKIP LOCKED
     """
@@ -148,9 +182,10 @@ class PG:
     FOR UPDATE SKIP LOCKED
     """
     SINK_NEXT_FREE = """
-    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM task_pulse.notifications
+    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)))
+    FROM task_pulse.notifications
     WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
-      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0)) > %(now)s
+      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > %(now)s
     """
     RENEW = """
     UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
@@ -177,6 +212,26 @@ class PG:
     PURGE_CARDS = """
     DELETE FROM task_pulse.cards AS c
     WHERE NOT EXISTS (SELECT 1 FROM task_pulse.tasks AS t WHERE t.host = c.host AND t.task_id = c.task_id)
+    """
+    GET_HANDOFF = """
+    SELECT key, sink, seqs, text, card, started_key, boot_id, written_at FROM task_pulse.handoffs
+    WHERE host = %(host)s AND task_id = %(task_id)s
+    """
+    PUT_HANDOFF = """
+    INSERT INTO task_pulse.handoffs (host, task_id, sink, key, seqs, text, card, started_key, boot_id, written_at)
+    VALUES (%(host)s, %(task_id)s, %(sink)s, %(key)s, %(seqs)s, %(text)s, %(card)s, %(started_key)s, %(boot_id)s,
+            %(written_at)s)
+    ON CONFLICT (host, task_id) DO UPDATE SET sink = excluded.sink, key = excluded.key, seqs = excluded.seqs,
+        text = excluded.text, card = excluded.card, started_key = excluded.started_key, boot_id = excluded.boot_id,
+        written_at = excluded.written_at
+    """
+    DROP_HANDOFF = """
+    DELETE FROM task_pulse.handoffs WHERE host = %(host)s AND task_id = %(task_id)s AND key = %(key)s
+    """
+    PURGE_HANDOFFS = """
+    DELETE FROM task_pulse.handoffs AS h
+    WHERE NOT EXISTS (SELECT 1 FROM task_pulse.notifications AS n
+                      WHERE n.host = h.host AND n.task_id = h.task_id AND n.delivered_at IS NULL)
     """
     TASK_VIEW = """
     SELECT snapshot, stalled_for FROM task_pulse.tasks WHERE host = %(host)s AND task_id = %(task_id)s

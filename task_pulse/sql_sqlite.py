@@ -5,7 +5,11 @@ version adds to the one before are here too.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+from task_pulse.records import PINGS
+
+PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))  # kinds are our own words: no quoting needed
+
+SCHEMA_VERSION = 4
 # What each version adds to the one before, for a database made by an older task-pulse.
 MIGRATIONS = {
     2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
@@ -14,6 +18,7 @@ MIGRATIONS = {
         "ALTER TABLE seen ADD COLUMN shared_version INTEGER",
         # rows of before: their status is in their snapshot, which is JSON either way
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
+    4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL"],  # `handoffs` is made by SCHEMA itself
 }
 
 
@@ -59,7 +64,8 @@ class SQL:
         last_error   TEXT,
         claimed_by   TEXT,
         claim_until  REAL,              -- unix time the claim lapses (a dead deliverer's rows come back)
-        retry_at     REAL               -- a sink's next attempt after a failure (drain ignores it)
+        retry_at     REAL,              -- a sink's next attempt after a failure (drain ignores it)
+        paced_until  REAL               -- held back by the chat's pace until then (no attempt counted)
     );
     CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (seq) WHERE delivered_at IS NULL;
     CREATE INDEX IF NOT EXISTS notifications_task_pending ON notifications (task_id, seq) WHERE delivered_at IS NULL;
@@ -72,6 +78,21 @@ class SQL:
         started_key TEXT,               -- the `started` notification it was sent for: a new run gets a new card
         text        TEXT NOT NULL,      -- what the card shows now
         updated_at  TEXT NOT NULL
+    );
+    -- A send written to the OpenClaw gateway whose outcome is not recorded yet (written by deliverers only).
+    -- Stored before the request goes out, so that whoever delivers the task next, after a lost reply or a
+    -- restart, sends exactly this again with the same idempotency key: the gateway answers it from memory
+    -- instead of sending twice.
+    CREATE TABLE IF NOT EXISTS handoffs (
+        task_id     TEXT PRIMARY KEY,
+        sink        TEXT NOT NULL,      -- which sink wrote it (only the same chat can be asked again)
+        key         TEXT NOT NULL,      -- its idempotency key
+        seqs        TEXT NOT NULL,      -- JSON list of the notifications it carries
+        text        TEXT NOT NULL,
+        card        INTEGER NOT NULL,   -- 1: it is the task's card
+        started_key TEXT,               -- the card's run (see cards.started_key)
+        boot_id     TEXT,               -- the gateway's bootId: its memory of keys ends with that boot
+        written_at  REAL NOT NULL       -- unix time it was first written
     );
     """
     # Indexes made once a migration's columns are there (in a new db, or a migrated one). `seen` rows
@@ -198,28 +219,44 @@ class SQL:
     """
     RELEASE = "UPDATE notifications SET claimed_by = NULL, claim_until = NULL WHERE seq = :seq AND claimed_by = :owner"
     RETRY_LATER = """
-    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + 1, last_error = :error,
-        retry_at = :retry_at
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, attempts = attempts + :count,
+        last_error = :error, retry_at = :retry_at, paced_until = NULL
+    WHERE seq = :seq AND claimed_by = :owner
+    """
+    # Held back by the chat's pace: free again at :until, no attempt counted.
+    DEFER = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, retry_at = NULL, paced_until = :until
+    WHERE seq = :seq AND claimed_by = :owner
+    """
+    # Given up at once (the chat refused it for good): left for `task-pulse drain`.
+    GIVE_UP = """
+    UPDATE notifications SET claimed_by = NULL, claim_until = NULL, attempts = max(attempts + 1, :max_attempts),
+        last_error = :error, retry_at = NULL, paced_until = NULL
     WHERE seq = :seq AND claimed_by = :owner
     """
     # A sink takes the oldest row it may try now, and never one whose task has an older row still
     # undelivered (failed and waiting to retry, or held by a drain): per-task order is kept. Rows that
     # used up their attempts are left to `task-pulse drain` and no longer hold their task back.
-    SINK_CLAIMABLE = """
+    # Rows held back by the chat's pace (`paced_until`) wait too, and hold back the rows after them, except
+    # for a ping (see records.PINGS): the end of a task or a stall alarm never waits behind a card edit.
+    SINK_CLAIMABLE = f"""
     SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
     FROM notifications AS n
     WHERE n.delivered_at IS NULL AND n.attempts < :max_attempts
       AND (n.claim_until IS NULL OR n.claim_until < :now) AND (n.retry_at IS NULL OR n.retry_at <= :now)
+      AND (n.paced_until IS NULL OR n.paced_until <= :now)
       AND NOT EXISTS (
           SELECT 1 FROM notifications AS p
-          WHERE p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL AND p.attempts < :max_attempts)
+          WHERE p.task_id = n.task_id AND p.seq < n.seq AND p.delivered_at IS NULL AND p.attempts < :max_attempts
+            AND NOT (n.kind IN ({PINGS_SQL}) AND p.paced_until > :now AND p.retry_at IS NULL
+                     AND (p.claim_until IS NULL OR p.claim_until < :now)))
     ORDER BY n.seq LIMIT 1
     """
     # When the next row a sink may want becomes free: a retry coming due or a claim lapsing.
     SINK_NEXT_FREE = """
-    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0))) FROM notifications
+    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0))) FROM notifications
     WHERE delivered_at IS NULL AND attempts < :max_attempts
-      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0)) > :now
+      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > :now
     """
     PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
     # Everything a sink may deliver now for one task, oldest first: one call can carry it all.
@@ -250,3 +287,18 @@ class SQL:
     WHERE delivered_at IS NULL AND substr(claimed_by, 1, length(:prefix)) = :prefix
     """
     PURGE_CARDS = "DELETE FROM cards WHERE task_id NOT IN (SELECT task_id FROM seen)"
+
+    GET_HANDOFF = """
+    SELECT key, sink, seqs, text, card, started_key, boot_id, written_at FROM handoffs WHERE task_id = :task_id
+    """
+    PUT_HANDOFF = """
+    INSERT INTO handoffs (task_id, sink, key, seqs, text, card, started_key, boot_id, written_at)
+    VALUES (:task_id, :sink, :key, :seqs, :text, :card, :started_key, :boot_id, :written_at)
+    ON CONFLICT (task_id) DO UPDATE SET sink = excluded.sink, key = excluded.key, seqs = excluded.seqs,
+        text = excluded.text, card = excluded.card, started_key = excluded.started_key, boot_id = excluded.boot_id,
+        written_at = excluded.written_at
+    """
+    DROP_HANDOFF = "DELETE FROM handoffs WHERE task_id = :task_id AND key = :key"
+    PURGE_HANDOFFS = """
+    DELETE FROM handoffs WHERE task_id NOT IN (SELECT task_id FROM notifications WHERE delivered_at IS NULL)
+    """

@@ -57,9 +57,17 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
+# Where a daemon with --openclaw looks for the gateway unless a test says otherwise: a port nothing listens on,
+# so no test ever reaches a gateway that happens to run on this machine (and through it, someone's chat).
+NO_GATEWAY = "ws://127.0.0.1:1"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process, without any TASK_PULSE_* setting of the developer's."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+    """The environment for a child process, without any TASK_PULSE_* setting of the developer's, nor the
+    developer's OpenClaw gateway."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TASK_PULSE_", "OPENCLAW_GATEWAY_", "OPENCLAW_CONFIG_PATH"))}
+    env["OPENCLAW_GATEWAY_URL"] = NO_GATEWAY
     env.update(extra)
     return env
 

@@ -177,8 +177,11 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     from task_pulse.records import Notification
     from task_pulsed.delivery import LocalState
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+    from task_pulsed.delivery.pacing import UNPACED, Pacer
+    from task_pulsed.delivery.results import Sent
+    from task_pulsed.delivery.sinks import Sink
 
-    class FlakySink:
+    class FlakySink(Sink):
         name, timeout, can_edit = "exec", 5.0, False
 
         def __init__(self) -> None:
@@ -190,11 +193,11 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
                 raise RuntimeError("a bug in one round")
             return "flaky"
 
-        def send(self, text: str, payload: dict[str, Any]) -> str | None:
+        def send(self, text: str, payload: dict[str, Any], key: str, before_write: object = None) -> Sent:
             self.sent.append(text)
-            return None
+            return Sent()
 
-        def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None:
+        def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
             raise AssertionError("cannot edit")
 
         def describe(self) -> str:
@@ -204,7 +207,7 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     outbox = Outbox.for_tasks_dir(tmp_path)
     outbox.record("t", None, [Notification("t:started:1", "t", "T", "started", "hello", {})])
     sink, bell = FlakySink(), Doorbell()
-    courier = Courier(0, LocalState(TaskStore(tmp_path)), sink, DeliveryOptions(), bell)
+    courier = Courier(0, LocalState(TaskStore(tmp_path)), sink, DeliveryOptions(), bell, Pacer(UNPACED))
     courier.start()
     try:
         wait_for(lambda: outbox.count_pending() == 0, 30, "the row delivered after the error")

@@ -75,10 +75,13 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
 def test_dry_run_sink_prints_every_step_and_changes_nothing(machine: Machine) -> None:
     proc = machine.run("--channel", "telegram", "--target", "123456789", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[:4] == [
+    assert proc.stdout.splitlines()[:5] == [
         f"OpenClaw 2026.9.6 at {OPENCLAW}",
         f"would install the skill into {machine.workspace / 'skills' / 'live-task-pulse'}",
         "route: sink (a systemd user manager answers)",
+        f"gateway ws://127.0.0.1:1: no gateway token: neither OPENCLAW_GATEWAY_TOKEN nor gateway.auth.token in "
+        f"{machine.home / '.openclaw' / 'openclaw.json'}; the service will use the openclaw CLI until "
+        "~/.config/task-pulse/env holds OPENCLAW_GATEWAY_TOKEN=…",
         f"would run: task-pulse --dir {machine.tasks} service install -- --openclaw telegram:123456789 "
         f"--openclaw-bin {OPENCLAW}"]
     assert "systemctl --user daemon-reload" in proc.stdout
@@ -185,3 +188,30 @@ def test_undo_finds_the_profile_setup_used(machine: Machine, tmp_path: Path) -> 
     assert machine.run("--undo", bus=False).returncode == 0
     undo_calls = machine.openclaw_calls()[calls_before:]
     assert all(c[:2] == ["--profile", "work"] for c in undo_calls) and machine.jobs() == []
+
+
+def test_sink_setup_puts_the_gateway_token_in_the_private_env_file_and_undo_takes_it_out(machine: Machine) -> None:
+    """The service talks to the running gateway with the token from OpenClaw's own config (JSON5), read from the
+    file, kept in task-pulse's env file (mode 600) and never on a command line."""
+    from tests.e2e.conftest import free_port
+
+    config = machine.home / ".openclaw" / "openclaw.json"
+    config.parent.mkdir(parents=True)
+    port = free_port()
+    config.write_text("// OpenClaw's config is JSON5\n{gateway: {mode: 'local', port: " + str(port) +
+                      ", auth: {mode: 'token', token: 'gw-s3cret',},},}\n")
+    env_file = machine.home / ".config" / "task-pulse" / "env"
+    proc = machine.run("--channel", "telegram", "--target", "123", OPENCLAW_GATEWAY_URL="", STANDIN_BINS_OK="1")
+    assert proc.returncode == 0, proc.stderr
+    assert f"gateway ws://127.0.0.1:{port}: OPENCLAW_GATEWAY_TOKEN from OpenClaw's config is in " \
+           "~/.config/task-pulse/env (mode 600)" in proc.stdout
+    assert f"route: gateway ws://127.0.0.1:{port}: not answering" in proc.stdout  # the service install's --check
+    assert "OPENCLAW_GATEWAY_TOKEN=gw-s3cret" in env_file.read_text()
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert "gw-s3cret" not in machine.unit.read_text() + proc.stdout
+    record = machine.home / ".config" / "task-pulse" / "openclaw-setup.json"
+    assert record.stat().st_mode & 0o777 == 0o600
+    undo = machine.run("--undo", OPENCLAW_GATEWAY_URL="")
+    assert undo.returncode == 0, undo.stderr
+    assert "took OPENCLAW_GATEWAY_TOKEN out of ~/.config/task-pulse/env" in undo.stdout
+    assert "gw-s3cret" not in env_file.read_text()

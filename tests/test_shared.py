@@ -189,7 +189,7 @@ def test_two_drains_and_a_sink_racing_deliver_each_notification_once(tmp_path: P
     wait_for(lambda: all(r["delivered_at"] for r in shared_rows(pg_url)), 60, "every row delivered")
     rows = assert_exactly_once_in_order(pg_url, dirs)
     assert len(drained) == len(set(drained)), "a drain printed a row twice"
-    by_sink = {(r["host"], r["key"]) for r in rows if r["delivered_by"] == "openclaw"}
+    by_sink = {(r["host"], r["key"]) for r in rows if r["delivered_by"] == "openclaw:cli"}
     assert by_sink.isdisjoint(drained), "printed by a drain and sent by the sink"
     assert by_sink | set(drained) == {(r["host"], r["key"]) for r in rows}
     assert len(chat.sends()) == len(by_sink)  # one message per row the sink took, none twice
@@ -201,7 +201,7 @@ def test_two_drains_and_a_sink_racing_deliver_each_notification_once(tmp_path: P
                     if k[0] == host and k[1].startswith(f"job-{i}:")]
             sent = [s["text"] for s in chat.sends() if s["text"] in mine]
             assert sent == mine, (host, i)
-    assert not [r for r in rows if r["delivered_by"] not in ("openclaw", "drain")]
+    assert not [r for r in rows if r["delivered_by"] not in ("openclaw:cli", "drain")]
 
 
 def test_a_courier_wakes_for_another_hosts_notification(tmp_path: Path, pg_url: str, daemons: list[Daemon]) -> None:

@@ -23,8 +23,11 @@ STANDINS = Path(__file__).parent / "standins"
 
 
 def install_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of someone installing the service in `home` (whose own OpenClaw config, if any, is there:
+    no gateway URL of ours for the unit to keep)."""
     env = clean_env(HOME=str(home), **extra)
     env.pop("XDG_CONFIG_HOME", None)
+    env.pop("OPENCLAW_GATEWAY_URL", None)
     return env
 
 

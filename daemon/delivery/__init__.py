@@ -13,6 +13,7 @@ from task_pulse.outbox import Outbox
 from task_pulse.records import DeliveryStore
 from task_pulse.store import TaskStore
 from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell, StateOpener
+from task_pulsed.delivery.pacing import Pacer, describe
 from task_pulsed.delivery.sinks import Sink
 
 __all__ = ["Delivery", "DeliveryOptions", "LocalState", "SharedState"]
@@ -56,7 +57,8 @@ class Delivery:
     def __init__(self, state: StateOpener, sink: Sink, options: DeliveryOptions, concurrency: int = 4) -> None:
         self.state, self.sink, self.options = state, sink, options
         self.bell = Doorbell()
-        self.couriers = [Courier(i, state, sink, options, self.bell) for i in range(concurrency)]
+        self.pacer = Pacer(sink.limits)  # one chat per sink: its couriers share its pace
+        self.couriers = [Courier(i, state, sink, options, self.bell, self.pacer) for i in range(concurrency)]
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -71,8 +73,10 @@ class Delivery:
                 outbox.close()
         except self.state.errors as exc:
             log.warning("cards of tasks gone not purged this time: %s", exc)
-        log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts", self.sink.name,
-                 self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts)
+        self.sink.start()
+        log.info("delivering through %s sink %s: %s style, %d in parallel, %d attempts; pace: %s", self.sink.name,
+                 self.sink.describe(), self.options.style, len(self.couriers), self.options.attempts,
+                 describe(self.sink.limits))
         for courier in self.couriers:
             courier.start()
         if isinstance(self.state, SharedState):
@@ -82,6 +86,15 @@ class Delivery:
             self._listener = threading.Thread(target=listener.run, args=(self._stopping,),
                                               name="task-pulsed-listener", daemon=True)
             self._listener.start()
+
+    @property
+    def problem(self) -> str | None:
+        """The chat's last refusal (until a call succeeds again), for STATUS."""
+        return self.bell.refusal
+
+    def route(self) -> str:
+        """The way messages go now, for STATUS."""
+        return self.sink.route()
 
     def wake(self) -> None:
         """Something new is queued (called by the worker after a commit, or the forwarder after a copy)."""
@@ -97,3 +110,4 @@ class Delivery:
         for courier in self.couriers:
             if courier.is_alive():
                 courier.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.sink.stop()

@@ -13,9 +13,11 @@ detection. They sleep until the worker rings the doorbell or a retry comes due: 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass
@@ -24,9 +26,11 @@ from typing import Any, Protocol
 
 from task_pulse.card import render_card
 from task_pulse.messages import shown_id
-from task_pulse.records import Card, DeliveryStore, Queued
-from task_pulsed.delivery.plan import Call, plan_batch
-from task_pulsed.delivery.sinks import DeliveryError, Sink
+from task_pulse.records import Card, DeliveryStore, Handoff, Queued
+from task_pulsed.delivery.pacing import Pacer
+from task_pulsed.delivery.plan import TERMINAL, Call, plan_batch
+from task_pulsed.delivery.results import DeliveryError, Sent
+from task_pulsed.delivery.sinks import Sink
 from task_pulsed.tracker import QUIET
 
 log = logging.getLogger("task-pulsed")
@@ -46,13 +50,18 @@ class Doorbell:
     for a later ring: a ring between its look and its wait is never missed.
 
     It also carries what couriers share: whether one of them gave rows up since the sink last
-    worked (then the next success hands those rows a new set of attempts).
+    worked (then the next success hands those rows a new set of attempts), and the chat's last
+    refusal (for STATUS, until a call succeeds again).
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.rings = 0
         self.gave_up = threading.Event()
+        self.refusal: str | None = None
+
+    def problem(self, refusal: str | None) -> None:
+        self.refusal = refusal
 
     def ring(self) -> None:
         with self._cond:
@@ -73,15 +82,19 @@ class DeliveryOptions:
     redact_secrets: bool = True
 
 
+# A send the pace holds back longer than this gives its rows back (they come due again then); a shorter
+# wait is slept through, holding the task.
+MAX_PACE_SLEEP = 1.5
 # A failure that says the chat service is away, not that this message or this card is wrong.
 _OUTAGE = re.compile(r"timed out|unreachable|not reachable|econn|refused|fetch failed|enotfound|eai_again|"
                      r"network|gateway", re.I)
 
 
 class Courier(threading.Thread):
-    def __init__(self, index: int, state: StateOpener, sink: Sink, options: DeliveryOptions, bell: Doorbell) -> None:
+    def __init__(self, index: int, state: StateOpener, sink: Sink, options: DeliveryOptions, bell: Doorbell,
+                 pacer: Pacer) -> None:
         super().__init__(name=f"task-pulsed-courier-{index}", daemon=True)
-        self.state, self.sink, self.options, self.bell = state, sink, options, bell
+        self.state, self.sink, self.options, self.bell, self.pacer = state, sink, options, bell, pacer
         # The host is in it (a shared state db's claims are released by host); "/" ends it: courier 1 is not a
         # prefix of courier 10.
         self.owner = f"{state.owner_prefix}{sink.name}:{os.getpid()}:{index}/"
@@ -127,7 +140,14 @@ class Courier(threading.Thread):
         self.deliver(outbox, rows)
 
     def deliver(self, outbox: DeliveryStore, rows: list[Queued]) -> None:
+        """Deliver one task's claimed rows: a send in doubt first, then the calls of their plan, each
+        when the chat's pace lets it go. Whatever does not go now is handed back with its reason."""
         task_id, host, sink_id = rows[0].task_id, rows[0].host, self.sink.identity()
+        doubt = outbox.handoff(task_id, host)
+        if doubt is not None:
+            rows = self._settle(outbox, doubt, rows)
+            if not rows:
+                return
         card = card_text = None
         if self.options.style == "card" and self.sink.can_edit:
             card = outbox.card(task_id, sink_id, host)
@@ -143,33 +163,105 @@ class Courier(threading.Thread):
             by = f"{self.sink.name}:{'card' if card_text is not None else 'coalesced'}"
             outbox.delivered([r.seq for r in plan.settled], self.owner, by, task_id=task_id, sink=sink_id, host=host)
         started = next((r.key for r in reversed(rows) if r.kind == "started"), card.started_key if card else None)
+        pace_key = f"{host}/{task_id}"
         for i, call in enumerate(plan.calls):
+            later = [r for c in plan.calls[i:] for r in c.rows]
+            if not self._paced(outbox, call, pace_key, later, edit_ready=card is not None and call.op == "edit"):
+                if call.op == "edit":
+                    continue  # its rows wait for the card's next edit; pings after it still go
+                return
+            key = call_key(sink_id, host, task_id, call)
+            noted: list[str] = []  # the key, once the send was noted as handed to the gateway
+
+            def note(call: Call = call, key: str = key, noted: list[str] = noted) -> None:
+                """Just before a send goes to the gateway: a lost reply is asked again, never resent."""
+                outbox.begin_handoff(Handoff(task_id, sink_id, key, tuple(r.seq for r in call.rows), call.text,
+                                             call.card, started if call.card else None, self.sink.boot_id(),
+                                             time.time(), host))
+                noted.append(key)
+
             try:
                 if call.op == "edit":
                     assert card is not None
-                    self.sink.edit(card.message_id, call.text, self._payload(call, rows, card.message_id))
-                    message_id: str | None = card.message_id
+                    sent = self.sink.edit(card.message_id, call.text, self._payload(call, rows, card.message_id), key)
                 else:
-                    message_id = self.sink.send(call.text, self._payload(call, rows, None))
+                    sent = self.sink.send(call.text, self._payload(call, rows, None), key, note)
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
-                self._failed(outbox, rows[0], [r for c in plan.calls[i:] for r in c.rows], exc,
-                             edit=call.op == "edit")
+                self._failed(outbox, rows[0], later, exc, edit=call.op == "edit", handoff=noted[0] if noted else None)
                 return
-            new_card = None
-            if call.card:
-                # No id: nothing to edit. The empty id marks the task: new messages for the rest of this run.
-                card = new_card = Card(message_id or "", call.text, started)
-                if message_id is None:
-                    log.info("%s: the %s sink gave no message id: new messages instead of an edited card",
-                             shown_id(task_id), self.sink.name)
-            outbox.delivered([r.seq for r in call.rows], self.owner, self.sink.name, task_id=task_id, sink=sink_id,
-                             card=new_card, host=host)
-            for r in call.rows:
-                log.debug("%s: %s delivered by %s", task_id, r.kind, self.sink.name)
+            card = self._record(outbox, call, sent, card, started, noted[0] if noted else None)
+            self.bell.refusal = None
+        if any(r.kind in TERMINAL for r in rows):
+            self.pacer.forget(pace_key)
         if self.bell.gave_up.is_set():  # the sink works again: what it gave up on gets new attempts
             self.bell.gave_up.clear()
             if outbox.rearm(self.options.attempts):
                 self.bell.ring()
+
+    def _record(self, outbox: DeliveryStore, call: Call, sent: Sent, card: Card | None, started: str | None,
+                handoff: str | None) -> Card | None:
+        """Mark a call's rows delivered (with the card it made, in the same transaction); the card now."""
+        task_id, host = call.rows[0].task_id if call.rows else "", call.rows[0].host if call.rows else ""
+        new_card = None
+        if call.card:
+            # No id: nothing to edit. The empty id marks the task: new messages for the rest of this run.
+            card = new_card = Card(sent.message_id or "", call.text, started)
+            if sent.handed_over:
+                log.info("%s: OpenClaw queued the card (the chat is away): its gateway delivers it; new messages "
+                         "instead of edits for the rest of this run", shown_id(task_id))
+            elif sent.message_id is None:
+                log.info("%s: the %s sink gave no message id: new messages instead of an edited card",
+                         shown_id(task_id), self.sink.name)
+        by = f"{self.sink.name}:{sent.route}" if sent.route else self.sink.name
+        outbox.delivered([r.seq for r in call.rows], self.owner, by, task_id=task_id, sink=self.sink.identity(),
+                         card=new_card, host=host, handoff=handoff)
+        for r in call.rows:
+            log.debug("%s: %s delivered by %s", shown_id(task_id), r.kind, by)
+        return card
+
+    def _settle(self, outbox: DeliveryStore, doubt: Handoff, rows: list[Queued]) -> list[Queued]:
+        """A send written earlier that never got its answer (a lost reply, a daemon killed mid-call) is
+        asked again, exactly as it was: same text, same key, same route. Returns the rows still to plan
+        (none while it stays in doubt)."""
+        task_id, host = doubt.task_id, doubt.host
+        carried = [r for r in rows if r.seq in doubt.seqs]
+        if doubt.sink != self.sink.identity() or not carried or not self.sink.replays:
+            # Another chat now, or its rows were taken by a drain, or a sink that cannot ask again: over.
+            if carried:
+                log.warning("%s: a send in doubt through another route is sent again here (it may show twice)",
+                            shown_id(task_id))
+            outbox.drop_handoff(task_id, doubt.key, host)
+            return rows
+        call = Call("send", doubt.text, tuple(carried), card=doubt.card)
+        try:
+            sent = self.sink.replay(doubt.text, self._payload(call, rows, None), doubt.key, doubt.boot_id)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(outbox, rows[0], rows, exc, edit=False, handoff=doubt.key)
+            return []
+        log.info("%s: a send in doubt was settled by asking again (%s)", shown_id(task_id), sent.route)
+        self._record(outbox, call, sent, None, doubt.started_key, doubt.key)
+        return [r for r in rows if r.seq not in doubt.seqs]
+
+    def _paced(self, outbox: DeliveryStore, call: Call, pace_key: str, later: list[Queued], *,
+               edit_ready: bool) -> bool:
+        """Whether `call` may go now (after a short wait, if that is all it takes). When it may not, its
+        rows (an edit's), or every row from it on (a send's), wait for their time, no attempt counted."""
+        now = time.monotonic()
+        if call.op == "edit" and edit_ready:
+            due = self.pacer.next_edit(pace_key, now)
+            if due > now:
+                outbox.defer([r.seq for r in call.rows], self.owner, time.time() + (due - now))
+                return False
+            self.pacer.take_edit(pace_key, now)
+            return True
+        due = self.pacer.next_send(now)
+        if due - now > MAX_PACE_SLEEP:
+            outbox.defer([r.seq for r in later], self.owner, time.time() + (due - now))
+            return False
+        wait = self.pacer.take_send(now) - now
+        if wait > 0:
+            self._stopping.wait(wait)
+        return True
 
     def _payload(self, call: Call, rows: list[Queued], message_id: str | None) -> dict[str, Any]:
         """The JSON that goes with a call: the notification itself, or what the card call carries."""
@@ -182,14 +274,43 @@ class Courier(threading.Thread):
                 "keys": [r.key for r in call.rows], "kinds": [r.kind for r in call.rows]}
 
     def _failed(self, outbox: DeliveryStore, first: Queued, rows: list[Queued], exc: Exception, *,
-                edit: bool) -> None:
-        """Count the attempt for every row not delivered yet; they go out together on the retry."""
-        task_id = first.task_id
+                edit: bool, handoff: str | None = None) -> None:
+        """A call did not deliver: what comes of its rows (and every row after them) depends on why."""
+        task_id, host, seqs = first.task_id, first.host, [r.seq for r in rows]
         if not isinstance(exc, DeliveryError):
             log.exception("%s: %s sink failed unexpectedly", shown_id(task_id), self.sink.name)
+            exc = DeliveryError(f"unexpected {type(exc).__name__}: {exc}")
+        if exc.in_doubt and handoff is not None:
+            # Asked again with the same key until the gateway answers: no attempt is counted, nothing is given
+            # up (whatever else took these rows could send them twice). Backs off with the doubt's age.
+            doubt = outbox.handoff(task_id, host)
+            age = time.time() - (doubt.written_at if doubt is not None else time.time())
+            delay = min(max(1.0, age / 2), 60.0)
+            outbox.retry_later(seqs, self.owner, str(exc), time.time() + delay, count=False)
+            log.warning("%s: %s; asking again with the same key in %.0f s", shown_id(task_id), exc, delay)
+            return
+        if handoff is not None:
+            outbox.drop_handoff(task_id, handoff, host)  # answered, so not sent: the next try is a new call
+        if exc.retry_after is not None:
+            self.pacer.pause(time.monotonic() + exc.retry_after)
+            outbox.defer(seqs, self.owner, time.time() + exc.retry_after)
+            log.warning("%s: the chat asked to wait %.1f s (%s); the chat is paused that long, nothing is lost",
+                        shown_id(task_id), exc.retry_after, exc)
+            return
+        if exc.permanent:
+            self.bell.problem(f"{self.sink.name} refused: {exc}")
+            if edit:  # the card cannot be edited (deleted, say): the task gets a new card, at once
+                outbox.drop_card(task_id, host)
+                outbox.release(seqs, self.owner)
+                log.warning("%s: the card cannot be edited (%s): a new one is sent", shown_id(task_id), exc)
+                return
+            outbox.give_up(seqs, self.owner, str(exc), self.options.attempts)
+            log.error("%s: %d notifications refused (%s); kept for task-pulse drain", shown_id(task_id), len(rows),
+                      exc)
+            return
         attempt = 1 + max((r.attempts for r in rows), default=0)
         delay = min(self.options.backoff * 2 ** (attempt - 1), 3600.0)
-        outbox.retry_later([r.seq for r in rows], self.owner, str(exc), time.time() + delay)
+        outbox.retry_later(seqs, self.owner, str(exc), time.time() + delay)
         if attempt < self.options.attempts:
             log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", shown_id(task_id), exc, attempt + 1,
                      self.options.attempts, delay)
@@ -197,6 +318,16 @@ class Courier(threading.Thread):
         self.bell.gave_up.set()
         if edit and not _OUTAGE.search(str(exc)):
             # The chat refuses this edit (the card was deleted?): the next change sends anew.
-            outbox.drop_card(task_id, first.host)
+            outbox.drop_card(task_id, host)
         log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
                     "tried again once the sink works", shown_id(task_id), len(rows), attempt, exc)
+
+
+def call_key(sink: str, host: str, task_id: str, call: Call) -> str:
+    """A new request's idempotency key: what it carries (its rows, or the card's new text) and where to, then a
+    suffix of its own. The gateway remembers every answer under its key for 5 minutes, refusals and rate limits
+    included, so a request made again after an answer needs a new key; the same request asked again after a
+    lost answer keeps its key, which the `handoffs` table holds across retries and restarts."""
+    what = [call.op, *(r.key for r in call.rows)] + ([call.text] if call.op == "edit" else [])
+    digest = hashlib.sha256("\x1f".join([sink, host, task_id, *what]).encode()).hexdigest()
+    return f"task-pulse:{digest[:24]}.{secrets.token_hex(4)}"

@@ -1,68 +1,102 @@
 """Sinks: how the daemon itself puts a message in the chat, and edits one it put there.
 
-Each sink has two operations: `send(text, payload)` returns the new message's id when the chat
-reports one (None otherwise), and `edit(message_id, text, payload)` replaces a message's text.
-Both return on success and raise DeliveryError with one readable line otherwise. `payload` is the
-JSON that goes with the text (the notification, or the card and the rows it carries).
+Each sink has two operations: `send(text, payload, key)` returns what came of it (`Sent`: the new
+message's id when the chat reports one, or that OpenClaw's own queue took it over), and `edit(message_id,
+text, payload, key)` replaces a message's text. Both raise DeliveryError with one readable line
+otherwise, saying whether the message may have gone out, whether retrying can help and how long the chat
+asked us to wait. `payload` is the JSON that goes with the text (the notification, or the card and the
+rows it carries); `key` is the call's idempotency key, the same for every retry of the same call.
 
 * `ExecSink` runs a command with the text as its last argument and the payload on stdin, e.g.
-  `openclaw message send --channel telegram --target 123 --message`. Never through a shell: a task
-  named `$(touch X)` is just text. An optional edit command makes the live card possible.
-* `OpenClawSink` is the preset for the OpenClaw CLI: it builds the send/edit command lines, reads
-  the message id from `--json`, and reports OpenClaw's own reason when a call fails.
+  `mychat send --json --text`. Never through a shell: a task named `$(touch X)` is just text. An
+  optional edit command makes the live card possible.
+* `OpenClawCLI` is the preset for the OpenClaw CLI (`openclaw message send/edit --json`): it reads the
+  message id from the reply and reports OpenClaw's own reason when a call fails. `--openclaw` delivers
+  through the running gateway first (gateway/sink.py) and uses this only for what the gateway never got.
 * `WebhookSink` POSTs the payload (stdlib urllib), headers may name environment variables
   (`Authorization: Bearer ${CHAT_TOKEN}`) so secrets stay out of the unit file and the logs.
 
-Commands run in their own session and die with the daemon (a call in flight when the daemon is
-killed is not completed behind its back, so its retry after a restart is the only delivery).
+Commands run under a reaper (processes.py): they and everything they start end with the call, at the
+timeout, and with the daemon (a call in flight when the daemon is killed is not completed behind its back,
+so its retry after a restart is the only delivery).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import http.client
 import json
+import logging
 import os
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from task_pulse.config import expand_env
 from task_pulse.messages import clean
+from task_pulsed.delivery.pacing import UNPACED, Limits, channel_limits
+from task_pulsed.delivery.processes import ProcessSlots, run_supervised
+from task_pulsed.delivery.results import DeliveryError, Sent
 
+log = logging.getLogger("task-pulsed")
 # Channels whose messages `openclaw message edit` can change (OpenClaw 2026.9).
 OPENCLAW_EDITABLE = frozenset({"discord", "matrix", "msteams", "slack", "telegram"})
 
 
-class DeliveryError(Exception):
-    pass
+class Sink(ABC):
+    """One way into the chat. Subclasses give `send`, `edit`, `describe` and `identity`; the rest has
+    defaults: no replays (a retry is a new call), no pace of its own, one route, nothing to start."""
 
-
-class Sink(Protocol):
     name: str
     timeout: float
     can_edit: bool
+    limits: Limits = UNPACED  # the chat's pace (see pacing.py)
+    # Whether a send can end in doubt (written, no answer) and be asked again with its key: the courier
+    # then notes each send before it is made (see the `handoffs` table) and asks again through `replay`.
+    replays = False
+    on_route: Callable[[str], None] | None = None  # told when `route()` changes (see app.py: STATUS)
 
-    def send(self, text: str, payload: dict[str, Any]) -> str | None: ...
+    @abstractmethod
+    def send(self, text: str, payload: dict[str, Any], key: str,
+             before_write: Callable[[], None] | None = None) -> Sent:
+        """Send a new message. A sink that `replays` calls `before_write` just before a request that can end
+        in doubt goes out (the courier notes the send there); others never call it."""
 
-    def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None: ...
+    @abstractmethod
+    def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
+        """Replace the text of the message `message_id` (what comes back names the route it took)."""
 
+    @abstractmethod
     def describe(self) -> str:
         """Where it delivers, safe for a log line (no arguments, no URL path, no header values)."""
-        ...
 
+    @abstractmethod
     def identity(self) -> str:
         """A stable name for the chat it writes to: a card sent through another sink is not edited."""
-        ...
+
+    def replay(self, text: str, payload: dict[str, Any], key: str, boot_id: str | None) -> Sent:
+        """Ask again, the same way, for a send that ended in doubt (only where `replays`)."""
+        raise DeliveryError(f"the {self.describe()} sink cannot ask again for a send in doubt")
+
+    def route(self) -> str:
+        """The way messages go now, for STATUS and the log (e.g. `gateway ws://127.0.0.1:18789`)."""
+        return self.describe()
+
+    def boot_id(self) -> str | None:
+        """What remembers idempotency keys now (the gateway's boot id), if anything does."""
+        return None
+
+    def start(self) -> None:  # noqa: B027 - most sinks have nothing to start
+        """Before the first call (a connection to open, say)."""
+
+    def stop(self) -> None:  # noqa: B027
+        """After the last call."""
 
 
 def message_id_in(reply: Any) -> str | None:
@@ -115,48 +149,14 @@ def first_reason(stderr: bytes) -> str:
     return next((line for line in lines if _REASON_WORDS.search(line)), lines[-1] if lines else "")
 
 
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """What the child runs between fork and exec: die with the daemon (kill -9 included).
-
-    PR_SET_PDEATHSIG only covers a parent that dies after it is set. A daemon killed between the
-    fork and that call leaves the child to init: it must see that and stop, or its message goes out
-    while the restarted daemon sends it again.
-    """
-
-    def arm() -> None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return arm
-
-
-_PRCTL: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def run_command(argv: list[str], stdin: bytes, timeout: float,
-                env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
-    """Run `argv`, killing it (and anything it started) at `timeout`. Returns (code, stdout, stderr)."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                close_fds=True, start_new_session=True, preexec_fn=die_with_parent(os.getpid()),
-                                env=env)
-    except OSError as exc:
-        raise DeliveryError(f"cannot run {os.path.basename(argv[0])}: {exc.strerror}") from None
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        finished = proc.poll() is not None  # it is done; something it left behind holds its output open
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        try:
-            out, err = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:  # a descendant in another session still holds the pipes
-            proc.kill()
-            out, err = b"", b""
-        if not finished:
-            raise DeliveryError(f"{os.path.basename(argv[0])} timed out after {timeout:g} s") from None
-    return proc.returncode, out, err
+def _queued_by_openclaw(reply: Any) -> bool:
+    """Whether a failed `openclaw message send --json` left the message in OpenClaw's delivery queue: it failed
+    at the chat (`platform_send`) with nothing of it sent, so the queue row it wrote first stays pending."""
+    payload = reply.get("payload") if isinstance(reply, dict) else None
+    outcomes = payload.get("payloadOutcomes") if isinstance(payload, dict) else None
+    return isinstance(outcomes, list) and bool(outcomes) and all(
+        isinstance(o, dict) and o.get("stage") == "platform_send" and o.get("status") == "failed"
+        and not o.get("sentBeforeError") for o in outcomes)
 
 
 def resolve_program(word: str, option: str) -> str:
@@ -172,16 +172,18 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-class ExecSink:
+class ExecSink(Sink):
     """`CMD … TEXT` sends; with an edit command, `EDIT … TEXT` edits (`{id}` in it is the message id,
-    else the id goes just before the text). A send that prints JSON with a message id makes a card."""
+    else the id goes just before the text). A send that prints JSON with a message id makes a card. The
+    payload on stdin carries the call's `idempotencyKey`: a sender that can, may skip one it has seen."""
 
     name = "exec"
 
-    def __init__(self, command: str, timeout: float = 30, edit_command: str | None = None) -> None:
+    def __init__(self, command: str, timeout: float = 30, edit_command: str | None = None,
+                 slots: ProcessSlots | None = None, limits: Limits = UNPACED) -> None:
         self.argv = self._split(command, "--exec")
         self.edit_argv = None if edit_command is None else self._split(edit_command, "--exec-edit")
-        self.timeout = timeout
+        self.timeout, self.slots, self.limits = timeout, slots, limits
         self.can_edit = self.edit_argv is not None
 
     @staticmethod
@@ -195,20 +197,23 @@ class ExecSink:
         # A missing program is one error at start-up, not one per message; found once, by its full path.
         return [resolve_program(argv[0], option), *argv[1:]]
 
-    def _run(self, argv: list[str], payload: dict[str, Any]) -> bytes:
-        code, out, err = run_command(argv, json.dumps(payload, ensure_ascii=False).encode(), self.timeout)
+    def _run(self, argv: list[str], payload: dict[str, Any], key: str) -> bytes:
+        stdin = json.dumps({**payload, "idempotencyKey": key}, ensure_ascii=False).encode()
+        code, out, err = run_supervised(argv, stdin, self.timeout, slots=self.slots)
         if code != 0:
             reason = first_reason(err)[:200]
             raise DeliveryError(f"{os.path.basename(argv[0])} exited {code}" + (f": {reason}" if reason else ""))
         return out
 
-    def send(self, text: str, payload: dict[str, Any]) -> str | None:
-        return message_id_in(_json_reply(self._run([*self.argv, text], payload)))
+    def send(self, text: str, payload: dict[str, Any], key: str,
+             before_write: Callable[[], None] | None = None) -> Sent:
+        return Sent(message_id_in(_json_reply(self._run([*self.argv, text], payload, key))))
 
-    def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None:
+    def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
         assert self.edit_argv is not None
         words = [w.replace("{id}", message_id) for w in self.edit_argv]
-        self._run([*words, text] if words != self.edit_argv else [*words, message_id, text], payload)
+        self._run([*words, text] if words != self.edit_argv else [*words, message_id, text], payload, key)
+        return Sent(message_id)
 
     def describe(self) -> str:
         return os.path.basename(self.argv[0])
@@ -217,29 +222,50 @@ class ExecSink:
         return f"exec:{_digest(shlex.join(self.argv))}"
 
 
-class OpenClawSink:
-    """`openclaw message send/edit` to one CHANNEL:TARGET, with `--json` to learn the message id."""
+def openclaw_destination(destination: str) -> tuple[str, str]:
+    """`CHANNEL:TARGET` of `--openclaw`, as (channel, target); ValueError when it is not one."""
+    channel, sep, target = destination.partition(":")
+    if not sep or not channel.strip() or not target.strip():
+        raise ValueError(f"--openclaw {destination!r}: expected CHANNEL:TARGET, e.g. telegram:123456789 or irc:#ops")
+    return channel.strip().lower(), target.strip()
+
+
+def openclaw_identity(channel: str, target: str) -> str:
+    """One OpenClaw chat, whichever route reaches it."""
+    return f"openclaw:{channel}:{_digest(target)}"
+
+
+class OpenClawCLI(Sink):
+    """`openclaw message send/edit` to one CHANNEL:TARGET, with `--json` to learn the message id.
+
+    Each call starts Node and loads the channel's plugin (10–18 s on Matrix), which is why `--openclaw`
+    goes through the running gateway first. Whether a failed send may be made again is read from its
+    reply: OpenClaw 2026.9 writes every CLI send into its own delivery queue first, and a send that failed at
+    the chat (`payloadOutcomes[].stage` `platform_send`) stays there, for a gateway on the same state dir
+    to deliver once the chat is back. Sending it again would send it twice: it is handed over.
+    """
 
     name = "openclaw"
 
-    def __init__(self, destination: str, timeout: float = 60, program: str = "openclaw") -> None:
-        channel, sep, target = destination.partition(":")
-        if not sep or not channel.strip() or not target.strip():
-            raise ValueError(f"--openclaw {destination!r}: expected CHANNEL:TARGET, "
-                             "e.g. telegram:123456789 or irc:#ops")
-        self.channel, self.target = channel.strip().lower(), target.strip()
+    def __init__(self, destination: str, timeout: float = 60, program: str = "openclaw",
+                 slots: ProcessSlots | None = None) -> None:
+        self.channel, self.target = openclaw_destination(destination)
         self.program = resolve_program(program, "--openclaw-bin")
-        self.timeout = timeout
+        self.timeout, self.slots = timeout, slots
         self.can_edit = self.channel in OPENCLAW_EDITABLE
-        # Its log lines are coloured whenever TERM is set, even into a pipe: plain text for our log.
-        self.env = {**os.environ, "NO_COLOR": "1"}
+        self.limits = channel_limits(self.channel, self.target)
+        # Its log lines are coloured whenever TERM is set, even into a pipe: plain text for our log. Without
+        # OPENCLAW_NO_RESPAWN it starts itself again in a session of its own, one more Node per call.
+        self.env = {**os.environ, "NO_COLOR": "1", "OPENCLAW_NO_RESPAWN": "1"}
 
     def _run(self, verb: str, *args: str) -> Any:
         argv = [self.program, "message", verb, "--channel", self.channel, "--target", self.target, *args, "--json"]
-        code, out, err = run_command(argv, b"", self.timeout, env=self.env)
+        code, out, err = run_supervised(argv, b"", self.timeout, env=self.env, slots=self.slots)
         reply = _json_reply(out)
         failed = isinstance(reply, dict) and reply.get("ok") is False
         if code != 0 or failed:
+            if verb == "send" and _queued_by_openclaw(reply):
+                return None
             error = reply.get("error") if isinstance(reply, dict) else None
             if isinstance(error, dict):
                 error = error.get("message") or json.dumps(error, ensure_ascii=False)
@@ -247,17 +273,27 @@ class OpenClawSink:
             raise DeliveryError(f"openclaw message {verb} exited {code}" + (f": {reason}" if reason else ""))
         return reply
 
-    def send(self, text: str, payload: dict[str, Any]) -> str | None:
-        return message_id_in(self._run("send", "--message", text))
+    def send(self, text: str, payload: dict[str, Any], key: str,
+             before_write: Callable[[], None] | None = None) -> Sent:
+        reply = self._run("send", "--message", text)
+        if reply is None:
+            log.info("openclaw message send failed at %s and OpenClaw queued it: a gateway on its state dir "
+                     "delivers it when the chat is back (never sent again from here)", self.channel)
+            return Sent(handed_over=True, route="cli queue")
+        return Sent(message_id_in(reply), route="cli")
 
-    def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None:
+    def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
         self._run("edit", "--message-id", message_id, "--message", text)
+        return Sent(message_id, route="cli")
 
     def describe(self) -> str:
         return f"{self.channel} (openclaw)"
 
+    def route(self) -> str:
+        return f"the openclaw CLI ({self.program})"
+
     def identity(self) -> str:
-        return f"openclaw:{self.channel}:{_digest(self.target)}"
+        return openclaw_identity(self.channel, self.target)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -280,20 +316,21 @@ def parse_header(header: str, env: dict[str, str] | os._Environ[str] = os.enviro
     return name.strip(), value
 
 
-class WebhookSink:
+class WebhookSink(Sink):
     """POST the payload as JSON. A reply naming a message id makes a card: edits are POSTed with
-    `"action": "edit"` and that `messageId`."""
+    `"action": "edit"` and that `messageId`. Every POST carries the call's `idempotencyKey`."""
 
     name = "webhook"
     can_edit = True
 
-    def __init__(self, url: str, headers: list[str] | None = None, timeout: float = 30) -> None:
+    def __init__(self, url: str, headers: list[str] | None = None, timeout: float = 30,
+                 limits: Limits = UNPACED) -> None:
         # `${VAR}` in the URL: a token in it (Telegram's /bot<token>/) stays out of `ps` and unit files.
         url = expand_env(url, "--webhook")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"--webhook needs an http(s) URL, got {self._redact(url)!r}")
-        self.url, self.timeout = url, timeout
+        self.url, self.timeout, self.limits = url, timeout, limits
         self.headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "task-pulsed"}
         self.headers.update(parse_header(h) for h in headers or [])
         self._opener = urllib.request.build_opener(_NoRedirects)
@@ -316,11 +353,14 @@ class WebhookSink:
             raise DeliveryError(f"{self.describe()} answered HTTP {status}")
         return reply
 
-    def send(self, text: str, payload: dict[str, Any]) -> str | None:
-        return message_id_in(_json_reply(self._post({**payload, "text": text})))
+    def send(self, text: str, payload: dict[str, Any], key: str,
+             before_write: Callable[[], None] | None = None) -> Sent:
+        reply = self._post({**payload, "text": text, "idempotencyKey": key})
+        return Sent(message_id_in(_json_reply(reply)))
 
-    def edit(self, message_id: str, text: str, payload: dict[str, Any]) -> None:
-        self._post({**payload, "action": "edit", "messageId": message_id, "text": text})
+    def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
+        self._post({**payload, "action": "edit", "messageId": message_id, "text": text, "idempotencyKey": key})
+        return Sent(message_id)
 
     @staticmethod
     def _redact(url: str) -> str:

@@ -190,7 +190,7 @@ def openclaw_setup(ctx: Context, channel: str | None, target: str | None, via: s
     """
     import os
 
-    from task_pulse import openclaw_setup as setup_
+    from task_pulse.openclaw import setup as setup_
 
     options = setup_.SetupOptions(tasks_dir=ctx.settings.tasks_dir, channel=channel, target=target, via=via,
                                   workspace=Path(os.path.expanduser(workspace)) if workspace else None,

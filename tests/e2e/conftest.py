@@ -17,6 +17,14 @@ import pytest
 from tests.conftest import clean_env, wait_for
 
 BASE = Path(clean_env().get("TP_E2E_BASE", "/opt/task-pulse-e2e"))
+
+
+def e2e_env(**extra: str) -> dict[str, str]:
+    """clean_env for the real OpenClaw: it finds its gateway through its own state dir (OPENCLAW_STATE_DIR)."""
+    env = clean_env(**extra)
+    if "OPENCLAW_GATEWAY_URL" not in extra:
+        del env["OPENCLAW_GATEWAY_URL"]
+    return env
 OPENCLAW = BASE / "bin" / "openclaw"
 TEMPLATE = BASE / "state-template"
 CHANNEL = "#pulse"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from task_pulse.store import TaskStore
-from tests.conftest import Daemon, clean_env, read_notifications, wait_for
-from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, free_port, openclaw_state
+from tests.conftest import Daemon, read_notifications, wait_for
+from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, e2e_env, free_port, openclaw_state
 
 # One worker runs the e2e lanes (one OpenClaw install and its gateway): see pyproject.toml.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP),
@@ -22,8 +22,9 @@ def test_a_task_reaches_an_irc_channel_through_the_real_openclaw(tmp_path: Path,
                                                                  daemons: list[Daemon],
                                                                  irc: tuple[int, Listener]) -> None:
     port, listener = irc
-    env = clean_env(OPENCLAW_STATE_DIR=str(openclaw_state(tmp_path, port)))
-    d = Daemon(tasks_dir, "--openclaw", f"irc:{CHANNEL}", "--openclaw-bin", str(OPENCLAW), "--lang", "en",
+    env = e2e_env(OPENCLAW_STATE_DIR=str(openclaw_state(tmp_path, port)))
+    d = Daemon(tasks_dir, "--openclaw", f"irc:{CHANNEL}", "--openclaw-bin", str(OPENCLAW),
+               "--openclaw-gateway", "none", "--lang", "en",
                "--sink-timeout", "120", env=env).start()
     daemons.append(d)
     store = TaskStore(tasks_dir)
@@ -43,13 +44,14 @@ def test_a_task_reaches_an_irc_channel_through_the_real_openclaw(tmp_path: Path,
     assert "【E2E report】" in texts[0]  # the start (or, on a slow machine, a catch-up): IRC flattens lines
     assert len(texts) <= 4  # started, at most a couple of coalesced step messages, done
     by = {n["delivered_by"] for n in read_notifications(tasks_dir)}
-    assert by <= {"openclaw", "openclaw:coalesced"}, by  # sent, or carried by a message that said more
+    assert by <= {"openclaw:cli", "openclaw:coalesced"}, by  # sent, or carried by a message that said more
 
 
 def test_a_failed_send_names_openclaws_reason(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
     port = free_port()  # nothing listens there
-    env = clean_env(OPENCLAW_STATE_DIR=str(openclaw_state(tmp_path, port)))
-    d = Daemon(tasks_dir, "--openclaw", f"irc:{CHANNEL}", "--openclaw-bin", str(OPENCLAW), "--sink-attempts", "1",
+    env = e2e_env(OPENCLAW_STATE_DIR=str(openclaw_state(tmp_path, port)))
+    d = Daemon(tasks_dir, "--openclaw", f"irc:{CHANNEL}", "--openclaw-bin", str(OPENCLAW),
+               "--openclaw-gateway", "none", "--sink-attempts", "1",
                "--sink-timeout", "120", env=env).start()
     daemons.append(d)
     TaskStore(tasks_dir).create("Nobody home", ["a"], datetime.now(UTC))

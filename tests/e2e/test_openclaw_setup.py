@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, Daemon, clean_env, kinds, run_tp, wait_for
-from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, free_port, openclaw_state
+from tests.conftest import BIN, Daemon, kinds, run_tp, wait_for
+from tests.e2e.conftest import CHANNEL, IRC_READY, IRC_SKIP, OPENCLAW, Listener, e2e_env, free_port, openclaw_state
 
 # One worker runs the e2e lanes (one OpenClaw install and its gateway): see pyproject.toml.
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not IRC_READY, reason=IRC_SKIP),
@@ -31,7 +31,7 @@ def gateway(tmp_path: Path, irc: tuple[int, Listener]) -> Iterator[dict[str, str
                          "auth": {"mode": "token", "token": "task-pulse-e2e"}}
     config_path.write_text(json.dumps(config, indent=2))
     # The gateway's PATH is the one that counts: the cron job runs `task-pulse` from it.
-    env = clean_env(OPENCLAW_STATE_DIR=str(state), NO_COLOR="1", PATH=f"{BIN}:{os.environ['PATH']}")
+    env = e2e_env(OPENCLAW_STATE_DIR=str(state), NO_COLOR="1", PATH=f"{BIN}:{os.environ['PATH']}")
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(OPENCLAW), "gateway", "run"], stdout=out, stderr=subprocess.STDOUT, env=env,

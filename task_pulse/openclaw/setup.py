@@ -19,13 +19,14 @@ import fcntl
 import json
 import os
 import shlex
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from task_pulse import service, skill
 from task_pulse.errors import BadInput, OperationFailed
-from task_pulse.openclaw import VERSION_CHECKED, OpenClawCLI, locate
+from task_pulse.openclaw import VERSION_CHECKED, OpenClawCLI, gateway, locate
 from task_pulse.store import TaskStore
 
 CRON_KEY = "task-pulse"  # the cron job's declaration key: adding it again updates, never duplicates
@@ -134,6 +135,7 @@ def setup(options: SetupOptions) -> list[str]:
         report.note(f"route: {via} ({why})")
     if via == "sink":
         _remove_cron_job(cli, report)  # switching routes: one way in, not two
+        _gateway_secret(cli, options, report, record)
         _install_service(options, report, record, ["--openclaw", f"{options.channel}:{options.target}",
                                                    "--openclaw-bin", str(cli.install.program)])
     else:
@@ -166,7 +168,7 @@ class Record:
         if not self.dry_run:
             path = _record_path()
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self.data, indent=2) + "\n", encoding="utf-8")
+            service.write_private(path, json.dumps(self.data, indent=2) + "\n")  # it may hold an old unit
 
 
 def load_record() -> dict[str, Any]:
@@ -189,6 +191,43 @@ def _without_openclaw(args: list[str]) -> list[str]:
         elif not arg.startswith(("--openclaw=", "--openclaw-bin=")):
             out.append(arg)
     return out
+
+
+def _dashboard_token(cli: OpenClawCLI) -> str | None:
+    """The shared token as the running gateway hands it out (`openclaw dashboard --json`: a sign-in URL
+    ending `#token=…`); None when no gateway answers or it gives none."""
+    try:
+        reply = cli.call("dashboard", "--json", "--no-open", timeout=60)
+    except OperationFailed:
+        return None
+    url = reply.get("url") if isinstance(reply, dict) else None
+    fragment = urllib.parse.urlsplit(url).fragment if isinstance(url, str) else ""
+    return urllib.parse.parse_qs(fragment).get("token", [None])[0]
+
+
+def _gateway_secret(cli: OpenClawCLI, options: SetupOptions, report: Report, record: Record) -> None:
+    """The service talks to the running gateway: it needs the gateway's token (or password), which it reads
+    from its private env file, never from its command line."""
+    try:
+        found = gateway.find_gateway(profile=options.profile)
+    except gateway.GatewayConfigError as exc:
+        report.note(f"warning: {exc}; the service will use the openclaw CLI")
+        return
+    name, value = ("OPENCLAW_GATEWAY_PASSWORD", found.password) if found.password else \
+        ("OPENCLAW_GATEWAY_TOKEN", found.token)
+    where = "OpenClaw's config"
+    if value is None and not options.dry_run:
+        value, where = _dashboard_token(cli), "the running gateway"
+    if value is None:
+        why = found.secret_note or "no token found"
+        report.note(f"gateway {found.url}: {why}; the service will use the openclaw CLI until {service.SECRETS_FILE} "
+                    f"holds OPENCLAW_GATEWAY_TOKEN=…")
+        return
+    if report.would(f"put {name} (from {where}) into {service.SECRETS_FILE}, mode 600"):
+        return
+    if service.set_secret(name, value):
+        record.add(secret=name)
+    report.note(f"gateway {found.url}: {name} from {where} is in {service.SECRETS_FILE} (mode 600)")
 
 
 def _install_service(options: SetupOptions, report: Report, record: Record, daemon_args: list[str]) -> None:
@@ -279,9 +318,13 @@ def undo(options: SetupOptions) -> list[str]:
                 report.lines += service.uninstall()
         elif not report.would("put back the service unit setup replaced, and restart it"):
             unit = service.unit_dir() / service.UNIT_NAME
-            unit.write_text(before, encoding="utf-8")
+            service.write_private(unit, before)  # a unit may hold a webhook URL with its token
             report.note(f"put back the unit that was there before setup: {unit}")
             report.lines += service.restart()
+    secret = record.get("secret")
+    if secret in ("OPENCLAW_GATEWAY_TOKEN", "OPENCLAW_GATEWAY_PASSWORD") and \
+            not report.would(f"take {secret} out of {service.SECRETS_FILE}") and service.set_secret(secret, None):
+        report.note(f"took {secret} out of {service.SECRETS_FILE}")
     dest = Path(record["skill"]) if record.get("skill") else (options.workspace / "skills" / "live-task-pulse"
                                                              if options.workspace else None)
     if dest is not None and not report.would(f"remove the skill from {dest}"):
