@@ -11,6 +11,7 @@ one card and one done ping.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import threading
 import time
@@ -78,6 +79,10 @@ def test_one_connection_carries_every_call_and_the_card_is_edited_in_place(tmp_p
     wait_for(lambda: delivered(tasks_dir, 6), 30, "every notification delivered")  # started, 4 steps, done
     wait_for(lambda: final_card(gateway.sends()[0].shown, "Nightly", 5), 20, "the final card")
     assert gateway.connections == 1  # every call over one connection
+    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
+    cards = db.execute("SELECT task_id, text FROM cards").fetchall()
+    db.close()
+    assert cards == [(task.task_id, gateway.sends()[0].shown)]  # the last edit (it carried no row) is the task's
     assert [m.text.split()[0] for m in gateway.sends()] == ["🔄", "🎉"]  # the card, then the done ping
     assert cli_calls(tmp_path / "cli.jsonl") == []
     assert {n["delivered_by"].split(":")[-1] for n in read_notifications(tasks_dir)} <= {"gateway", "card"}
@@ -301,3 +306,36 @@ def test_check_names_the_route(tmp_path: Path, tasks_dir: Path, gateway: StandIn
     finally:
         newer.stop()
     assert mismatch.returncode == 2 and "protocol" in mismatch.stdout and "4" in mismatch.stdout
+
+
+def test_status_says_the_route_and_when_it_changes(tmp_path: Path, tasks_dir: Path, gateway: StandInGateway,
+                                                   daemons: list[Daemon]) -> None:
+    from tests.test_systemd import NotifySocket
+
+    notify = NotifySocket()
+    d = gateway_daemon(tasks_dir, gateway, tmp_path / "cli.jsonl", NOTIFY_SOCKET="@" + notify.name).start()
+    daemons.append(d)
+
+    def status(route: str) -> bool:
+        return any(a.startswith("STATUS=") and f"delivering through {route}" in a for a in notify.assignments())
+
+    wait_for(lambda: status(f"gateway {gateway.url} (OpenClaw 2026.9.6)"), 20, "the gateway route in STATUS")
+    gateway.restart(down_for=3.0)
+    wait_for(lambda: status("openclaw CLI (gateway down"), 20, "the CLI route in STATUS")
+    wait_for(lambda: d.log().count(f"delivering through gateway {gateway.url}") == 2, 30, "the gateway again")
+    assert "WARNING delivering through openclaw CLI (gateway down: " in d.log()
+
+
+def test_a_refused_token_is_one_clear_line_and_the_cli_delivers(tmp_path: Path, tasks_dir: Path,
+                                                                gateway: StandInGateway, daemons: list[Daemon]) -> None:
+    cli_log = tmp_path / "cli.jsonl"
+    d = Daemon(tasks_dir, "--openclaw", "telegram:1", "--openclaw-bin", str(STANDIN_CLI), "--pace", "off",
+               env=clean_env(OPENCLAW_GATEWAY_URL=gateway.url, OPENCLAW_GATEWAY_TOKEN="wrong-token",
+                             STANDIN_LOG=str(cli_log))).start()
+    daemons.append(d)
+    run_tp(tasks_dir, "create", "Refused token", "a")
+    wait_for(lambda: delivered(tasks_dir, 1), 30, "the card through the CLI")
+    assert [c["verb"] for c in cli_calls(cli_log) if c["phase"] == "end"] == ["send"]
+    refusals = [line for line in d.log().splitlines() if "refused the token" in line]
+    assert len(refusals) == 1 and "AUTH_TOKEN_MISMATCH" in refusals[0] and "wrong-token" not in d.log()
+    assert gateway.sends() == []

@@ -166,7 +166,7 @@ class Courier(threading.Thread):
         pace_key = f"{host}/{task_id}"
         for i, call in enumerate(plan.calls):
             later = [r for c in plan.calls[i:] for r in c.rows]
-            if not self._paced(outbox, call, pace_key, later, edit_ready=card is not None and call.op == "edit"):
+            if not self._paced(outbox, call, pace_key, later):
                 if call.op == "edit":
                     continue  # its rows wait for the card's next edit; pings after it still go
                 return
@@ -189,7 +189,7 @@ class Courier(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
                 self._failed(outbox, rows[0], later, exc, edit=call.op == "edit", handoff=noted[0] if noted else None)
                 return
-            card = self._record(outbox, call, sent, card, started, noted[0] if noted else None)
+            card = self._record(outbox, task_id, host, call, sent, card, started, noted[0] if noted else None)
             self.bell.refusal = None
         if any(r.kind in TERMINAL for r in rows):
             self.pacer.forget(pace_key)
@@ -198,10 +198,10 @@ class Courier(threading.Thread):
             if outbox.rearm(self.options.attempts):
                 self.bell.ring()
 
-    def _record(self, outbox: DeliveryStore, call: Call, sent: Sent, card: Card | None, started: str | None,
-                handoff: str | None) -> Card | None:
-        """Mark a call's rows delivered (with the card it made, in the same transaction); the card now."""
-        task_id, host = call.rows[0].task_id if call.rows else "", call.rows[0].host if call.rows else ""
+    def _record(self, outbox: DeliveryStore, task_id: str, host: str, call: Call, sent: Sent, card: Card | None,
+                started: str | None, handoff: str | None) -> Card | None:
+        """Mark a call's rows delivered (with the card it made, in the same transaction); the card now. A card
+        edit may carry no rows (what it shows was told by a ping): the card is stored all the same."""
         new_card = None
         if call.card:
             # No id: nothing to edit. The empty id marks the task: new messages for the rest of this run.
@@ -239,15 +239,14 @@ class Courier(threading.Thread):
             self._failed(outbox, rows[0], rows, exc, edit=False, handoff=doubt.key)
             return []
         log.info("%s: a send in doubt was settled by asking again (%s)", shown_id(task_id), sent.route)
-        self._record(outbox, call, sent, None, doubt.started_key, doubt.key)
+        self._record(outbox, task_id, host, call, sent, None, doubt.started_key, doubt.key)
         return [r for r in rows if r.seq not in doubt.seqs]
 
-    def _paced(self, outbox: DeliveryStore, call: Call, pace_key: str, later: list[Queued], *,
-               edit_ready: bool) -> bool:
+    def _paced(self, outbox: DeliveryStore, call: Call, pace_key: str, later: list[Queued]) -> bool:
         """Whether `call` may go now (after a short wait, if that is all it takes). When it may not, its
         rows (an edit's), or every row from it on (a send's), wait for their time, no attempt counted."""
         now = time.monotonic()
-        if call.op == "edit" and edit_ready:
+        if call.op == "edit":
             due = self.pacer.next_edit(pace_key, now)
             if due > now:
                 outbox.defer([r.seq for r in call.rows], self.owner, time.time() + (due - now))
