@@ -45,12 +45,16 @@ def test_edits_of_one_card_are_three_seconds_apart_and_other_cards_are_not_held(
     assert pacer.next_edit("a", 11.0) == 11.0
 
 
-def test_on_matrix_edits_count_against_the_message_budget() -> None:
+def test_on_matrix_edits_count_against_the_budget_but_leave_pings_a_reserve() -> None:
     pacer = Pacer(CHANNEL_LIMITS["matrix"])  # 0.2/s, burst 10, edits count
-    for i in range(10):
-        pacer.take_edit(f"card{i}", 0.0)
+    edited = 0
+    while pacer.next_edit(f"card{edited}", 0.0) == 0.0:
+        pacer.take_edit(f"card{edited}", 0.0)
+        edited += 1
+    assert edited == 5  # half the burst: the rest is kept for new messages
+    assert pacer.next_edit("another", 0.0) == pytest.approx(5.0)  # one token more above the reserve
+    assert [pacer.take_send(0.0) for _ in range(5)] == [0.0] * 5  # five pings go at once, none behind the edits
     assert pacer.next_send(0.0) == pytest.approx(5.0)
-    assert pacer.next_edit("new", 0.0) == pytest.approx(5.0)
 
 
 def test_a_rate_limit_pauses_the_whole_chat() -> None:

@@ -7,7 +7,8 @@ a clock. A `Pacer` holds one chat's budget; the couriers share it (its lock make
   to `burst` at once; Telegram groups also have a bucket per minute.
 * Edits of one card are at least `edit_every` seconds apart (per card). On Matrix every event counts
   against the same budget as new messages (Synapse's `rc_message`), so there edits draw from the
-  bucket too.
+  bucket too, but only from what is above a reserve kept for new messages: a ping (a task's end, a
+  stall) never waits for tokens that card edits took.
 * A rate-limit reply pauses the whole chat until the time it names.
 
 Defaults per channel come from each service's published limits (see `CHANNEL_LIMITS`); `--pace` changes
@@ -176,7 +177,13 @@ class Pacer:
         with self._lock:
             self._refill(now)
             at = max(now, self._paused_until, self._edited.get(card, float("-inf")) + self.limits.edit_every)
-            return max(at, self._bucket_free_at(now)) if self.limits.edits_count else at
+            if not self.limits.edits_count:
+                return at
+            # Edits take only from above the reserve (half the burst) that new messages keep for themselves.
+            needed = 1 + self.limits.burst // 2
+            if self.limits.per_second is not None and self._tokens < needed:
+                at = max(at, now + (needed - self._tokens) / self.limits.per_second)
+            return max(at, self._bucket_free_at(now))
 
     def take_edit(self, card: str, now: float) -> None:
         with self._lock:

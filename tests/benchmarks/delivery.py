@@ -63,6 +63,7 @@ class Chat:
     messages: Callable[[], list[tuple[str, float, list[float]]]]
     gateway_args: list[str] = field(default_factory=list)
     cli: str = str(STANDIN_CLI)
+    pace: list[str] = field(default_factory=list)
 
 
 def write_tasks(store: TaskStore, names: list[str], steps: int, done_at: dict[str, float],
@@ -125,7 +126,8 @@ def run_case(chat: Chat, route: str, tasks: int, steps: int, settle: float = 0.0
     with log_path.open("wb") as log:
         proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), "--openclaw",
                                  f"{chat.channel}:{chat.target}", "--openclaw-bin", chat.cli, "--lang", "en",
-                                 "--sink-concurrency", str(min(tasks, 10)), "--sink-timeout", "60", *route_args],
+                                 "--sink-concurrency", str(min(tasks, 10)), "--sink-timeout", "60", *route_args,
+                                 *chat.pace],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
     names = [f"{route[:2].upper()}{uuid.uuid4().hex[:6]} {i}" for i in range(tasks)]
     try:
@@ -210,7 +212,10 @@ def real_chat() -> tuple[Chat, Callable[[], None], Any, Any]:
         hs.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    return Chat("matrix", f"room:{hs.room_id}", env, messages, cli=str(OPENCLAW)), stop, hs, gateway
+    # Our Synapse has rc_message raised: the pace follows it (new messages unlimited, card edits 3 s apart).
+    chat = Chat("matrix", f"room:{hs.room_id}", env, messages, cli=str(OPENCLAW),
+                pace=["--pace", "messages=1000,burst=1000"])
+    return chat, stop, hs, gateway
 
 
 def hang_homeserver(hs: Any, seconds: float) -> None:
