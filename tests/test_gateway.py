@@ -339,3 +339,13 @@ def test_a_refused_token_is_one_clear_line_and_the_cli_delivers(tmp_path: Path, 
     refusals = [line for line in d.log().splitlines() if "refused the token" in line]
     assert len(refusals) == 1 and "AUTH_TOKEN_MISMATCH" in refusals[0] and "wrong-token" not in d.log()
     assert gateway.sends() == []
+
+
+def test_a_gateway_still_starting_is_tried_again_within_seconds(tmp_path: Path, tasks_dir: Path,
+                                                               gateway: StandInGateway, daemons: list[Daemon]) -> None:
+    """`connect` answered "gateway starting; retry shortly" (retryable) is a moment, not a refused token."""
+    gateway.starting_until = time.monotonic() + 2.0
+    d = gateway_daemon(tasks_dir, gateway, tmp_path / "cli.jsonl").start()
+    daemons.append(d)
+    wait_for(lambda: f"delivering through gateway {gateway.url}" in d.log(), 15, "the gateway once it started")
+    assert "refused" not in d.log()

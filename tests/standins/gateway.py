@@ -9,8 +9,9 @@ It keeps the chat it pretends to deliver to (`chat`: every message sent, with it
 delivered but never answered), `hold_replies` (a threading.Event: sends are delivered, replies wait for it),
 `queue_sends` (that many sends answer OUTBOUND_DELIVERY_QUEUED and are delivered later by `flush_queue`),
 `fail_sends` (errors to answer with, one per send), `rate_limit` (that many sends answer a rate limit of
-`retry_after_ms`); `restart()` closes every connection with 1012, refuses new ones for `down_for` seconds
-and forgets every key (a new boot).
+`retry_after_ms`), `starting_until` (a monotonic time: before it, `connect` is answered "gateway starting;
+retry shortly", retryable, as a gateway still starting answers); `restart()` closes every connection with
+1012, refuses new ones for `down_for` seconds and forgets every key (a new boot).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class StandInGateway:
         self.rate_limit = 0
         self.retry_after_ms = 1500
         self.down_until = 0.0
+        self.starting_until = 0.0
         self.boot_id = uuid.uuid4().hex
         self._lock = threading.Lock()
         self._replies: dict[str, tuple[float, dict[str, Any]]] = {}  # idempotency key → (when, reply frame body)
@@ -136,6 +138,11 @@ class StandInGateway:
                 ws.send(json.dumps(self._error(hello["id"], "INVALID_REQUEST",
                                                f"protocol mismatch: server speaks {self.protocol}")))
                 ws.close(1002, "protocol mismatch")
+                return
+            if time.monotonic() < self.starting_until:
+                ws.send(json.dumps(self._error(hello["id"], "UNAVAILABLE", "gateway starting; retry shortly",
+                                               retryable=True, retryAfterMs=500)))
+                ws.close(1013, "starting")
                 return
             if (params.get("auth") or {}).get("token") != self.token:
                 ws.send(json.dumps(self._error(hello["id"], "INVALID_REQUEST", "unauthorized: gateway token mismatch",

@@ -139,6 +139,8 @@ def _sign_in(ws: ClientConnection, endpoint: GatewaySettings, scopes: list[str],
         raise HandshakeRefused("the gateway sent something that is not JSON: is this an OpenClaw gateway?") from None
     if not frame.get("ok"):
         error = GatewayError(frame.get("error") or {})
+        if error.retryable:  # "gateway starting; retry shortly": a moment, not a refusal
+            raise NotSent(f"{error}".strip())
         raise HandshakeRefused(_refusal(error), protocol_mismatch="protocol" in error.message.lower())
     payload = frame.get("payload") or {}
     protocol = payload.get("protocol")

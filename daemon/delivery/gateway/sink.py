@@ -81,6 +81,7 @@ class OpenClawSink(Sink):
         self.on_route = on_route
         self._lock = threading.Lock()
         self._route = ""
+        self._told = ""  # the way last told in the log: gateway, cli, refused or none
         self.client = None if endpoint is None else GatewayClient(endpoint, on_change=self._gateway_changed)
         self.replays = self.client is not None  # a send in doubt can be asked again only of a gateway
         self._gateway_changed("connecting" if self.client else "none", "")
@@ -96,7 +97,8 @@ class OpenClawSink(Sink):
             self.client.stop()
 
     def _gateway_changed(self, state: str, detail: str) -> None:
-        """The gateway came up or went away: log it once, and tell STATUS which way messages go now."""
+        """The gateway came up or went away: the log says so when the way messages go changes (a line for
+        each detail of one outage would be noise), STATUS follows every change."""
         if state == "up" and self.client is not None:
             route = f"gateway {self.client.endpoint.url} (OpenClaw {detail})"
         elif self.cli is not None:
@@ -104,13 +106,15 @@ class OpenClawSink(Sink):
                                       else " (no gateway)" if state == "none" else "")
         else:
             route = f"gateway {state}" + (f": {detail}" if detail else "") + "; messages wait for it"
+        way = "gateway" if state == "up" else state if state in ("refused", "none") else "cli"
         with self._lock:
-            if route == self._route:
-                return
-            first, self._route = not self._route, route
-        if state != "connecting":
-            (log.info if state in ("up", "none") else log.warning)("delivering through %s", route)
-        if self.on_route is not None and not first:
+            before, self._route = self._route, route
+            told, self._told = self._told, way if state != "connecting" else self._told
+        if route == before or state == "connecting":
+            return
+        level = logging.DEBUG if way == told else logging.INFO if state in ("up", "none") else logging.WARNING
+        log.log(level, "delivering through %s", route)
+        if self.on_route is not None and before:
             self.on_route(route)
 
     def route(self) -> str:
