@@ -1,0 +1,396 @@
+"""`task-pulse hook claude-code`: one Claude Code hook event on stdin, written to the task it concerns.
+
+Claude Code runs this command on its hook events (`task-pulse claude-code setup` puts it into
+settings.json) with one JSON object on stdin: `session_id`, `hook_event_name`, `cwd`, inside a
+sub-agent `agent_id` and `agent_type`, and each event's own fields (Claude Code's hooks reference,
+https://code.claude.com/docs/en/hooks, read 2026-08; docs/claude-code.md has the details):
+
+  UserPromptSubmit    a new task, named after `prompt` (the session's previous turn still running: it
+                      was interrupted, and fails saying so)
+  PreToolUse          a heartbeat: the running step's message says what the call does (`tool_input`)
+  PostToolUse         TodoWrite (`todos`), TaskCreate and TaskUpdate: the todo list becomes the steps;
+                      Agent: a sub-agent that came back (`tool_response.status` completed) ends its task;
+                      any other tool: a heartbeat
+  PostToolUseFailure  a heartbeat saying the call failed (`error`); a failed Agent call fails its task
+  SubagentStart       a task of the sub-agent's own (`agent_id`, `agent_type`), named after what its Agent
+                      call asked, `parentTaskId` the caller's task
+  SubagentStop        the sub-agent's task done, `last_assistant_message` its result
+  Stop                the turn's task done, `last_assistant_message` its result
+  StopFailure         the turn's task failed with the API error (`error`, `error_details`)
+  SessionEnd          what the session still has running fails (`reason`); the session's state goes
+
+It never holds up or fails the agent: it exits 0 whatever happens and prints nothing (Claude Code
+hands a UserPromptSubmit hook's stdout to the model; any other exit code puts a hook error in the
+transcript), waits at most LOCK_TIMEOUT for a lock, and writes what went wrong as one line to
+`<tasks>/.pulse/claude-code/errors.log`. A tasks dir that does not exist means it is not set up:
+nothing is written. It runs on every tool call, so it loads what a writer call loads (no click).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from task_pulse.adapters.claude_code import text
+from task_pulse.adapters.claude_code.session import DIR_NAME, MAX_AGENTS, MAX_ITEMS, MAX_PENDING, Session
+from task_pulse.errors import TaskNotFound
+from task_pulse.messages import word
+from task_pulse.model import parse_time
+from task_pulse.store import TaskStore
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from task_pulse.config import Settings
+    from task_pulse.model import Task
+
+MAX_EVENT_BYTES = 16 * 1024 * 1024  # a Write call's event holds the whole file; past this it is skipped
+LOCK_TIMEOUT = 2.0  # seconds a hook waits for a lock (a writer holds one for milliseconds)
+# A turn may think, or run one command, for minutes without a hook event (Bash allows 10 minutes):
+# the tasks a hook begins count as stalled after this long, not after the 3-minute default.
+STALL_SECONDS = 600
+# After a tool call: the task is refreshed only if its last write is older than this (the call's
+# PreToolUse wrote it just before, as a rule), so a fast tool costs one write, not two.
+QUIET_SECONDS = 5.0
+AGENT_TOOLS = ("Agent", "Task")  # `Task` is the Agent tool's name before Claude Code 2.1
+TODO_TOOLS = ("TodoWrite", "TaskCreate", "TaskUpdate")
+LOG_NAME = "errors.log"
+LOG_MAX_BYTES = 64 * 1024
+
+
+class EventError(Exception):
+    """The input is no hook event this command can follow (said in the error log)."""
+
+
+def main(flags: dict[str, Any]) -> int:
+    """The command: handle the event on stdin; 0 whatever happens. Never raises, never prints."""
+    tasks_path = None
+    event_name = "?"
+    try:
+        from task_pulse.config import load_settings
+
+        settings = load_settings(flags)
+        tasks_path = settings.tasks_path
+        raw = sys.stdin.buffer.read(MAX_EVENT_BYTES + 1)
+        if not os.path.isdir(tasks_path):
+            return 0  # not set up (or taken away on purpose): nothing to write to
+        event = parse_event(raw)
+        event_name = str(event.get("hook_event_name"))[:40]
+        handle(event, settings)
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the agent goes on; the log says it
+        if tasks_path is not None:
+            log_error(tasks_path, event_name, exc)
+    return 0
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"event over {MAX_EVENT_BYTES // (1024 * 1024)} MiB: skipped")
+    try:
+        event = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise EventError(f"not JSON ({len(raw)} bytes on stdin)") from None
+    if not isinstance(event, dict):
+        raise EventError(f"not a JSON object but {type(event).__name__}")
+    return event
+
+
+def handle(event: dict[str, Any], settings: Settings) -> None:
+    """Apply one event to the tasks of its session."""
+    handler = HANDLERS.get(event.get("hook_event_name"))  # type: ignore[arg-type]
+    if handler is None:
+        return  # an event this adapter does not follow (a settings entry added by hand, say)
+    session_id = event.get("session_id")
+    if not isinstance(session_id, str) or not session_id:
+        raise EventError("no session_id")
+    store = TaskStore(settings.tasks_path, min(settings.lock_timeout, LOCK_TIMEOUT))
+    with Session(store, session_id, LOCK_TIMEOUT) as session:
+        handler(Hook(store, session, settings, event))
+
+
+class Hook:
+    """One event, its session and the store: the moves every handler is made of."""
+
+    def __init__(self, store: TaskStore, session: Session, settings: Settings, event: dict[str, Any]) -> None:
+        self.store, self.session, self.event = store, session, event
+        self.now = settings.now()
+        self.stamp = self.now.isoformat()
+        self.lang, self.redact = settings.lang, settings.redact_secrets
+
+    def field(self, name: str) -> str:
+        value = self.event.get(name)
+        return value if isinstance(value, str) else ""
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.event.get(name)
+        return value if isinstance(value, dict) else {}
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def begin(self, name: str, parent: str | None = None) -> str:
+        """A new task, its one step (`working`) running until a todo list gives it steps."""
+        task = self.store.create(name, [word("agent_working", self.lang)], self.now, stall_seconds=STALL_SECONDS,
+                                 extra={"parentTaskId": parent} if parent else None)
+        self.session.opened(task.task_id)
+        return task.task_id
+
+    def change(self, task_id: str, change: Callable[[Task], bool | None]) -> None:
+        """`change` the task under its lock if it is still running; a task removed meanwhile is let go."""
+
+        def running_only(task: Task) -> bool | None:
+            return False if task.status != "running" else change(task)
+
+        try:
+            self.store.update(task_id, running_only, self.now)
+        except TaskNotFound:
+            self.session.closed(task_id)  # cleaned up or deleted by hand: nothing left to follow
+
+    def heartbeat(self, task_id: str, message: str | None, quiet: bool = False) -> None:
+        """Refresh the task (and set its running step's message); `quiet`: only if not written lately."""
+
+        def touch(task: Task) -> bool:
+            if quiet:
+                updated = parse_time(task.updated_at)
+                if updated is not None and 0 <= (self.now - updated).total_seconds() < QUIET_SECONDS:
+                    return False
+            return task.touch(message or None)
+
+        self.change(task_id, touch)
+
+    def end(self, task_id: str, *, result: str | None = None, error: str | None = None) -> None:
+        """The task done (with `result`), or failed with `error`; an ended task is left as it is."""
+
+        def finish(task: Task) -> bool:
+            return task.fail(self.stamp, error) if error is not None else task.finish(self.stamp, result or None)
+
+        self.change(task_id, finish)
+        self.session.closed(task_id)
+
+    def replan(self, task_id: str, plan: list[tuple[str, str]]) -> None:
+        placeholder = word("agent_working", self.lang)
+        self.change(task_id, lambda task: text.apply_plan(task, plan, self.stamp, placeholder))
+
+    # -- whose event ----------------------------------------------------------------------------------
+
+    def actor(self) -> str:
+        """The task of the agent this event comes from: a sub-agent's own (begun now if its start was
+        not seen), else the turn's (begun now if the session's prompt was not seen: set up mid-session)."""
+        agent_id = self.field("agent_id")
+        if agent_id:
+            return self.session.agent_task(agent_id) or self.start_agent(agent_id)
+        turn = self.session.turn
+        if turn is None:
+            turn = self.begin(text.session_name(self.event.get("cwd")))
+            self.session.set("turn", turn)
+        return turn
+
+    def start_agent(self, agent_id: str) -> str:
+        """A sub-agent's task, named after the Agent call that asked for it (the oldest waiting one of its
+        type), linked to that call's task, else to the turn's."""
+        agent_type = self.field("agent_type")
+        pending = [p for p in self.session.get("pending", []) if isinstance(p, dict)]
+        call = next((p for p in pending if p.get("type") in (agent_type, "")), None) or {}
+        parent = call.get("parent") if isinstance(call.get("parent"), str) else self.session.turn
+        task_id = self.begin(text.agent_name(agent_type, call.get("what"), self.redact), parent)
+        self.session.add_agent(agent_id, task_id)
+        if call:
+            self.session.set("pending", [p for p in pending if p is not call])
+            self.link_agent_call(call.get("tool"), agent_id)
+        return task_id
+
+    def link_agent_call(self, tool_use_id: Any, agent_id: str) -> None:
+        if isinstance(tool_use_id, str) and tool_use_id:
+            calls = {k: v for k, v in self.session.get("agentTools", {}).items() if k != tool_use_id}
+            calls[tool_use_id] = agent_id
+            self.session.set("agentTools", dict(list(calls.items())[-MAX_AGENTS:]))
+
+    def agent_of_call(self) -> str | None:
+        """The task of the sub-agent this event's Agent call started, if known."""
+        agent_id = self.session.get("agentTools", {}).get(self.field("tool_use_id"))
+        return self.session.agent_task(agent_id) if isinstance(agent_id, str) else None
+
+    # -- the Task tools' todo list (kept per session: a turn goes on with the list of the turn before) --
+
+    def items(self) -> list[dict[str, str]]:
+        return [i for i in self.session.get("items", []) if isinstance(i, dict) and isinstance(i.get("id"), str)]
+
+    def item_changed(self, actor: str, item_id: str, items: list[dict[str, str]]) -> None:
+        """Store the list; the item is now a step of `actor`'s task; every task showing it is redrawn."""
+        self.session.set("items", items[-MAX_ITEMS:])
+        plans = {k: v for k, v in self.session.get("plans", {}).items() if isinstance(v, list)}
+        mine = plans.get(actor, [])
+        if item_id not in mine:
+            plans[actor] = [*mine, item_id]
+        self.session.set("plans", plans)
+        for task_id, ids in plans.items():
+            if item_id in ids and task_id in self.session.open_tasks():
+                shown = set(ids)
+                self.replan(task_id, [(str(i.get("subject")), text.TODO_STATUS.get(i.get("status", ""), "pending"))
+                                      for i in self.items() if i["id"] in shown])
+
+
+# -- the handlers, one per event -------------------------------------------------------------------------
+
+def on_prompt(h: Hook) -> None:
+    previous = h.session.turn
+    if previous is not None and previous in h.session.open_tasks():
+        h.end(previous, error=word("agent_interrupted", h.lang))  # no Stop came: the turn was interrupted
+    task_id = h.begin(text.task_name(h.event.get("prompt"), text.session_name(h.event.get("cwd")), h.redact))
+    h.session.set("turn", task_id)
+    # The todo items still open carry over: the new task shows them (with what it adds) once the model
+    # touches the list in this turn. Plans of tasks that ended are forgotten.
+    open_tasks = set(h.session.open_tasks())
+    plans = {k: v for k, v in h.session.get("plans", {}).items() if k in open_tasks}
+    plans[task_id] = [i["id"] for i in h.items() if i.get("status") in ("pending", "in_progress")]
+    h.session.set("plans", plans)
+
+
+def on_pre_tool(h: Hook) -> None:
+    tool = h.field("tool_name")
+    task_id = h.actor()
+    if tool in TODO_TOOLS:
+        return  # its PostToolUse redraws the steps
+    tool_input = h.mapping("tool_input")
+    if tool in AGENT_TOOLS:  # remembered for the SubagentStart it leads to: its name and its caller
+        subagent_type = tool_input.get("subagent_type")
+        call = {"tool": h.field("tool_use_id"), "type": subagent_type if isinstance(subagent_type, str) else "",
+                "what": text.short(tool_input.get("description"), text.NAME_CAP, h.redact), "parent": task_id}
+        h.session.set("pending", [*h.session.get("pending", []), call][-MAX_PENDING:])
+    h.heartbeat(task_id, text.tool_summary(tool, tool_input, h.event.get("cwd"), h.redact))
+
+
+def on_post_tool(h: Hook) -> None:
+    tool = h.field("tool_name")
+    task_id = h.actor()
+    tool_input, response = h.mapping("tool_input"), h.mapping("tool_response")
+    if tool == "TodoWrite":
+        plan = text.todo_plan(tool_input.get("todos"), h.redact)
+        if plan is not None:
+            h.replan(task_id, plan)
+            return
+    elif tool == "TaskCreate":
+        created = response.get("task") if isinstance(response.get("task"), dict) else {}
+        items = h.items()
+        # Claude Code numbers its tasks 1, 2, 3 …: the number, should a response ever lack it.
+        item_id = str(created.get("id") or len(items) + 1)
+        subject = text.short(tool_input.get("subject") or created.get("subject"), text.STEP_CAP, h.redact)
+        h.item_changed(task_id, item_id, [*(i for i in items if i["id"] != item_id),
+                                          {"id": item_id, "subject": subject or f"#{item_id}", "status": "pending"}])
+        return
+    elif tool == "TaskUpdate":
+        # The model's own spelling of the id may be `id` or `task_id` (Claude Code repairs it).
+        raw_id = next((tool_input[k] for k in ("taskId", "id", "task_id") if tool_input.get(k) is not None),
+                      response.get("taskId"))
+        if raw_id is not None and response.get("success") is not False:
+            item_id = str(raw_id)
+            items = h.items()
+            known = next((i for i in items if i["id"] == item_id), None)
+            # An item not seen before was made before the hooks were set up: it shows as its number.
+            item = dict(known) if known else {"id": item_id, "subject": f"#{item_id}", "status": "pending"}
+            status, subject = tool_input.get("status"), tool_input.get("subject")
+            if isinstance(subject, str) and subject.strip():
+                item["subject"] = text.short(subject, text.STEP_CAP, h.redact)
+            if status in text.TODO_STATUS:
+                item["status"] = status
+            if status == "deleted":
+                items = [i for i in items if i["id"] != item_id]
+            else:
+                items = [item if i is known else i for i in items] if known else [*items, item]
+            h.item_changed(task_id, item_id, items)
+            return
+    elif tool in AGENT_TOOLS and response.get("agentId"):
+        h.link_agent_call(h.field("tool_use_id"), str(response["agentId"]))
+        agent_task = h.agent_of_call()
+        if agent_task is not None and response.get("status") == "completed":  # came back; SubagentStop may not
+            content = response.get("content")
+            said = next((c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "text"),
+                        None) if isinstance(content, list) else None
+            h.end(agent_task, result=text.short(said, text.RESULT_CAP, h.redact))
+    h.heartbeat(task_id, None, quiet=True)
+
+
+def on_tool_failure(h: Hook) -> None:
+    tool = h.field("tool_name")
+    task_id = h.actor()
+    error = text.short(h.field("error").strip().split("\n", 1)[0], text.SUMMARY_CAP, h.redact) or "error"
+    if tool in AGENT_TOOLS and (agent_task := h.agent_of_call()) is not None:
+        h.end(agent_task, error=error)
+    summary = text.tool_summary(tool, h.mapping("tool_input"), h.event.get("cwd"), h.redact)
+    h.heartbeat(task_id, text.short(f"{summary} ✗ {error}", text.SUMMARY_CAP, False))
+
+
+def on_subagent_start(h: Hook) -> None:
+    agent_id = h.field("agent_id")
+    if agent_id and h.session.agent_task(agent_id) is None:
+        h.start_agent(agent_id)
+
+
+def on_subagent_stop(h: Hook) -> None:
+    task_id = h.session.agent_task(h.field("agent_id"))
+    if task_id is not None:
+        h.end(task_id, result=text.short(h.event.get("last_assistant_message"), text.RESULT_CAP, h.redact))
+
+
+def on_stop(h: Hook) -> None:
+    if h.session.turn is not None:
+        h.end(h.session.turn, result=text.short(h.event.get("last_assistant_message"), text.RESULT_CAP, h.redact))
+
+
+def on_stop_failure(h: Hook) -> None:
+    if h.session.turn is not None:
+        kind = h.field("error") or "error"
+        detail = h.event.get("error_details") or h.event.get("last_assistant_message")
+        error = f"{kind}: {detail}" if isinstance(detail, str) and detail.strip() else kind
+        h.end(h.session.turn, error=text.short(error, text.RESULT_CAP, h.redact))
+
+
+def on_session_end(h: Hook) -> None:
+    reason = text.short(h.field("reason") or "other", 40, h.redact)
+    for task_id in h.session.open_tasks():
+        h.end(task_id, error=word("agent_session_ended", h.lang).format(reason=reason))
+    h.session.forget()
+
+
+HANDLERS: dict[str, Callable[[Hook], None]] = {
+    "UserPromptSubmit": on_prompt,
+    "PreToolUse": on_pre_tool,
+    "PostToolUse": on_post_tool,
+    "PostToolUseFailure": on_tool_failure,
+    "SubagentStart": on_subagent_start,
+    "SubagentStop": on_subagent_stop,
+    "Stop": on_stop,
+    "StopFailure": on_stop_failure,
+    "SessionEnd": on_session_end,
+}
+EVENTS = tuple(HANDLERS)  # what setup registers
+
+
+def log_error(tasks_path: str, event_name: str, exc: BaseException) -> None:
+    """One line in `.pulse/claude-code/errors.log` (the one before goes to `errors.log.1` past 64 KB)."""
+    try:
+        from task_pulse.messages import clean
+
+        folder = TaskStore(tasks_path).private_path(DIR_NAME, create=True)
+        if folder is None:
+            return
+        os.makedirs(folder, 0o700, exist_ok=True)
+        path = os.path.join(folder, LOG_NAME)
+        try:
+            if os.stat(path, follow_symlinks=False).st_size > LOG_MAX_BYTES:
+                os.replace(path, f"{path}.1")
+        except FileNotFoundError:
+            pass
+        from datetime import datetime
+
+        line = f"{datetime.now().astimezone().isoformat(timespec='seconds')} {clean(event_name, 40)}: " \
+               f"{type(exc).__name__}: {clean(str(exc), 300)}\n"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    except Exception:  # noqa: BLE001, S110 - nowhere left to say it: the agent must go on regardless
+        pass
