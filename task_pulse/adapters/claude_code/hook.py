@@ -164,7 +164,12 @@ class Hook:
         """The task done (with `result`), or failed with `error`; an ended task is left as it is."""
 
         def finish(task: Task) -> bool:
-            return task.fail(self.stamp, error) if error is not None else task.finish(self.stamp, result or None)
+            if error is not None:
+                return task.fail(self.stamp, error)
+            for step in task.steps:  # what the last tool call was is no outcome of the step (as with `next`)
+                if step.status == "running":
+                    step.message = step.percent = None
+            return task.finish(self.stamp, result or None)
 
         self.change(task_id, finish)
         self.session.closed(task_id)
