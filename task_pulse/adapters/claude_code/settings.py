@@ -81,6 +81,12 @@ class Change:
     def as_dict(self) -> dict[str, list[str]]:
         return {"added": self.added, "updated": self.updated, "removed": self.removed}
 
+    def in_order(self) -> Change:
+        """Each list in the order of EVENTS (then the rest by name), however the file had them."""
+        for events in (self.added, self.updated, self.removed):
+            events.sort(key=lambda e: (EVENTS.index(e) if e in EVENTS else len(EVENTS), e))
+        return self
+
 
 def _hooks_of(settings: dict[str, Any], shown: str) -> dict[str, Any]:
     hooks = settings.get("hooks", {})
@@ -126,7 +132,7 @@ def merge(settings: dict[str, Any], command: str, shown: str) -> tuple[dict[str,
             continue  # there, as it should be, once
         (change.updated if ours else change.added).append(event)
         hooks[event] = [*kept, wanted]
-    return ({**settings, "hooks": hooks} if change else settings), change
+    return ({**settings, "hooks": hooks} if change else settings), change.in_order()
 
 
 def undo(settings: dict[str, Any], shown: str) -> tuple[dict[str, Any], Change]:
@@ -143,8 +149,8 @@ def undo(settings: dict[str, Any], shown: str) -> tuple[dict[str, Any], Change]:
     if not change:
         return settings, change
     if hooks:
-        return {**settings, "hooks": hooks}, change
-    return {k: v for k, v in settings.items() if k != "hooks"}, change
+        return {**settings, "hooks": hooks}, change.in_order()
+    return {k: v for k, v in settings.items() if k != "hooks"}, change.in_order()
 
 
 def _put(hooks: dict[str, Any], event: str, groups: list[Any]) -> None:
@@ -230,10 +236,10 @@ def setup(tasks_dir: Path, default_dir: bool, project: Path | None, *, undo_it: 
     if project is not None and not project.is_dir():
         raise BadInput(f"--project {project}: no such directory")
     path = settings_path(project)
-    shown = str(path).replace(os.path.expanduser("~"), "~", 1) if project is None else str(path)
     file = SettingsFile(path).read()
     command = hook_command(this_task_pulse(), None if default_dir else tasks_dir)
-    new, change = undo(file.data, shown) if undo_it else merge(file.data, command, shown)
+    new, change = undo(file.data, str(path)) if undo_it else merge(file.data, command, str(path))
+    shown = str(path).replace(os.path.expanduser("~"), "~", 1) if project is None else str(path)
     verb = "would " if dry_run else ""
     lines: list[str] = []
     if change:
