@@ -113,13 +113,13 @@ def run_plain(flags: dict[str, str], json_output: bool, verb: str, words: list[s
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    hook_flags = hook_call(args)  # first: it needs no writer verbs loaded to be told apart
+    if hook_flags is not None:
+        from task_pulse.adapters.claude_code.hook import main as run_hook
+
+        sys.exit(run_hook(hook_flags))
     call = plain_call(args)
     if call is None:
-        hook_flags = hook_call(args)
-        if hook_flags is not None:
-            from task_pulse.adapters.claude_code.hook import main as run_hook
-
-            sys.exit(run_hook(hook_flags))
         from task_pulse.cli import main as click_main
 
         click_main(args)
