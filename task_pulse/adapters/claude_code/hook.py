@@ -20,8 +20,9 @@ https://code.claude.com/docs/en/hooks, read 2026-08; docs/claude-code.md has the
   SessionEnd          what the session still has running fails (`reason`); the session's state goes
 
 It never holds up or fails the agent: it exits 0 whatever happens and prints nothing (Claude Code
-hands a UserPromptSubmit hook's stdout to the model; any other exit code puts a hook error in the
-transcript), waits at most LOCK_TIMEOUT for a lock, and writes what went wrong as one line to
+hands a UserPromptSubmit hook's stdout to the model and reads stdout starting with `{` as decisions;
+exit code 2 blocks the action, any other puts a hook error in the transcript), waits at most
+LOCK_TIMEOUT for a lock, and writes what went wrong as one line to
 `<tasks>/.pulse/claude-code/errors.log`. A tasks dir that does not exist means it is not set up:
 nothing is written. It runs on every tool call, so it loads what a writer call loads (no click).
 """
