@@ -29,7 +29,6 @@ Run from the repository root with the project's virtualenv:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -43,7 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _stats import percentile
-from writer_cost import FORBIDDEN, ImportEntry, console_script, forbidden_in, make_task, parse_importtime
+from writer_cost import (
+    FORBIDDEN,
+    ImportEntry,
+    bench_args,
+    console_script,
+    forbidden_in,
+    isolated_env,
+    make_task,
+    parse_importtime,
+)
 
 from task_pulse.store import TaskStore
 
@@ -118,23 +126,12 @@ def import_report(runs: int, script: Path, tasks_dir: Path, stdin: bytes, env: d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--n", type=int, default=60, help="timed iterations per variant (default 60)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
-    parser.add_argument("--import-runs", type=int, default=7, help="-X importtime runs (default 7)")
-    args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error("--n must be >= 1")
-
+    args = bench_args(__doc__.split("\n", 1)[0], argv)
     script = console_script("task-pulse")
     tmp = Path(tempfile.mkdtemp(prefix="tp-hook-cost-"))
     try:
         tasks_dir = tmp / "tasks"
-        home = tmp / "home"
-        home.mkdir()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
-        env["HOME"] = os.fspath(home)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = isolated_env(tmp)
         store = TaskStore(tasks_dir)
         make_task(store, "bench-heartbeat")
         hook = [os.fspath(script), "--dir", os.fspath(tasks_dir), "hook", "claude-code"]
