@@ -265,16 +265,16 @@ def test_background_sub_agents_run_past_the_turn_and_each_has_its_task(tasks_dir
     claude = Claude(tasks_dir)
     claude.prompt("Audit the repo")
     turn = tasks(tasks_dir)["Audit the repo"]["taskId"]
-    for n, what in enumerate(("Check the deps", "Check the docs")):
-        claude.send("PreToolUse", tool_name="Agent", tool_use_id=f"toolu_a{n}",
-                    tool_input={"description": what, "prompt": "…", "subagent_type": "general-purpose"})
+    calls = [{"description": what, "prompt": "…", "subagent_type": "general-purpose"}
+             for what in ("Check the deps", "Check the docs")]
+    for n, call in enumerate(calls):
+        claude.send("PreToolUse", tool_name="Agent", tool_use_id=f"toolu_a{n}", tool_input=call)
     claude.send("SubagentStart", agent_id="agent-1", agent_type="general-purpose")
     claude.send("SubagentStart", agent_id="agent-2", agent_type="general-purpose")
-    for n in range(2):
-        claude.send("PostToolUse", tool_name="Agent", tool_use_id=f"toolu_a{n}",
-                    tool_input={"description": "…", "prompt": "…", "subagent_type": "general-purpose"},
-                    tool_response={"status": "async_launched", "agentId": f"agent-{n + 1}", "description": "…",
-                                   "prompt": "…", "outputFile": "/tmp/out"})
+    for n, call in enumerate(calls):
+        claude.send("PostToolUse", tool_name="Agent", tool_use_id=f"toolu_a{n}", tool_input=call,
+                    tool_response={"status": "async_launched", "agentId": f"agent-{n + 1}",
+                                   "description": call["description"], "prompt": "…", "outputFile": "/tmp/out"})
     claude.stop("Two agents are auditing.")
     claude.todos(("List the deps", "completed"), ("Check each", "in_progress"))
     claude.send("PreToolUse", tool_name="Bash", tool_use_id="toolu_x", tool_input={"command": "pip list"},
@@ -436,3 +436,40 @@ def test_the_hook_loads_no_click(tasks_dir: Path) -> None:
                           input=json.dumps(event), capture_output=True, text=True, env=clean_env(), timeout=60)
     assert (proc.stdout, proc.stderr) == ("", "0 []\n")
     assert tasks(tasks_dir)["Claude Code: my-project"]["steps"][0]["message"] == "Bash: ls"
+
+
+def test_parallel_sub_agents_of_one_type_end_up_with_their_own_names(tasks_dir: Path) -> None:
+    """SubagentStart does not say which Agent call it answers: parallel calls of one type may be matched
+    the wrong way round, and the call's return (`agentId`) puts the names right."""
+    claude = Claude(tasks_dir)
+    claude.prompt("Survey the code")
+    calls = {"toolu_a": "Map the routes", "toolu_b": "Map the models"}
+    for use_id, what in calls.items():
+        claude.send("PreToolUse", tool_name="Agent", tool_use_id=use_id,
+                    tool_input={"description": what, "prompt": "…", "subagent_type": "Explore"})
+    # the second call's sub-agent starts first
+    claude.send("SubagentStart", agent_id="agent-b", agent_type="Explore")
+    claude.send("SubagentStart", agent_id="agent-a", agent_type="Explore")
+    guessed = {t["taskName"] for t in tasks(tasks_dir).values() if "parentTaskId" in t}
+    assert guessed == {"Explore: Map the routes", "Explore: Map the models"}
+    for use_id, what in calls.items():
+        claude.send("PostToolUse", tool_name="Agent", tool_use_id=use_id,
+                    tool_input={"description": what, "prompt": "…", "subagent_type": "Explore"},
+                    tool_response={"status": "async_launched", "agentId": f"agent-{use_id[-1]}"})
+    claude.send("SubagentStop", agent_id="agent-b", agent_type="Explore", last_assistant_message="12 models")
+    by_name = tasks(tasks_dir)
+    assert by_name["Explore: Map the models"]["result"] == "12 models"
+    assert by_name["Explore: Map the routes"]["status"] == "running"
+    state = json.loads(state_dir(tasks_dir).joinpath(f"{claude.session_id}.json").read_text())
+    assert state["pending"] == [] and state["agentTools"] == {"toolu_a": "agent-a", "toolu_b": "agent-b"}
+
+
+def test_an_agent_call_that_never_started_a_sub_agent_names_none(tasks_dir: Path) -> None:
+    claude = Claude(tasks_dir)
+    claude.prompt("Plan it")
+    denied = {"description": "Write the plan", "prompt": "…", "subagent_type": "Plan"}
+    claude.send("PreToolUse", tool_name="Agent", tool_use_id="toolu_1", tool_input=denied)
+    claude.send("PostToolUseFailure", tool_name="Agent", tool_use_id="toolu_1", tool_input=denied,
+                error="Agent type 'Plan' is not available")
+    claude.send("SubagentStart", agent_id="agent-later", agent_type="Plan")  # from a later call, not that one
+    assert "Plan" in tasks(tasks_dir)

@@ -213,6 +213,22 @@ class Hook:
             calls[tool_use_id] = agent_id
             self.session.set("agentTools", dict(list(calls.items())[-MAX_AGENTS:]))
 
+    def drop_pending(self, tool_use_id: str) -> None:
+        """An Agent call is over: if no SubagentStart took it, none will (denied, failed at once)."""
+        pending = [p for p in self.session.get("pending", []) if isinstance(p, dict)]
+        rest = [p for p in pending if p.get("tool") != tool_use_id]
+        if len(rest) < len(pending):
+            self.session.set("pending", rest)
+
+    def rename(self, task_id: str, name: str) -> None:
+        def put(task: Task) -> bool:
+            if task.name == name:
+                return False
+            task.name = name
+            return True
+
+        self.change(task_id, put)
+
     def agent_of_call(self) -> str | None:
         """The task of the sub-agent this event's Agent call started, if known."""
         agent_id = self.session.get("agentTools", {}).get(self.field("tool_use_id"))
@@ -278,52 +294,81 @@ def on_post_tool(h: Hook) -> None:
             h.replan(task_id, plan)
             return
     elif tool == "TaskCreate":
-        created = response.get("task") if isinstance(response.get("task"), dict) else {}
-        items = h.items()
-        # Claude Code numbers its tasks 1, 2, 3 …: the number, should a response ever lack it.
-        item_id = str(created.get("id") or len(items) + 1)
-        subject = text.short(tool_input.get("subject") or created.get("subject"), text.STEP_CAP, h.redact)
-        h.item_changed(task_id, item_id, [*(i for i in items if i["id"] != item_id),
-                                          {"id": item_id, "subject": subject or f"#{item_id}", "status": "pending"}])
+        task_created(h, task_id, tool_input, response)
         return
     elif tool == "TaskUpdate":
-        # The model's own spelling of the id may be `id` or `task_id` (Claude Code repairs it).
-        raw_id = next((tool_input[k] for k in ("taskId", "id", "task_id") if tool_input.get(k) is not None),
-                      response.get("taskId"))
-        if raw_id is not None and response.get("success") is not False:
-            item_id = str(raw_id)
-            items = h.items()
-            known = next((i for i in items if i["id"] == item_id), None)
-            # An item not seen before was made before the hooks were set up: it shows as its number.
-            item = dict(known) if known else {"id": item_id, "subject": f"#{item_id}", "status": "pending"}
-            status, subject = tool_input.get("status"), tool_input.get("subject")
-            if isinstance(subject, str) and subject.strip():
-                item["subject"] = text.short(subject, text.STEP_CAP, h.redact)
-            if status in text.TODO_STATUS:
-                item["status"] = status
-            if status == "deleted":
-                items = [i for i in items if i["id"] != item_id]
-            else:
-                items = [item if i is known else i for i in items] if known else [*items, item]
-            h.item_changed(task_id, item_id, items)
+        if task_updated(h, task_id, tool_input, response):
             return
-    elif tool in AGENT_TOOLS and response.get("agentId"):
-        h.link_agent_call(h.field("tool_use_id"), str(response["agentId"]))
-        agent_task = h.agent_of_call()
-        if agent_task is not None and response.get("status") == "completed":  # came back; SubagentStop may not
-            content = response.get("content")
-            said = next((c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "text"),
-                        None) if isinstance(content, list) else None
-            h.end(agent_task, result=text.short(said, text.RESULT_CAP, h.redact))
+    elif tool in AGENT_TOOLS:
+        agent_returned(h, tool_input, response)
     h.heartbeat(task_id, None, quiet=True)
+
+
+def task_created(h: Hook, task_id: str, tool_input: dict[str, Any], response: dict[str, Any]) -> None:
+    created = response.get("task") if isinstance(response.get("task"), dict) else {}
+    items = h.items()
+    # Claude Code numbers its tasks 1, 2, 3 …: the number, should a response ever lack it.
+    item_id = str(created.get("id") or len(items) + 1)
+    subject = text.short(tool_input.get("subject") or created.get("subject"), text.STEP_CAP, h.redact)
+    h.item_changed(task_id, item_id, [*(i for i in items if i["id"] != item_id),
+                                      {"id": item_id, "subject": subject or f"#{item_id}", "status": "pending"}])
+
+
+def task_updated(h: Hook, task_id: str, tool_input: dict[str, Any], response: dict[str, Any]) -> bool:
+    """One item's status or subject changed (or it was deleted). False when the call changed nothing."""
+    # The model's own spelling of the id may be `id` or `task_id` (Claude Code repairs it).
+    raw_id = next((tool_input[k] for k in ("taskId", "id", "task_id") if tool_input.get(k) is not None),
+                  response.get("taskId"))
+    if raw_id is None or response.get("success") is False:
+        return False
+    item_id = str(raw_id)
+    items = h.items()
+    known = next((i for i in items if i["id"] == item_id), None)
+    # An item not seen before was made before the hooks were set up: it shows as its number.
+    item = dict(known) if known else {"id": item_id, "subject": f"#{item_id}", "status": "pending"}
+    status, subject = tool_input.get("status"), tool_input.get("subject")
+    if isinstance(subject, str) and subject.strip():
+        item["subject"] = text.short(subject, text.STEP_CAP, h.redact)
+    if status in text.TODO_STATUS:
+        item["status"] = status
+    if status == "deleted":
+        items = [i for i in items if i["id"] != item_id]
+    else:
+        items = [item if i is known else i for i in items] if known else [*items, item]
+    h.item_changed(task_id, item_id, items)
+    return True
+
+
+def agent_returned(h: Hook, tool_input: dict[str, Any], response: dict[str, Any]) -> None:
+    """An Agent call returned: at once for a sub-agent in the background (`async_launched`), at its end
+    in the foreground (`completed`). Its `agentId` tells for sure which sub-agent the call started."""
+    h.drop_pending(h.field("tool_use_id"))
+    agent_id = response.get("agentId")
+    if not isinstance(agent_id, str) or not agent_id:
+        return
+    h.link_agent_call(h.field("tool_use_id"), agent_id)
+    agent_task = h.session.agent_task(agent_id)
+    if agent_task is None:
+        return
+    # SubagentStart cannot tell which of several calls of one type it answers: the name it guessed is
+    # put right (the card follows).
+    kind = tool_input.get("subagent_type") or "general-purpose"
+    h.rename(agent_task, text.agent_name(kind, tool_input.get("description"), h.redact))
+    if response.get("status") == "completed":  # came back; SubagentStop may not have said so
+        content = response.get("content")
+        said = next((c.get("text") for c in content if isinstance(c, dict) and c.get("type") == "text"),
+                    None) if isinstance(content, list) else None
+        h.end(agent_task, result=text.short(said, text.RESULT_CAP, h.redact))
 
 
 def on_tool_failure(h: Hook) -> None:
     tool = h.field("tool_name")
     task_id = h.actor()
     error = text.short(h.field("error").strip().split("\n", 1)[0], text.SUMMARY_CAP, h.redact) or "error"
-    if tool in AGENT_TOOLS and (agent_task := h.agent_of_call()) is not None:
-        h.end(agent_task, error=error)
+    if tool in AGENT_TOOLS:
+        h.drop_pending(h.field("tool_use_id"))
+        if (agent_task := h.agent_of_call()) is not None:
+            h.end(agent_task, error=error)
     summary = text.tool_summary(tool, h.mapping("tool_input"), h.event.get("cwd"), h.redact)
     h.heartbeat(task_id, text.short(f"{summary} ✗ {error}", text.SUMMARY_CAP, False))
 
