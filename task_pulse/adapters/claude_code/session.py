@@ -34,6 +34,7 @@ _PLAIN_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 MAX_AGENTS = 200  # sub-agents remembered (late events of ended ones still find their task)
 MAX_PENDING = 20  # Agent tool calls waiting for their SubagentStart
 MAX_ITEMS = 1000  # todo items (the Task tools)
+MAX_STATE_BYTES = 4 * 1024 * 1024  # what the bounds above allow, with room to spare
 
 
 def session_key(session_id: str) -> str:
@@ -75,14 +76,17 @@ class Session:
         self._lock = FileLock(os.path.join(folder, f"{key}.lock"), f"Claude Code session {key}", self.lock_timeout)
         self._lock.__enter__()
         try:
-            with open(self._path, "rb") as fh:
-                loaded = json.loads(fh.read())
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                loaded = json.loads(os.read(fd, MAX_STATE_BYTES))
+            finally:
+                os.close(fd)
             self.data = loaded if isinstance(loaded, dict) else {}
         except FileNotFoundError:
             if not fresh:
                 prune(folder, keep_seconds=7 * 86400)  # a new session: forget those long gone
-        except ValueError:
-            self.data = {}  # torn by a crash: start over rather than never again
+        except (ValueError, RecursionError):
+            self.data = {}  # torn by a crash (or cut at MAX_STATE_BYTES): start over rather than never again
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
