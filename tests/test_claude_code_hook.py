@@ -13,18 +13,22 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from task_pulse.adapters.claude_code.hook import QUIET_SECONDS, handle
 from task_pulse.adapters.claude_code.session import DIR_NAME, prune, session_key
 from task_pulse.cli import cli
+from task_pulse.config import Settings, load_settings
 from task_pulse.entry import hook_call
 from tests.conftest import BIN, Daemon, clean_env, kinds, read_notifications, wait_for
 
 CWD = "/home/user/my-project"
+START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 
 
 class Claude:
@@ -201,16 +205,41 @@ def test_tool_calls_are_heartbeats_with_a_masked_summary(tasks_dir: Path) -> Non
     task = tasks(tasks_dir)["Deploy it"]
     assert task["steps"] == [{"name": "working", "status": "running", "startedAt": task["startedAt"],
                               "message": "Bash: deploy --token=*** --prod"}]
-    rev = task["rev"]
-    # its PostToolUse right after: nothing new to say, and written just now, so not written again
-    claude.send("PostToolUse", tool_name="Bash", tool_use_id="toolu_1", tool_input={"command": "deploy"},
-                tool_response={"stdout": "ok"})
-    assert tasks(tasks_dir)["Deploy it"]["rev"] == rev
     claude.failed_tool("mcp__github__create_issue", {"title": "Deploy failed"}, "MCP error: 403 Forbidden")
     assert tasks(tasks_dir)["Deploy it"]["steps"][0]["message"] == "github.create_issue: Deploy failed ✗ MCP error: " \
                                                                   "403 Forbidden"
     assert "ghp_abcdefghijklmnopqrstuvwxyz0123" not in "".join(
         p.read_text(errors="replace") for p in tasks_dir.rglob("*") if p.is_file())
+
+
+def test_a_tool_call_that_ends_soon_after_it_began_costs_one_write(tasks_dir: Path) -> None:
+    """PostToolUse refreshes the task only when its last write is QUIET_SECONDS old: its PreToolUse, as a
+    rule, wrote it just before. (In-process, on a clock of the test's own: no timing in the assert.)"""
+    clock = Clock(load_settings({"tasks_dir": str(tasks_dir)}, env={}, config_file=tasks_dir / "no-config.toml"))
+    claude = Claude(tasks_dir)
+
+    def send(at: float, event: str, **fields: Any) -> int:
+        clock.at = START + timedelta(seconds=at)
+        handle(claude.payload(event, **fields), clock)
+        return tasks(tasks_dir)["Test it"]["rev"]
+
+    assert send(0, "UserPromptSubmit", prompt="Test it") == 1
+    call = {"tool_name": "Bash", "tool_use_id": "toolu_1", "tool_input": {"command": "pytest"}}
+    assert send(1, "PreToolUse", **call) == 2
+    assert send(1 + QUIET_SECONDS - 0.5, "PostToolUse", tool_response={}, **call) == 2  # nothing new to say
+    assert send(2 + QUIET_SECONDS, "PostToolUse", tool_response={}, **call) == 3  # a long call: alive
+    assert tasks(tasks_dir)["Test it"]["updatedAt"] == (START + timedelta(seconds=2 + QUIET_SECONDS)).isoformat()
+
+
+class Clock(Settings):
+    """Settings whose `now` is the test's to set."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(**{name.lstrip("_"): getattr(settings, name) for name in Settings.__slots__})
+        self.at = START
+
+    def now(self) -> datetime:
+        return self.at
 
 
 def test_a_prompt_with_a_secret_names_its_task_masked(tasks_dir: Path) -> None:
