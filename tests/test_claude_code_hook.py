@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from task_pulse.adapters.claude_code.hook import QUIET_SECONDS, handle
+from task_pulse.adapters.claude_code.events import QUIET_SECONDS
+from task_pulse.adapters.claude_code.hook import handle
 from task_pulse.adapters.claude_code.session import DIR_NAME, prune, session_key
 from task_pulse.cli import cli
 from task_pulse.config import Settings, load_settings
@@ -179,7 +180,9 @@ def test_a_whole_session_becomes_tasks_and_their_notifications(tasks_dir: Path, 
     third = by_name["Try again"]
     assert (third["status"], third["error"]) == ("error", "the session ended (prompt_input_exit) before this turn "
                                                           "finished")
-    assert not state_dir(tasks_dir).joinpath(f"{claude.session_id}.json").exists()  # the session's state went
+    # of the session's state, only its turn and why it ended stay (for a StopFailure that comes after it)
+    assert json.loads(state_dir(tasks_dir).joinpath(f"{claude.session_id}.json").read_text()) == {
+        "turn": third["taskId"], "ended": third["error"]}
 
     expected = {first["taskId"]: ["started", "step_done", "step_done", "done"],  # the last step: told by `done`
                 agent["taskId"]: ["started", "done"],
@@ -248,6 +251,22 @@ def test_a_prompt_with_a_secret_names_its_task_masked(tasks_dir: Path) -> None:
     task = json.loads(path.read_text())
     assert task["taskName"] == "Rotate the key sk-ant-*** now and tell me"
     assert "abcdefghijklmnop" not in path.name
+
+
+def test_an_api_error_told_after_the_session_ended_still_says_why(tasks_dir: Path) -> None:
+    """Claude Code does not wait for StopFailure hooks: a `claude -p` run that an API error ends may run
+    its SessionEnd hook first (seen with Claude Code 2.1.332, tests/e2e/test_claude_code.py)."""
+    claude = Claude(tasks_dir)
+    claude.prompt("Deploy the site")
+    claude.send("SessionEnd", reason="other")
+    claude.send("StopFailure", error="rate_limit", error_details="429 Too Many Requests")
+    task = tasks(tasks_dir)["Deploy the site"]
+    assert (task["status"], task["error"], task["steps"][0]["message"]) == ("error", "rate_limit: 429 Too Many "
+                                                                            "Requests", task["error"])
+    claude.prompt("Try again")  # the session resumed: it goes on as before
+    claude.stop("Deployed.")
+    assert tasks(tasks_dir)["Try again"]["status"] == "done"
+    assert tasks(tasks_dir)["Deploy the site"]["error"] == "rate_limit: 429 Too Many Requests"
 
 
 def test_a_new_prompt_fails_the_turn_it_interrupted(tasks_dir: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from task_pulse.adapters.claude_code.hook import EVENTS
+from task_pulse.adapters.claude_code.events import EVENTS
 from task_pulse.adapters.claude_code.settings import SettingsFile, is_ours, merge, undo
 from task_pulse.cli import cli
 from task_pulse.errors import OperationFailed

@@ -108,21 +108,6 @@ class Session:
             os.close(fd)
         os.replace(tmp, self._path)
 
-    def forget(self) -> None:
-        """The session ended: its files go (a resumed session starts over, with its next prompt)."""
-        for path in (self._path, f"{self._path}.tmp"):
-            try:  # noqa: SIM105 - contextlib is not worth its import on the hook's path
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        self.data, self.dirty = {}, False
-        # The lock file goes last, while held: a hook waiting on it re-checks it (FileLock) and takes a new one.
-        if self._lock is not None:
-            try:  # noqa: SIM105
-                os.unlink(self._lock.path)
-            except FileNotFoundError:
-                pass
-
     # -- fields -------------------------------------------------------------------------------------
 
     def get(self, name: str, default: Any) -> Any:

@@ -27,7 +27,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from task_pulse.adapters.claude_code.hook import EVENTS
+from task_pulse.adapters.claude_code.events import EVENTS
 from task_pulse.errors import BadInput, OperationFailed
 
 USER_SETTINGS = "~/.claude/settings.json"
