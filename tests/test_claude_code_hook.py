@@ -521,3 +521,39 @@ def test_an_agent_call_that_never_started_a_sub_agent_names_none(tasks_dir: Path
                 error="Agent type 'Plan' is not available")
     claude.send("SubagentStart", agent_id="agent-later", agent_type="Plan")  # from a later call, not that one
     assert "Plan" in tasks(tasks_dir)
+
+
+def transcript(path: Path, *entries: dict[str, Any]) -> str:
+    """A session transcript as Claude Code 2.1.332 writes it (JSON lines), with only the fields read here."""
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries) + "not json\n")
+    return str(path)
+
+
+API_ERROR = {"type": "assistant", "isApiErrorMessage": True, "error": "rate_limit",
+             "message": {"model": "<synthetic>", "role": "assistant",
+                         "content": [{"type": "text", "text": "API Error: Rate limit reached"}]}}
+SAID = {"type": "assistant", "message": {"role": "assistant", "content": [{"type": "text", "text": "Working on it"}]}}
+
+
+def test_a_session_that_ends_on_an_api_error_fails_its_turn_with_it(tasks_dir: Path, tmp_path: Path) -> None:
+    """`claude -p` stops its StopFailure hook at exit (tests/e2e/test_claude_code.py): SessionEnd reads the error
+    from the end of the transcript."""
+    claude = Claude(tasks_dir)
+    claude.prompt("Deploy the site")
+    path = transcript(tmp_path / "s.jsonl", {"type": "user"}, API_ERROR, {"type": "last-prompt"}, {"type": "cost"})
+    claude.send("SessionEnd", reason="other", transcript_path=path)
+    assert tasks(tasks_dir)["Deploy the site"]["error"] == "rate_limit: API Error: Rate limit reached"
+
+
+@pytest.mark.parametrize("entries", [(API_ERROR, SAID), (SAID,), ()])
+def test_a_session_that_ends_otherwise_says_only_that(tasks_dir: Path, tmp_path: Path,
+                                                      entries: tuple[dict[str, Any], ...]) -> None:
+    claude = Claude(tasks_dir)
+    claude.prompt("Deploy the site")
+    claude.send("SessionEnd", reason="prompt_input_exit", transcript_path=transcript(tmp_path / "s.jsonl", *entries))
+    assert tasks(tasks_dir)["Deploy the site"]["error"] == ("the session ended (prompt_input_exit) before this turn "
+                                                           "finished")
+    claude = Claude(tasks_dir, session_id="other-session")
+    claude.prompt("Another")
+    claude.send("SessionEnd", reason="other", transcript_path=str(tmp_path / "missing.jsonl"))
+    assert tasks(tasks_dir)["Another"]["error"].startswith("the session ended (other)")
