@@ -133,7 +133,9 @@ class Machine:
         """`claude -p PROMPT` as a user would run it: our venv is not on its PATH (the hook is by full path)."""
         full = {"HOME": str(self.home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TASK_PULSE_LANG": "en",
                 "ANTHROPIC_BASE_URL": api.url, "ANTHROPIC_API_KEY": "sk-ant-stand-in",
-                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", **env}
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1",
+                # SessionEnd hooks get 1.5 s in all: a test worker on a busy machine may need more to start one
+                "CLAUDE_CODE_SESSIONEND_HOOKS_TIMEOUT_MS": "10000", **env}
         if os.geteuid() == 0:
             full["IS_SANDBOX"] = "1"  # else Claude Code refuses bypassPermissions to root
         return subprocess.run([str(CLAUDE), "-p", prompt, "--permission-mode", "bypassPermissions", "--debug", "hooks"],
