@@ -205,7 +205,7 @@ def on_prompt(h: Hook) -> None:
         h.end(previous, error=word("agent_interrupted", h.lang))  # no Stop came: the turn was interrupted
     task_id = h.begin(text.task_name(h.event.get("prompt"), text.session_name(h.event.get("cwd")), h.redact))
     h.session.set("turn", task_id)
-    h.session.data.pop("ended", None)  # resumed
+    h.session.drop("ended")  # a session resumed
     # The todo items still open carry over: the new task shows them (with what it adds) once the model
     # touches the list in this turn. Plans of tasks that ended are forgotten.
     open_tasks = set(h.session.open_tasks())
@@ -371,8 +371,7 @@ def on_session_end(h: Hook) -> None:
     api_error = last_api_error(h.event.get("transcript_path"), h.redact) if turn in open_tasks else None
     for task_id in open_tasks:
         h.end(task_id, error=api_error if task_id == turn and api_error else ended)
-    h.session.data = {"turn": h.session.turn, "ended": ended} if h.session.turn else {"ended": ended}
-    h.session.dirty = True
+    h.session.keep_only(turn=turn, ended=ended)
 
 
 TRANSCRIPT_TAIL = 64 * 1024

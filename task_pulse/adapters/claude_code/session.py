@@ -120,6 +120,15 @@ class Session:
         self.data[name] = value
         self.dirty = True
 
+    def drop(self, name: str) -> None:
+        if self.data.pop(name, None) is not None:
+            self.dirty = True
+
+    def keep_only(self, **fields: Any) -> None:
+        """Forget everything but `fields` (a session that ended keeps why, and its last turn)."""
+        self.data = {k: v for k, v in fields.items() if v is not None}
+        self.dirty = True
+
     @property
     def turn(self) -> str | None:
         return self.get("turn", "") or None
