@@ -6,7 +6,8 @@ costs more than all of a heartbeat's work (tests/benchmarks/writer_cost.py). A c
 writer verb, its words and the global `--dir`, `--lang` and `--json` is therefore run right here.
 Anything else (help, a verb's own options such as `--percent`, a word starting with "-", too few
 words, a verb we do not fast-path) goes to the click CLI, which parses and reports it the usual
-way. Both run the same functions of `task_pulse.writer`, and print the same lines.
+way. Both run the same functions of `task_pulse.writer`, and print the same lines. The Claude Code
+hook (`hook claude-code`, run on every tool call) takes the same path past click.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ _VALUE_OPTIONS = {"--dir": "tasks_dir", "--lang": "lang"}
 _LANGS = ("zh", "en")
 
 
-def plain_call(args: Sequence[str]) -> tuple[dict[str, str], bool, str, list[str]] | None:
-    """(flags, --json, verb, words) when `args` is a plain writer call; None for anything else."""
-    from task_pulse.writer import PLAIN_CALLS
-
+def _global_flags(args: Sequence[str]) -> tuple[dict[str, str], bool, int] | None:
+    """The global `--dir`, `--lang` and `--json` before the verb: (flags, --json, the verb's index);
+    None when anything else comes first."""
     flags: dict[str, str] = {}
     json_output = False
     i = 0
@@ -42,6 +42,17 @@ def plain_call(args: Sequence[str]) -> tuple[dict[str, str], bool, str, list[str
         else:
             return None
         i += 1
+    return flags, json_output, i
+
+
+def plain_call(args: Sequence[str]) -> tuple[dict[str, str], bool, str, list[str]] | None:
+    """(flags, --json, verb, words) when `args` is a plain writer call; None for anything else."""
+    from task_pulse.writer import PLAIN_CALLS
+
+    parsed = _global_flags(args)
+    if parsed is None:
+        return None
+    flags, json_output, i = parsed
     if i == len(args) or args[i] not in PLAIN_CALLS or flags.get("lang", "zh") not in _LANGS:
         return None
     verb, rest = args[i], list(args[i + 1:])
@@ -56,6 +67,15 @@ def plain_call(args: Sequence[str]) -> tuple[dict[str, str], bool, str, list[str
     if len(words) < PLAIN_CALLS[verb][0]:
         return None
     return flags, json_output, verb, words
+
+
+def hook_call(args: Sequence[str]) -> dict[str, str] | None:
+    """The global flags when `args` is `[flags] hook claude-code` and nothing more: the command Claude
+    Code runs on every tool call (help and anything else go to click)."""
+    parsed = _global_flags(args)
+    if parsed is None or list(args[parsed[2]:]) != ["hook", "claude-code"]:
+        return None
+    return parsed[0]
 
 
 def run_plain(flags: dict[str, str], json_output: bool, verb: str, words: list[str]) -> int:
@@ -93,6 +113,11 @@ def run_plain(flags: dict[str, str], json_output: bool, verb: str, words: list[s
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    hook_flags = hook_call(args)  # first: it needs no writer verbs loaded to be told apart
+    if hook_flags is not None:
+        from task_pulse.adapters.claude_code.hook import main as run_hook
+
+        sys.exit(run_hook(hook_flags))
     call = plain_call(args)
     if call is None:
         from task_pulse.cli import main as click_main

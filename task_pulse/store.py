@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from pathlib import Path
     from types import TracebackType
+    from typing import Any
 
 MAX_ID_BYTES = 200
 # How long a writer waits for a task's lock. A writer holds it for milliseconds; anything longer is
@@ -357,7 +358,7 @@ class TaskStore:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def locked(self, task_id: str, timeout: float | None = None) -> _TaskLock:
+    def locked(self, task_id: str, timeout: float | None = None) -> FileLock:
         """Hold the task's writer lock (`.pulse/locks/<id>.lock`, flock) for a `with` block.
 
         Waits at most `timeout` seconds (default: the store's `lock_timeout`; 0: not at all), then
@@ -365,8 +366,8 @@ class TaskStore:
         """
         self.ensure_dirs()
         name = f"{check_task_id(task_id)}.lock"
-        return _TaskLock(os.path.join(self._pulse, "locks", name), task_id,
-                         self.lock_timeout if timeout is None else timeout)
+        return FileLock(os.path.join(self._pulse, "locks", name), f"task '{task_id}'",
+                        self.lock_timeout if timeout is None else timeout)
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -443,8 +444,11 @@ class TaskStore:
         *,
         stall_seconds: float | None = None,
         task_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Task:
-        """A new task with its first step running. Id collisions get `-2`, `-3` … (never overwrite)."""
+        """A new task with its first step running. Id collisions get `-2`, `-3` … (never overwrite).
+
+        `extra`: more fields for the file (an adapter's `parentTaskId`), written after the known ones."""
         if not name.strip():
             raise BadInput("a task needs a name")
         if not step_names:
@@ -457,7 +461,7 @@ class TaskStore:
         steps = [Step(name=s) for s in step_names]
         steps[0].status, steps[0].started_at = "running", stamp
         task = Task(task_id="", name=name, status="running", steps=steps, started_at=stamp,
-                    updated_at=stamp, rev=1, stall_seconds=stall_seconds)
+                    updated_at=stamp, rev=1, stall_seconds=stall_seconds, extra=dict(extra or {}))
         base = check_task_id(task_id) if task_id else f"{id_stem(name)}-{now.strftime('%Y%m%d-%H%M%S')}"
         for n in range(1, 10_000):
             task.task_id = base if n == 1 else f"{base}-{n}"
@@ -526,12 +530,13 @@ class TaskLocked(OperationFailed):
     """The task's lock stayed taken past the timeout."""
 
 
-class _TaskLock:
-    """`flock` on a task's lock file for a `with` block, waited for at most `timeout` seconds
-    (a class: contextlib is not worth its import on a writer's path)."""
+class FileLock:
+    """`flock` on a lock file for a `with` block, waited for at most `timeout` seconds (a class:
+    contextlib is not worth its import on a writer's path). `what` names what it guards, for the
+    error: "task 'x'". A task's lock (`TaskStore.locked`), or any other lock file in `.pulse/`."""
 
-    def __init__(self, path: str, task_id: str, timeout: float) -> None:
-        self.path, self.task_id, self.timeout = path, task_id, timeout
+    def __init__(self, path: str, what: str, timeout: float) -> None:
+        self.path, self.what, self.timeout = path, what, timeout
         self.fd = -1
 
     def _take(self, fd: int) -> None:
@@ -543,7 +548,7 @@ class _TaskLock:
                 return
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise TaskLocked(f"task '{self.task_id}' is locked by another process for more than "
+                    raise TaskLocked(f"{self.what} is locked by another process for more than "
                                      f"{self.timeout:g} s ({self.path}); try again, or find the holder with "
                                      f"`fuser {self.path}`") from None
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))

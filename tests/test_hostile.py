@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from task_pulse.messages import FIELD_CAP, redact, status_view, task_duration
+from task_pulse.messages import _INVISIBLE, FIELD_CAP, _mask, redact, status_view, task_duration
 from task_pulse.model import TaskFormatError, parse_task, task_from_dict
 from task_pulsed.differ import UNREADABLE_SUMMARY_ID, diff_tasks, invalid_notification
 from tests.conftest import Daemon, read_notifications, run_tp, wait_for
@@ -309,6 +309,21 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
                                   "auth_method=oauth", "می\u200cخواهم"])
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact(text) == text
+
+
+# Pieces every secret pattern is made of, and near misses, for texts that cross the first look's edge.
+_PIECES = ["sk-", "sk-ant-", "SK-", "ghp_", "gho_", "github_pat_", "xoxb-", "AKIA", "akia", "12345678", "123456789:",
+           "Bearer ", "bearer\t", "Authorization: ", "Basic ", "://", ":", "@", "=", "password", "PASS", "pwd", "token",
+           "Secret", "api_key", "-KEY", "-----BEGIN RSA PRIVATE KEY-----", "-----END", "_", "-", " ", "\n", "x", "Z",
+           "0", "aAbB0123456789zZ_-", "\u200b", "'", '"']
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES + [raw for raw, _, _ in SECRETS]), max_size=12).map("".join))
+def test_the_first_look_never_lets_a_secret_through(text: str) -> None:
+    """`redact` skips the patterns for a text the first look finds nothing in: it must be what the
+    patterns themselves would leave unchanged."""
+    assert redact(text) == _mask(_INVISIBLE.sub("", text))
 
 
 def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:

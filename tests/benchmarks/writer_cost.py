@@ -227,25 +227,36 @@ def import_report(runs: int, env: dict[str, str], cwd: Path, hb_argv: list[str])
 # -- main -------------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+def bench_args(description: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """--n, --warmup and --import-runs, as the call-cost benchmarks (this one, hook_cost.py) take them."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n", type=int, default=60, help="timed iterations per variant (default 60)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations first (default 3)")
     parser.add_argument("--import-runs", type=int, default=7, help="-X importtime runs (default 7)")
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be >= 1")
+    return args
 
+
+def isolated_env(tmp: Path) -> dict[str, str]:
+    """The measured calls' environment: no TASK_PULSE_* variables, and a HOME (`tmp/home`) without a
+    ~/.config/task-pulse file."""
+    home = tmp / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+    env["HOME"] = os.fspath(home)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = bench_args(__doc__.split("\n", 1)[0], argv)
     script = console_script("task-pulse")
     tmp = Path(tempfile.mkdtemp(prefix="tp-writer-cost-"))
     try:
         tasks_dir = tmp / "tasks"
-        home = tmp / "home"
-        home.mkdir()
-        # Isolate from the user's settings: no TASK_PULSE_* variables, no ~/.config/task-pulse file.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
-        env["HOME"] = os.fspath(home)
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = isolated_env(tmp)
         env["TASK_PULSE_DIR"] = os.fspath(tasks_dir)  # for the skill's script; the others pass --dir
         store = TaskStore(tasks_dir)
         skill_dir = tmp / "skill"

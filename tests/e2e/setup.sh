@@ -5,6 +5,8 @@
 # Needs root for apt-get (ngircd) and about 850 MB under $TP_E2E_BASE.
 # The Matrix lane (TP_E2E_MATRIX=0 skips it): a venv with the Synapse homeserver and a second template
 # state dir with OpenClaw's Matrix plugin (about 300 MB more).
+# The Claude Code lane (TP_E2E_CLAUDE=0 skips it): Claude Code from npm, its native binary included
+# (about 400 MB more).
 set -euo pipefail
 
 BASE=${TP_E2E_BASE:-/opt/task-pulse-e2e}
@@ -14,12 +16,15 @@ IRC_PLUGIN_SPEC=${TP_IRC_PLUGIN_SPEC:-@openclaw/irc@2026.9.5}
 MATRIX=${TP_E2E_MATRIX:-1}
 MATRIX_PLUGIN_SPEC=${TP_MATRIX_PLUGIN_SPEC:-@openclaw/matrix@2026.9.6}
 SYNAPSE_SPEC=${TP_SYNAPSE_SPEC:-matrix-synapse==1.163.2}
+CLAUDE=${TP_E2E_CLAUDE:-1}
+CLAUDE_CODE_VERSION=${TP_CLAUDE_CODE_VERSION:-2.1.332}
 
 NODE_BIN="$BASE/node/node_modules/node/bin/node"
 OPENCLAW_MJS="$BASE/openclaw/node_modules/openclaw/openclaw.mjs"
 TEMPLATE="$BASE/state-template"
 MATRIX_TEMPLATE="$BASE/state-template-matrix"
 SYNAPSE_VENV="$BASE/synapse-venv"
+CLAUDE_BIN="$BASE/claude-code/node_modules/.bin/claude"
 
 mkdir -p "$BASE" "$BASE/bin" "$BASE/lib"
 export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
@@ -112,6 +117,22 @@ make_matrix_template() {
   (cd /tmp && OPENCLAW_STATE_DIR="$MATRIX_TEMPLATE" NO_COLOR=1 "$NODE_BIN" "$OPENCLAW_MJS" plugins install "$MATRIX_PLUGIN_SPEC")
 }
 
+install_claude_code() {
+  # For the hook lane (test_claude_code.py). It talks to a stand-in of the Messages API that the test
+  # starts, so it needs no account and no network. Its npm package carries the native binary.
+  local have=""
+  [ -x "$CLAUDE_BIN" ] && have=$("$CLAUDE_BIN" --version 2>/dev/null | cut -d' ' -f1)
+  if [ "$have" = "$CLAUDE_CODE_VERSION" ]; then
+    echo "skip: Claude Code $have already at $CLAUDE_BIN"; return
+  fi
+  mkdir -p "$BASE/claude-code"
+  [ -f "$BASE/claude-code/package.json" ] ||
+    echo '{"name":"tp-e2e-claude-code","private":true}' > "$BASE/claude-code/package.json"
+  (cd "$BASE/claude-code" &&
+    PATH="$BASE/node/node_modules/.bin:$PATH" npm install --no-audit --no-fund "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION")
+  "$CLAUDE_BIN" --version
+}
+
 T0=$(date +%s.%N)
 step node         install_node
 step openclaw     install_openclaw
@@ -122,10 +143,16 @@ if [ "$MATRIX" != 0 ]; then
   step synapse       install_synapse
   step matrix-plugin make_matrix_template
 fi
+if [ "$CLAUDE" != 0 ]; then
+  step claude-code install_claude_code
+fi
 printf '== all done in %.1fs\n' "$(echo "$(date +%s.%N) - $T0" | bc)"
 echo "node:     $NODE_BIN ($("$NODE_BIN" -v))"
 echo "openclaw: $OPENCLAW_MJS (wrapper $BASE/bin/openclaw)"
 echo "template: $TEMPLATE"
 if [ "$MATRIX" != 0 ]; then
   echo "matrix:   $MATRIX_TEMPLATE, synapse in $SYNAPSE_VENV"
+fi
+if [ "$CLAUDE" != 0 ]; then
+  echo "claude:   $CLAUDE_BIN"
 fi
