@@ -123,7 +123,7 @@ def test_a_cli_send_openclaw_queued_is_not_sent_again(tmp_path: Path, tasks_dir:
     wait_for(lambda: delivered(tasks_dir, 1), 20, "the card handed over")
     assert [n["delivered_by"] for n in read_notifications(tasks_dir)] == ["openclaw:cli queue"]
     assert [c["phase"] for c in cli_calls(cli_log)] == ["start", "queued"]  # one call, no retry
-    assert "OpenClaw queued it" in d.log()
+    assert "failed (fetch failed: fetch failed) and OpenClaw kept it in its queue" in d.log()
 
 
 def test_a_lost_reply_is_asked_again_with_the_same_key_and_shows_once(tmp_path: Path, tasks_dir: Path,

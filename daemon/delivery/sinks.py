@@ -258,27 +258,28 @@ class OpenClawCLI(Sink):
         # OPENCLAW_NO_RESPAWN it starts itself again in a session of its own, one more Node per call.
         self.env = {**os.environ, "NO_COLOR": "1", "OPENCLAW_NO_RESPAWN": "1"}
 
-    def _run(self, verb: str, *args: str) -> Any:
+    def _run(self, verb: str, *args: str) -> tuple[Any, str | None]:
+        """OpenClaw's reply, and None; or (None, its reason) for a send OpenClaw kept in its own queue."""
         argv = [self.program, "message", verb, "--channel", self.channel, "--target", self.target, *args, "--json"]
         code, out, err = run_supervised(argv, b"", self.timeout, env=self.env, slots=self.slots)
         reply = _json_reply(out)
         failed = isinstance(reply, dict) and reply.get("ok") is False
         if code != 0 or failed:
-            if verb == "send" and _queued_by_openclaw(reply):
-                return None
             error = reply.get("error") if isinstance(reply, dict) else None
             if isinstance(error, dict):
                 error = error.get("message") or json.dumps(error, ensure_ascii=False)
             reason = clean(error, 200) if error else first_reason(err)[:200]
+            if verb == "send" and _queued_by_openclaw(reply):
+                return None, reason
             raise DeliveryError(f"openclaw message {verb} exited {code}" + (f": {reason}" if reason else ""))
-        return reply
+        return reply, None
 
     def send(self, text: str, payload: dict[str, Any], key: str,
              before_write: Callable[[], None] | None = None) -> Sent:
-        reply = self._run("send", "--message", text)
-        if reply is None:
-            log.info("openclaw message send failed at %s and OpenClaw queued it: a gateway on its state dir "
-                     "delivers it when the chat is back (never sent again from here)", self.channel)
+        reply, queued = self._run("send", "--message", text)
+        if queued is not None:
+            log.info("openclaw message send to %s failed (%s) and OpenClaw kept it in its queue: a gateway on its "
+                     "state dir delivers it when the chat is back; never sent again from here", self.channel, queued)
             return Sent(handed_over=True, route="cli queue")
         return Sent(message_id_in(reply), route="cli")
 

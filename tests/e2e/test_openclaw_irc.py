@@ -47,14 +47,37 @@ def test_a_task_reaches_an_irc_channel_through_the_real_openclaw(tmp_path: Path,
     assert by <= {"openclaw:cli", "openclaw:coalesced"}, by  # sent, or carried by a message that said more
 
 
-def test_a_failed_send_names_openclaws_reason(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+def test_a_send_openclaw_queued_is_handed_over_and_a_refused_one_names_its_reason(
+        tmp_path: Path, tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """The IRC server is not there: `openclaw message send` keeps the message in its own delivery queue (for a
+    gateway on its state dir to send once the server is back) and says why it failed: handed over, never sent
+    again. A target OpenClaw refuses (not a channel name) is kept for drain with OpenClaw's own reason."""
+    import sqlite3
+
     port = free_port()  # nothing listens there
-    env = e2e_env(OPENCLAW_STATE_DIR=str(openclaw_state(tmp_path, port)))
+    state = openclaw_state(tmp_path, port)
+    env = e2e_env(OPENCLAW_STATE_DIR=str(state))
     d = Daemon(tasks_dir, "--openclaw", f"irc:{CHANNEL}", "--openclaw-bin", str(OPENCLAW),
-               "--openclaw-gateway", "none", "--sink-attempts", "1",
-               "--sink-timeout", "120", env=env).start()
+               "--openclaw-gateway", "none", "--sink-attempts", "1", "--sink-timeout", "120", env=env).start()
     daemons.append(d)
     TaskStore(tasks_dir).create("Nobody home", ["a"], datetime.now(UTC))
-    wait_for(lambda: "kept for task-pulse drain" in d.log(), 120, "the failed send")
-    line = next(x for x in d.log().splitlines() if "kept for task-pulse drain" in x)
+    wait_for(lambda: "kept it in its queue" in d.log(), 120, "the queued send")
+    line = next(x for x in d.log().splitlines() if "kept it in its queue" in x)
     assert f"connect ECONNREFUSED 127.0.0.1:{port}" in line and "\x1b" not in line
+    assert [n["delivered_by"] for n in read_notifications(tasks_dir)] == ["openclaw:cli queue"]
+    queue = sqlite3.connect(state / "state" / "openclaw.sqlite")
+    try:
+        pending = queue.execute("SELECT count(*) FROM delivery_queue_entries WHERE status = 'pending'").fetchone()[0]
+    finally:
+        queue.close()
+    assert pending == 1  # OpenClaw has it: a gateway on this state dir would deliver it
+    d.stop()
+    other = tasks_dir.parent / "other"
+    other.mkdir()
+    refused = Daemon(other, "--openclaw", "irc:bad target with spaces", "--openclaw-bin", str(OPENCLAW),
+                     "--openclaw-gateway", "none", "--sink-attempts", "1", "--sink-timeout", "120", env=env).start()
+    daemons.append(refused)
+    TaskStore(other).create("Bad target", ["a"], datetime.now(UTC))
+    wait_for(lambda: "kept for task-pulse drain" in refused.log(), 120, "the refused send")
+    line = next(x for x in refused.log().splitlines() if "kept for task-pulse drain" in x)
+    assert "Unknown target" in line and "\x1b" not in line
