@@ -57,9 +57,22 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
+# Most tests run writers, `status` and `drain` on dirs no daemon watches, and hold their stderr to an
+# exact text: the note that says so (tests/test_unwatched.py proves it) is turned off for them.
+QUIET = {"TASK_PULSE_DAEMON_CHECK": "0"}
+
+
+@pytest.fixture(autouse=True)
+def _no_unwatched_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process commands (CliRunner) of every test: no note about a missing daemon (see QUIET)."""
+    monkeypatch.setenv("TASK_PULSE_DAEMON_CHECK", "0")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process, without any TASK_PULSE_* setting of the developer's."""
+    """The environment for a child process, without any TASK_PULSE_* setting of the developer's (and
+    without the note about a missing daemon, see QUIET)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASK_PULSE_")}
+    env.update(QUIET)
     env.update(extra)
     return env
 

@@ -41,13 +41,17 @@ def test_the_card_shows_the_whole_task() -> None:
 
 def test_the_card_in_english_when_stalled_done_and_failed() -> None:
     assert render_card(task(daily()), NOW, "en", stalled=True).splitlines()[0] == \
-        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · may be stuck (no update for 2m0s)"
+        "⚠️ \"日报发布\" [1/4] ██░░░░░░░░ · may be stuck (no update for 2m0s)"
     steps = [Step("a", "done"), Step("b", "done")]
     done = task(steps, "done", result="published", finished_at=(NOW - timedelta(minutes=1)).isoformat())
-    assert render_card(done, NOW, "en").splitlines() == ["🎉 【日报发布】done [2/2] ██████████ · 29m0s", "✅ a", "✅ b",
-                                                        "Result: published"]
+    assert render_card(done, NOW, "en").splitlines() == [
+        "🎉 \"日报发布\" done [2/2] ██████████ · 29m0s", "✅ a", "✅ b", "Result: published"]
     failed = task([Step("a", "done"), Step("b", "error", message="502")], "error", error="upstream 502")
     assert render_card(failed, NOW).splitlines()[-2:] == ["❌ b: 502", "错误: upstream 502"]
+    # `task-pulse error` gives the failed step the task's error: the card says it once, at its end
+    said_once = task([Step("a", "done"), Step("b", "error", message="upstream 502")], "error", error="upstream 502")
+    assert render_card(said_once, NOW).splitlines()[-2:] == ["❌ b", "错误: upstream 502"]
+    assert render_card(said_once, NOW, "en").count("upstream 502") == 1
     assert render_card(task(daily()), NOW, stalled=True).startswith(
         "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · 可能卡住了（2分钟无更新）")
 

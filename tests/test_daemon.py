@@ -41,7 +41,7 @@ def test_writer_verbs_at_a_human_pace(tasks_dir: Path, daemon: Daemon) -> None:
     run_tp(tasks_dir, "done", task_id, "published")
     wait_kinds(tasks_dir, task_id, FULL_RUN)
     texts = [n["text"] for n in read_notifications(tasks_dir)]
-    assert texts[1] == "✅ [1/3] fetch完成（25 items）\n🔄 → filter"
+    assert texts[1] == "✅ 【Daily】fetch完成（25 items）\n🔄 已完成 1/3 → filter"
     assert texts[-1].startswith("🎉 【Daily】完成！") and texts[-1].endswith("结果: published")
     created_at = [n for n in read_notifications(tasks_dir)]
     assert len({n["key"] for n in created_at}) == len(created_at)

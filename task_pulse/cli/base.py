@@ -27,6 +27,7 @@ class Context:
     json_output: bool
     _settings: Settings | None = None
     _store: TaskStore | None = None
+    _daemon: tuple[str | None] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -42,8 +43,24 @@ class Context:
         return self._store
 
     @property
+    def daemon_lang(self) -> str | None:
+        """The language of the task-pulsed watching the tasks dir ("" unsaid), None when none does."""
+        if self._daemon is None:
+            self._daemon = (self.store.watching_daemon(),)
+        return self._daemon[0]
+
+    @property
     def lang(self) -> str:
-        return self.settings.lang
+        """The language chosen (flag, environment, config file), else the watching daemon's."""
+        return self.settings.lang if self.settings.lang_set else self.settings.lang_beside(self.daemon_lang)
+
+    def unwatched(self) -> str | None:
+        """The note for stderr when no task-pulsed watches the tasks dir (and the check is on)."""
+        if not self.settings.daemon_check or self.daemon_lang is not None:
+            return None
+        from task_pulse.store import unwatched_note
+
+        return unwatched_note(self.settings.tasks_path)
 
 
 class _Group(click.Group):
