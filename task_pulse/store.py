@@ -160,7 +160,9 @@ class TaskStore:
         self._pulse = os.path.join(self._root, PULSE_DIR)
         self._pulse_checked = False  # `.pulse/` is there and passed privatedir's checks
         self.created_root = False  # this store made the tasks dir (a writer says so: a mistyped --dir?)
-        self.last_daemon_pid = ""  # the pid `watching_daemon` found in the daemon lock (a stopped one's too)
+        # What `watching_daemon` found in the daemon lock (when it was last written, and the pid in it): it
+        # changes whenever a daemon starts or stops, so an absence can be told once.
+        self.daemon_lock_mark = ""
 
     @property
     def root(self) -> Path:
@@ -229,8 +231,8 @@ class TaskStore:
             return None
         try:
             lines = os.pread(fd, 64, 0).decode("ascii", "replace").split("\n")
-            self.last_daemon_pid = lines[0].strip()
-            pid = int(self.last_daemon_pid or 0)
+            self.daemon_lock_mark = f"{os.fstat(fd).st_mtime_ns}:{lines[0].strip()}"
+            pid = int(lines[0].strip() or 0)
         except ValueError:
             return None
         finally:

@@ -269,7 +269,7 @@ def _tell_unwatched(ctx: Context, printed: int) -> None:
     if note is None:
         return
     if not sys.stderr.isatty() and (printed or not ctx.store.first_to_tell(
-            "drain-told", f"no daemon since pid {ctx.store.last_daemon_pid}")):
+            "drain-told", f"no daemon since {ctx.store.daemon_lock_mark or 'ever'}")):
         return
     click.echo(f"note: {note}", err=True)
 
