@@ -27,7 +27,7 @@ class Outcome:
         self.text, self.data, self.notes = text, task.to_dict(), notes or []
 
 
-class _Written:
+class AfterWrite:
     """After a write: the language to answer in, and what to say on stderr about the daemon.
 
     Whether a task-pulsed watches the dir is one read of its lock file: without one, nothing written
@@ -46,7 +46,7 @@ class _Written:
 
 
 def _change(settings: Settings, id_or_prefix: str,
-            change: Callable[[Task, str], bool | None]) -> tuple[Task, bool, _Written]:
+            change: Callable[[Task, str], bool | None]) -> tuple[Task, bool, AfterWrite]:
     """Resolve the id, then apply `change(task, now_iso)` under the task's lock.
 
     Returns the task, whether it was written (False: `change` found nothing to change), and what
@@ -63,7 +63,7 @@ def _change(settings: Settings, id_or_prefix: str,
         return changed
 
     task = store.update(task_id, apply, now)
-    return task, changed, _Written(settings, store)
+    return task, changed, AfterWrite(settings, store)
 
 
 def _join(words: list[str] | tuple[str, ...]) -> str | None:
@@ -74,7 +74,7 @@ def create(settings: Settings, name: str, steps: list[str], stall: float | None 
            task_id: str | None = None) -> Outcome:
     store = TaskStore(settings.tasks_path, settings.lock_timeout)
     task = store.create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
-    return Outcome(task.task_id, task, _Written(settings, store).notes)
+    return Outcome(task.task_id, task, AfterWrite(settings, store).notes)
 
 
 def advance(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...]) -> Outcome:
