@@ -162,6 +162,7 @@ def _at_a_terminal(args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
 
     def take_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as at a login; a test run in the background ignores it
 
     proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, env=clean_env(),
                             start_new_session=True, preexec_fn=take_terminal)

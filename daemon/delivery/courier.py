@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from task_pulse.card import render_card
-from task_pulse.messages import shown_id
+from task_pulse.messages import counted, shown_id
 from task_pulse.records import Card, DeliveryStore, Queued
 from task_pulsed.delivery.plan import Call, plan_batch
 from task_pulsed.delivery.sinks import DeliveryError, Sink
@@ -190,7 +190,10 @@ class Courier(threading.Thread):
         attempt = 1 + max((r.attempts for r in rows), default=0)
         delay = min(self.options.backoff * 2 ** (attempt - 1), 3600.0)
         outbox.retry_later([r.seq for r in rows], self.owner, str(exc), time.time() + delay)
-        if attempt < self.options.attempts:
+        # Rows join a call with the attempts they had: only those that used up theirs are given up (and told
+        # once); a row that came later is tried again, and told about when it runs out in turn.
+        given_up = [r for r in rows if r.attempts + 1 >= self.options.attempts]
+        if not given_up:
             log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", shown_id(task_id), exc, attempt + 1,
                      self.options.attempts, delay)
             return
@@ -198,5 +201,6 @@ class Courier(threading.Thread):
         if edit and not _OUTAGE.search(str(exc)):
             # The chat refuses this edit (the card was deleted?): the next change sends anew.
             outbox.drop_card(task_id, first.host)
-        log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
-                    "tried again once the sink works", shown_id(task_id), len(rows), attempt, exc)
+        log.warning("%s: %s not delivered after %d attempts (%s); kept for task-pulse drain, and tried again once "
+                    "the sink works", shown_id(task_id), counted(len(given_up), "notification"),
+                    self.options.attempts, exc)
