@@ -217,3 +217,32 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
         courier.join(10)
         outbox.close()
     assert sink.sent == ["boom", "hello"] and not courier.is_alive()
+
+
+def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A row that joined a failing call with fewer attempts is not given up with the older one: each row is
+    counted in one warning (they used to overlap: "2 notifications" then "1 notifications" for 2 rows)."""
+    import logging
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+    from task_pulsed.delivery.sinks import DeliveryError
+
+    class Outbox:
+        def __init__(self) -> None:
+            self.retried: list[list[int]] = []
+
+        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float) -> None:
+            self.retried.append(list(seqs))
+
+    state = SimpleNamespace(owner_prefix="test:", errors=())
+    sink = SimpleNamespace(name="exec", timeout=1.0, can_edit=False)
+    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell())  # type: ignore[arg-type]
+    old, new = replace(row(1, "started"), attempts=1), row(2, "step_done")  # `new` came during the first tries
+    outbox = Outbox()
+    with caplog.at_level(logging.INFO, logger="task-pulsed"):
+        courier._failed(outbox, old, [old, new], DeliveryError("boom"), edit=False)  # type: ignore[arg-type]
+        courier._failed(outbox, new, [replace(new, attempts=1)], DeliveryError("boom"), edit=False)  # type: ignore[arg-type]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(": 1 notification not delivered after 2 attempts" in w for w in warnings)
