@@ -209,6 +209,7 @@ def test_drain_prints_then_marks_delivered(tasks_dir: Path, daemon: Daemon) -> N
     assert {k: obj[k] for k in ("taskId", "taskName", "kind", "done", "total", "step")} == {
         "taskId": task_id, "taskName": "Daily", "kind": "step_done", "done": 1, "total": 3, "step": "fetch"}
     assert {"seq", "key", "text", "createdAt"} <= obj.keys()
+    assert "name" not in obj  # the template's field for taskName: said once, as taskName
     assert run_tp(tasks_dir, "drain").stdout == ""
     assert all(n["delivered_by"] == "drain" for n in read_notifications(tasks_dir))
 

@@ -119,9 +119,10 @@ def _group_gone(pgid: int) -> bool:
 
 
 def test_sigterm_reaches_the_whole_command_not_just_its_shell(tasks_dir: Path) -> None:
-    """Under `sh -c`, the shell defers SIGTERM until its child ends: the signal must reach the child too."""
+    """Under `sh -c`, a signal to the shell alone leaves its child running (and holding the output): the
+    signal must reach the whole command."""
     wrapper = subprocess.Popen([str(BIN / "task-pulse"), "--dir", str(tasks_dir), "run", "Long", "--",
-                                "sh", "-c", "echo $$; sleep 60; echo after"],
+                                "sh", "-c", "(echo $$; sleep 60); echo after"],  # the line: sleep is on its way
                                stdout=subprocess.PIPE, text=True, env=clean_env())
     assert wrapper.stdout is not None
     pgid = int(wrapper.stdout.readline())
