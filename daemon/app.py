@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from task_pulse.messages import counted
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.shared import SchemaTooNew
 from task_pulse.store import TaskStore
@@ -90,7 +91,8 @@ def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> No
 
 
 def status_line(stats: dict[str, int], problem: str | None = None) -> str:
-    line = f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+    line = (f"watching {counted(stats['tasks'], 'task')}, {stats['stalled']} stalled, "
+            f"{counted(stats['pending'], 'notification')} pending")
     return f"{problem}; {line}" if problem else line
 
 

@@ -166,7 +166,7 @@ def test_ready_after_the_scan_then_watchdog_then_stopping(tasks_dir: Path, daemo
     wait_for(lambda: "READY=1" in notify.assignments(), 20, "READY=1")
     assert kinds(tasks_dir, task_id) == ["started"]  # the first scan was done before READY
     status = [a for a in notify.assignments() if a.startswith("STATUS=")]
-    assert status and status[0] == "STATUS=watching 1 tasks, 0 stalled, 1 notifications pending"
+    assert status and status[0] == "STATUS=watching 1 task, 0 stalled, 1 notification pending"  # English plurals
     ready_at = notify.assignments().index("READY=1")
     wait_for(lambda: notify.assignments()[ready_at:].count("WATCHDOG=1") >= 2, 30, "two watchdog pings")
     assert d.proc is not None
@@ -396,6 +396,6 @@ def test_status_counts_follow_what_other_processes_commit(tasks_dir: Path, daemo
     def last_status() -> str:
         return [a for a in notify.assignments() if a.startswith("STATUS=")][-1]
     run_tp(tasks_dir, "create", "Counted", "a")
-    wait_for(lambda: last_status().endswith("1 tasks, 0 stalled, 1 notifications pending"), 30, "1 pending")
+    wait_for(lambda: last_status().endswith("1 task, 0 stalled, 1 notification pending"), 30, "1 pending")
     run_tp(tasks_dir, "drain")  # another process's commit: the daemon counts again
-    wait_for(lambda: last_status().endswith("1 tasks, 0 stalled, 0 notifications pending"), 30, "0 pending")
+    wait_for(lambda: last_status().endswith("1 task, 0 stalled, 0 notifications pending"), 30, "0 pending")
