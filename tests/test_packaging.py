@@ -50,7 +50,7 @@ def test_the_sdist_carries_its_tests_unit_and_licence(sdist: tuple[Path, str]) -
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     for needed in ("tests/__init__.py", "tests/conftest.py", "tests/benchmarks/writer_cost.py",
                    "tests/standins/systemctl", "systemd/task-pulsed.service", "LICENSE",
-                   "task_pulse/skill/references/integration-guide.md"):
+                   "task_pulse/skill/references/integration-guide.md", "docs/task-file.md", "setup.py"):
         assert needed in names, needed
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "deprecated" not in log.lower() and "is not listed" not in log, log
