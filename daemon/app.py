@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from task_pulse.messages import counted
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.shared import SchemaTooNew
 from task_pulse.store import TaskStore
@@ -53,18 +54,19 @@ class DaemonOptions:
     host: str = ""  # this daemon's name in the shared state db
 
 
-def take_daemon_lock(store: TaskStore) -> int:
-    """Hold `.pulse/daemon.lock` for the life of the process: one daemon per tasks dir."""
+def take_daemon_lock(store: TaskStore, lang: str) -> int:
+    """Hold `.pulse/daemon.lock` for the life of the process: one daemon per tasks dir. It holds the
+    pid and the language (a line each): writers ask it whether a daemon watches, and speak its language."""
     path = store.private_path("daemon.lock", create=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        holder = os.pread(fd, 32, 0).decode(errors="replace").split("\n")[0].strip() or "?"
         os.close(fd)
         raise AlreadyRunning(f"another task-pulsed (pid {holder}) is already watching {store.root}") from None
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}\n{lang}\n".encode(), 0)
     return fd
 
 
@@ -89,7 +91,8 @@ def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> No
 
 
 def status_line(stats: dict[str, int], problem: str | None = None, route: str | None = None) -> str:
-    line = f"watching {stats['tasks']} tasks, {stats['stalled']} stalled, {stats['pending']} notifications pending"
+    line = (f"watching {counted(stats['tasks'], 'task')}, {stats['stalled']} stalled, "
+            f"{counted(stats['pending'], 'notification')} pending")
     line = f"{line}; delivering through {route}" if route else line
     return f"{problem}; {line}" if problem else line
 
@@ -99,7 +102,7 @@ def run(options: DaemonOptions) -> int:
     store = TaskStore(options.tasks_dir)
     try:
         store.ensure_dirs()
-        lock_fd = take_daemon_lock(store)
+        lock_fd = take_daemon_lock(store, options.policy.lang)
     except AlreadyRunning as exc:
         log.error("%s", exc)
         return 1

@@ -9,7 +9,7 @@ import sys
 import click
 
 from task_pulse import __version__
-from task_pulse.cli import FiniteRange
+from task_pulse.cli import FiniteRange, OneLineCommand
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
 from task_pulse.model import MAX_STALL_SECONDS
@@ -39,8 +39,8 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--dir", "tasks_dir", type=click.Path(file_okay=False),
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dir", "tasks_dir", metavar="DIR",
               help="Tasks directory to watch [env TASK_PULSE_DIR; default ~/.openclaw/workspace/tasks].")
 @click.option("--lang", type=click.Choice(LANGS), help="Language of notifications [env TASK_PULSE_LANG; default zh].")
 @click.option("--announce-existing", is_flag=True,

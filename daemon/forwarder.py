@@ -25,7 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from task_pulse.errors import TaskPulseError
-from task_pulse.messages import redact
+from task_pulse.messages import counted, redact
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.store import TaskStore, expiry_cutoff
@@ -142,7 +142,8 @@ class Forwarder(PokedThread):
         self._purged_at = time.monotonic()
         notes, tasks = shared.purge(expiry_cutoff(datetime.now(UTC), self.keep_days).timestamp())
         if notes or tasks:
-            log.info("shared state database: %d delivered notifications and %d old tasks purged", notes, tasks)
+            log.info("shared state database: %s and %s purged", counted(notes, "delivered notification"),
+                     counted(tasks, "old task"))
 
 
 def check_shared_schema(url: str) -> None:

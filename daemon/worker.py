@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from task_pulse.messages import shown_id
+from task_pulse.messages import counted, shown_id
 from task_pulse.model import TaskFormatError
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.records import Notification, Seen
@@ -198,7 +198,7 @@ class Worker(threading.Thread):
             self.outbox = Outbox.for_store(self.store, busy_timeout=min(BUSY_TIMEOUT, (self.heartbeat_every or 60) / 4))
         # One daemon per tasks dir: claims its couriers held before a crash or a restart died with them.
         if released := self.outbox.release_claims("sink:"):
-            log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
+            log.info("%s claimed by a stopped daemon's sink free again", counted(released, "notification"))
         self.outbox.set_meta(SHARED_STATE_META, "")  # until this start's forwarder (if any) says where to
         adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
         self.rescan(adopt=adopt)
@@ -454,9 +454,10 @@ class Worker(threading.Thread):
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
-            log.info("cleanup: %d finished tasks removed, %d delivered notifications purged", len(removed), purged)
+            log.info("cleanup: %s removed, %s purged", counted(len(removed), "finished task"),
+                     counted(purged, "delivered notification"))
         if freed := self.outbox.reclaim():
-            log.info("cleanup: %d free pages of the state db given back to the disk", freed)
+            log.info("cleanup: %s of the state db given back to the disk", counted(freed, "free page"))
 
     def _stop_timers(self, task_id: str) -> None:
         self.timers.set("stall", task_id, None)

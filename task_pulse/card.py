@@ -38,10 +38,10 @@ _HEAD = {
         "detail_close": "）",
     },
     "en": {
-        "running": "🔄 【{name}】[{done}/{total}] {bar} · {elapsed}",
-        "stalled": "⚠️ 【{name}】[{done}/{total}] {bar} · may be stuck (no update for {stalled})",
-        "done": "🎉 【{name}】done [{done}/{total}] {bar} · {elapsed}",
-        "error": "❌ 【{name}】failed [{done}/{total}] {bar} · {elapsed}",
+        "running": "🔄 \"{name}\" [{done}/{total}] {bar} · {elapsed}",
+        "stalled": "⚠️ \"{name}\" [{done}/{total}] {bar} · may be stuck (no update for {stalled})",
+        "done": "🎉 \"{name}\" done [{done}/{total}] {bar} · {elapsed}",
+        "error": "❌ \"{name}\" failed [{done}/{total}] {bar} · {elapsed}",
         "result": "Result: {text}",
         "failure": "Error: {text}",
         "folded_done": "✅ {first}–{last} ({count} steps done)",
@@ -68,7 +68,7 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
         name=safe(task.name), done=task.done_count, total=task.total, bar=progress_bar(task.done_count, task.total),
         elapsed=task_duration(task, now, lang) or "—",
         stalled=format_duration((now - updated).total_seconds(), lang) if updated else "—")]
-    lines += _step_lines(task, words, safe)
+    lines += _step_lines(task, words, safe)  # (a failed step's message is the error: said once, below)
     if task.status == "done" and task.result:
         lines.append(words["result"].format(text=safe(task.result, 300)))
     elif task.status == "error" and task.error:
@@ -76,9 +76,10 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
     return _fit("\n".join(lines))
 
 
-def _step_line(step: Step, words: dict[str, str], safe: Safe) -> str:
+def _step_line(step: Step, words: dict[str, str], safe: Safe, error: str | None = None) -> str:
+    """One step; `error` is the task's, which its failed step need not repeat (the card ends with it)."""
     line = f"{_ICONS.get(step.status, '•')} {safe(step.name, 80)}"
-    message = safe(step.message)
+    message = "" if step.status == "error" and error and step.message == error else safe(step.message)
     if step.status == "done":
         return line + (f"{words['detail_open']}{message}{words['detail_close']}" if message else "")
     detail = " ".join(p for p in (format_percent(step.percent) if step.status == "running" else "", message) if p)
@@ -87,8 +88,9 @@ def _step_line(step: Step, words: dict[str, str], safe: Safe) -> str:
 
 def _step_lines(task: Task, words: dict[str, str], safe: Safe) -> list[str]:
     steps = task.steps
+    error = task.error if task.status == "error" else None
     if len(steps) <= UNFOLDED_STEPS:
-        return [_step_line(s, words, safe) for s in steps]
+        return [_step_line(s, words, safe, error) for s in steps]
     # The window: a few steps before the current one (or the first not done), the current, a few after.
     focus = task.current_index
     if focus is None:
@@ -103,12 +105,12 @@ def _step_lines(task: Task, words: dict[str, str], safe: Safe) -> list[str]:
         else:  # an unusual file (steps done out of order): name each one that is not done
             lines.append(words["folded_done"].format(first=1, last=start,
                                                      count=sum(s.status == "done" for s in folded)))
-            lines += [_step_line(s, words, safe) for s in folded if s.status != "done"]
-    lines += [_step_line(s, words, safe) for s in steps[start:end]]
+            lines += [_step_line(s, words, safe, error) for s in folded if s.status != "done"]
+    lines += [_step_line(s, words, safe, error) for s in steps[start:end]]
     if end < len(steps):
         rest = steps[end:]
         lines.append(words["folded_pending"].format(first=end + 1, last=len(steps), count=len(rest)))
-        lines += [_step_line(s, words, safe) for s in rest if s.status != "pending"]
+        lines += [_step_line(s, words, safe, error) for s in rest if s.status != "pending"]
     return lines
 
 

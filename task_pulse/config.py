@@ -28,11 +28,12 @@ class Settings:
     as a Path, for everything but the writer's hot path."""
 
     __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
-                 "redact_secrets", "lock_timeout", "state_url", "_host_name")
+                 "redact_secrets", "lock_timeout", "state_url", "_host_name", "daemon_check", "lang_set")
 
     def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
                  keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10,
-                 state_url: str | None = None, host_name: str | None = None) -> None:
+                 state_url: str | None = None, host_name: str | None = None, daemon_check: bool = True,
+                 lang_set: bool = True) -> None:
         self.tasks_path = tasks_path
         self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
         self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
@@ -40,6 +41,15 @@ class Settings:
         self.lock_timeout = lock_timeout  # how long a writer waits for a task's lock
         self.state_url = state_url  # a shared state db (postgresql://…), None for the local one
         self._host_name = host_name
+        # Say on stderr when no task-pulsed watches the tasks dir (TASK_PULSE_DAEMON_CHECK=0: a dir watched
+        # from another container, a test suite).
+        self.daemon_check = daemon_check
+        # The language was chosen (flag, environment, config file); else the daemon's is spoken, if one runs.
+        self.lang_set = lang_set
+
+    def lang_beside(self, daemon_lang: str | None) -> str:
+        """The language to print in beside a daemon that speaks `daemon_lang` (None: none runs)."""
+        return daemon_lang if not self.lang_set and daemon_lang in LANGS else self.lang
 
     @property
     def host_name(self) -> str:
@@ -164,6 +174,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "lock_timeout": ("TASK_PULSE_LOCK_TIMEOUT", _positive, "10"),
     "state_url": ("TASK_PULSE_STATE", _state_url, None),  # None: the local state db in <tasks>/.pulse/
     "host_name": ("TASK_PULSE_HOST", _host_name, None),  # None: this machine's host name
+    "daemon_check": ("TASK_PULSE_DAEMON_CHECK", _switch, "1"),
 }
 
 
@@ -198,6 +209,7 @@ def load_settings(
     config_path = os.fspath(config_file) if config_file is not None else os.path.expanduser(CONFIG_FILE)
     file_values = _read_config_file(config_path)
     values: dict[str, Any] = {}
+    chosen: set[str] = set()  # settings given by a flag, the environment or the config file
     for name, (var, parse, default) in _FIELDS.items():
         flag = flags.get(name)
         if isinstance(flag, str):  # a path or a choice: the same checks as the environment's
@@ -205,9 +217,11 @@ def load_settings(
                 values[name] = parse(flag)
             except ValueError as exc:
                 raise ConfigError(f"{_FLAG_NAMES.get(name, name)} {flag!r}: {exc}") from None
+            chosen.add(name)
             continue
         if flag is not None:
             values[name] = flag  # a number: click already checked it
+            chosen.add(name)
             continue
         for source, mapping in ((var, env), (f"{var.lower()} in {config_path}", file_values)):
             raw = mapping.get(var)
@@ -217,6 +231,7 @@ def load_settings(
                 except ValueError as exc:
                     reason = str(exc) if "must" in str(exc) else "must be a number"
                     raise ConfigError(f"{source}={raw!r}: {reason}") from None
+                chosen.add(name)
                 break
         else:
             values[name] = None if default is None else parse(default)
@@ -225,4 +240,4 @@ def load_settings(
             values["state_url"] = expand_env(values["state_url"], "the state database URL", env)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    return Settings(**values)
+    return Settings(**values, lang_set="lang" in chosen)

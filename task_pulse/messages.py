@@ -204,15 +204,18 @@ def format_percent(percent: float | None) -> str:
 
 NOTIFICATION_KINDS = ("started", "step_done", "progress", "done", "failed", "stalled", "resumed", "invalid")
 
+# Every message names its task (two tasks at once must never read alike) and says "{done}/{total}"
+# only as the count of steps done: beside a progress bar, or in words ("已完成 1/4", "1/4 done"), never
+# right after a step's name, where it would read as that step's position.
 _TEMPLATES: dict[str, dict[str, str]] = {
     "zh": {
         "started": "🚀 开始【{name}】\n📋 {plan}\n<<🔄 当前: {current}>>",
-        "step_done": "✅ [{done}/{total}] {step}完成<<（{message}）>>\n<<🔄 → {next}>>",
-        "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
+        "step_done": "✅ 【{name}】{step}完成<<（{message}）>>\n🔄 已完成 {done}/{total}<< → {next}>>",
+        "progress": "🔄 【{name}】{step}<< {percent}>><<: {message}>>（已完成 {done}/{total}）",
         "done": "🎉 【{name}】完成！<<（{duration}）>>\n<<结果: {result}>>",
-        "failed": "❌ 【{name}】失败\n错误: {error}\n当前步骤: {step} [{done}/{total}]",
-        "stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）\n当前步骤: {step} [{done}/{total}]",
-        "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step} [{done}/{total}]",
+        "failed": "❌ 【{name}】失败\n错误: {error}\n当前步骤: {step}（已完成 {done}/{total}）",
+        "stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）\n当前步骤: {step}（已完成 {done}/{total}）",
+        "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step}（已完成 {done}/{total}）",
         "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
         # drain --digest: one message per task, head / what happened / detail
         "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
@@ -223,26 +226,26 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "digest_steps": "✅ {steps}完成",
         "digest_message": "💬 {message}",
         "digest_result": "结果: {result}",
-        "digest_at": "当前步骤: {step} [{done}/{total}]",
+        "digest_at": "当前步骤: {step}（已完成 {done}/{total}）",
     },
     "en": {
-        "started": "🚀 Started【{name}】\n📋 {plan}\n<<🔄 Now: {current}>>",
-        "step_done": "✅ [{done}/{total}] {step} done<< ({message})>>\n<<🔄 → {next}>>",
-        "progress": "🔄 [{done}/{total}] {step}<< {percent}>><<: {message}>>",
-        "done": "🎉 【{name}】done!<< ({duration})>>\n<<Result: {result}>>",
-        "failed": "❌ 【{name}】failed\nError: {error}\nAt step: {step} [{done}/{total}]",
-        "stalled": "⚠️ 【{name}】may be stuck (no update for {duration})\nAt step: {step} [{done}/{total}]",
-        "resumed": "🔄 【{name}】resumed (stuck for {duration})\nAt step: {step} [{done}/{total}]",
+        "started": "🚀 \"{name}\" started\n📋 {plan}\n<<🔄 Now: {current}>>",
+        "step_done": "✅ \"{name}\": {step} done<< ({message})>>\n🔄 {done}/{total} done<< → {next}>>",
+        "progress": "🔄 \"{name}\": {step}<< {percent}>><<: {message}>> ({done}/{total} done)",
+        "done": "🎉 \"{name}\" done!<< ({duration})>>\n<<Result: {result}>>",
+        "failed": "❌ \"{name}\" failed\nError: {error}\nAt step: {step} ({done}/{total} done)",
+        "stalled": "⚠️ \"{name}\" may be stuck (no update for {duration})\nAt step: {step} ({done}/{total} done)",
+        "resumed": "🔄 \"{name}\" resumed (stuck for {duration})\nAt step: {step} ({done}/{total} done)",
         "invalid": "⚠️ Task file unreadable: {file} ({reason})",
-        "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
-        "digest_stalled": "⚠️ 【{name}】may be stuck (no update for {duration})<< → {step}>>",
-        "digest_done": "🎉 【{name}】done!<< ({duration})>>",
-        "digest_failed": "❌ 【{name}】failed<<: {error}>>",
+        "digest_running": "🔄 \"{name}\" [{done}/{total}] {bar}<< → {step}>>",
+        "digest_stalled": "⚠️ \"{name}\" may be stuck (no update for {duration})<< → {step}>>",
+        "digest_done": "🎉 \"{name}\" done!<< ({duration})>>",
+        "digest_failed": "❌ \"{name}\" failed<<: {error}>>",
         "digest_started": "🚀 Started: {plan}",
         "digest_steps": "✅ Done: {steps}",
         "digest_message": "💬 {message}",
         "digest_result": "Result: {result}",
-        "digest_at": "At step: {step} [{done}/{total}]",
+        "digest_at": "At step: {step} ({done}/{total} done)",
     },
 }
 _OPTIONAL = re.compile(r"<<(.*?)>>", re.S)
@@ -309,24 +312,27 @@ def plan_of(step_names: Iterable[str], redact_secrets: bool = True) -> str:
 # -- the status view ----------------------------------------------------------------------------------
 
 _WORDS = {
-    "zh": {"running": "执行中", "done": "完成", "error": "失败", "stalled": "STALLED", "waiting": "等待结束",
-           "current": "当前", "error_line": "错误", "empty": "📭 没有任务", "unreadable": "无法读取",
-           "all_steps_done": "步骤已全部完成", "between_steps": "等待下一步",
+    "zh": {"running": "执行中", "done": "完成", "error": "失败", "waiting": "等待结束",
+           "stalled": "卡住（{silence}无更新）", "current": "当前", "error_line": "错误", "empty": "📭 没有任务",
+           "unreadable": "无法读取", "all_steps_done": "步骤已全部完成", "between_steps": "等待下一步",
            "steps_range": "{count}个步骤（{first} … {last}）", "files": "{count}个文件: {names}",
            "too_many_unreadable": "{window}内超过{burst}个，合并为一条；task-pulse status 可查看",
            "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）",
            "more_tasks": "…… 还有 {count} 个任务（全部: task-pulse status --all）",
+           "task_id": "ID", "started_at": "开始", "updated_at": "更新", "finished_at": "结束",
            # tasks an agent harness writes itself (task_pulse.adapters)
            "agent_working": "处理中", "agent_interrupted": "被打断：本轮结束前来了新的提示",
            "agent_session_ended": "会话已结束（{reason}），本轮尚未完成"},
-    "en": {"running": "running", "done": "done", "error": "failed", "stalled": "STALLED", "waiting": "waiting",
-           "current": "now", "error_line": "error", "empty": "📭 no tasks", "unreadable": "unreadable",
-           "all_steps_done": "all steps done", "between_steps": "waiting for the next step",
+    "en": {"running": "running", "done": "done", "error": "failed", "waiting": "waiting",
+           "stalled": "stalled (no update for {silence})", "current": "now", "error_line": "error",
+           "empty": "📭 no tasks", "unreadable": "unreadable", "all_steps_done": "all steps done",
+           "between_steps": "waiting for the next step",
            "steps_range": "{count} steps ({first} … {last})", "files": "{count} files: {names}",
            "too_many_unreadable": "more than {burst} within {window}, told in one message; see task-pulse status",
-           "cleanup": "🧹 removed {n} finished tasks (>{days} days)",
-           "cleanup_dry": "🧹 would remove {n} finished tasks (>{days} days)",
-           "more_tasks": "… {count} more tasks (all of them: task-pulse status --all)",
+           "cleanup": "🧹 removed {n} finished {tasks} (>{days} days)",
+           "cleanup_dry": "🧹 would remove {n} finished {tasks} (>{days} days)",
+           "more_tasks": "… {count} more {tasks} (all of them: task-pulse status --all)",
+           "task_id": "id", "started_at": "started", "updated_at": "updated", "finished_at": "finished",
            "agent_working": "working", "agent_interrupted": "interrupted: a new prompt came before this turn ended",
            "agent_session_ended": "the session ended ({reason}) before this turn finished"},
 }
@@ -336,6 +342,30 @@ def word(key: str, lang: str) -> str:
     return _WORDS[lang][key]
 
 
+def counted(count: int, noun: str) -> str:
+    """`1 notification`, `2 notifications`: English plurals for the nouns our lines count."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _in_parens(text: str, lang: str) -> str:
+    return f"（{text}）" if lang == "zh" else f" ({text})"
+
+
+def status_line(task: Task, now: datetime, default_stall: float, lang: str) -> str:
+    """One task's head line: icon, name, steps done of all with the bar, state and how long."""
+    silence = stalled_for(task, now, default_stall)
+    duration = task_duration(task, now, lang)
+    if silence is not None:
+        icon, label = "⚠️", word("stalled", lang).format(silence=format_duration(silence, lang))
+        duration = ""  # the silence is what matters, and it is said
+    elif task.status == "running" and task.running_step is None:
+        icon, label = "⏳", word("waiting", lang)
+    else:
+        icon, label = {"running": "🔄", "done": "✅", "error": "❌"}[task.status], word(task.status, lang)
+    return (f"{icon} {clean(task.name)} [{task.done_count}/{task.total}] {progress_bar(task.done_count, task.total)} "
+            f"{label}" + (_in_parens(duration, lang) if duration else ""))
+
+
 def status_view(
     entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float, lang: str = "zh",
     totals: dict[str, int] | None = None, more: int = 0,
@@ -343,31 +373,22 @@ def status_view(
     """The original script's `status` table: one block per task, unreadable files named, a summary.
 
     A view of some tasks of many (see `pick_for_status`) says how many `more` there are, and sums up
-    all of them (`totals`: running, stalled, done, error) rather than the ones it shows.
+    all of them (`totals`: running, stalled, done, error, unreadable) rather than the ones it shows.
     """
     if not entries:
         return word("empty", lang)
-    counts = {"running": 0, "stalled": 0, "done": 0, "error": 0}
+    counts = {"running": 0, "stalled": 0, "done": 0, "error": 0, "unreadable": 0}
     lines: list[str] = []
     for task_id, task in entries:
         if isinstance(task, TaskFormatError):
-            lines.append(f"⚠️ {clean(task_id)}.json: {word('unreadable', lang)} ({clean(str(task))})")
+            counts["unreadable"] += 1
+            lines.append(f"🚫 {clean(task_id)}.json: {word('unreadable', lang)}{_in_parens(clean(str(task)), lang)}")
             continue
         running = task.running_step
-        bucket = _status_bucket(task, now, default_stall)
-        if bucket == "stalled":
-            icon, label = "⚠️", word("stalled", lang)
-        elif task.status == "running" and running is None:
-            icon, label = "⏳", word("waiting", lang)
-        else:
-            icon = {"running": "🔄", "done": "✅", "error": "❌"}[task.status]
-            label = word(task.status, lang)
-        counts[bucket] += 1
-        duration = task_duration(task, now)
-        lines.append(f"{icon} {clean(task.name)} [{task.done_count}/{task.total}] "
-                     f"{progress_bar(task.done_count, task.total)} {label}" + (f" ({duration})" if duration else ""))
+        counts[_status_bucket(task, now, default_stall)] += 1
+        lines.append(status_line(task, now, default_stall, lang))
         if task.status == "running":
-            current = f"   {word('current', lang)}: {clean(running.name) if running else '—'}"
+            current = f"   {word('current', lang)}: {clean(running.name) if running else step_label(task, lang) or '—'}"
             if running is not None and (running.message or running.percent is not None):
                 detail = " ".join(p for p in (format_percent(running.percent), clean(running.message)) if p)
                 current += f" — {detail}"
@@ -375,10 +396,12 @@ def status_view(
         if task.status == "error" and task.error:
             lines.append(f"   {word('error_line', lang)}: {clean(task.error)}")
     if more:
-        lines.append(word("more_tasks", lang).format(count=more))
+        lines.append(word("more_tasks", lang).format(count=more, tasks="task" if more == 1 else "tasks"))
     lines.append("")
-    c = totals or counts
-    lines.append(f"📊 🔄{c['running']} ⚠️{c['stalled']} ✅{c['done']} ❌{c['error']}")
+    c = {**counts, **(totals or {})}
+    unreadable = max(c.get("unreadable", 0), counts["unreadable"])
+    lines.append(f"📊 🔄{c['running']} ⚠️{c['stalled']} ✅{c['done']} ❌{c['error']}"
+                 + (f" 🚫{unreadable}" if unreadable else ""))
     return "\n".join(lines)
 
 
@@ -388,22 +411,24 @@ def _status_bucket(task: Task, now: datetime, default_stall: float) -> str:
 
 
 def pick_for_status(entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float,
-                    limit: int) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int]]:
-    """The `limit` tasks most worth showing, and the counts of all of them (see `status_view`).
+                    limit: int | None) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int]]:
+    """The `limit` tasks most worth showing (None: all of them), in the order `status` shows them, and
+    the counts of all of them (see `status_view`).
 
-    Unreadable files first (someone has to fix them), then stalled tasks, the latest failed, the
-    latest updated running ones, the latest done: the order the state db's overview picks in too.
+    Unreadable files first (someone has to fix them), then stalled tasks, failed, running and done
+    ones, the latest first in each: the order the state db's overview picks in too.
     """
-    totals = {"running": 0, "stalled": 0, "done": 0, "error": 0}
-    ranked: list[tuple[tuple[int, float], str, Task | TaskFormatError]] = []
+    totals = {"running": 0, "stalled": 0, "done": 0, "error": 0, "unreadable": 0}
+    ranked: list[tuple[tuple[int, float, str], str, Task | TaskFormatError]] = []
     rank = {"stalled": 1, "error": 2, "running": 3, "done": 4}
     for task_id, task in entries:
         if isinstance(task, TaskFormatError):
-            ranked.append(((0, 0.0), task_id, task))
+            totals["unreadable"] += 1
+            ranked.append(((0, 0.0, task_id), task_id, task))
             continue
         bucket = _status_bucket(task, now, default_stall)
         totals[bucket] += 1
         when = parse_time((task.finished_at if task.status != "running" else None) or task.updated_at)
-        ranked.append(((rank[bucket], -when.timestamp() if when else 0.0), task_id, task))
+        ranked.append(((rank[bucket], -when.timestamp() if when else 0.0, task_id), task_id, task))
     ranked.sort(key=lambda r: r[0])
     return [(task_id, task) for _, task_id, task in ranked[:limit]], totals

@@ -178,7 +178,7 @@ class Task(_Record):
             return False
         if self.status == outcome:
             return True
-        when = self.finished_at or self.updated_at
+        when = shown_time(self.finished_at or self.updated_at)
         was = f"already failed ({self.error}) at {when}" if self.status == "error" else f"was already done at {when}"
         wanted = "done" if outcome == "done" else "failed"
         raise OperationFailed(f"task '{self.task_id}' {was}; not marked {wanted} (create a new task to run it again)")
@@ -418,6 +418,15 @@ def parse_time(value: str | None) -> datetime | None:
         return parsed if parsed.tzinfo is not None else parsed.astimezone()
     except (ValueError, TypeError, OverflowError):  # unreadable, or a naive date at the calendar's edge
         return None
+
+
+def shown_time(stamp: str | None) -> str:
+    """A task file's ISO timestamp as a person reads it: `2026-11-24 09:31:10` (to the second, in the
+    offset it was written in); a text that is no timestamp as it is, on one line."""
+    moment = parse_time(stamp)
+    if moment is not None:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return "".join(c for c in str(stamp or "") if c.isprintable())[:60]
 
 
 def stall_threshold(task: Task, default_seconds: float) -> float:

@@ -23,7 +23,7 @@ from task_pulse.errors import BadInput
 NAME = ".pulse"
 SUBDIRS = ("locks", "tmp")
 # Files task-pulse opens in `.pulse` by name: checked when present (made 0600 by whoever creates them).
-FILES = ("state.db", "state.db-wal", "state.db-shm", "daemon.lock")
+FILES = ("state.db", "state.db-wal", "state.db-shm", "daemon.lock", "drain-told")
 
 
 class UnsafeDir(BadInput):

@@ -63,7 +63,8 @@ class Queued:
                 "kind": self.kind, "text": self.text, "createdAt": self.created_at,
                 **({"host": shown_id(self.host)} if self.host else {}),
                 "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
-                **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "kind", "text")}}
+                # `name` is the template's field for taskName: the same value, said once
+                **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "name", "kind", "text")}}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from task_pulse.errors import BadInput, OperationFailed
+from task_pulse.store import TaskStore
 
 UNIT_NAME = "task-pulsed.service"
 # Settings the service should keep when they were set where `service install` ran.
@@ -29,6 +30,10 @@ _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULS
 # Secrets for a sink, read by the unit (EnvironmentFile=-%h/.config/task-pulse/env).
 SECRETS_FILE = "~/.config/task-pulse/env"
 LINGER_HINT = "to keep it running without a login session: loginctl enable-linger $USER"
+
+
+class NotRunning(OperationFailed):
+    """The unit is written, but no user manager is there to run it (exit 1: no daemon runs)."""
 
 
 def unit_dir() -> Path:
@@ -317,10 +322,14 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     systemctl.run("restart", UNIT_NAME)  # starts it if stopped; a running one picks up the new unit
     done += [f"ran {c}" for c in systemctl.ran]
     if systemctl.unavailable:
-        # Not a failure: a container or a machine without a user session has no user manager.
-        return done + [f"not started: {systemctl.unavailable}",
-                       f"run it in the foreground instead: {executable} --dir {shlex.quote(str(tasks_dir.absolute()))}",
-                       "or let a cron job take the messages: task-pulse drain --digest"]
+        # A container, or a machine without a user session: no user manager, so nothing runs the unit.
+        where = tasks_dir.absolute()
+        command = f"{executable} --dir {shlex.quote(str(where))}"
+        if TaskStore(where).daemon_running():
+            return done + [f"not started as a service: {systemctl.unavailable}",
+                           f"a task-pulsed runs on {where} already (started by hand): keep it running ({command})"]
+        raise NotRunning(f"wrote {unit_path}, but nothing runs it: {systemctl.unavailable}. Nothing reaches the "
+                         f"chat until task-pulsed runs: start it yourself and keep it running: {command}")
     return done + ["running: journalctl --user -u task-pulsed -f shows its log", LINGER_HINT]
 
 

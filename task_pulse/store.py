@@ -160,6 +160,10 @@ class TaskStore:
         self.lock_timeout = lock_timeout
         self._pulse = os.path.join(self._root, PULSE_DIR)
         self._pulse_checked = False  # `.pulse/` is there and passed privatedir's checks
+        self.created_root = False  # this store made the tasks dir (a writer says so: a mistyped --dir?)
+        # What `watching_daemon` found in the daemon lock (when it was last written, and the pid in it): it
+        # changes whenever a daemon starts or stops, so an absence can be told once.
+        self.daemon_lock_mark = ""
 
     @property
     def root(self) -> Path:
@@ -190,7 +194,9 @@ class TaskStore:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
         there (UnsafeDir when it is not ours alone)."""
         if not self._pulse_checked:
-            os.makedirs(self._root, exist_ok=True)
+            if not os.path.isdir(self._root):
+                os.makedirs(self._root, exist_ok=True)
+                self.created_root = True
             self._pulse_checked = check_private_dir(self._root, create=True)
 
     def private_path(self, name: str, *, create: bool = False, recheck: bool = False) -> str | None:
@@ -209,29 +215,58 @@ class TaskStore:
         return os.path.join(self._pulse, name)
 
     def daemon_running(self) -> bool:
-        """Whether a task-pulsed watches this dir now: the pid it wrote in `.pulse/daemon.lock` is alive."""
+        """Whether a task-pulsed watches this dir now (see `watching_daemon`)."""
+        return self.watching_daemon() is not None
+
+    def watching_daemon(self) -> str | None:
+        """The language of the task-pulsed that watches this dir now ("" when it does not say), None
+        when none does. A daemon writes its pid and its language in `.pulse/daemon.lock` (one line
+        each) and empties it when it stops: the pid alive means it runs. A few system calls: a writer
+        asks after every write."""
         path = self.private_path("daemon.lock")
         if path is None:
-            return False
+            return None
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
-            return False
+            return None
         try:
-            pid = int(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or 0)
+            lines = os.pread(fd, 64, 0).decode("ascii", "replace").split("\n")
+            self.daemon_lock_mark = f"{os.fstat(fd).st_mtime_ns}:{lines[0].strip()}"
+            pid = int(lines[0].strip() or 0)
         except ValueError:
-            return False
+            return None
         finally:
             os.close(fd)
         if pid <= 0:
-            return False
+            return None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return False
+            return None
         except PermissionError:
             pass  # alive, someone else's: not ours to signal, but there
-        return True
+        return lines[1].strip() if len(lines) > 1 else ""
+
+    def first_to_tell(self, name: str, fact: str) -> bool:
+        """Whether `fact` is news under `name` (remembered in `.pulse/<name>`, a file of privatedir.FILES):
+        True once, until another fact is told. False where there is no `.pulse/` to remember it in."""
+        path = self.private_path(name)
+        if path is None:
+            return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return False
+        try:
+            told = os.pread(fd, 256, 0).decode("utf-8", "replace")
+            if told == fact:
+                return False
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, fact.encode("utf-8"), 0)
+            return True
+        finally:
+            os.close(fd)
 
     def task_ids(self) -> list[str]:
         """Ids of the `*.json` entries at the top of the tasks dir, dotfiles excluded.
@@ -284,12 +319,11 @@ class TaskStore:
         return changed, misnamed, count
 
     def resolve(self, id_or_prefix: str) -> str:
-        """An exact id, or the task the prefix means: the only match, else the only running match,
-        else (none running) the one started last.
+        """An exact id, or the task the prefix means: the only match, else the only running match.
 
         A daily task keeps earlier days' files for a week, so `next 日报 …` matches several files
-        from day two on; the one still running is the one meant, and once it has ended, a repeated
-        `done 日报` means it still. Two running matches are ambiguous: the error lists the candidates.
+        from day two on; the one still running is the one meant. Anything else is ambiguous (two
+        running, or several that ended): the error lists the candidates, and the full id decides.
         """
         check_task_id(id_or_prefix)
         if os.path.lexists(self.path_for(id_or_prefix)):
@@ -298,19 +332,17 @@ class TaskStore:
         if len(candidates) == 1:
             return candidates[0]
         if not candidates:
-            raise TaskNotFound(f"task '{id_or_prefix}' not found in {self._root}")
+            where = self._root if os.path.isdir(self._root) else f"{self._root} (no such directory)"
+            raise TaskNotFound(f"task '{id_or_prefix}' not found in {where}")
         tasks = {i: self._read_or_none(i) for i in candidates}
         states = {i: t.status if t else "unreadable" for i, t in tasks.items()}
         running = [i for i in candidates if states[i] == "running"]
         if len(running) == 1:
             return running[0]
-        started = {i: parse_time(t.started_at) for i, t in tasks.items() if t is not None}
-        latest = sorted((s, i) for i, s in started.items() if s is not None)
-        if not running and latest and (len(latest) == 1 or latest[-1][0] != latest[-2][0]):
-            return latest[-1][1]
         shown = ", ".join(f"{i} ({states[i]})" for i in candidates[:10])
         more = f" (+{len(candidates) - 10} more)" if len(candidates) > 10 else ""
-        raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous ({len(running)} running): {shown}{more}")
+        count = f"{len(running)} running" if running else "none running"
+        raise BadInput(f"task id prefix '{id_or_prefix}' is ambiguous ({count}): {shown}{more}; give the full id")
 
     def _ids_starting_with(self, prefix: str) -> list[str]:
         # Filter by name before validating: cheap in a directory of many thousand tasks.
@@ -570,6 +602,26 @@ class FileLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         os.close(self.fd)  # closing releases the lock
+
+
+def unwatched_note(root: str, created: bool = False) -> str:
+    """What a command says on stderr when no task-pulsed watches `root`: writes there reach no chat."""
+    from task_pulse.config import DEFAULT_TASKS_DIR
+
+    default = root == os.path.expanduser(DEFAULT_TASKS_DIR)
+    shown = root if not set(root) & _SHELL_SPECIAL else "'" + root.replace("'", "'\\''") + "'"
+    given = "" if default else f" --dir {shown}"
+    if created:
+        head = f"created {root} (it did not exist); no task-pulsed watches it"
+    elif not os.path.isdir(root):
+        head = f"there is no {root} (a typo?), and no task-pulsed watches it"
+    else:
+        head = f"no task-pulsed watches {root}"
+    return (f"{head}: nothing reaches the chat until one does: task-pulse{given} service install "
+            f"(or task-pulsed{given} in a terminal)")
+
+
+_SHELL_SPECIAL = set(" \t\n'\"\\$`!*?[]{}()<>|&;#~")
 
 
 def _unlink_if_there(path: str) -> None:

@@ -9,8 +9,8 @@ for `--json`, and remarks for stderr that do not make the call fail.
 from __future__ import annotations
 
 from task_pulse.messages import format_duration, progress_bar, word
-from task_pulse.model import parse_time
-from task_pulse.store import TaskStore
+from task_pulse.model import parse_time, shown_time
+from task_pulse.store import TaskStore, unwatched_note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,10 +27,30 @@ class Outcome:
         self.text, self.data, self.notes = text, task.to_dict(), notes or []
 
 
-def _change(settings: Settings, id_or_prefix: str, change: Callable[[Task, str], bool | None]) -> tuple[Task, bool]:
+class AfterWrite:
+    """After a write: the language to answer in, and what to say on stderr about the daemon.
+
+    Whether a task-pulsed watches the dir is one read of its lock file: without one, nothing written
+    here reaches the chat, and the caller is told (unless TASK_PULSE_DAEMON_CHECK=0). The answer is
+    in the daemon's language when none was chosen, so the writer and the chat speak alike.
+    """
+
+    __slots__ = ("lang", "notes")
+
+    def __init__(self, settings: Settings, store: TaskStore) -> None:
+        daemon_lang = store.watching_daemon()
+        self.lang = settings.lang_beside(daemon_lang)
+        self.notes: list[str] = []
+        if daemon_lang is None and settings.daemon_check:
+            self.notes.append(unwatched_note(settings.tasks_path, created=store.created_root))
+
+
+def _change(settings: Settings, id_or_prefix: str,
+            change: Callable[[Task, str], bool | None]) -> tuple[Task, bool, AfterWrite]:
     """Resolve the id, then apply `change(task, now_iso)` under the task's lock.
 
-    Returns the task and whether it was written (False: `change` found nothing to change).
+    Returns the task, whether it was written (False: `change` found nothing to change), and what
+    follows the write.
     """
     store = TaskStore(settings.tasks_path, settings.lock_timeout)
     task_id = store.resolve(id_or_prefix)
@@ -42,7 +62,8 @@ def _change(settings: Settings, id_or_prefix: str, change: Callable[[Task, str],
         changed = change(task, now.isoformat()) is not False
         return changed
 
-    return store.update(task_id, apply, now), changed
+    task = store.update(task_id, apply, now)
+    return task, changed, AfterWrite(settings, store)
 
 
 def _join(words: list[str] | tuple[str, ...]) -> str | None:
@@ -53,22 +74,23 @@ def create(settings: Settings, name: str, steps: list[str], stall: float | None 
            task_id: str | None = None) -> Outcome:
     store = TaskStore(settings.tasks_path, settings.lock_timeout)
     task = store.create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
-    return Outcome(task.task_id, task)
+    return Outcome(task.task_id, task, AfterWrite(settings, store).notes)
 
 
 def advance(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...]) -> Outcome:
     text = _join(message)
-    task, _ = _change(settings, id_or_prefix, lambda t, now: t.advance(now, text))
+    task, _, written = _change(settings, id_or_prefix, lambda t, now: t.advance(now, text))
     current = task.running_step
     bar = progress_bar(task.done_count, task.total)
-    return Outcome(f"[{task.done_count}/{task.total}] {bar} → {current.name if current else '—'}", task)
+    return Outcome(f"[{task.done_count}/{task.total}] {bar} → {current.name if current else '—'}", task,
+                   written.notes)
 
 
 def heartbeat(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...],
               percent: float | None = None) -> Outcome:
     text = _join(message)
-    task, changed = _change(settings, id_or_prefix, lambda t, _now: t.touch(text, percent))
-    notes = []
+    task, changed, written = _change(settings, id_or_prefix, lambda t, _now: t.touch(text, percent))
+    notes = written.notes
     if not changed:
         notes.append(f"task '{task.task_id}' has already ended ({task.status}); nothing to refresh")
     elif (text is not None or percent is not None) and task.running_step is None:
@@ -79,20 +101,22 @@ def heartbeat(settings: Settings, id_or_prefix: str, message: list[str] | tuple[
 
 def done(settings: Settings, id_or_prefix: str, result: list[str] | tuple[str, ...]) -> Outcome:
     text = _join(result)
-    task, changed = _change(settings, id_or_prefix, lambda t, now: t.finish(now, text))
+    task, changed, written = _change(settings, id_or_prefix, lambda t, now: t.finish(now, text))
     started, finished = parse_time(task.started_at), parse_time(task.finished_at)
-    duration = f" ({format_duration((finished - started).total_seconds())})" if started and finished else ""
-    notes = [] if changed else [f"task '{task.task_id}' was already done at {task.finished_at}; nothing changed"]
-    return Outcome(f"✅ {word('done', settings.lang)}{duration}", task, notes)
+    duration = format_duration((finished - started).total_seconds(), written.lang) if started and finished else ""
+    notes = written.notes + ([] if changed else [
+        f"task '{task.task_id}' was already done at {shown_time(task.finished_at)}; nothing changed"])
+    shown = (f"（{duration}）" if written.lang == "zh" else f" ({duration})") if duration else ""
+    return Outcome(f"✅ {word('done', written.lang)}{shown}", task, notes)
 
 
 def fail(settings: Settings, id_or_prefix: str, message: list[str] | tuple[str, ...]) -> Outcome:
     text = " ".join(message)
-    task, changed = _change(settings, id_or_prefix, lambda t, now: t.fail(now, text))
+    task, changed, written = _change(settings, id_or_prefix, lambda t, now: t.fail(now, text))
     if changed:
-        return Outcome(f"❌ {text}", task)
-    return Outcome(f"❌ {task.error or text}", task,
-                   [f"task '{task.task_id}' had already failed at {task.finished_at}; nothing changed"])
+        return Outcome(f"❌ {text}", task, written.notes)
+    return Outcome(f"❌ {task.error or text}", task, [
+        *written.notes, f"task '{task.task_id}' had already failed at {shown_time(task.finished_at)}; nothing changed"])
 
 
 # For the fast path: verb -> (fewest operands, run with the operands as given on the command line).

@@ -57,16 +57,26 @@ def wait_for(predicate: Callable[[], T], timeout: float = 30.0, what: str = "con
         time.sleep(0.02)
 
 
+# Most tests run writers, `status` and `drain` on dirs no daemon watches, and hold their stderr to an
+# exact text: the note that says so (tests/test_unwatched.py proves it) is turned off for them.
+QUIET = {"TASK_PULSE_DAEMON_CHECK": "0"}
 # Where a daemon with --openclaw looks for the gateway unless a test says otherwise: a port nothing listens on,
 # so no test ever reaches a gateway that happens to run on this machine (and through it, someone's chat).
 NO_GATEWAY = "ws://127.0.0.1:1"
 
 
+@pytest.fixture(autouse=True)
+def _no_unwatched_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process commands (CliRunner) of every test: no note about a missing daemon (see QUIET)."""
+    monkeypatch.setenv("TASK_PULSE_DAEMON_CHECK", "0")
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a child process, without any TASK_PULSE_* setting of the developer's, nor the
-    developer's OpenClaw gateway."""
+    """The environment for a child process, without any TASK_PULSE_* setting of the developer's (and without
+    the note about a missing daemon, see QUIET), nor the developer's OpenClaw gateway."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TASK_PULSE_", "OPENCLAW_GATEWAY_", "OPENCLAW_CONFIG_PATH"))}
+    env.update(QUIET)
     env["OPENCLAW_GATEWAY_URL"] = NO_GATEWAY
     env.update(extra)
     return env

@@ -41,13 +41,17 @@ def test_the_card_shows_the_whole_task() -> None:
 
 def test_the_card_in_english_when_stalled_done_and_failed() -> None:
     assert render_card(task(daily()), NOW, "en", stalled=True).splitlines()[0] == \
-        "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · may be stuck (no update for 2m0s)"
+        "⚠️ \"日报发布\" [1/4] ██░░░░░░░░ · may be stuck (no update for 2m0s)"
     steps = [Step("a", "done"), Step("b", "done")]
     done = task(steps, "done", result="published", finished_at=(NOW - timedelta(minutes=1)).isoformat())
-    assert render_card(done, NOW, "en").splitlines() == ["🎉 【日报发布】done [2/2] ██████████ · 29m0s", "✅ a", "✅ b",
-                                                        "Result: published"]
+    assert render_card(done, NOW, "en").splitlines() == [
+        "🎉 \"日报发布\" done [2/2] ██████████ · 29m0s", "✅ a", "✅ b", "Result: published"]
     failed = task([Step("a", "done"), Step("b", "error", message="502")], "error", error="upstream 502")
     assert render_card(failed, NOW).splitlines()[-2:] == ["❌ b: 502", "错误: upstream 502"]
+    # `task-pulse error` gives the failed step the task's error: the card says it once, at its end
+    said_once = task([Step("a", "done"), Step("b", "error", message="upstream 502")], "error", error="upstream 502")
+    assert render_card(said_once, NOW).splitlines()[-2:] == ["❌ b", "错误: upstream 502"]
+    assert render_card(said_once, NOW, "en").count("upstream 502") == 1
     assert render_card(task(daily()), NOW, stalled=True).startswith(
         "⚠️ 【日报发布】[1/4] ██░░░░░░░░ · 可能卡住了（2分钟无更新）")
 
@@ -216,3 +220,32 @@ def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
         courier.join(10)
         outbox.close()
     assert sink.sent == ["boom", "hello"] and not courier.is_alive()
+
+
+def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A row that joined a failing call with fewer attempts is not given up with the older one: each row is
+    counted in one warning (they used to overlap: "2 notifications" then "1 notifications" for 2 rows)."""
+    import logging
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+    from task_pulsed.delivery.sinks import DeliveryError
+
+    class Outbox:
+        def __init__(self) -> None:
+            self.retried: list[list[int]] = []
+
+        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float) -> None:
+            self.retried.append(list(seqs))
+
+    state = SimpleNamespace(owner_prefix="test:", errors=())
+    sink = SimpleNamespace(name="exec", timeout=1.0, can_edit=False)
+    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell())  # type: ignore[arg-type]
+    old, new = replace(row(1, "started"), attempts=1), row(2, "step_done")  # `new` came during the first tries
+    outbox = Outbox()
+    with caplog.at_level(logging.INFO, logger="task-pulsed"):
+        courier._failed(outbox, old, [old, new], DeliveryError("boom"), edit=False)  # type: ignore[arg-type]
+        courier._failed(outbox, new, [replace(new, attempts=1)], DeliveryError("boom"), edit=False)  # type: ignore[arg-type]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(": 1 notification not delivered after 2 attempts" in w for w in warnings)

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from task_pulse.cli import cli
+from task_pulse.model import shown_time
 
 SETTINGS_VARS = ("TASK_PULSE_DIR", "TASK_PULSE_TZ", "TASK_PULSE_STALL", "TASK_PULSE_LANG", "TASK_PULSE_KEEP_DAYS",
                  "TASK_PULSE_PROGRESS_INTERVAL")
@@ -205,7 +206,8 @@ def test_ambiguous_prefix_lists_candidates(tasks: Path) -> None:
     ok(tasks, "create", "--id", "job-1", "n", "a")
     ok(tasks, "create", "--id", "job-2", "n", "a")
     message = fails(tasks, 2, "next", "job")
-    assert message == "Error: task id prefix 'job' is ambiguous (2 running): job-1 (running), job-2 (running)"
+    assert message == ("Error: task id prefix 'job' is ambiguous (2 running): job-1 (running), job-2 (running); "
+                       "give the full id")
     assert read(tasks, "job-1")["rev"] == 1 and read(tasks, "job-2")["rev"] == 1
 
 
@@ -219,9 +221,11 @@ def test_a_prefix_means_the_one_running_match(tasks: Path) -> None:
     assert read(tasks, "日报-20261125-090000")["steps"][0]["message"] == "抓取了25条"
     assert "rev" not in read(tasks, "日报-20261123-090000")  # the finished days are untouched
     ok(tasks, "done", "日报")
-    again = run(tasks, "done", "日报")  # a repeated `done`: nothing running, so the one started last, a no-op
-    assert again.exit_code == 0 and "日报-20261125-090000' was already done" in again.stderr
-    assert fails(tasks, 1, "next", "日报") == "Error: task '日报-20261125-090000' has already ended (done)"
+    # None running now: several ended tasks match, and the prefix decides nothing (no silent pick)
+    again = fails(tasks, 2, "done", "日报")
+    assert again.startswith("Error: task id prefix '日报' is ambiguous (none running): 日报-20261123-090000 (done), ")
+    assert again.endswith("; give the full id")
+    assert ok(tasks, "status", "日报-20261125").startswith("🎉 【日报-20261125-090000】完成")  # the full id does
     write_task(tasks, "日报-20261126-090000")
     write_task(tasks, "日报-20261127-090000")
     message = fails(tasks, 2, "next", "日报")  # two running: no guess
@@ -300,7 +304,7 @@ def test_heartbeat_on_an_ended_task_changes_nothing(tasks: Path) -> None:
 
 def test_done(tasks: Path) -> None:
     write_task(tasks, "t", startedAt=ago(seconds=192))
-    assert ok(tasks, "done", "t", "published", "ok") == "✅ 完成 (3m12s)\n"
+    assert ok(tasks, "done", "t", "published", "ok") == "✅ 完成（3分12秒）\n"
     raw = read(tasks, "t")
     assert raw["status"] == "done"
     assert raw["result"] == "published ok"
@@ -309,7 +313,7 @@ def test_done(tasks: Path) -> None:
     assert raw["rev"] == 1  # the hand-written file had no rev
     assert fails(tasks, 1, "next", "t") == "Error: task 't' has already ended (done)"
     assert fails(tasks, 1, "error", "t", "late") == (
-        f"Error: task 't' was already done at {raw['finishedAt']}; not marked failed "
+        f"Error: task 't' was already done at {shown_time(raw['finishedAt'])}; not marked failed "
         "(create a new task to run it again)")
     assert read(tasks, "t") == raw
 
@@ -317,11 +321,12 @@ def test_done(tasks: Path) -> None:
 def test_done_twice_is_done_once(tasks: Path) -> None:
     """The original rewrote the file; a second `done` (a retried cron line, a parent and its sub-agent) is a no-op."""
     write_task(tasks, "t", startedAt=ago(seconds=192))
-    assert ok(tasks, "done", "t", "published") == "✅ 完成 (3m12s)\n"
+    assert ok(tasks, "done", "t", "published") == "✅ 完成（3分12秒）\n"
     first = read(tasks, "t")
     result = run(tasks, "done", "t", "again")
-    assert (result.exit_code, result.stdout) == (0, "✅ 完成 (3m12s)\n")
-    assert result.stderr == f"note: task 't' was already done at {first['finishedAt']}; nothing changed\n"
+    assert (result.exit_code, result.stdout) == (0, "✅ 完成（3分12秒）\n")
+    assert result.stderr == f"note: task 't' was already done at {shown_time(first['finishedAt'])}; nothing changed\n"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", shown_time(first["finishedAt"]))  # no T, no µs, no offset
     assert read(tasks, "t") == first  # not rewritten: rev, result and finishedAt as they were
 
 
@@ -341,11 +346,11 @@ def test_error(tasks: Path) -> None:
     assert raw["steps"][1]["status"] == "error"
     assert raw["steps"][1]["message"] == "发布接口返回 502"
     assert fails(tasks, 1, "done", "t") == (
-        f"Error: task 't' already failed (发布接口返回 502) at {raw['finishedAt']}; not marked done "
+        f"Error: task 't' already failed (发布接口返回 502) at {shown_time(raw['finishedAt'])}; not marked done "
         "(create a new task to run it again)")
     result = run(tasks, "error", "t", "again")
     assert (result.exit_code, result.stdout) == (0, "❌ 发布接口返回 502\n")  # what the task failed with
-    assert result.stderr == f"note: task 't' had already failed at {raw['finishedAt']}; nothing changed\n"
+    assert result.stderr == f"note: task 't' had already failed at {shown_time(raw['finishedAt'])}; nothing changed\n"
     assert read(tasks, "t") == raw
 
 
@@ -419,12 +424,13 @@ def test_status_table_and_summary(tasks: Path) -> None:
                steps=[{"name": "a", "status": "done"}])
     write_task(tasks, "broken", status="error", startedAt=ago(seconds=60), finishedAt=ago(seconds=18),
                error="boom", steps=[{"name": "a", "status": "error"}])
+    # failed, running, done: not in the order of the ids (b, f, r)
     assert ok(tasks, "status").split("\n") == [
-        "❌ broken [0/1] ░░░░░░░░░░ 失败 (42s)",
+        "❌ broken [0/1] ░░░░░░░░░░ 失败（42秒）",
         "   错误: boom",
-        "✅ finished [1/1] ██████████ 完成 (3m12s)",
-        "🔄 running [1/3] ███░░░░░░░ 执行中 (3m12s)",
+        "🔄 running [1/3] ███░░░░░░░ 执行中（3分12秒）",
         "   当前: filter — 60% 已处理",
+        "✅ finished [1/1] ██████████ 完成（3分12秒）",
         "",
         "📊 🔄1 ⚠️0 ✅1 ❌1",
         "",
@@ -437,9 +443,10 @@ def test_status_flags_stalled_task(tasks: Path) -> None:
     write_task(tasks, "patient", startedAt=old, updatedAt=old, stallSeconds=5000)
     write_task(tasks, "fresh", startedAt=old, updatedAt=ago(seconds=10))
     lines = ok(tasks, "status", group=["--lang", "en"]).split("\n")
-    assert lines[0] == "🔄 fresh [0/2] ░░░░░░░░░░ running (16m40s)"
-    assert lines[2] == "⚠️ old [0/2] ░░░░░░░░░░ STALLED (16m40s)"
+    assert lines[0] == "⚠️ old [0/2] ░░░░░░░░░░ stalled (no update for 16m40s)"
+    assert lines[2] == "🔄 fresh [0/2] ░░░░░░░░░░ running (16m40s)"  # the latest updated first
     assert lines[4] == "🔄 patient [0/2] ░░░░░░░░░░ running (16m40s)"
+    assert ok(tasks, "status").split("\n")[0] == "⚠️ old [0/2] ░░░░░░░░░░ 卡住（16分40秒无更新）"
     assert lines[-2] == "📊 🔄2 ⚠️1 ✅0 ❌0"
 
     records = {r["taskId"]: r for r in json.loads(ok(tasks, "status", "--json"))}
@@ -448,7 +455,7 @@ def test_status_flags_stalled_task(tasks: Path) -> None:
     assert records["old"]["stalledSeconds"] >= 1000
     assert records["fresh"]["stalledSeconds"] is None
 
-    one = json.loads(ok(tasks, "status", "old"))
+    one = json.loads(ok(tasks, "status", "old", "--json"))
     assert one["taskId"] == "old"
     assert one["stalled"] is True
 
@@ -463,7 +470,7 @@ def test_status_stall_from_environment(tasks: Path, monkeypatch: pytest.MonkeyPa
 
 def test_status_one_task_as_json_by_prefix(tasks: Path) -> None:
     write_task(tasks, "日报发布-20261124-093000", extra_field=1)
-    data = json.loads(ok(tasks, "status", "日报"))
+    data = json.loads(ok(tasks, "status", "日报", "--json"))
     assert data["taskId"] == "日报发布-20261124-093000"
     assert data["extra_field"] == 1
     assert data["stalled"] is False
@@ -474,10 +481,10 @@ def test_status_with_corrupt_file(tasks: Path) -> None:
     (tasks / "bad.json").write_text("{oops", encoding="utf-8")
     (tasks / "empty.json").write_text("", encoding="utf-8")
     lines = ok(tasks, "status").split("\n")
-    assert lines[0].startswith("⚠️ bad.json: 无法读取 (not valid JSON")
-    assert lines[1] == "⚠️ empty.json: 无法读取 (empty file)"
+    assert lines[0].startswith("🚫 bad.json: 无法读取（not valid JSON")
+    assert lines[1] == "🚫 empty.json: 无法读取（empty file）"
     assert lines[2].startswith("🔄 good [0/2]")
-    assert lines[-2] == "📊 🔄1 ⚠️0 ✅0 ❌0"
+    assert lines[-2] == "📊 🔄1 ⚠️0 ✅0 ❌0 🚫2"  # counted, and not as stalled
     records = json.loads(ok(tasks, "status", "--json"))
     assert records[0]["taskId"] == "bad" and records[0]["invalid"].startswith("not valid JSON")
     assert records[2]["taskId"] == "good" and "invalid" not in records[2]
@@ -495,7 +502,7 @@ def test_status_symlink_not_followed(tasks: Path, tmp_path: Path) -> None:
     (tasks / "link.json").symlink_to(secret)
     out = ok(tasks, "status")
     assert "secret" not in out
-    assert "⚠️ link.json: 无法读取 (is a symlink (never followed))" in out
+    assert "🚫 link.json: 无法读取（is a symlink (never followed)）" in out
     assert fails(tasks, 1, "done", "link").startswith("Error: task file link.json is not readable")
     assert json.loads(secret.read_text())["status"] == "running"
 
@@ -522,9 +529,9 @@ def test_status_of_many_tasks_shows_those_most_worth_seeing_and_counts_all(tasks
     assert heads[5:30] == [f"run-{i:02d}" for i in range(25)]  # the latest updated first
     assert heads[30:] == [f"done-{i:02d}" for i in range(20)]  # the latest done, as many as fit
     assert lines[-4] == "… 20 more tasks (all of them: task-pulse status --all)"
-    assert lines[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2"  # every task counted, not only those shown
+    assert lines[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2 🚫1"  # every task counted, not only those shown
     every = ok(tasks, "status", "--all").split("\n")
-    assert every[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2" and "status --all" not in "".join(every)
+    assert every[-2] == "📊 🔄25 ⚠️2 ✅40 ❌2 🚫1" and "status --all" not in "".join(every)
     assert sum(1 for line in every if line and not line.startswith(("   ", "📊"))) == 70
     assert len(json.loads(ok(tasks, "status", "--json"))) == 70  # data: every task unless asked
     assert [r["taskId"] for r in json.loads(ok(tasks, "status", "--json", "--limit", "3"))] == [
@@ -592,7 +599,7 @@ def test_cleanup_default_and_env_days(tasks: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("TASK_PULSE_KEEP_DAYS", "20")
     assert ok(tasks, "cleanup") == "🧹 清理 0 个过期任务（>20天）\n"
     monkeypatch.delenv("TASK_PULSE_KEEP_DAYS")
-    assert ok(tasks, "cleanup", group=["--lang", "en"]) == "🧹 removed 1 finished tasks (>7 days)\n"
+    assert ok(tasks, "cleanup", group=["--lang", "en"]) == "🧹 removed 1 finished task (>7 days)\n"
     assert not (tasks / "old-done.json").exists()
     assert (tasks / "old-error.json").exists()
 

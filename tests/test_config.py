@@ -52,7 +52,8 @@ def test_precedence(name: str, tmp_path: Path) -> None:
 def test_defaults(tmp_path: Path) -> None:
     settings = load_settings({}, {}, no_file(tmp_path))
     expected = Settings(tasks_path=os.path.expanduser("~/.openclaw/workspace/tasks"), tz_offset_hours=None,
-                        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0, redact_secrets=True)
+                        stall_seconds=180.0, lang="zh", keep_days=7.0, progress_interval=30.0, redact_secrets=True,
+                        lang_set=False)
     assert [getattr(settings, n) for n in Settings.__slots__] == [getattr(expected, n) for n in Settings.__slots__]
     assert settings.tasks_dir == Path(expected.tasks_path)
 

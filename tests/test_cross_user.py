@@ -1,8 +1,10 @@
-"""Two real accounts sharing a tasks dir: `tp-victim` runs task-pulse, `tp-mallory` (same group)
-tries to get into its state. Needs root to create the accounts (skipped otherwise) and an interpreter
-both accounts can run (a venv on the system Python, or one under a readable path).
+"""Two real accounts sharing a tasks dir: `tp-victim-N` runs task-pulse, `tp-mallory-N` (same group)
+tries to get into its state. Making accounts changes the machine, so these run only when asked:
+TASK_PULSE_TEST_ACCOUNTS=1 (.ci/run sets it), as root, with an interpreter both accounts can run (a
+venv on the system Python, or one under a readable path); else they skip and say why.
 
-The accounts and their group are left in place afterwards: another test run may be using them.
+The accounts and their group are named after this run (N: its pid), so runs side by side never share
+them, and are removed when the module is done.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import pytest
 
 from tests.conftest import Daemon, clean_env, wait_for
 
-GROUP, VICTIM, MALLORY = "tp-share", "tp-victim", "tp-mallory"
+_RUN = os.getpid()
+GROUP, VICTIM, MALLORY = f"tp-share-{_RUN}", f"tp-victim-{_RUN}", f"tp-mallory-{_RUN}"
+ASKED = os.environ.get("TASK_PULSE_TEST_ACCOUNTS") == "1"
 # Runs a console script's main with this test run's site-packages (and so its editable install).
 _BOOT = ("import site, sys; site.addsitedir(sys.argv.pop(1)); name = sys.argv.pop(1); sys.argv[0] = name; "
          "from task_pulse.entry import main as tp; from task_pulsed.cli import main as tpd; "
@@ -58,7 +62,7 @@ class Account:
 
 
 def _ensure(cmd: list[str], exists: Callable[[], bool]) -> None:
-    """Run useradd/groupadd unless done; another test run may be doing the same (it locks /etc/passwd)."""
+    """Run useradd/groupadd unless done; another test run may hold the lock on /etc/passwd for a moment."""
     for _ in range(50):
         if exists():
             return
@@ -86,8 +90,23 @@ def _interpreters() -> list[str]:
     return [p for p in dict.fromkeys(found) if os.path.exists(p)]
 
 
+def _remove(cmd: list[str], exists: Callable[[], bool]) -> None:
+    """userdel/groupdel, retried while another run holds the lock on /etc/passwd."""
+    for _ in range(50):
+        if not exists():
+            return
+        subprocess.run(cmd, capture_output=True, text=True)
+        if not exists():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"could not remove what the tests made: {' '.join(cmd)}")
+
+
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
+    if not ASKED:
+        pytest.skip("creates OS accounts and a group: runs only when asked, TASK_PULSE_TEST_ACCOUNTS=1 "
+                    "(.ci/run sets it)")
     if os.geteuid() != 0 or not shutil.which("useradd"):
         pytest.skip("needs root and useradd to create two accounts")
     path = Path(tempfile.mkdtemp(prefix="tp-cross-user-"))
@@ -97,7 +116,18 @@ def base() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def accounts(base: Path) -> dict[str, Account]:
+def accounts(base: Path) -> Iterator[dict[str, Account]]:
+    """The two accounts and their shared group, made for this run and removed after it."""
+    try:
+        yield _make_accounts(base)
+    finally:
+        for name in (VICTIM, MALLORY):
+            _remove(["userdel", name], _exists(pwd.getpwnam, name))
+            _remove(["groupdel", name], _exists(grp.getgrnam, name))  # the user's own group, if userdel left it
+        _remove(["groupdel", GROUP], _exists(grp.getgrnam, GROUP))
+
+
+def _make_accounts(base: Path) -> dict[str, Account]:
     _ensure(["groupadd", GROUP], _exists(grp.getgrnam, GROUP))
     made: dict[str, Account] = {}
     for name in (VICTIM, MALLORY):

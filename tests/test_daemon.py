@@ -41,7 +41,7 @@ def test_writer_verbs_at_a_human_pace(tasks_dir: Path, daemon: Daemon) -> None:
     run_tp(tasks_dir, "done", task_id, "published")
     wait_kinds(tasks_dir, task_id, FULL_RUN)
     texts = [n["text"] for n in read_notifications(tasks_dir)]
-    assert texts[1] == "✅ [1/3] fetch完成（25 items）\n🔄 → filter"
+    assert texts[1] == "✅ 【Daily】fetch完成（25 items）\n🔄 已完成 1/3 → filter"
     assert texts[-1].startswith("🎉 【Daily】完成！") and texts[-1].endswith("结果: published")
     created_at = [n for n in read_notifications(tasks_dir)]
     assert len({n["key"] for n in created_at}) == len(created_at)
@@ -209,6 +209,7 @@ def test_drain_prints_then_marks_delivered(tasks_dir: Path, daemon: Daemon) -> N
     assert {k: obj[k] for k in ("taskId", "taskName", "kind", "done", "total", "step")} == {
         "taskId": task_id, "taskName": "Daily", "kind": "step_done", "done": 1, "total": 3, "step": "fetch"}
     assert {"seq", "key", "text", "createdAt"} <= obj.keys()
+    assert "name" not in obj  # the template's field for taskName: said once, as taskName
     assert run_tp(tasks_dir, "drain").stdout == ""
     assert all(n["delivered_by"] == "drain" for n in read_notifications(tasks_dir))
 

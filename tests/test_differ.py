@@ -50,7 +50,7 @@ def test_one_step_done() -> None:
     new = task(steps=[("fetch", "done", "25 items"), ("filter", "running"), ("write", "pending")])
     notes = diff_tasks(old, new, NOW).notifications
     assert [n.kind for n in notes] == ["step_done"]
-    assert notes[0].text == "✅ [1/3] fetch完成（25 items）\n🔄 → filter"
+    assert notes[0].text == "✅ 【Daily】fetch完成（25 items）\n🔄 已完成 1/3 → filter"
     assert (notes[0].data["done"], notes[0].data["total"], notes[0].data["step"]) == (1, 3, "fetch")
 
 
@@ -78,10 +78,11 @@ def test_progress_when_the_running_step_message_or_percent_changes() -> None:
     new = task(steps=[("fetch", "running", "60%"), ("filter", "pending")])
     notes = diff_tasks(old, new, NOW).notifications
     assert [n.kind for n in notes] == ["progress"]
-    assert notes[0].text == "🔄 [0/2] fetch: 60%"
+    assert notes[0].text == "🔄 【Daily】fetch: 60%（已完成 0/2）"
     with_percent = task_from_dict({**new.to_dict(), "steps": [
         {"name": "fetch", "status": "running", "message": "60%", "percent": 60}, {"name": "filter"}]}, "t1")
-    assert [n.text for n in diff_tasks(new, with_percent, NOW).notifications] == ["🔄 [0/2] fetch 60%: 60%"]
+    assert [n.text for n in diff_tasks(new, with_percent, NOW).notifications] == [
+        "🔄 【Daily】fetch 60%: 60%（已完成 0/2）"]
 
 
 def test_failed_reports_the_failing_step() -> None:
@@ -90,7 +91,7 @@ def test_failed_reports_the_failing_step() -> None:
                error="HTTP 502", finishedAt="2026-11-24T09:35:00+00:00")
     notes = diff_tasks(old, new, NOW).notifications
     assert [n.kind for n in notes] == ["failed"]
-    assert notes[0].text == "❌ 【Daily】失败\n错误: HTTP 502\n当前步骤: filter [1/3]"
+    assert notes[0].text == "❌ 【Daily】失败\n错误: HTTP 502\n当前步骤: filter（已完成 1/3）"
 
 
 def test_step_list_that_grows_and_shrinks() -> None:
@@ -151,8 +152,8 @@ def test_keys_are_stable_and_distinct() -> None:
 
 def test_english() -> None:
     notes = diff_tasks(None, task("done", [("fetch", "done", "25 items")], result="ok"), NOW, lang="en").notifications
-    assert notes[1].text == "✅ [1/1] fetch done (25 items)"
-    assert notes[2].text.startswith("🎉 【Daily】done!")
+    assert notes[1].text == "✅ \"Daily\": fetch done (25 items)\n🔄 1/1 done"
+    assert notes[2].text.startswith("🎉 \"Daily\" done!")
 
 
 def test_a_step_inserted_in_the_middle_does_not_repeat_its_neighbours() -> None:
@@ -211,18 +212,19 @@ def test_the_last_heartbeat_is_not_the_step_result() -> None:
     old = task(steps=[("fetch", "done"), ("filter", "running", "筛选中 90%"), ("write", "pending")])
     new = task(steps=[("fetch", "done"), ("filter", "done", "筛选中 90%"), ("write", "running")])
     notes = diff_tasks(old, new, NOW).notifications
-    assert [n.text for n in notes] == ["✅ [2/3] filter完成\n🔄 → write"]
+    assert [n.text for n in notes] == ["✅ 【Daily】filter完成\n🔄 已完成 2/3 → write"]
     assert notes[0].data["message"] is None
     said = task(steps=[("fetch", "done"), ("filter", "done", "12 kept"), ("write", "running")])
-    assert diff_tasks(old, said, NOW).notifications[0].text == "✅ [2/3] filter完成（12 kept）\n🔄 → write"
+    assert diff_tasks(old, said, NOW).notifications[0].text == (
+        "✅ 【Daily】filter完成（12 kept）\n🔄 已完成 2/3 → write")
 
 
 def test_failed_between_steps_names_where_the_task_was() -> None:
     old = task(steps=[("fetch", "done"), ("filter", "done")])
     new = task("error", [("fetch", "done"), ("filter", "done")], error="publish refused")
-    assert diff_tasks(old, new, NOW).notifications[0].text.endswith("当前步骤: 步骤已全部完成 [2/2]")
+    assert diff_tasks(old, new, NOW).notifications[0].text.endswith("当前步骤: 步骤已全部完成（已完成 2/2）")
     en = diff_tasks(old, new, NOW, lang="en").notifications[0].text
-    assert en.endswith("At step: all steps done [2/2]")
+    assert en.endswith("At step: all steps done (2/2 done)")
 
 
 def test_a_next_just_before_done_is_still_told_when_both_are_seen_in_one_read() -> None:
@@ -257,12 +259,12 @@ def test_a_write_that_finishes_a_flood_of_steps_is_told_in_ten_messages() -> Non
     steps = [n for n in diff_tasks(old, new, NOW).notifications if n.kind == "step_done"]
     assert len(steps) == 10
     assert [n.data["step"] for n in steps[:9]] == names[:9]
-    assert steps[-1].text == "✅ [30/40] 21个步骤（s9 … s29）完成\n🔄 → s30"
+    assert steps[-1].text == "✅ 【Daily】21个步骤（s9 … s29）完成\n🔄 已完成 30/40 → s30"
     assert steps[-1].data["done"] == 30 and steps[-1].data["index"] == 29
     assert len({n.key for n in steps}) == 10
     assert [n.kind for n in diff_tasks(old, new.copy(), NOW).notifications] == [n.kind for n in steps]  # same keys
     en = diff_tasks(old, new, NOW, lang="en").notifications[-1]
-    assert en.text == "✅ [30/40] 21 steps (s9 … s29) done\n🔄 → s30"
+    assert en.text == "✅ \"Daily\": 21 steps (s9 … s29) done\n🔄 30/40 done → s30"
 
 
 def test_ten_steps_at_once_are_still_told_one_by_one() -> None:

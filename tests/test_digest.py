@@ -54,7 +54,7 @@ def test_a_failed_task_in_english() -> None:
     events = events_for({"status": "running", "steps": steps("running", "pending", "pending")},
                         {"status": "error", "error": "HTTP 502", "steps": steps("error", "pending", "pending")})
     assert digest(events, "en") == (
-        "❌ 【Daily】failed: HTTP 502\n🚀 Started: fetch → filter → write\nAt step: fetch [0/3]")
+        "❌ \"Daily\" failed: HTTP 502\n🚀 Started: fetch → filter → write\nAt step: fetch (0/3 done)")
 
 
 def test_a_stalled_task_says_so_first() -> None:

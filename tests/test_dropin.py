@@ -50,8 +50,8 @@ def test_a_slow_in_place_writer_is_not_reported_broken(tasks_dir: Path, daemon: 
         wait_for(lambda t=task_id: kinds(tasks_dir, t) == expected, 30, f"{task_id}: {expected}")
     assert "invalid" not in kinds(tasks_dir)
     texts = [n["text"] for n in read_notifications(tasks_dir) if n["task_id"] == ids[0]]
-    assert texts[1] == "✅ [1/3] 抓取完成（抓取了0条）\n🔄 → 筛选"
-    assert texts[2] == "✅ [2/3] 筛选完成\n🔄 → 发布"
+    assert texts[1] == "✅ 【慢写0】抓取完成（抓取了0条）\n🔄 已完成 1/3 → 筛选"
+    assert texts[2] == "✅ 【慢写0】筛选完成\n🔄 已完成 2/3 → 发布"
     assert texts[3].startswith("🎉 【慢写0】完成！（") and texts[3].endswith("秒）\n结果: 已发布")
 
 
@@ -91,7 +91,7 @@ def test_a_file_deleted_and_put_back_is_not_news(tasks_dir: Path, tmp_path: Path
         data["steps"][0]["message"] = f"m{i}"  # the file comes back a little further on
         copy.write_text(json.dumps(data, ensure_ascii=False))
         os.replace(copy, path)
-        wait_for(lambda i=i: _held(tasks_dir, task_id).endswith(f": m{i}"), 30, f"m{i} held by the throttle")
+        wait_for(lambda i=i: f": m{i}（" in _held(tasks_dir, task_id), 30, f"m{i} held by the throttle")
     assert kinds(tasks_dir) == ["started", "progress"]  # no second start, no progress past the throttle
     assert daemon.log().count(": started ") == 1
     run_tp(tasks_dir, "next", task_id)
@@ -133,7 +133,7 @@ def test_heartbeats_after_the_last_next_keep_the_task_from_stalling(tasks_dir: P
     stalled = wait_for(lambda: [n for n in read_notifications(tasks_dir) if n["kind"] == "stalled"], 30,
                        "the stall once the heartbeats stop")
     assert stalled[0]["text"].startswith("⚠️ 【收尾】可能卡住了（2秒无更新）")
-    assert stalled[0]["text"].endswith("当前步骤: 步骤已全部完成 [1/1]")
+    assert stalled[0]["text"].endswith("当前步骤: 步骤已全部完成（已完成 1/1）")
 
 
 def test_task_pulse_rewriting_an_original_file_keeps_its_shape(tasks_dir: Path) -> None:

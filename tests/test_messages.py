@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from task_pulse.messages import (
+    _TEMPLATES,
     FIELD_CAP,
     NOTIFICATION_KINDS,
     clean,
@@ -110,8 +111,9 @@ def test_clean_caps_after_stripping() -> None:
 
 TYPICAL: dict[str, dict[str, Any]] = {
     "started": {"name": "日报发布", "plan": plan_of(["抓取", "筛选", "写稿"]), "current": "抓取"},
-    "step_done": {"done": 1, "total": 3, "step": "抓取", "message": "抓取了25条数据", "next": "筛选"},
-    "progress": {"done": 1, "total": 3, "step": "筛选", "message": "已处理60%"},
+    "step_done": {"name": "日报发布", "done": 1, "total": 3, "step": "抓取", "message": "抓取了25条数据",
+                  "next": "筛选"},
+    "progress": {"name": "日报发布", "done": 1, "total": 3, "step": "筛选", "message": "已处理60%"},
     "done": {"name": "日报发布", "duration": "3分12秒", "result": "已发布"},
     "failed": {"name": "日报发布", "error": "发布接口返回 502", "step": "发布", "done": 3, "total": 4},
     "stalled": {"name": "日报发布", "duration": "5分钟", "step": "筛选", "done": 1, "total": 3},
@@ -121,23 +123,23 @@ TYPICAL: dict[str, dict[str, Any]] = {
 
 ZH: dict[str, str] = {
     "started": "🚀 开始【日报发布】\n📋 抓取 → 筛选 → 写稿\n🔄 当前: 抓取",
-    "step_done": "✅ [1/3] 抓取完成（抓取了25条数据）\n🔄 → 筛选",
-    "progress": "🔄 [1/3] 筛选: 已处理60%",
+    "step_done": "✅ 【日报发布】抓取完成（抓取了25条数据）\n🔄 已完成 1/3 → 筛选",
+    "progress": "🔄 【日报发布】筛选: 已处理60%（已完成 1/3）",
     "done": "🎉 【日报发布】完成！（3分12秒）\n结果: 已发布",
-    "failed": "❌ 【日报发布】失败\n错误: 发布接口返回 502\n当前步骤: 发布 [3/4]",
-    "stalled": "⚠️ 【日报发布】可能卡住了（5分钟无更新）\n当前步骤: 筛选 [1/3]",
-    "resumed": "🔄 【日报发布】恢复（卡住了7分3秒）\n当前步骤: 筛选 [1/3]",
+    "failed": "❌ 【日报发布】失败\n错误: 发布接口返回 502\n当前步骤: 发布（已完成 3/4）",
+    "stalled": "⚠️ 【日报发布】可能卡住了（5分钟无更新）\n当前步骤: 筛选（已完成 1/3）",
+    "resumed": "🔄 【日报发布】恢复（卡住了7分3秒）\n当前步骤: 筛选（已完成 1/3）",
     "invalid": "⚠️ 任务文件无法读取: x.json（not valid JSON）",
 }
 
 EN: dict[str, str] = {
-    "started": "🚀 Started【日报发布】\n📋 抓取 → 筛选 → 写稿\n🔄 Now: 抓取",
-    "step_done": "✅ [1/3] 抓取 done (抓取了25条数据)\n🔄 → 筛选",
-    "progress": "🔄 [1/3] 筛选: 已处理60%",
-    "done": "🎉 【日报发布】done! (3m12s)\nResult: 已发布",
-    "failed": "❌ 【日报发布】failed\nError: 发布接口返回 502\nAt step: 发布 [3/4]",
-    "stalled": "⚠️ 【日报发布】may be stuck (no update for 5m0s)\nAt step: 筛选 [1/3]",
-    "resumed": "🔄 【日报发布】resumed (stuck for 7m3s)\nAt step: 筛选 [1/3]",
+    "started": "🚀 \"日报发布\" started\n📋 抓取 → 筛选 → 写稿\n🔄 Now: 抓取",
+    "step_done": "✅ \"日报发布\": 抓取 done (抓取了25条数据)\n🔄 1/3 done → 筛选",
+    "progress": "🔄 \"日报发布\": 筛选: 已处理60% (1/3 done)",
+    "done": "🎉 \"日报发布\" done! (3m12s)\nResult: 已发布",
+    "failed": "❌ \"日报发布\" failed\nError: 发布接口返回 502\nAt step: 发布 (3/4 done)",
+    "stalled": "⚠️ \"日报发布\" may be stuck (no update for 5m0s)\nAt step: 筛选 (1/3 done)",
+    "resumed": "🔄 \"日报发布\" resumed (stuck for 7m3s)\nAt step: 筛选 (1/3 done)",
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
 }
 
@@ -191,26 +193,50 @@ def test_render_braces_in_user_text() -> None:
 
 def test_step_done_without_message() -> None:
     fields = {**TYPICAL["step_done"], "message": None}
-    assert render("step_done", fields) == "✅ [1/3] 抓取完成\n🔄 → 筛选"
-    assert render("step_done", {**fields, "message": ""}, "en") == "✅ [1/3] 抓取 done\n🔄 → 筛选"
+    assert render("step_done", fields) == "✅ 【日报发布】抓取完成\n🔄 已完成 1/3 → 筛选"
+    assert render("step_done", {**fields, "message": ""}, "en") == "✅ \"日报发布\": 抓取 done\n🔄 1/3 done → 筛选"
 
 
-def test_step_done_last_step_has_no_next_line() -> None:
-    fields = {"done": 3, "total": 3, "step": "发布", "message": "ok", "next": None}
-    assert render("step_done", fields) == "✅ [3/3] 发布完成（ok）"
+def test_step_done_after_the_last_step_has_no_next() -> None:
+    fields = {"name": "日报发布", "done": 3, "total": 3, "step": "发布", "message": "ok", "next": None}
+    assert render("step_done", fields) == "✅ 【日报发布】发布完成（ok）\n🔄 已完成 3/3"
 
 
 def test_done_without_result_or_duration() -> None:
     assert render("done", {"name": "日报发布", "duration": "3分12秒"}) == "🎉 【日报发布】完成！（3分12秒）"
     assert render("done", {"name": "日报发布", "result": None, "duration": ""}) == "🎉 【日报发布】完成！"
-    assert render("done", {"name": "x", "duration": "1s"}, "en") == "🎉 【x】done! (1s)"
+    assert render("done", {"name": "x", "duration": "1s"}, "en") == "🎉 \"x\" done! (1s)"
 
 
 def test_progress_optional_parts() -> None:
-    base = {"done": 0, "total": 2, "step": "抓取"}
-    assert render("progress", {**base, "percent": "60%", "message": "m"}) == "🔄 [0/2] 抓取 60%: m"
-    assert render("progress", {**base, "percent": "60%"}) == "🔄 [0/2] 抓取 60%"
-    assert render("progress", base) == "🔄 [0/2] 抓取"
+    base = {"name": "n", "done": 0, "total": 2, "step": "抓取"}
+    assert render("progress", {**base, "percent": "60%", "message": "m"}) == "🔄 【n】抓取 60%: m（已完成 0/2）"
+    assert render("progress", {**base, "percent": "60%"}) == "🔄 【n】抓取 60%（已完成 0/2）"
+    assert render("progress", base) == "🔄 【n】抓取（已完成 0/2）"
+    assert render("progress", base, "en") == "🔄 \"n\": 抓取 (0/2 done)"
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+@pytest.mark.parametrize("kind", [k for k in NOTIFICATION_KINDS if k != "invalid"])
+def test_every_notification_names_its_task_and_counts_only_steps_done(kind: str, lang: str) -> None:
+    """Two tasks at once must never read alike; "2/4" is the count of steps done, said so, never a bare
+    "[2/4]" beside a step's name (it would read as that step's position)."""
+    fields = {**TYPICAL[kind], "name": "Nightly build", "step": "test", "done": 2, "total": 4}
+    text = render(kind, fields, lang)
+    assert "Nightly build" in text.split("\n")[0]
+    assert len(text.split("\n")) <= 3
+    assert "[2/4]" not in text
+    if "{done}" in _TEMPLATES[lang][kind]:
+        assert ("已完成 2/4" if lang == "zh" else "2/4 done") in text
+
+
+@pytest.mark.parametrize("kind", NOTIFICATION_KINDS)
+def test_english_reads_as_english(kind: str) -> None:
+    """No full-width brackets or Chinese words in English texts (the task's own words aside)."""
+    text = render(kind, {**TYPICAL[kind], "name": "Daily report", "step": "fetch", "next": "filter",
+                         "message": "25 items", "current": "fetch", "plan": "fetch → filter", "duration": "5m0s",
+                         "error": "HTTP 502", "result": "ok"}, "en")
+    assert not any("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in text), text
 
 
 def test_started_without_current_drops_line() -> None:
@@ -218,7 +244,7 @@ def test_started_without_current_drops_line() -> None:
 
 
 def test_render_required_field_missing_shows_dash() -> None:
-    assert render("failed", {"name": "x"}) == "❌ 【x】失败\n错误: —\n当前步骤: — [—/—]"
+    assert render("failed", {"name": "x"}) == "❌ 【x】失败\n错误: —\n当前步骤: —（已完成 —/—）"
 
 
 def test_render_caps_each_field() -> None:
@@ -257,28 +283,30 @@ def test_status_view_every_icon_and_summary() -> None:
         ("broken", failed), ("bad", bad)]
     text = status_view(entries, NOW, 180, "zh")
     assert text.split("\n") == [
-        "🔄 写稿任务 [1/3] ███░░░░░░░ 执行中 (3m12s)",
+        "🔄 写稿任务 [1/3] ███░░░░░░░ 执行中（3分12秒）",
         "   当前: 筛选 — 60% 已处理",
-        "⚠️ stuck [0/2] ░░░░░░░░░░ STALLED (3m12s)",
+        "⚠️ stuck [0/2] ░░░░░░░░░░ 卡住（10分钟无更新）",
         "   当前: a",
-        "⏳ waiting [2/2] ██████████ 等待结束 (3m12s)",
-        "   当前: —",
-        "✅ finished [1/1] ██████████ 完成 (2h5m)",
-        "❌ broken [1/2] █████░░░░░ 失败 (42s)",
+        "⏳ waiting [2/2] ██████████ 等待结束（3分12秒）",
+        "   当前: 步骤已全部完成",
+        "✅ finished [1/1] ██████████ 完成（2小时5分）",
+        "❌ broken [1/2] █████░░░░░ 失败（42秒）",
         "   错误: boom!",
-        "⚠️ bad.json: 无法读取 (not valid JSON (Expecting value at line 1 column 1))",
+        "🚫 bad.json: 无法读取（not valid JSON (Expecting value at line 1 column 1)）",
         "",
-        "📊 🔄2 ⚠️1 ✅1 ❌1",
+        "📊 🔄2 ⚠️1 ✅1 ❌1 🚫1",
     ]
+    assert "STALLED" not in status_view(entries, NOW, 180, "en")
 
 
 def test_status_view_en_and_stall_threshold() -> None:
     task = make_task("job", "running", [("a", "running")], updated_s_ago=300, stall_seconds=600)
     assert status_view([("job", task)], NOW, 180, "en").split("\n") == [
         "🔄 job [0/1] ░░░░░░░░░░ running (3m12s)", "   now: a", "", "📊 🔄1 ⚠️0 ✅0 ❌0"]
-    assert status_view([("job", task)], NOW, 180, "en").count("STALLED") == 0
+    assert "stalled" not in status_view([("job", task)], NOW, 180, "en")
     task.stall_seconds = 200
-    assert status_view([("job", task)], NOW, 180, "en").split("\n")[0] == "⚠️ job [0/1] ░░░░░░░░░░ STALLED (3m12s)"
+    assert status_view([("job", task)], NOW, 180, "en").split("\n")[0] == (
+        "⚠️ job [0/1] ░░░░░░░░░░ stalled (no update for 5m0s)")
 
 
 def test_status_view_without_start_time() -> None:
@@ -291,12 +319,12 @@ def test_status_view_cleans_hostile_name_and_file() -> None:
     task.name = "evil\x1b]0;pwn\x07\nname"
     lines = status_view([("x", task), ("b\u202ead", TaskFormatError("empty file"))], NOW, 180).split("\n")
     assert lines[0].startswith("🔄 evil name [0/1]")
-    assert lines[2] == "⚠️ bad.json: 无法读取 (empty file)"
+    assert lines[2] == "🚫 bad.json: 无法读取（empty file）"
 
 
 def test_status_view_only_unreadable() -> None:
     text = status_view([("bad", TaskFormatError("empty file"))], NOW, 180, "en")
-    assert text == "⚠️ bad.json: unreadable (empty file)\n\n📊 🔄0 ⚠️0 ✅0 ❌0"
+    assert text == "🚫 bad.json: unreadable (empty file)\n\n📊 🔄0 ⚠️0 ✅0 ❌0 🚫1"
 
 
 def test_status_view_empty() -> None:

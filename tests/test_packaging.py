@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -49,7 +50,7 @@ def test_the_sdist_carries_its_tests_unit_and_licence(sdist: tuple[Path, str]) -
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     for needed in ("tests/__init__.py", "tests/conftest.py", "tests/benchmarks/writer_cost.py",
                    "tests/standins/systemctl", "systemd/task-pulsed.service", "LICENSE",
-                   "task_pulse/skill/references/integration-guide.md"):
+                   "task_pulse/skill/references/integration-guide.md", "docs/task-file.md", "setup.py"):
         assert needed in names, needed
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
     assert "deprecated" not in log.lower() and "is not listed" not in log, log
@@ -100,3 +101,32 @@ def test_installs_beside_python_daemon_in_either_order(wheel: Path, python_daemo
     assert "/daemon/" in daemon_file and "/task_pulsed/" in ours_file
     run(sys.executable, "-m", "pip", "--python", python, "uninstall", "--yes", "--quiet", "task-pulse")
     run(python, "-c", "from daemon import DaemonContext", cwd=tmp_path)  # removing us leaves python-daemon whole
+
+
+def _python_310() -> str | None:
+    """A Python 3.10 on this machine (Ubuntu 22.04's python3), if there is one."""
+    candidates = [*map(str, sorted(Path.home().glob(".pyenv/versions/3.10*/bin/python3.10"))), "python3.10"]
+    for candidate in candidates:  # (pyenv's shim on the PATH may name a Python it will not run)
+        try:
+            if subprocess.run([candidate, "-c", "pass"], capture_output=True, timeout=60).returncode == 0:
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def test_an_install_on_python_3_10_says_what_is_wrong(tmp_path: Path) -> None:
+    """pip on 3.10 said "No matching distribution found for watchdog>=7.0": it reads the dependencies
+    before `requires-python`. setup.py runs before either and says it in our words."""
+    python = _python_310()
+    if python is None:
+        pytest.skip("no Python 3.10 here (python3.10 on the PATH, or ~/.pyenv/versions/3.10*)")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
+        shutil.copy(ROOT / name, source / name)
+    run(python, "-m", "venv", tmp_path / "venv")
+    proc = subprocess.run([str(tmp_path / "venv" / "bin" / "pip"), "install", "--no-index", "--no-build-isolation",
+                           "--no-deps", str(source)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "task-pulse needs Python 3.11 or newer (this is Python 3.10." in proc.stdout + proc.stderr, proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -94,3 +95,120 @@ def test_the_daemon_announces_a_wrapped_command(tasks_dir: Path, daemon: Daemon)
     assert proc.returncode == 0
     task_id = only_task(tasks_dir)["taskId"]
     wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "done"], 30, "announced")  # one step, ended by done
+
+
+def test_a_name_is_required_and_nothing_is_created_without_one(tasks_dir: Path) -> None:
+    """`run -- cmd args` (the name forgotten) used to take `cmd` as the name, run `args`, and leave a failed
+    task the chat announced; `run make test` (no `--`) the same."""
+    for args in (["--", "echo", "hi"], ["echo", "hi"], ["Name", "--"], ["Two", "words", "--", "echo"]):
+        proc = run(tasks_dir, *args)
+        assert proc.returncode == 2 and proc.stdout == "", args
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("Error: "), proc.stderr
+    assert not list(tasks_dir.glob("*.json"))
+    proc = run(tasks_dir, "--name", "Greeting", "--", "echo", "hi")
+    assert (proc.returncode, proc.stdout) == (0, "hi\n")
+    assert only_task(tasks_dir)["taskName"] == "Greeting"
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_sigterm_reaches_the_whole_command_not_just_its_shell(tasks_dir: Path) -> None:
+    """Under `sh -c`, a signal to the shell alone leaves its child running (and holding the output): the
+    signal must reach the whole command."""
+    wrapper = subprocess.Popen([str(BIN / "task-pulse"), "--dir", str(tasks_dir), "run", "Long", "--",
+                                "sh", "-c", "(echo $$; sleep 60); echo after"],  # the line: sleep is on its way
+                               stdout=subprocess.PIPE, text=True, env=clean_env())
+    assert wrapper.stdout is not None
+    pgid = int(wrapper.stdout.readline())
+    assert pgid != os.getpgrp()  # a process group of its own
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(20) == 128 + signal.SIGTERM  # not 60 s later
+    wait_for(lambda: _group_gone(pgid), 10, "the command's whole process group gone")
+    assert "after" not in wrapper.stdout.read()
+    assert (only_task(tasks_dir)["status"], only_task(tasks_dir)["error"]) == ("error", "interrupted by SIGTERM")
+
+
+def test_the_task_ends_when_the_command_does_whatever_a_background_child_holds(tasks_dir: Path) -> None:
+    """A cron job that restarts a service leaves a child holding its stdout: the task is done at once, the
+    child lives on, and what it prints later still comes out."""
+    wrapper = subprocess.Popen([str(BIN / "task-pulse"), "--dir", str(tasks_dir), "run", "Restart", "--",
+                                "sh", "-c", "(sleep 3; echo later) & echo $!; echo restarted"],
+                               stdout=subprocess.PIPE, text=True, env=clean_env())
+    try:
+        assert wrapper.wait(20) == 0  # well before the background child ends its 3 s
+        task = only_task(tasks_dir)
+        assert (task["status"], task["result"]) == ("done", "restarted")
+        assert wrapper.stdout is not None
+        child = int(wrapper.stdout.readline())
+        assert wrapper.stdout.read() == "restarted\nlater\n"  # relayed once the task had ended
+        wait_for(lambda: not Path(f"/proc/{child}").exists(), 10, "the background child done")
+    finally:
+        wrapper.kill()
+        wrapper.wait()
+
+
+def _at_a_terminal(args: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`task-pulse run …` in the foreground of a new terminal (a pty), as a person would run it."""
+    import fcntl
+    import pty
+    import termios
+
+    leader, follower = pty.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as at a login; a test run in the background ignores it
+
+    proc = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, env=clean_env(),
+                            start_new_session=True, preexec_fn=take_terminal)
+    os.close(follower)
+    return proc, leader
+
+
+def _read_until(fd: int, wanted: bytes, seen: bytearray) -> None:
+    import select
+
+    def more() -> bool:
+        while select.select([fd], [], [], 0)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the terminal closed
+                return wanted in seen
+            if not chunk:
+                break
+            seen.extend(chunk)
+        return wanted in seen
+    wait_for(more, 20, f"{wanted!r} on the terminal")
+
+
+def test_at_a_terminal_the_command_reads_it_and_ctrl_c_reaches_it(tasks_dir: Path) -> None:
+    tp = str(BIN / "task-pulse")
+    ask = "import sys; sys.stdout.write('continue? '); sys.stdout.flush(); print('got ' + input())"
+    proc, term = _at_a_terminal([tp, "--dir", str(tasks_dir), "run", "Ask", "--", sys.executable, "-c", ask])
+    seen = bytearray()
+    try:
+        _read_until(term, b"continue? ", seen)
+        os.write(term, b"yes\n")
+        _read_until(term, b"got yes", seen)
+        assert proc.wait(20) == 0
+    finally:
+        os.close(term)
+    assert only_task(tasks_dir)["result"].endswith("got yes")  # the answer came from the terminal
+
+    proc, term = _at_a_terminal([tp, "--dir", str(tasks_dir), "run", "Sleep", "--", "sh", "-c",
+                                 "echo waiting; sleep 60"])
+    seen = bytearray()
+    try:
+        _read_until(term, b"waiting", seen)
+        os.write(term, b"\x03")  # Ctrl-C
+        assert proc.wait(20) == 128 + signal.SIGINT
+    finally:
+        os.close(term)
+    ended = [json.loads(p.read_text()) for p in tasks_dir.glob("Sleep-*.json")][0]
+    assert ended["status"] == "error" and "SIGINT" in ended["error"]

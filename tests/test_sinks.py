@@ -60,7 +60,7 @@ def test_exec_sink_gets_every_message_in_order(tmp_path: Path, tasks_dir: Path, 
     wait_for(lambda: [n["delivered_by"] for n in read_notifications(tasks_dir)] == ["exec"] * 3, 30, "3 marked")
     got = received(log)
     assert [g["kind"] for g in got] == ["started", "step_done", "done"]  # `done` finishes write: one message
-    assert got[1]["argv_text"] == "✅ [1/2] fetch完成（25 items）\n🔄 → write"  # the text is the last argument
+    assert got[1]["argv_text"] == "✅ 【Daily】fetch完成（25 items）\n🔄 已完成 1/2 → write"  # the last argument
     notes = read_notifications(tasks_dir)
     assert [g["key"] for g in got] == [n["key"] for n in notes]
     assert run_tp(tasks_dir, "drain").stdout == ""
@@ -180,8 +180,8 @@ def test_a_webhook_that_names_the_message_gets_a_live_card(tasks_dir: Path, daem
     run_tp(tasks_dir, "next", task_id)
     wait_for(lambda: any(p["body"].get("action") == "edit" for p in handler.posts), 30, "an edit")
     card, edit = handler.posts[0]["body"], next(p["body"] for p in handler.posts if p["body"].get("action"))
-    assert card["kind"] == "card" and card["text"].startswith("🔄 【Hooked card】[0/2]")
-    assert edit["messageId"] == "w1" and edit["text"].startswith("🔄 【Hooked card】[1/2]")
+    assert card["kind"] == "card" and card["text"].startswith("🔄 \"Hooked card\" [0/2]")
+    assert edit["messageId"] == "w1" and edit["text"].startswith("🔄 \"Hooked card\" [1/2]")
 
 
 def test_a_malformed_http_answer_is_a_failed_attempt_not_a_dead_sink(tasks_dir: Path, daemons: list[Daemon]) -> None:

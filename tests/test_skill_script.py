@@ -61,15 +61,15 @@ def test_every_original_verb_with_the_original_output(skill: Path, tmp_path: Pat
     assert ok(skill, tasks, "next", "日报", "-3", "条重复", "--json") == "[2/3] ██████░░░░ → 发布\n"
     done = json.loads((tasks / f"{task_id}.json").read_text())["steps"][1]
     assert done["message"] == "-3 条重复 --json"
-    assert re.fullmatch(r"✅ 完成 \(\d+s\)\n", ok(skill, tasks, "done", task_id, "已发布"))
+    assert re.fullmatch(r"✅ 完成（\d+秒）\n", ok(skill, tasks, "done", task_id, "已发布"))
     failing = ok(skill, tasks, "create", "周报", "汇总").strip()
     assert ok(skill, tasks, "error", failing, "接口", "502") == "❌ 接口 502\n"
-    status = ok(skill, tasks, "status").splitlines()  # by task id: 周 sorts before 日
-    assert re.fullmatch(r"❌ 周报 \[0/1\] ░░░░░░░░░░ 失败 \(\d+s\)", status[0])
+    status = ok(skill, tasks, "status").splitlines()  # the failed one first
+    assert re.fullmatch(r"❌ 周报 \[0/1\] ░░░░░░░░░░ 失败（\d+秒）", status[0])
     assert status[1] == "   错误: 接口 502"
-    assert re.fullmatch(r"✅ 日报 \[3/3\] ██████████ 完成 \(\d+s\)", status[2])
+    assert re.fullmatch(r"✅ 日报 \[3/3\] ██████████ 完成（\d+秒）", status[2])
     assert status[3:] == ["", "📊 🔄0 ⚠️0 ✅1 ❌1"]
-    assert json.loads(ok(skill, tasks, "status", task_id))["taskId"] == task_id
+    assert json.loads(ok(skill, tasks, "status", task_id))["taskId"] == task_id  # one task: JSON, as it was
     assert ok(skill, tasks, "cleanup", "--days", "3") == "🧹 清理 0 个过期任务（>3天）\n"
     assert ok(skill, tasks, "cleanup", "--days", "0") == "🧹 清理 2 个过期任务（>0天）\n"
     assert ok(skill, tasks, "status") == "📭 没有任务\n"
@@ -77,11 +77,14 @@ def test_every_original_verb_with_the_original_output(skill: Path, tmp_path: Pat
 
 def test_errors_keep_the_original_shape(skill: Path, tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
+    tasks.mkdir()
     usage = script(skill, tasks, "frobnicate")
     assert usage.returncode == 1 and "scripts/task_pulse.py create" in usage.stderr
     assert script(skill, tasks, "error", "only-an-id").returncode == 1  # the original's usage error
     missing = script(skill, tasks, "next", "nope")
     assert (missing.returncode, missing.stderr) == (1, f"Error: task 'nope' not found in {tasks}\n")
+    assert script(skill, tasks / "nowhere", "next", "nope").stderr == (
+        f"Error: task 'nope' not found in {tasks / 'nowhere'} (no such directory)\n")
 
 
 def test_old_cleanup_lines_still_work(skill: Path, tmp_path: Path) -> None:

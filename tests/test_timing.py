@@ -36,7 +36,7 @@ def test_stalled_once_per_episode_then_resumed(tasks_dir: Path, daemons: list[Da
     wait_for(lambda: kinds(tasks_dir, task_id) == ["started", "stalled", "resumed", "stalled"], 30, "second stall")
     stall = next(n for n in read_notifications(tasks_dir) if n["kind"] == "stalled")
     assert stall["text"].startswith("⚠️ 【Slow】可能卡住了")
-    assert json.loads(run_tp(tasks_dir, "status", task_id, env=FAST).stdout)["stalled"] is True
+    assert json.loads(run_tp(tasks_dir, "status", task_id, "--json", env=FAST).stdout)["stalled"] is True
 
 
 def test_stall_lands_soon_after_the_deadline(tasks_dir: Path, daemons: list[Daemon]) -> None:
@@ -115,7 +115,7 @@ def test_cleanup_removes_old_finished_tasks_and_keeps_running_ones(tasks_dir: Pa
     daemons.append(d)
     wait_for(lambda: not (tasks_dir / "old-done.json").exists(), 30, "old task removed")
     assert (tasks_dir / "old-running.json").exists() and (tasks_dir / "recent-done.json").exists()
-    wait_for(lambda: "cleanup: 1 finished tasks removed" in d.log(), 30, "cleanup logged")
+    wait_for(lambda: "cleanup: 1 finished task removed" in d.log(), 30, "cleanup logged")
     db_rows = run_tp(tasks_dir, "status", "--json").stdout
     assert {t["taskId"] for t in json.loads(db_rows)} == {"old-running", "recent-done"}
     assert d.alive() and os.path.exists(tasks_dir / ".pulse" / "state.db")

@@ -66,7 +66,7 @@ def test_stalled_once_per_episode() -> None:
     stalled = step(seen, task(0), 181)
     assert kinds(stalled) == ["stalled"]
     note = stalled.notifications[0]
-    assert note.text == "⚠️ 【Daily】可能卡住了（3分1秒无更新）\n当前步骤: fetch [0/3]"
+    assert note.text == "⚠️ 【Daily】可能卡住了（3分1秒无更新）\n当前步骤: fetch（已完成 0/3）"
     assert note.data["stalledSeconds"] == 181
     assert stalled.seen.stall_at is None  # no timer while the episode lasts
     assert kinds(step(stalled.seen, task(0), 500)) == []  # never twice for one episode
@@ -77,7 +77,7 @@ def test_resumed_then_a_new_episode() -> None:
     stalled = first_episode.seen
     resumed = step(stalled, task(300, message="back"), 300)
     assert kinds(resumed) == ["resumed", "progress"]
-    assert resumed.notifications[0].text == "🔄 【Daily】恢复（卡住了5分钟）\n当前步骤: fetch [0/3]"
+    assert resumed.notifications[0].text == "🔄 【Daily】恢复（卡住了5分钟）\n当前步骤: fetch（已完成 0/3）"
     assert resumed.seen.stalled_for is None
     assert resumed.seen.stall_at == (at(480) + STALL_MARGIN).timestamp()
     again = step(resumed.seen, task(300, message="back"), 500)
@@ -167,7 +167,7 @@ def test_the_end_supersedes_the_held_message() -> None:
 
 def test_percent_alone_is_progress() -> None:
     first = step(step(None, task(0), 0).seen, task(1, percent=40), 1)
-    assert [n.text for n in first.notifications] == ["🔄 [0/3] fetch 40%"]
+    assert [n.text for n in first.notifications] == ["🔄 【Daily】fetch 40%（已完成 0/3）"]
 
 
 def test_twelve_heartbeats_in_one_window_give_two_pushes_and_the_last_message() -> None:
@@ -187,14 +187,15 @@ def test_a_stall_says_how_long_it_really_was() -> None:
     stalled = step(step(None, task(0), 0, policy).seen, task(0), 5.5, policy)
     assert stalled.notifications[0].text.startswith("⚠️ 【Daily】可能卡住了（5秒无更新）")
     en = step(step(None, task(0), 0, POLICY).seen, task(0), 200, Policy(default_stall=180, lang="en"))
-    assert en.notifications[0].text.startswith("⚠️ 【Daily】may be stuck (no update for 3m20s)")
+    assert en.notifications[0].text.startswith("⚠️ \"Daily\" may be stuck (no update for 3m20s)")
 
 
 def test_a_stall_between_steps_says_where_the_task_is() -> None:
     all_done = task(0, step=3)
     assert step(step(None, all_done, 0).seen, all_done, 200).notifications[0].text.endswith(
-        "当前步骤: 步骤已全部完成 [3/3]")
+        "当前步骤: 步骤已全部完成（已完成 3/3）")
     between = task_from_dict({"taskName": "Daily", "status": "running", "startedAt": T0.isoformat(),
                               "updatedAt": T0.isoformat(), "steps": [{"name": "a", "status": "done"},
                                                                      {"name": "b", "status": "pending"}]}, "t1")
-    assert step(step(None, between, 0).seen, between, 200).notifications[0].text.endswith("当前步骤: 等待下一步 [1/2]")
+    assert step(step(None, between, 0).seen, between, 200).notifications[0].text.endswith(
+        "当前步骤: 等待下一步（已完成 1/2）")

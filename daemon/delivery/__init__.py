@@ -9,6 +9,7 @@ import threading
 import time
 
 from task_pulse.errors import TaskPulseError
+from task_pulse.messages import counted
 from task_pulse.outbox import Outbox
 from task_pulse.records import DeliveryStore
 from task_pulse.store import TaskStore
@@ -68,7 +69,7 @@ class Delivery:
             try:
                 outbox.purge_cards()
                 if isinstance(self.state, SharedState) and (freed := outbox.release_claims(self.state.owner_prefix)):
-                    log.info("%d notifications claimed by this host's stopped daemon are free again", freed)
+                    log.info("%s claimed by this host's stopped daemon free again", counted(freed, "notification"))
             finally:
                 outbox.close()
         except self.state.errors as exc:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from task_pulse.card import render_card
-from task_pulse.messages import shown_id
+from task_pulse.messages import counted, shown_id
 from task_pulse.records import Card, DeliveryStore, Handoff, Queued
 from task_pulsed.delivery.pacing import Pacer
 from task_pulsed.delivery.plan import TERMINAL, Call, plan_batch
@@ -304,13 +304,16 @@ class Courier(threading.Thread):
                 log.warning("%s: the card cannot be edited (%s): a new one is sent", shown_id(task_id), exc)
                 return
             outbox.give_up(seqs, self.owner, str(exc), self.options.attempts)
-            log.error("%s: %d notifications refused (%s); kept for task-pulse drain", shown_id(task_id), len(rows),
-                      exc)
+            log.error("%s: %s refused (%s); kept for task-pulse drain", shown_id(task_id),
+                      counted(len(rows), "notification"), exc)
             return
         attempt = 1 + max((r.attempts for r in rows), default=0)
         delay = min(self.options.backoff * 2 ** (attempt - 1), 3600.0)
         outbox.retry_later(seqs, self.owner, str(exc), time.time() + delay)
-        if attempt < self.options.attempts:
+        # Rows join a call with the attempts they had: only those that used up theirs are given up (and told
+        # once); a row that came later is tried again, and told about when it runs out in turn.
+        given_up = [r for r in rows if r.attempts + 1 >= self.options.attempts]
+        if not given_up:
             log.info("%s: delivery failed (%s); retry %d/%d in %.1f s", shown_id(task_id), exc, attempt + 1,
                      self.options.attempts, delay)
             return
@@ -318,8 +321,9 @@ class Courier(threading.Thread):
         if edit and not _OUTAGE.search(str(exc)):
             # The chat refuses this edit (the card was deleted?): the next change sends anew.
             outbox.drop_card(task_id, host)
-        log.warning("%s: %d notifications not delivered after %d attempts (%s); kept for task-pulse drain, and "
-                    "tried again once the sink works", shown_id(task_id), len(rows), attempt, exc)
+        log.warning("%s: %s not delivered after %d attempts (%s); kept for task-pulse drain, and tried again once "
+                    "the sink works", shown_id(task_id), counted(len(given_up), "notification"),
+                    self.options.attempts, exc)
 
 
 def call_key(sink: str, host: str, task_id: str, call: Call) -> str:

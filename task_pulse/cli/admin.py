@@ -29,7 +29,8 @@ def cleanup(ctx: Context, days: float | None, dry_run: bool) -> None:
     days = days if days is not None else ctx.settings.keep_days
     removed = ctx.store.cleanup(ctx.settings.now(), days, dry_run=dry_run)
     shown_days = f"{days:g}"
-    text = word("cleanup_dry" if dry_run else "cleanup", ctx.lang).format(n=len(removed), days=shown_days)
+    text = word("cleanup_dry" if dry_run else "cleanup", ctx.lang).format(
+        n=len(removed), days=shown_days, tasks="task" if len(removed) == 1 else "tasks")
     if dry_run and removed:
         text += "".join(f"\n  {i}" for i in removed)
     emit(ctx, text, {"removed": removed, "dryRun": dry_run, "days": days})

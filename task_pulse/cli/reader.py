@@ -52,7 +52,7 @@ def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str,
 @pass_ctx
 def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None, all_hosts: bool,
            state_url: str | None) -> None:
-    """Show the tasks (stalled ones flagged), or one task as JSON.
+    """Show the tasks (stalled ones flagged), or one task with every step.
 
     A running task is stalled when its updatedAt is older than its stallSeconds (else
     TASK_PULSE_STALL, default 180 s). Unreadable files are named, never hidden. With more
@@ -66,18 +66,27 @@ def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None,
       task-pulse status --all
       task-pulse status --json | jq '.[] | select(.stalled)'
       task-pulse status 日报发布
+      task-pulse status 日报发布 --json
       task-pulse status --all-hosts --state postgresql://pulse@db.internal/pulse
     """
     if state_url is not None:
         ctx.flags["state_url"] = state_url
+    click.echo(_status_text(ctx, task_id, show_all, limit, all_hosts))
+    if not all_hosts and (note := ctx.unwatched()):  # after the output: a table is read from its end up
+        click.echo(f"note: {note}", err=True)
+
+
+def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int | None, all_hosts: bool) -> str:
+    """What `status` prints: one task (its view, or JSON), or the table (or JSON) of many."""
     settings, store = ctx.settings, ctx.store
     now = settings.now()
     if all_hosts and task_id is not None:
         raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
         task = store.load(store.resolve(task_id))
-        click.echo(json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2))
-        return
+        if ctx.json_output:  # indented, as the original script printed one task
+            return json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2)
+        return task_view(task, now, settings.stall_seconds, ctx.lang)
     if show_all:
         limit = None
     elif limit is None and not ctx.json_output:
@@ -96,30 +105,45 @@ def status(ctx: Context, task_id: str | None, show_all: bool, limit: int | None,
             else {**_status_record(t, now, settings.stall_seconds), **hosts.get(tid, {})}
             for tid, t in entries
         ]
-        click.echo(json.dumps(records, ensure_ascii=False))
-        return
+        return json.dumps(records, ensure_ascii=False)
     if hosts:  # the table names each task's host before its name
         entries = [(tid, t if isinstance(t, TaskFormatError) else t.copy(name=f"[{hosts[tid]['host']}] {t.name}"))
                    for tid, t in entries]
-    click.echo(status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more))
+    return status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more)
+
+
+def task_view(task: Task, now: datetime, default_stall: float, lang: str) -> str:
+    """One task as `status ID` shows it: its card (every step, its result or error), then its id and times."""
+    from task_pulse.card import render_card
+    from task_pulse.messages import clean, word
+    from task_pulse.model import shown_time
+
+    card = render_card(task, now, lang, stalled=stalled_for(task, now, default_stall) is not None)
+    times = [(word("started_at", lang), task.started_at), (word("updated_at", lang), task.updated_at)]
+    if task.status != "running":
+        times.append((word("finished_at", lang), task.finished_at))
+    details = " · ".join([f"{word('task_id', lang)}: {clean(task.task_id)}",
+                          *(f"{label} {shown_time(stamp)}" for label, stamp in times if stamp)])
+    return f"{card}\n{details}"
 
 
 def _status_entries(ctx: Context, now: datetime,
                     limit: int | None) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int] | None, int]:
-    """The tasks to show (at most `limit`), the counts of all of them (None: count what is shown), and
-    how many are not shown. While task-pulsed runs, its state db says which to show and the counts
-    (only the files shown are read); else every file is read."""
+    """The tasks to show (at most `limit`), in the order shown, the counts of all of them (None: count
+    what is shown), and how many are not shown. While task-pulsed runs, its state db says which to
+    show and the counts (only the files shown are read); else every file is read."""
     settings, store = ctx.settings, ctx.store
     overview = _daemon_overview(ctx, now, limit) if limit is not None else None
     if overview is not None:
-        entries = list(store.read_tasks(task_id for _, task_id in overview.tasks))
+        entries, _ = pick_for_status(list(store.read_tasks(task_id for _, task_id in overview.tasks)), now,
+                                     settings.stall_seconds, None)
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
         return entries, totals, max(0, overview.total - len(entries))
     entries = store.list_tasks()
-    if limit is None or len(entries) <= limit:
-        return entries, None, 0
     shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit)
+    if limit is None or len(entries) <= limit:
+        return shown, None, 0
     return shown, totals, len(entries) - len(shown)
 
 
@@ -217,51 +241,71 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
         with _shared(ctx.settings.state_url) as shared:
             _drain(ctx, shared, limit, digest)
         return
+    printed = 0
     try:
         try:
             outbox = Outbox.for_store(ctx.store, create=False)  # `.pulse/` checked first (privatedir.py)
         except FileNotFoundError:
-            if sys.stderr.isatty():  # under a cron job, whatever it prints is posted to the chat: to people only
-                click.echo(f"no state database in {ctx.store.root} yet (task-pulsed has not run there): "
-                           "nothing to drain", err=True)
-            return
-        if forwarded_to := outbox.get_meta(SHARED_STATE_META):
-            outbox.close()
-            raise BadInput(f"the daemon of {ctx.store.root} forwards to the shared state database {forwarded_to}: "
-                           "drain that one (--state URL, or TASK_PULSE_STATE)")
-        _drain(ctx, outbox, limit, digest)
+            outbox = None  # no daemon has run here: nothing to drain
+        if outbox is not None:
+            if forwarded_to := outbox.get_meta(SHARED_STATE_META):
+                outbox.close()
+                raise BadInput(f"the daemon of {ctx.store.root} forwards to the shared state database "
+                               f"{forwarded_to}: drain that one (--state URL, or TASK_PULSE_STATE)")
+            printed = _drain(ctx, outbox, limit, digest)
     except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
         raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
+    _tell_unwatched(ctx, printed)
 
 
-def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool) -> None:
+def _tell_unwatched(ctx: Context, printed: int) -> None:
+    """Say on stderr that no task-pulsed watches the dir: nothing new will come to drain.
+
+    At a terminal, every time. Elsewhere (a cron job, an agent) once per absence of the daemon: an
+    OpenClaw command job posts a command's stderr to the chat too, and with its stdout when both
+    have text, so the note waits for a drain that printed nothing, and is not said every minute.
+    """
+    note = ctx.unwatched()
+    if note is None:
+        return
+    if not sys.stderr.isatty() and (printed or not ctx.store.first_to_tell(
+            "drain-told", f"no daemon since {ctx.store.daemon_lock_mark or 'ever'}")):
+        return
+    click.echo(f"note: {note}", err=True)
+
+
+def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool) -> int:
     """Claim, print, mark delivered, in batches of DRAIN_BATCH (a digest needs every row at once):
-    a big backlog streams out in bounded memory, and no claim holds the write lock for long."""
+    a big backlog streams out in bounded memory, and no claim holds the write lock for long. Returns
+    how many messages were printed."""
     import uuid
 
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     left = limit
+    printed = 0
     try:
         while left is None or left > 0:
             size = left if digest else min(DRAIN_BATCH, DRAIN_BATCH if left is None else left)
             rows = outbox.claim(owner, size, lease_seconds=DRAIN_LEASE_SECONDS)
             if not rows:
-                return
+                return printed
             try:
                 messages = _digests(rows, ctx.flags.get("lang")) if digest else ((r.text, r.to_json()) for r in rows)
                 for text, data in messages:
                     click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
+                    printed += 1
                 sys.stdout.flush()
             except BaseException:
                 outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
                 raise
             outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
             if digest:
-                return
+                return printed
             if left is not None:
                 left -= len(rows)
     finally:
         outbox.close()
+    return printed
 
 
 def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, Any]]]:

@@ -113,30 +113,64 @@ def error(ctx: Context, task_id: str, message: tuple[str, ...]) -> None:
     _show(ctx, writer.fail(ctx.settings, task_id, message))
 
 
-@cli.command(context_settings={"ignore_unknown_options": False})
-@click.argument("name")
+class _RunCommand(click.Command):
+    """`run`: the options and the task's name come before `--`, the command after it, word for word.
+
+    Without the `--` there is no telling where the name ends (`run make test`), and a wrong guess
+    would run the wrong command as a failing task the chat announces: a usage error instead.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            if not any(a in ("-h", "--help") for a in args):
+                raise click.UsageError("give the command after --: task-pulse run NAME -- CMD [ARGS]...", ctx)
+            return super().parse_args(ctx, args)
+        cut = args.index("--")
+        ctx.meta["run_command"] = args[cut + 1:]
+        return super().parse_args(ctx, args[:cut])
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return [*super().collect_usage_pieces(ctx), "-- CMD [ARGS]..."]
+
+
+@cli.command(cls=_RunCommand)
+@click.argument("name", required=False)
+@click.option("--name", "name_option", metavar="NAME", help="The task's name (instead of NAME before --).")
 @click.option("--step", "steps", multiple=True, metavar="S", help="A step name (repeatable) [default: the command].")
 @click.option("--heartbeat", "heartbeat_every", type=FiniteRange(min=1), default=60, show_default=True,
               metavar="SECONDS", help="How often to say the command is alive (with its latest output line).")
 @click.option("--stall", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
               help="Stall threshold for this task.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED, metavar="-- CMD [ARGS]...")
 @pass_ctx
-def run(ctx: Context, name: str, steps: tuple[str, ...], heartbeat_every: float, stall: float | None,
-        command: tuple[str, ...]) -> None:
-    """Run CMD as a tracked task: done with its last output line on exit 0, error otherwise.
+def run(ctx: Context, name: str | None, name_option: str | None, steps: tuple[str, ...], heartbeat_every: float,
+        stall: float | None) -> None:
+    """Run CMD (everything after --) as task NAME: done with its last output line on exit 0, error
+    otherwise.
 
-    Output passes through; the exit code is CMD's own. SIGINT/SIGTERM go to CMD and end the task
-    as failed. CMD sees TASK_PULSE_TASK_ID, so it may report its own steps with `task-pulse next`.
+    Output passes through; the exit code is CMD's own. CMD runs in a process group of its own:
+    SIGINT/SIGTERM/SIGHUP go to all of it and end the task as failed. The task ends when CMD
+    exits, even if a background child it started still holds its output (that goes on being
+    passed through). CMD sees TASK_PULSE_TASK_ID, so it may report its own steps with
+    `task-pulse next`.
 
     \b
     Examples (crontab):
       0 3 * * * task-pulse run "Nightly backup" -- /usr/local/bin/backup.sh --full
       0 9 * * * task-pulse run 日报发布 --step 抓取 --step 发布 -- python3 daily.py
+      */5 * * * * task-pulse run --name "Sync" -- rsync -a src/ dest/
     """
     from task_pulse.runner import run_wrapped
 
+    click_ctx = click.get_current_context()
+    command = click_ctx.meta.get("run_command") or []
+    if name is not None and name_option is not None:
+        raise click.UsageError(f"two names ({name!r} and --name {name_option!r}): give one", click_ctx)
+    name = name if name is not None else name_option
+    if name is None:
+        raise click.UsageError("give the task a name before --: task-pulse run NAME -- CMD [ARGS]... "
+                               "(or --name NAME)", click_ctx)
+    if not command:
+        raise click.UsageError("give the command after --: task-pulse run NAME -- CMD [ARGS]...", click_ctx)
     code = run_wrapped(ctx.store, ctx.settings, name, list(steps), list(command), heartbeat_every=heartbeat_every,
                        stall_seconds=stall)
-    click.get_current_context().exit(code)
-
+    click_ctx.exit(code)

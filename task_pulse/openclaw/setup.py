@@ -144,7 +144,10 @@ def setup(options: SetupOptions) -> list[str]:
         if installed.is_file():  # the daemon is a service already: keep it, minus an OpenClaw sink of ours
             args = _without_openclaw(service.installed_args(installed.read_text(encoding="utf-8")))
             if args != service.installed_args(installed.read_text(encoding="utf-8")):
-                _install_service(options, report, record, args)
+                try:
+                    _install_service(options, report, record, args)
+                except service.NotRunning as exc:  # the cron route runs without a user manager: say it, go on
+                    report.note(f"note: {exc}")
         elif user_manager_reachable():
             _install_service(options, report, record, [])  # the daemon queues; the cron job delivers
         elif not daemon_running(options.tasks_dir):

@@ -34,14 +34,14 @@ def test_a_task_reaches_an_irc_channel_through_the_real_openclaw(tmp_path: Path,
         store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat(), "ok"), datetime.now(UTC))
     done_at = time.time()
     store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "shipped"), datetime.now(UTC))
-    wait_for(lambda: any("【E2E report】done!" in text for _, text in listener.messages), 240,
+    wait_for(lambda: any('"E2E report" done!' in text for _, text in listener.messages), 240,
              f"the done message in {CHANNEL}")
     wait_for(lambda: all(n["delivered_at"] for n in read_notifications(tasks_dir)), 60, "every row marked")
     texts = [text for _, text in listener.messages]
-    arrived = next(at for at, text in listener.messages if "【E2E report】done!" in text)
+    arrived = next(at for at, text in listener.messages if '"E2E report" done!' in text)
     print(f"\nIRC lane: {len(texts)} new messages for 12 notifications; done write → in the channel "
           f"{arrived - done_at:.1f} s; messages: {texts}")
-    assert "【E2E report】" in texts[0]  # the start (or, on a slow machine, a catch-up): IRC flattens lines
+    assert '"E2E report"' in texts[0]  # the start (or, on a slow machine, a catch-up): IRC flattens lines
     assert len(texts) <= 4  # started, at most a couple of coalesced step messages, done
     by = {n["delivered_by"] for n in read_notifications(tasks_dir)}
     assert by <= {"openclaw:cli", "openclaw:coalesced"}, by  # sent, or carried by a message that said more

@@ -65,9 +65,9 @@ def test_a_task_card_is_sent_once_and_edited_in_a_matrix_room(tmp_path: Path, ta
 
     def settled() -> list[dict[str, Any]] | None:
         events = bot_messages()
-        pinged = any(e["content"].get("body", "").startswith(f"🎉 【{name}】done!") for e in events if not is_edit(e))
+        pinged = any(e["content"].get("body", "").startswith(f'🎉 "{name}" done!') for e in events if not is_edit(e))
         final = card_now(events)
-        return events if pinged and final is not None and final.startswith(f"🎉 【{name}】done") else None
+        return events if pinged and final is not None and final.startswith(f'🎉 "{name}" done') else None
 
     try:
         wait_for(settled, 240, "the done ping and the final card edit in the room")
@@ -79,7 +79,7 @@ def test_a_task_card_is_sent_once_and_edited_in_a_matrix_room(tmp_path: Path, ta
 
     new = [e for e in events if not is_edit(e)]
     edits = [e for e in events if is_edit(e)]
-    card, ping = new[0], next(e for e in new if e["content"]["body"].startswith(f"🎉 【{name}】done!"))
+    card, ping = new[0], next(e for e in new if e["content"]["body"].startswith(f'🎉 "{name}" done!'))
     rows = read_notifications(tasks_dir)
     print(f"\nMatrix lane: {len(events)} sink calls seen in the room for {len(rows)} notifications: {len(new)} new "
           f"messages, {len(edits)} edits of the card; done write → ping in the room "
@@ -88,8 +88,8 @@ def test_a_task_card_is_sent_once_and_edited_in_a_matrix_room(tmp_path: Path, ta
           f"card first sent as: {card['content']['body']!r}\nfinal card: {final_edit(events)!r}\n"
           f"ping: {ping['content']['body']!r}")
     assert len(new) == 2 and ping is new[1], [e["content"].get("body") for e in new]
-    assert f"【{name}】" in card["content"]["body"] and "\n✅ step 1" in card_now(events)
+    assert f'"{name}"' in card["content"]["body"] and "\n✅ step 1" in card_now(events)
     assert all(e["content"]["m.relates_to"]["event_id"] == card["event_id"] for e in edits)  # only the card
-    assert card_now(events).startswith(f"🎉 【{name}】done [5/5]")
+    assert card_now(events).startswith(f'🎉 "{name}" done [5/5]')
     assert all(n["delivered_at"] and n["delivered_by"] in ("openclaw:cli", "openclaw:card") for n in rows)
     assert "delivering through openclaw CLI (gateway down" in d.log()

@@ -85,7 +85,7 @@ def test_setup_via_cron_drains_into_the_channel_and_undo_takes_it_back(tmp_path:
     run = openclaw(env, "cron", "run", job["id"], "--wait", "--json")["run"]
     print(f"cron run: { {k: run.get(k) for k in ('status', 'completionStatus', 'summary', 'deliveryStatus')} }")
     assert run["completionStatus"] == "succeeded" and run["deliveryStatus"] == "delivered"
-    wait_for(lambda: any("【Via cron】" in text for _, text in listener.messages), 30, "the digest in the channel")
+    wait_for(lambda: any('"Via cron"' in text for _, text in listener.messages), 30, "the digest in the channel")
     empty = openclaw(env, "cron", "run", job["id"], "--wait", "--json")["run"]
     assert empty.get("deliverySuppressionReason") == "empty"  # nothing new: nothing posted
 

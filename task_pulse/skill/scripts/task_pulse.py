@@ -33,8 +33,8 @@ def translate(argv):
     if verb == "cleanup":
         days = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--days"]
         return ["cleanup"] + (["--days", days[-1]] if days else [])
-    if verb == "status":
-        return ["status"] + (["--", words[0]] if words else [])
+    if verb == "status":  # one task: JSON, as the original printed it (task-pulse's own shows it for people)
+        return ["status"] + (["--json", "--", words[0]] if words else [])
     return [verb, "--", *words]
 
 
