@@ -25,7 +25,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from task_pulse.errors import TaskPulseError
-from task_pulse.messages import counted, redact
+from task_pulse.masking import redact
+from task_pulse.messages import counted
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.store import TaskStore, expiry_cutoff

@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from task_pulse.markup import PLAIN, escaped
+from task_pulse.masking import redact
 from task_pulse.messages import chat_text, format_duration, format_percent, progress_bar, task_duration
 from task_pulse.model import Step, Task, parse_time
 
@@ -55,12 +57,13 @@ Safe = Callable[..., str]  # (value, cap) -> chat-safe text
 
 
 def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = False,
-                redact_secrets: bool = True) -> str:
-    """The card text for `task` as of `now`. `stalled`: the daemon has announced a stall still on."""
+                redact_secrets: bool = True, markup: str = PLAIN) -> str:
+    """The card text for `task` as of `now`. `stalled`: the daemon has announced a stall still on. `markup`:
+    what the chat makes of the text (markup.py), for which the task's own words are escaped."""
     words = _HEAD[lang]
 
     def safe(value: object, cap: int = MESSAGE_CAP) -> str:
-        return chat_text(value, cap, redact_secrets)
+        return escaped(chat_text(value, cap, redact_secrets), markup)
 
     head_kind = "stalled" if stalled and task.status == "running" else task.status
     updated = parse_time(task.updated_at)
@@ -73,7 +76,10 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
         lines.append(words["result"].format(text=safe(task.result, 300)))
     elif task.status == "error" and task.error:
         lines.append(words["failure"].format(text=safe(task.error, 300)))
-    return _fit("\n".join(lines))
+    text = "\n".join(lines)
+    # Masked once more as a whole: a secret only its fields together show ("DB_PASSWORD" as a step, its value
+    # as the step's message) is a secret all the same.
+    return _fit(redact(text) if redact_secrets else text)
 
 
 def _step_line(step: Step, words: dict[str, str], safe: Safe, error: str | None = None) -> str:

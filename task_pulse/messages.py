@@ -12,13 +12,15 @@ import functools
 import re
 from datetime import datetime
 
+from task_pulse.markup import PLAIN, escaped
+from task_pulse.masking import redact
 from task_pulse.model import Task, TaskFormatError, parse_time, stalled_for
 
 # Writer calls load this module for a few words and the progress bar: nothing heavy at import time
-# (typing only for annotations, the secret patterns compiled on first use).
+# (typing only for annotations, the secret patterns compiled on first use: masking.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
     from typing import Any
 
 FIELD_CAP = 200
@@ -45,82 +47,6 @@ def clean(value: Any, cap: int = FIELD_CAP) -> str:
     text = _LINE_BREAKS.sub(" ", text)
     text = _CONTROLS.sub("", text).strip()
     return text if len(text) <= cap else text[: cap - 1] + "…"
-
-
-# Secrets an agent may paste into a step message or an error: provider API keys, GitHub and Slack
-# tokens, Telegram bot tokens, AWS key ids, bearer tokens, and credentials in URLs. What is kept
-# (a prefix such as `sk-` or `password=`) says what was there without giving it away.
-_SECRETS: list[tuple[str, int, str]] = [  # (pattern, flags, replacement)
-    (r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9_-]{16,}", 0, r"\1***"),
-    (r"\b(gh[pousr]_)[A-Za-z0-9]{20,}", 0, r"\1***"),
-    (r"\b(github_pat_)[A-Za-z0-9_]{20,}", 0, r"\1***"),
-    (r"\b(xox[abposr]-)[A-Za-z0-9-]{10,}", 0, r"\1***"),
-    (r"\b(AKIA)[0-9A-Z]{16}\b", 0, r"\1***"),
-    # Telegram bot tokens, also inside their URLs (…/bot123456789:AA…/sendMessage)
-    (r"(?:\b|(?<=bot))(\d{8,10}:)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", 0, r"\1***"),
-    (r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
-    (r"\b(Authorization[ \t]*[:=][ \t]*[A-Za-z]+[ \t]+)[A-Za-z0-9._~+/=-]{4,}", re.I, r"\1***"),  # Basic, Token …
-    # user:password@ in URLs, an empty user (redis://:pw@host) and an @ inside the password too
-    (r"(://[^/:@\s]*:)[^/\s]*(@)(?=[^/@\s]+)", 0, r"\1***\2"),
-    # a PEM private key pasted whole (on one line once cleaned): everything after its header
-    (r"(-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----)[A-Za-z0-9+/=\s]*(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----)?",
-     0, r"\1***"),
-]
-# NAME=value and NAME: value (--name=value, "name": "value" too). Which names are secret is decided
-# apart, on the name alone: one bounded pattern, no nested repeats for a long input to backtrack on.
-_ASSIGNMENT = r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]{1,64})([\"']?[ \t]*([=:])[ \t]*[\"']?)([^&#\s\"',;}]+)"
-# A name is secret when its last word says so: DB_PASSWORD, GITHUB_TOKEN, AWS_SECRET_ACCESS_KEY,
-# --password, api-key (not token_count, pass_rate or auth_method).
-_SECRET_NAME = re.compile(r"(?:^|[_-])(?:password|passwd|pwd|pass|token|secret|auth|(?:api|access|private)[_-]?key)$",
-                          re.I)
-# `name: value` is also plain prose ("auth: ok"): only names that cannot mean anything else.
-_SECRET_NAME_COLON = re.compile(r"(?:^|[_-])(?:password|passwd|token|secret|(?:api|access|private)[_-]?key)$", re.I)
-# Invisible characters that would split a token so no pattern sees it ("ghp\u200b_…"): removed. The
-# joiners only between ASCII letters and digits: elsewhere they shape emoji (👨\u200d👩) and scripts.
-_INVISIBLE = re.compile(r"[\u00ad\u180e\u200b\u2060-\u2064\ufeff]|(?<=[A-Za-z0-9_-])[\u200c\u200d](?=[A-Za-z0-9_-])")
-
-
-def _mask_assignment(match: re.Match[str]) -> str:
-    name, sep, kind = match.group(1), match.group(2), match.group(3)
-    if (_SECRET_NAME_COLON if kind == ":" else _SECRET_NAME).search(name.lstrip("-")):
-        return f"{name}{sep}***"
-    return match.group(0)
-
-
-@functools.cache
-def _secret_patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]]:
-    """Any of the secrets, case aside (one search tells most texts apart), and each one's pattern."""
-    any_secret = re.compile("|".join(f"(?:{p})" for p, _, _ in _SECRETS) + f"|(?:{_ASSIGNMENT})", re.I)
-    patterns: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
-        (re.compile(p, flags), replacement) for p, flags, replacement in _SECRETS]
-    return any_secret, [*patterns, (re.compile(_ASSIGNMENT), _mask_assignment)]
-
-
-@functools.cache
-def _could_hold_a_secret() -> re.Pattern[str]:
-    """A first look that costs a twentieth of compiling the patterns: what each pattern cannot match
-    without (its prefix; eight digits of a bot token; `://`; a word every secret name ends in). A text
-    with none of these is left as it is. The Claude Code hook is a process per tool call, and most of
-    what it masks ("Bash: Run test suite") has none: compiling every pattern would be a fifth of its work."""
-    return re.compile(r"sk-|gh[pousr]_|github_pat_|xox[abposr]-|akia|\d{8}|bearer|auth|://|-----begin|pass|pwd|token|"
-                      r"secret|key", re.I)
-
-
-def redact(text: str) -> str:
-    """`text` with common secrets masked (see _SECRETS), after removing invisible characters."""
-    text = _INVISIBLE.sub("", text)
-    if not _could_hold_a_secret().search(text):
-        return text
-    return _mask(text)
-
-
-def _mask(text: str) -> str:
-    any_secret, patterns = _secret_patterns()
-    if not any_secret.search(text):
-        return text
-    for pattern, replacement in patterns:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 @functools.lru_cache(maxsize=4096)  # every notification and log line of a task shows its id again
@@ -252,9 +178,10 @@ _OPTIONAL = re.compile(r"<<(.*?)>>", re.S)
 _FIELD = re.compile(r"{(\w+)}")
 
 
-def render(kind: str, fields: Mapping[str, Any], lang: str = "zh") -> str:
-    """The chat text of one notification. Unknown or missing fields render as `—` (never a crash)."""
-    values = {k: clean(v) for k, v in fields.items()}
+def render(kind: str, fields: Mapping[str, Any], lang: str = "zh", markup: str = PLAIN) -> str:
+    """The chat text of one notification. Unknown or missing fields render as `—` (never a crash).
+    `markup`: what the chat makes of the text (see markup.py): the fields, not the template, are escaped."""
+    values = {k: escaped(clean(v), markup) for k, v in fields.items()}
 
     def keep_if_filled(match: re.Match[str]) -> str:
         inner = match.group(1)
@@ -266,7 +193,7 @@ def render(kind: str, fields: Mapping[str, Any], lang: str = "zh") -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
-def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str:
+def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh", markup: str = PLAIN) -> str:
     """One message (at most 3 lines) for everything pending about one task, oldest event first.
 
     For a parent that drains rarely (OpenClaw's heartbeat is 30 minutes): the task's latest state,
@@ -274,7 +201,7 @@ def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str
     """
     kinds = [k for k, _ in events]
     if all(k == "invalid" for k in kinds):
-        return render("invalid", events[-1][1], lang)
+        return render("invalid", events[-1][1], lang, markup)
     last_kind, last = next((k, d) for k, d in reversed(events) if k != "invalid")
     current = last.get("next") if last_kind == "step_done" else last.get("step")
     fields: dict[str, Any] = {**last, "step": current or last.get("step")}
@@ -287,18 +214,18 @@ def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh") -> str
     head = {"done": "digest_done", "failed": "digest_failed"}.get(end or "", "digest_running")
     if last_kind == "stalled":
         head = "digest_stalled"
-    lines = [render(head, fields, lang)]
+    lines = [render(head, fields, lang, markup)]
     if finished:
         sep = "、" if lang == "zh" else ", "
-        lines.append(render("digest_steps", {"steps": sep.join(clean(s, 40) for s in finished[-6:])}, lang))
+        lines.append(render("digest_steps", {"steps": sep.join(clean(s, 40) for s in finished[-6:])}, lang, markup))
     elif "started" in kinds:
-        lines.append(render("digest_started", next(d for k, d in events if k == "started"), lang))
+        lines.append(render("digest_started", next(d for k, d in events if k == "started"), lang, markup))
     if end == "done" and last.get("result"):
-        lines.append(render("digest_result", fields, lang))
+        lines.append(render("digest_result", fields, lang, markup))
     elif end == "failed":
-        lines.append(render("digest_at", fields, lang))
+        lines.append(render("digest_at", fields, lang, markup))
     elif latest_message and head == "digest_running":
-        lines.append(render("digest_message", {"message": latest_message}, lang))
+        lines.append(render("digest_message", {"message": latest_message}, lang, markup))
     return "\n".join(lines[:3])
 
 

@@ -188,7 +188,7 @@ _REFERENCE_ONLY = re.compile(r"(?:[A-Za-z-]+[ \t]+)?\$\{[A-Za-z_][A-Za-z0-9_]*\}
 def shown_args(daemon_args: list[str]) -> str:
     """The options as a person may see them: webhook URLs by scheme and host, header values and
     anything that looks like a secret masked. A header that only names its secret (`${VAR}`) is shown."""
-    from task_pulse.messages import redact
+    from task_pulse.masking import redact
 
     shown = []
     for i, arg in enumerate(daemon_args):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from task_pulse.errors import ConfigError, TaskPulseError
-from task_pulse.messages import redact
+from task_pulse.masking import redact
 from task_pulse.records import Card, Handoff, Overview, Queued, utc_stamp
 from task_pulse.sql_postgres import PG, SCHEMA_VERSION
 from task_pulse.store import task_from_file

@@ -67,7 +67,7 @@ def id_stem(name: str) -> str:
     Secrets are masked first (a name like `deploy ghp_…` must not leak the token through the id).
     At most 60 characters, as in the original, and short enough in UTF-8 bytes that the full id fits.
     """
-    from task_pulse.messages import redact  # its patterns cost a heartbeat nothing
+    from task_pulse.masking import redact  # its patterns cost a heartbeat nothing
 
     stem = re.sub(r"[^\w\-]", "-", redact(name)).strip("-")[:60]
     while len(stem.encode("utf-8")) > _STEM_MAX_BYTES:

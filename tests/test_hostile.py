@@ -20,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from task_pulse.messages import _INVISIBLE, FIELD_CAP, _mask, redact, status_view, task_duration
+from task_pulse.masking import INVISIBLE, mask, redact
+from task_pulse.messages import FIELD_CAP, status_view, task_duration
 from task_pulse.model import TaskFormatError, parse_task, task_from_dict
 from task_pulsed.differ import UNREADABLE_SUMMARY_ID, diff_tasks, invalid_notification
 from tests.conftest import Daemon, read_notifications, run_tp, wait_for
@@ -143,6 +144,51 @@ SECRETS = [  # (text, what stays, what must go)
     ("ghp_0123456789\u200dabcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
     ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx8Yq\n-----END RSA PRIVATE KEY-----",
      "-----BEGIN RSA PRIVATE KEY-----***", "MIIEowIBAAKCAQEAx8Yq"),
+    # the second review's shapes: token prefixes
+    ("auth eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQs",
+     "auth eyJ***", "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQs"),
+    ("maps key AIzaSyA-1234567890abcdefghijklmnopqrstu in use", "AIza***", "SyA-1234567890abcdefghijklmnopqrstu"),
+    ("oauth ya29.a0AfH6SMBx3kLQ-abcdefghijklmnopqrstuvwxyz012", "ya29.***", "a0AfH6SMBx3kLQ"),
+    ("stripe sk_live_51HabcdefghijklmnopQRSTUV", "sk_live_***", "51HabcdefghijklmnopQRSTUV"),
+    ("restricted rk_live_51HabcdefghijklmnopQRSTUV", "rk_live_***", "51HabcdefghijklmnopQRSTUV"),
+    ("slack app xapp-1-A0123456789-1234567890123-abcdef0123456789", "xapp-***", "A0123456789-1234567890123"),
+    ("slack refresh xoxe-1-My0xLTEtMTIzNDU2Nzg5MA", "xoxe-***", "My0xLTEtMTIzNDU2Nzg5MA"),
+    ("rotating xoxe.xoxp-1-Mi0yLTEyMzQ1Njc4OTAx", "xoxe.xoxp-***", "Mi0yLTEyMzQ1Njc4OTAx"),
+    ("gitlab glpat-aBcDeFgHiJkLmNoPqRsTu", "glpat-***", "aBcDeFgHiJkLmNoPqRsTu"),
+    ("hub hf_aBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgH", "hf_***", "aBcDeFgHiJkLmNoPqRsTuVwXyZ"),
+    ("npm_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 publish", "npm_***", "aBcDeFgHiJkLmNoPqRsTuVwXyZ"),
+    ("twine pypi-AgEIcHlwaS5vcmcCJDBhYmNkZWZnLWhpamstbG1uby1wcXJzLXR1dnd4eXo", "pypi-***",
+     "AgEIcHlwaS5vcmcCJDBhYmNkZWZn"),
+    ("mail SG.aBcDeFgHiJkLmNoPqRsTuV.wXyZaBcDeFgHiJkLmNoPqRsTuVwXyZaBcDeFgHiJkLmNo", "SG.***",
+     "aBcDeFgHiJkLmNoPqRsTuV"),
+    ("sts ASIAIOSFODNN7EXAMPLE temporary", "ASIA***", "IOSFODNN7EXAMPLE"),
+    # secrets in URLs
+    ("posting to https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+     "hooks.slack.com/services/***", "XXXXXXXXXXXXXXXXXXXXXXXX"),
+    ("https://discord.com/api/webhooks/123456789012345678/aBcDeFgHiJkLmNoPqRsTuVwXyZ-0123456789_abcdef",
+     "webhooks/123456789012345678/***", "aBcDeFgHiJkLmNoPqRsTuVwXyZ"),
+    ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=AbCdEf0123456789+/==;EndpointSuffix=core.windows.net",
+     "AccountKey=***;", "AbCdEf0123456789"),
+    ("GET https://acct.blob.core.windows.net/c/f?sv=2022-11-02&se=2026&sp=r&sig=AbCd%2BEfGh0123%3D",
+     "sig=***", "AbCd%2BEfGh0123"),
+    # names, options and headers
+    ("curl -H 'Cookie: session=9f8e7d6c5b4a3f2e1d0c; theme=dark' https://x", "Cookie: ***", "9f8e7d6c5b4a"),
+    ("PGPASSWORD=Zx9kq2Lm7 psql -h db", "PGPASSWORD=***", "Zx9kq2Lm7"),
+    ("SECRET_KEY=django-insecure-abc123 ./manage.py", "SECRET_KEY=***", "django-insecure-abc123"),
+    ("export STRIPE_KEY=abc123xyz", "STRIPE_KEY=***", "abc123xyz"),
+    ("mysql --password hunter2 -h db", "--password ***", "hunter2"),
+    ("mysql -u root -phunter2 shop", "-p***", "hunter2"),
+    ("curl -u admin:hunter2 https://api.example.com", "-u admin:***", "hunter2"),
+    # key blocks
+    ("-----BEGIN PGP PRIVATE KEY BLOCK----- Version: GnuPG v2 lQOYBF0cJXEBCADAbCdEf",
+     "-----BEGIN PGP PRIVATE KEY BLOCK-----***", "lQOYBF0cJXEBCADAbCdEf"),
+    ("…continued: yMUXXvVjSxZ8c0lYJAbCdEfGhIjKlMn== -----END RSA PRIVATE KEY-----",  # a key's second half
+     "*** -----END RSA PRIVATE KEY-----", "yMUXXvVjSxZ8c0lYJ"),
+    # tokens split by invisible characters outside the first list
+    ("ghp_0123456789\ufe0fabcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
+    ("ghp_0123456789\U000e0020abcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
+    ("ghp_0123456789\u3164abcdefghijABCDEFGHIJ012345", "ghp_***", "abcdefghijABCDEFGHIJ"),
+    ("sk-proj-abcdefghij\u034fklmnopqrstuvwxyz0123", "sk-proj-***", "klmnopqrstuvwxyz0123"),
 ]
 
 
@@ -303,10 +349,27 @@ def test_secrets_do_not_reach_the_outbox_unless_asked(tasks_dir: Path, daemons: 
     assert secret in read_notifications(other)[1]["text"]
 
 
-@pytest.mark.parametrize("text", ["auth: ok", "passport: E1234567", "compass=north", "tokens: 1200 used",
-                                  "👨\u200d👩\u200d👧 family", "bypass=1", "a=b&c=d", "Basic configuration done",
-                                  "token refreshed", "Digest computed", "pass_rate=98%", "token_count: 12345",
-                                  "auth_method=oauth", "می\u200cخواهم"])
+ORDINARY = [
+    "auth: ok", "passport: E1234567", "compass=north", "tokens: 1200 used", "👨\u200d👩\u200d👧 family", "bypass=1",
+    "a=b&c=d", "Basic configuration done", "token refreshed", "Digest computed", "pass_rate=98%", "token_count: 12345",
+    "auth_method=oauth", "می\u200cخواهم",
+    # what agents' progress lines look like, near every new rule
+    "⚠️ disk 91% full", "❤️ thanks", "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f report",
+    "ᠮᠣᠩᠭᠣᠯ\u180b",
+    "docker run -u 1000:1000 builder", "sort_key=created_at", "cache-key: v2", "primary key (id) added",
+    "mysql -h db -P 3306 -e 'select 1'", "mkdir -p build && cd build", "ssh -p 2222 deploy@host",
+    "commit 4b825dc642cb6eb9a060e54bf8d69288fbee4904 pushed",
+    "image sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+    "uuid 123e4567-e89b-12d3-a456-426614174000 created", "eyes on the dashboard", "signature: verified",
+    "cookie banner shown", "passed 120 of 120 tests", "used 12,345 tokens (max_tokens=4096)",
+    "uploaded to s3://reports/2026-11-25/daily.pdf", "https://github.com/org/repo/pull/42 merged",
+    "SG.1 and SG.2 regions", "xai models compared", "skipping glibc-2.36 rebuild", "hf_transfer enabled",
+    "step 3/5: compiling 1,024 files", "-----BEGIN CERTIFICATE----- checked", "user --user=admin logged in",
+    "the secret ingredient is love",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact(text) == text
 
@@ -315,7 +378,11 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 _PIECES = ["sk-", "sk-ant-", "SK-", "ghp_", "gho_", "github_pat_", "xoxb-", "AKIA", "akia", "12345678", "123456789:",
            "Bearer ", "bearer\t", "Authorization: ", "Basic ", "://", ":", "@", "=", "password", "PASS", "pwd", "token",
            "Secret", "api_key", "-KEY", "-----BEGIN RSA PRIVATE KEY-----", "-----END", "_", "-", " ", "\n", "x", "Z",
-           "0", "aAbB0123456789zZ_-", "\u200b", "'", '"']
+           "0", "aAbB0123456789zZ_-", "\u200b", "'", '"', "eyJ", ".", "AIza", "ya29.", "sk_live_", "xapp-", "xoxe.",
+           "glpat-", "hf_", "npm_", "pypi-", "SG.", "ASIA", "hooks.slack.com/services/", "discord.com/api/webhooks/1/",
+           "Cookie: ", ";", "sig", "AccountKey", "PGPASSWORD", "_KEY", "mysql ", " -p", "-u ", "--user ", "sshpass ",
+           "--password ", "PRIVATE KEY BLOCK-----", "\ufe0f", "\u3164", "\U000e0020", "\u034f", "MTk4NjIy", "ATATT3",
+           "dop_v1_", "1//0"]
 
 
 @settings(max_examples=400, deadline=None)
@@ -323,7 +390,7 @@ _PIECES = ["sk-", "sk-ant-", "SK-", "ghp_", "gho_", "github_pat_", "xoxb-", "AKI
 def test_the_first_look_never_lets_a_secret_through(text: str) -> None:
     """`redact` skips the patterns for a text the first look finds nothing in: it must be what the
     patterns themselves would leave unchanged."""
-    assert redact(text) == _mask(_INVISIBLE.sub("", text))
+    assert redact(text) == mask(INVISIBLE.sub("", text))
 
 
 def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:
@@ -338,7 +405,10 @@ def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:
 
 
 @pytest.mark.parametrize("unit", ["x_", "password_", "token-", "a_token_", "-_", "a", ":", "password=", "://:@",
-                                  "Authorization: ", "bot1234567890:"])
+                                  "Authorization: ", "bot1234567890:", "eyJ-", "eyJa.", "mysql -", "-u a:",
+                                  "Cookie: a;", "xai-a", "-----BEGIN RSA PRIVATE KEY-----",
+                                  "AAAA-----END RSA PRIVATE KEY-----", "MTk4NjIyNDg3NjY0NTQ0MjEy.", "--password ", "a.",
+                                  "\u200d", "x\ufe0f"])
 def test_masking_takes_linear_time_on_hostile_text(unit: str) -> None:
     """Every field of every task file goes through `redact`: no input may make it backtrack for ages.
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from task_pulse.messages import redact
+from task_pulse.masking import redact
 from task_pulsed.differ import make_notification
 
 ORDINARY = [

@@ -1,0 +1,195 @@
+"""Masking: secrets an agent pastes into a step message, an error or a name never reach the chat.
+
+What is kept of a secret (a prefix such as `sk-`, `AKIA`, `password=`) says what was there without
+giving it away. Four kinds of rules, each one a shape people really paste:
+
+* token prefixes: a provider's key or token is recognised by how it starts (`sk-`, `ghp_`, `AIza`,
+  `glpat-`, `hf_`, a JWT's `eyJ…`), and masked after that prefix;
+* secrets in URLs: `user:password@`, the token path of a Slack, Discord or Teams webhook, a Telegram
+  bot token, a signature (`sig=`, `X-Amz-Signature=`);
+* names: `NAME=value` and `name: value` where the name is one people give secrets (`…_KEY`,
+  `…SECRET…`, `…PASSWORD`, `…_TOKEN`, `AccountKey`), command-line options (`--password VALUE`,
+  `mysql -pVALUE`, `curl -u user:pass`), headers (`Authorization:`, `Cookie:`);
+* key blocks: a PEM or PGP private key, also one split across two fields (the half with the END line
+  is masked too).
+
+Before any rule is tried, invisible characters that could split a token so that no rule sees it
+(`ghp\u200b_…`) are removed: every Unicode default-ignorable code point, except the joiners and
+selectors that shape emoji and scripts (those only where they sit inside an ASCII word).
+
+What masking cannot promise is in docs/guarantees.md: a bare key with no prefix and no name (a 40-
+character AWS secret on its own), base64 or hex of a secret, a secret split over several fields
+without a marker.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+# -- invisible characters ---------------------------------------------------------------------------
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15), in two sets: those with no
+# use in text a person writes (always removed), and those that shape emoji, flags and some scripts (ZWJ in
+# 👨‍👩‍👧, U+FE0F in ⚠️, tag characters in 🏴󠁧󠁢󠁳󠁣󠁴󠁿, Mongolian variation selectors), removed only inside an ASCII word.
+_ALWAYS_INVISIBLE = ("\u00ad\u034f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u206f\u3164\ufeff\uffa0"
+                     "\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e001f"
+                     "\U000e0080-\U000e00ff\U000e01f0-\U000e0fff")
+_SHAPING_INVISIBLE = ("\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u200c\u200d\ufe00-\ufe0f\U000e0020-\U000e007f"
+                      "\U000e0100-\U000e01ef")
+INVISIBLE = re.compile(f"(?<=[!-~])[{_ALWAYS_INVISIBLE}{_SHAPING_INVISIBLE}]+(?=[!-~])|[{_ALWAYS_INVISIBLE}]")
+
+# -- rules --------------------------------------------------------------------------------------------
+_TOKEN = "A-Za-z0-9_-"
+# (pattern, flags, replacement). The replacement keeps group 1: what the secret was, never its value.
+SECRETS: list[tuple[str, int, str]] = [
+    # token prefixes
+    (r"\b(sk-(?:ant-|proj-|svcacct-|admin-)?)[A-Za-z0-9_-]{16,}", 0, r"\1***"),  # OpenAI, Anthropic
+    (r"\b((?:sk|rk)_(?:live|test)_)[0-9A-Za-z]{12,}", 0, r"\1***"),  # Stripe secret and restricted keys
+    (r"\b(whsec_)[0-9A-Za-z]{16,}", 0, r"\1***"),  # Stripe webhook secrets
+    (r"\b(gh[pousr]_)[A-Za-z0-9]{20,}", 0, r"\1***"),
+    (r"\b(github_pat_)[A-Za-z0-9_]{20,}", 0, r"\1***"),
+    (r"\b(gl(?:pat|dt|rt|ptt|oas|cbt|imt|ft|soat|agent)-)[" + _TOKEN + r"]{20,}", 0, r"\1***"),  # GitLab
+    (r"\b(xox[abposre]-|xapp-|xoxe\.xox[bp]-)[A-Za-z0-9-]{10,}", 0, r"\1***"),  # Slack
+    (r"\b(AIza)[0-9A-Za-z_-]{35}", 0, r"\1***"),  # Google API keys
+    (r"\b(ya29\.)[0-9A-Za-z_-]{20,}", 0, r"\1***"),  # Google OAuth access tokens
+    (r"(?<![\w/])(1//0)[0-9A-Za-z_-]{30,}", 0, r"\1***"),  # Google OAuth refresh tokens
+    (r"\b(hf_)[A-Za-z0-9]{30,}", 0, r"\1***"),  # Hugging Face
+    (r"\b(npm_)[A-Za-z0-9]{36}", 0, r"\1***"),
+    (r"\b(pypi-)[A-Za-z0-9_-]{50,}", 0, r"\1***"),
+    (r"\b(SG\.)[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}", 0, r"\1***"),  # SendGrid
+    # DigitalOcean, Shopify, Linear, Postman, Grafana, Vault, Supabase, Sentry, Atlassian, xAI, Groq,
+    # Perplexity, NVIDIA: a prefix, then a token with a digit in it (no English word is one)
+    (r"(?<![A-Za-z0-9_=.-])(do[opr]_v1_|shp(?:at|ss|ca|pa)_|lin_api_|PMAK-|gl(?:sa|c)_|hvs\.|sbp_|sntry[su]_|ATATT3|"
+     r"xai-|gsk_|pplx-|nvapi-)(?=[A-Za-z_=.-]{0,40}\d)[A-Za-z0-9_=.-]{20,}", 0, r"\1***"),
+    (r"\b((?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA))[0-9A-Z]{16}\b", 0, r"\1***"),  # AWS key ids
+    # JWTs. Only where a token starts: "eyJ-eyJ-…" must not be scanned again from every eyJ in it.
+    (r"(?<![A-Za-z0-9_-])(eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", 0, r"\1***"),
+    (r"\b([MNO][A-Za-z0-9_-]{23,25}\.[A-Za-z0-9_-]{6}\.)[A-Za-z0-9_-]{27,}", 0, r"\1***"),  # Discord bot tokens
+    # Telegram bot tokens, also inside their URLs (…/bot123456789:AA…/sendMessage)
+    (r"(?:\b|(?<=bot))(\d{8,10}:)[A-Za-z0-9_-]{35}(?![A-Za-z0-9_-])", 0, r"\1***"),
+    # secrets in URLs
+    (r"(hooks\.slack\.com/(?:services|workflows|triggers)/)[A-Za-z0-9/_-]+", re.I, r"\1***"),
+    (r"(discord(?:app)?\.com/api/(?:v\d+/)?webhooks/\d+/)[A-Za-z0-9_.-]+", re.I, r"\1***"),
+    (r"(\.webhook\.office\.com/webhookb2/|outlook\.office(?:365)?\.com/webhook/)[^\s\"'<>]+", re.I, r"\1***"),
+    # user:password@ in URLs, an empty user (redis://:pw@host) and an @ inside the password too
+    (r"(://[^/:@\s]*:)[^/\s]*(@)(?=[^/@\s]+)", 0, r"\1***\2"),
+    # headers and command lines
+    (r"\b(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}", re.I, r"\1***"),
+    (r"\b(Authorization[ \t]*[:=][ \t]*[A-Za-z]+[ \t]+)[A-Za-z0-9._~+/=-]{4,}", re.I, r"\1***"),  # Basic, Token …
+    (r"\b((?:Set-)?Cookie[ \t]*:[ \t]*)[^\s;\"']+(?:;[ \t]*[^\s;\"']+)*", re.I, r"\1***"),
+    (r"(?<![\w-])(--?(?:password|passwd|pass|passphrase|token|secret|api-?key|access-token|auth-token|"
+     r"client-secret)[ \t]+['\"]?)(?![-'\"])[^\s'\"]+", re.I, r"\1***"),  # --password VALUE
+    (r"\b((?:mysql\w*|mariadb\w*)\b[^\n]{0,200}?[ \t]-p)(?=[^\s-])[^\s'\"]+", 0, r"\1***"),  # mysql -pVALUE
+    (r"\b(sshpass[ \t]+-p[ \t]*)(?=[^\s-])[^\s'\"]+", 0, r"\1***"),
+    # curl -u user:pass (not docker's -u 1000:1000, a uid and a gid)
+    (r"(?<![\w-])((?:-u|--user)[ \t=]+['\"]?[^\s:'\"@]+:)(?!\d+(?![^\s'\"@]))[^\s'\"@]+", 0, r"\1***"),
+]
+# NAME=value and NAME: value (--name=value, "name": "value" too). Which names are secret is decided
+# apart, on the name alone: one bounded pattern, no nested repeats for a long input to backtrack on.
+_ASSIGNMENT = r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]{1,64})([\"']?[ \t]*([=:])[ \t]*[\"']?)([^&#\s\"',;}]+)"
+# How people name secrets, read on the name alone: …PASSWORD (PGPASSWORD, DB_PASSWORD), anything with SECRET
+# in it (SECRET_KEY, client_secret), …TOKEN (GITHUB_TOKEN, access_token; not token_count), …_KEY in capitals
+# and api-key, access_key, AccountKey (not sort_key), a signature (sig=, X-Amz-Signature), credentials.
+_KEY_NAMES = r"(?:api|access|private|secret|account|sharedaccess|shared[_-]access|signing|encryption|master|client|" \
+             r"license|app|service[_-]?account|session)[_-]?key"
+_SECRET_NAME = re.compile(r"(?:password|passwd|passphrase|secret|token|credentials?|" + _KEY_NAMES +
+                          r")$|secret|(?:^|[_.-])(?:pwd|pass|auth|sig|signature|creds)$", re.I)
+_CAPITAL_KEY = re.compile(r"[A-Z0-9][_-]KEY$")  # AWS_ACCESS_KEY, STRIPE_KEY: an environment variable's name
+# `name: value` is also plain prose ("auth: ok", "signature: verified"): only names that cannot mean anything else.
+_SECRET_NAME_COLON = re.compile(r"(?:password|passwd|passphrase|secret|token|" + _KEY_NAMES +
+                                r")$|(?:^|[_-])secret", re.I)
+# Key blocks: masked by `_mask_key_blocks`, in one pass (a regex over everything after a header would
+# rescan the text from every header).
+_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_KEY_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+# What the lines of a key block hold (base64, and a PGP armor's `Version: …` and `Comment: …` headers).
+_KEY_LINES = re.compile(r"[A-Za-z0-9+/=\s:,.()_-]*")
+_BASE64_OR_SPACE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t")  # one line
+_KEY_BEFORE_END_MIN = 16  # base64 characters just before an END line that are taken for a key's tail
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    name, sep, kind = match.group(1), match.group(2), match.group(3)
+    bare = name.lstrip("-")
+    secret = _SECRET_NAME_COLON.search(bare) if kind == ":" else (_SECRET_NAME.search(bare) or
+                                                                    _CAPITAL_KEY.search(bare))
+    return f"{name}{sep}***" if secret else match.group(0)
+
+
+def _mask_key_blocks(text: str) -> str:
+    """A private key after its BEGIN line, up to its END line or the end of the line, becomes ***; so does the
+    base64 just before an END line whose BEGIN is elsewhere (a key split across two fields). One pass each."""
+    out: list[str] = []
+    at = 0
+    while (begin := _KEY_BEGIN.search(text, at)) is not None:
+        line_end = text.find("\n", begin.end())
+        line_end = len(text) if line_end == -1 else line_end
+        end = _KEY_END.search(text, begin.end())
+        if end is not None and end.start() > line_end and not _KEY_LINES.fullmatch(text, begin.end(), end.start()):
+            end = None  # an END further down, past lines that are no key (a card's other steps): not this key's
+        out.append(text[at:begin.end()] + "***")
+        at = line_end if end is None else end.end()
+    text = "".join(out) + text[at:]
+    if "-----END" not in text:
+        return text
+    out, at = [], 0
+    for end in _KEY_END.finditer(text):
+        start = end.start()
+        while start > at and text[start - 1] in _BASE64_OR_SPACE:
+            start -= 1
+        tail = text[start:end.start()]
+        body = tail.strip()
+        if len(body) - sum(c in " \t\r\n" for c in body) >= _KEY_BEFORE_END_MIN:
+            lead = len(tail) - len(tail.lstrip())
+            out.append(text[at:start + lead] + "***" + tail[len(tail.rstrip()):])
+        else:
+            out.append(text[at:end.start()])
+        at = end.start()
+    return "".join(out) + text[at:]
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]]]:
+    """Any of the secrets, case aside (one search tells most texts apart), and each one's pattern."""
+    any_secret = re.compile("|".join(f"(?:{p})" for p, _, _ in SECRETS) + f"|(?:{_ASSIGNMENT})|-----(?:BEGIN|END)",
+                            re.I)
+    patterns: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
+        (re.compile(p, flags), replacement) for p, flags, replacement in SECRETS]
+    return any_secret, [*patterns, (re.compile(_ASSIGNMENT), _mask_assignment)]
+
+
+@functools.cache
+def _could_hold_a_secret() -> re.Pattern[str]:
+    """A first look that costs a twentieth of compiling the patterns: what each pattern cannot match without
+    (its prefix; eight digits of a bot token; `://`; a word every secret name holds; a key block's dashes).
+    A text with none of these is left as it is. The Claude Code hook is a process per tool call, and most of
+    what it masks ("Bash: Run test suite") has none: compiling every pattern would be a fifth of its work."""
+    return re.compile(r"sk-|_live_|_test_|whsec_|gh[pousr]_|github_pat_|gl[a-z]{1,5}[_-]|xox|xapp-|aiza|ya29\.|1//0|"
+                      r"hf_|npm_|pypi-|sg\.|_v1_|shp|_api_|pmak-|hvs\.|sbp_|sntry|atatt3|xai-|gsk_|pplx-|nvapi-|"
+                      r"a[bcgiknrs][a-z]a[0-9a-z]{16}|eyj|\.[a-z0-9_-]{6}\.|\d{8}|://|hooks\.slack|webhook|bearer|"
+                      r"auth|cookie|pass|pwd|token|secret|key|sig|cred|mysql|mariadb|(?<![\w-])-u[\s=]|--user|-----",
+                      re.I)
+
+
+def redact(text: str) -> str:
+    """`text` with common secrets masked, after removing invisible characters that could split them."""
+    text = INVISIBLE.sub("", text)
+    if not _could_hold_a_secret().search(text):
+        return text
+    return mask(text)
+
+
+def mask(text: str) -> str:
+    """The rules themselves, on text whose invisible characters are gone (see `redact`)."""
+    any_secret, patterns = _patterns()
+    if not any_secret.search(text):
+        return text
+    if "-----" in text:
+        text = _mask_key_blocks(text)
+    for pattern, replacement in patterns:
+        text = pattern.sub(replacement, text)
+    return text
