@@ -230,6 +230,7 @@ def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture
     from types import SimpleNamespace
 
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
+    from task_pulsed.delivery.pacing import UNPACED, Pacer
     from task_pulsed.delivery.sinks import DeliveryError
 
     class Outbox:
@@ -241,7 +242,8 @@ def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture
 
     state = SimpleNamespace(owner_prefix="test:", errors=())
     sink = SimpleNamespace(name="exec", timeout=1.0, can_edit=False)
-    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell())  # type: ignore[arg-type]
+    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell(),  # type: ignore[arg-type]
+                      Pacer(UNPACED))
     old, new = replace(row(1, "started"), attempts=1), row(2, "step_done")  # `new` came during the first tries
     outbox = Outbox()
     with caplog.at_level(logging.INFO, logger="task-pulsed"):
