@@ -12,6 +12,7 @@ from task_pulse import __version__
 from task_pulse.cli import FiniteRange, OneLineCommand
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
+from task_pulse.markup import MARKUPS, PLAIN
 from task_pulse.model import MAX_STALL_SECONDS
 from task_pulse.openclaw.gateway import GatewayConfigError, find_gateway
 from task_pulse.shared import shown_url
@@ -77,6 +78,10 @@ def setup_logging(verbose: bool) -> None:
               "${VAR} in URL is read from the environment, so a token in it stays out of ps.")
 @click.option("--webhook-header", "webhook_headers", multiple=True, metavar="'NAME: VALUE'",
               help="Header for --webhook (repeatable); ${VAR} in VALUE is read from the environment.")
+@click.option("--markup", type=click.Choice(MARKUPS),
+              help="What the chat behind --exec or --webhook makes of the text: markdown escapes Markdown in what "
+                   "tasks say (links, mentions, emphasis), so that it shows as the text it is [default: plain]. "
+                   "--openclaw is always markdown: OpenClaw renders Markdown on every channel.")
 @click.option("--style", type=click.Choice(STYLES), default="card", show_default=True,
               help="card: one message per task, edited in place, plus a new message for done, failed and stalled; "
                    "stream: one message per notification.")
@@ -115,7 +120,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
         flood_window: float,
         openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
-        exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int,
+        exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], markup: str | None, style: str,
+        sink_concurrency: int,
         sink_attempts: int, sink_backoff: float, sink_timeout: float, sink_processes: int | None, pace: str | None,
         redact: bool | None, state_url: str | None, host_name: str | None, check: bool, verbose: bool) -> None:
     """Watch the tasks dir and queue a chat notification for every change.
@@ -147,7 +153,9 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                                    ("--exec-edit", exec_edit, "--exec", exec_command),
                                                    ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to),
                                                    ("--openclaw-gateway", openclaw_gateway, "--openclaw", openclaw_to),
-                                                   ("--pace", pace, "a sink", openclaw_to or exec_command or webhook)):
+                                                   ("--pace", pace, "a sink", openclaw_to or exec_command or webhook),
+                                                   ("--markup", markup, "--exec or --webhook",
+                                                    exec_command or webhook)):
         if value and sink_value is None:
             raise click.UsageError(f"{option} needs {sink_option}")
     slots = ProcessSlots(sink_processes or sink_concurrency)
@@ -156,9 +164,10 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         if openclaw_to is not None:
             sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots)
         elif exec_command is not None:
-            sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit, slots=slots)
+            sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit, slots=slots,
+                            markup=markup or PLAIN)
         elif webhook is not None:
-            sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout)
+            sink = WebhookSink(webhook, list(webhook_headers), timeout=sink_timeout, markup=markup or PLAIN)
         if sink is not None and pace is not None:
             sink.limits = parse_pace(pace, sink.limits)
     except (ValueError, GatewayConfigError) as exc:

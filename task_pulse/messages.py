@@ -178,6 +178,11 @@ _OPTIONAL = re.compile(r"<<(.*?)>>", re.S)
 _FIELD = re.compile(r"{(\w+)}")
 
 
+def has_template(kind: str) -> bool:
+    """Whether `render` knows `kind` (a newer task-pulse's rows may come with kinds this one does not)."""
+    return kind in _TEMPLATES["en"]
+
+
 def render(kind: str, fields: Mapping[str, Any], lang: str = "zh", markup: str = PLAIN) -> str:
     """The chat text of one notification. Unknown or missing fields render as `—` (never a crash).
     `markup`: what the chat makes of the text (see markup.py): the fields, not the template, are escaped."""

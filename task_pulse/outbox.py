@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from task_pulse.model import Task, TaskFormatError, parse_time
-from task_pulse.records import Card, Handoff, Notification, Overview, Queued, Seen, utc_stamp
+from task_pulse.records import Card, Handoff, Malformed, Notification, Overview, Queued, Seen, queued, utc_stamp
 from task_pulse.sql_sqlite import MIGRATIONS, SCHEMA_VERSION, SQL
 from task_pulse.store import TaskStore, task_from_file
 
@@ -57,6 +57,7 @@ class Outbox:
     def __init__(self, path: Path, *, create: bool = True, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.created = False
+        self.skipped: list[str] = []  # malformed rows set aside since the caller last took this list (see shared.py)
         self._batch_depth = 0
         # task id -> (digest, snapshot) of the content with that digest (see `seen`). Snapshots are
         # shared from here: nobody edits one (the tracker makes a new Task for every read of a file).
@@ -253,7 +254,7 @@ class Outbox:
 
     def unforwarded(self, limit: int) -> list[Queued]:
         """The oldest notifications not yet in the shared state db (see daemon/forwarder.py)."""
-        return [_queued(r) for r in self.db.execute(SQL.UNFORWARDED, (limit,))]
+        return self._deliverable(self.db.execute(SQL.UNFORWARDED, (limit,)).fetchall())
 
     def forwarded(self, seqs: Iterable[int], versions: Iterable[tuple[str, int]]) -> None:
         """In one transaction: these notifications and these (task id, version)s are in the shared db."""
@@ -385,9 +386,21 @@ class Outbox:
         """Take up to `limit` undelivered, unclaimed notifications, oldest first, for `owner`."""
         now = time.time()
         with self.transaction() as db:
-            rows = db.execute(SQL.CLAIMABLE, {"now": now, "limit": -1 if limit is None else limit}).fetchall()
-            db.executemany(SQL.CLAIM, [{"owner": owner, "until": now + lease_seconds, "seq": r[0]} for r in rows])
-        return [_queued(r) for r in rows]
+            rows = self._deliverable(db.execute(SQL.CLAIMABLE, {"now": now, "limit": -1 if limit is None else limit}))
+            db.executemany(SQL.CLAIM, [{"owner": owner, "until": now + lease_seconds, "seq": r.seq} for r in rows])
+        return rows
+
+    def _deliverable(self, rows: Iterable[tuple[Any, ...]]) -> list[Queued]:
+        """These rows as notifications, but for one that is not what a daemon writes (a row put in by hand):
+        set aside in the caller's transaction, its reason kept, and told in `skipped` (as a shared db does)."""
+        good = []
+        for r in rows:
+            try:
+                good.append(queued(*r))
+            except Malformed as exc:
+                self.db.execute(SQL.SET_ASIDE, {"seq": r[0], "at": utc_stamp(), "error": f"malformed: {exc}"})
+                self.skipped.append(f"notification {r[0]} skipped: {exc}")
+        return good
 
     def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int:
         """Mark claimed rows delivered. Only rows still claimed by `owner` change."""
@@ -430,14 +443,18 @@ class Outbox:
         """
         now = time.time()
         with self.transaction() as db:
-            first = db.execute(SQL.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
-            if first is None:
-                return []
-            rows = db.execute(SQL.TASK_BATCH, {"task_id": first[2], "max_attempts": max_attempts, "now": now,
-                                               "limit": limit}).fetchall()
+            while True:  # again after a batch of only malformed rows: they are set aside, the next task's turn
+                first = db.execute(SQL.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
+                if first is None:
+                    return []
+                found = db.execute(SQL.TASK_BATCH, {"task_id": first[2], "max_attempts": max_attempts, "now": now,
+                                                    "limit": limit}).fetchall()
+                rows = self._deliverable(found)
+                if rows or not found:
+                    break
             until = now + (len(rows) + 1) * call_seconds + 60
-            db.executemany(SQL.CLAIM, [{"owner": owner, "until": until, "seq": r[0]} for r in rows])
-        return [_queued(r) for r in rows]
+            db.executemany(SQL.CLAIM, [{"owner": owner, "until": until, "seq": r.seq} for r in rows])
+        return rows
 
     def card(self, task_id: str, sink: str, host: str = "") -> Card | None:
         """The task's card on `sink` (`host`: of a shared state db; here every task is this dir's)."""
@@ -514,11 +531,6 @@ class Outbox:
     def sink_next_free(self, max_attempts: int) -> float | None:
         """Unix time at which a row held back by a retry delay or a claim becomes free (None: none is)."""
         return self.db.execute(SQL.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()[0]
-
-
-def _queued(r: tuple[Any, ...]) -> Queued:
-    return Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5], text=r[6],
-                  data=json.loads(r[7]), attempts=r[8])
 
 
 def _ended_at(task: Task) -> float | None:

@@ -8,6 +8,8 @@ either one.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from task_pulse.model import Task
 # Kinds that ring the user's phone: in a card style they also go out as a new message of their own, and
 # they never wait behind a card edit the chat's pace holds back.
 PINGS = frozenset({"done", "failed", "stalled", "invalid"})
+_KIND = re.compile(r"[a-z_]{1,32}")
 
 
 def utc_stamp(at: float | None = None) -> str:
@@ -65,6 +68,39 @@ class Queued:
                 "done": None, "total": None, "step": None,  # present for every kind, null where meaningless
                 # `name` is the template's field for taskName: the same value, said once
                 **{k: v for k, v in self.data.items() if k not in ("taskId", "taskName", "name", "kind", "text")}}
+
+
+class Malformed(ValueError):
+    """A stored row that no task-pulse daemon wrote as it is: it is skipped, with this reason."""
+
+
+def queued(seq: int, key: str, task_id: str, task_name: str, kind: str, created_at: str, text: str, data: str,
+           attempts: int, host: str = "") -> Queued:
+    """A stored row as a Queued notification; Malformed when it cannot be one (what a shared database can hold)."""
+    if not isinstance(kind, str) or not _KIND.fullmatch(kind):
+        raise Malformed(f"its kind is not a word of task-pulse's ({shown_id(repr(kind))[:40]})")
+    try:
+        fields = json.loads(data)
+    except (TypeError, ValueError):
+        raise Malformed("its data is not JSON") from None
+    if not isinstance(fields, dict):
+        raise Malformed(f"its data is JSON {type(fields).__name__}, not an object")
+    for name, value in (("key", key), ("task id", task_id), ("task name", task_name), ("text", text)):
+        if not isinstance(value, str):
+            raise Malformed(f"its {name} is not text")
+    return Queued(seq=seq, key=key, task_id=task_id, task_name=task_name, kind=kind, created_at=created_at,
+                  text=text, data=fields, attempts=attempts, host=host)
+
+
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9$!_.:@=+/#~%,;-]{1,256}")
+
+
+def safe_message_id(value: object) -> str | None:
+    """A chat's message id as task-pulse passes it on (into a command's argv, an edit call): printable ASCII,
+    no space, and never starting with `-`, so that it can never be taken for an option (`--exec-edit "… {id}"`,
+    `--message-id ID`). None when `value` is not such an id (a reply's or a shared database's)."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
+    return text if _MESSAGE_ID.fullmatch(text) and not text.startswith("-") else None
 
 
 @dataclass(frozen=True)
@@ -132,6 +168,8 @@ class Seen:
 class DeliveryStore(Protocol):
     """What a deliverer (a drain, a daemon's couriers) needs of an outbox: the local state db (`Outbox`)
     or a shared one (`task_pulse.shared.SharedOutbox`). `host` names a task's daemon in a shared db."""
+
+    skipped: list[str]  # rows the claims set aside as malformed (see `queued`), one line each, for the caller
 
     def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]: ...
     def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int: ...

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.masking import redact
-from task_pulse.records import Card, Handoff, Overview, Queued, utc_stamp
+from task_pulse.messages import shown_id
+from task_pulse.records import Card, Handoff, Malformed, Overview, Queued, queued, utc_stamp
 from task_pulse.sql_postgres import PG, SCHEMA_VERSION
 from task_pulse.store import task_from_file
 
@@ -105,6 +106,7 @@ class SharedOutbox:
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, migrate: bool = True) -> None:
         self.url = check_url(url)
+        self.skipped: list[str] = []  # malformed rows set aside since the caller last took this list, one line each
         self.db = _connect(url, connect_timeout)
         try:
             self._schema(migrate)
@@ -175,10 +177,22 @@ class SharedOutbox:
     def claim(self, owner: str, limit: int | None = None, lease_seconds: float = 300) -> list[Queued]:
         now = time.time()
         with self._txn() as db:
-            rows = db.execute(PG.CLAIMABLE, {"now": now, "limit": limit}).fetchall()
+            rows = self._deliverable(db, db.execute(PG.CLAIMABLE, {"now": now, "limit": limit}).fetchall())
             if rows:
-                db.execute(PG.CLAIM, {"owner": owner, "until": now + lease_seconds, "seqs": [r[0] for r in rows]})
-        return [_queued(r) for r in rows]
+                db.execute(PG.CLAIM, {"owner": owner, "until": now + lease_seconds, "seqs": [r.seq for r in rows]})
+        return rows
+
+    def _deliverable(self, db: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> list[Queued]:
+        """These rows as notifications, but for those no daemon wrote as they are (any host with the URL can
+        insert one): each is set aside in this transaction, its reason kept, and told in `skipped`."""
+        good = []
+        for r in rows:
+            try:
+                good.append(queued(*r))
+            except Malformed as exc:
+                db.execute(PG.SET_ASIDE, {"seq": r[0], "at": utc_stamp(), "error": f"malformed: {exc}"})
+                self.skipped.append(f"notification {r[0]} from host {shown_id(str(r[9]))!r} skipped: {exc}")
+        return good
 
     def mark_delivered(self, seqs: Iterable[int], owner: str, by: str | None = None) -> int:
         with self._txn() as db:
@@ -206,14 +220,18 @@ class SharedOutbox:
     def claim_task_batch(self, owner: str, max_attempts: int, call_seconds: float, limit: int = 500) -> list[Queued]:
         now = time.time()
         with self._txn() as db:
-            first = db.execute(PG.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
-            if first is None:
-                return []
-            rows = db.execute(PG.TASK_BATCH, {"host": first[9], "task_id": first[2], "max_attempts": max_attempts,
-                                              "now": now, "limit": limit}).fetchall()
+            while True:  # again after a batch of only malformed rows: they are set aside, the next task's turn
+                first = db.execute(PG.SINK_CLAIMABLE, {"now": now, "max_attempts": max_attempts}).fetchone()
+                if first is None:
+                    return []
+                found = db.execute(PG.TASK_BATCH, {"host": first[9], "task_id": first[2],
+                                                   "max_attempts": max_attempts, "now": now, "limit": limit}).fetchall()
+                rows = self._deliverable(db, found)
+                if rows or not found:
+                    break
             until = now + (len(rows) + 1) * call_seconds + 60
-            db.execute(PG.CLAIM, {"owner": owner, "until": until, "seqs": [r[0] for r in rows]})
-        return [_queued(r) for r in rows]
+            db.execute(PG.CLAIM, {"owner": owner, "until": until, "seqs": [r.seq for r in rows]})
+        return rows
 
     def card(self, task_id: str, sink: str, host: str = "") -> Card | None:
         row = self.db.execute(PG.GET_CARD, {"host": host, "task_id": task_id, "sink": sink}).fetchone()
@@ -318,11 +336,6 @@ class SharedOutbox:
         """The snapshot texts of these (host, task id)s."""
         rows = self.db.execute(PG.SNAPSHOTS, {"hosts": [h for h, _ in tasks], "ids": [t for _, t in tasks]})
         return {(h, t): s for h, t, s in rows.fetchall()}
-
-
-def _queued(r: tuple[Any, ...]) -> Queued:
-    return Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5], text=r[6],
-                  data=json.loads(r[7]), attempts=r[8], host=r[9])
 
 
 class Listener:

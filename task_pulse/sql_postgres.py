@@ -190,6 +190,12 @@ class PG:
     RENEW = """
     UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
     """
+    # A row no daemon wrote as it is (see records.queued): never delivered, never claimed again, kept with why.
+    SET_ASIDE = """
+    UPDATE task_pulse.notifications SET delivered_at = %(at)s, delivered_by = 'malformed', last_error = %(error)s,
+        claimed_by = NULL, claim_until = NULL
+    WHERE seq = %(seq)s AND delivered_at IS NULL
+    """
     REARM = """
     UPDATE task_pulse.notifications SET attempts = 0, retry_at = NULL
     WHERE delivered_at IS NULL AND attempts >= %(max_attempts)s AND claimed_by IS NULL

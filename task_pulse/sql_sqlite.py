@@ -277,6 +277,12 @@ class SQL:
     """
     DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
     RENEW = "UPDATE notifications SET claim_until = :until WHERE seq = :seq AND claimed_by = :owner"
+    # A row no daemon wrote as it is (see records.queued): never delivered, never claimed again, kept with why.
+    SET_ASIDE = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = 'malformed', last_error = :error, claimed_by = NULL,
+        claim_until = NULL
+    WHERE seq = :seq AND delivered_at IS NULL
+    """
     # Rows a sink gave up on come back to it once it works again (nobody may be running drain).
     REARM = """
     UPDATE notifications SET attempts = 0, retry_at = NULL

@@ -93,7 +93,7 @@ def test_dry_run_cron_prints_the_cron_command(machine: Machine) -> None:
     proc = machine.run("--channel", "irc", "--target", "#ops", "--dry-run", bus=False)
     assert proc.returncode == 0, proc.stderr
     assert "route: cron (no systemd user manager)" in proc.stdout
-    drain = f'["{BIN / "task-pulse"}", "--dir", "{machine.tasks}", "drain", "--digest"]'
+    drain = f'["{BIN / "task-pulse"}", "--dir", "{machine.tasks}", "drain", "--digest", "--markup", "markdown"]'
     assert (f"would run: {OPENCLAW} cron add --name 'Task pulse' --every 1m --command-argv '{drain}' --announce "
             "--channel irc --to '#ops' --declaration-key task-pulse --json") in proc.stdout
     assert machine.jobs() == [] and not machine.skill.exists()
@@ -109,7 +109,8 @@ def test_cron_route_twice_is_one_job_and_undo_removes_it_all(machine: Machine) -
     assert second.returncode == 0, second.stderr
     assert "already there" in second.stdout and "skill live-task-pulse: ready" in second.stdout
     (job,) = machine.jobs()
-    assert job["payload"]["argv"] == [str(BIN / "task-pulse"), "--dir", str(machine.tasks), "drain", "--digest"]
+    assert job["payload"]["argv"] == [str(BIN / "task-pulse"), "--dir", str(machine.tasks), "drain", "--digest",
+                                      "--markup", "markdown"]
     assert job["delivery"] == {
         "channel": "irc", "to": "#ops"}
     undo = machine.run("--undo", bus=False)

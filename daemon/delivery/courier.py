@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 from task_pulse.card import render_card
 from task_pulse.messages import counted, shown_id
-from task_pulse.records import Card, DeliveryStore, Handoff, Queued
+from task_pulse.outgoing import outgoing
+from task_pulse.records import Card, DeliveryStore, Handoff, Queued, safe_message_id
 from task_pulsed.delivery.pacing import Pacer
 from task_pulsed.delivery.plan import TERMINAL, Call, plan_batch
 from task_pulsed.delivery.results import DeliveryError, Sent
@@ -59,9 +60,17 @@ class Doorbell:
         self.rings = 0
         self.gave_up = threading.Event()
         self.refusal: str | None = None
+        self.malformed = 0  # rows set aside as no daemon writes them (a shared db's), for STATUS
 
     def problem(self, refusal: str | None) -> None:
         self.refusal = refusal
+
+    def set_aside(self, skipped: list[str]) -> None:
+        """Rows the store set aside as malformed: one log line each, counted; the list is emptied."""
+        for line in skipped:
+            log.warning("state database: %s", line)
+        self.malformed += len(skipped)
+        skipped.clear()
 
     def ring(self) -> None:
         with self._cond:
@@ -132,6 +141,7 @@ class Courier(threading.Thread):
     def _round(self, outbox: DeliveryStore) -> None:
         seen = self.bell.rings
         rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
+        self.bell.set_aside(outbox.skipped)
         if not rows:
             free_at = outbox.sink_next_free(self.options.attempts)
             self.bell.wait(seen, None if free_at is None else max(0.0, free_at - time.time()))
@@ -143,6 +153,9 @@ class Courier(threading.Thread):
         """Deliver one task's claimed rows: a send in doubt first, then the calls of their plan, each
         when the chat's pace lets it go. Whatever does not go now is handed back with its reason."""
         task_id, host, sink_id = rows[0].task_id, rows[0].host, self.sink.identity()
+        # As the chat reads it (Markdown escaped for OpenClaw), and a shared db's rows cleaned and masked again.
+        rows = [outgoing(r, self.sink.markup, recheck=bool(r.host), redact_secrets=self.options.redact_secrets)
+                for r in rows]
         doubt = outbox.handoff(task_id, host)
         if doubt is not None:
             rows = self._settle(outbox, doubt, rows)
@@ -151,13 +164,21 @@ class Courier(threading.Thread):
         card = card_text = None
         if self.options.style == "card" and self.sink.can_edit:
             card = outbox.card(task_id, sink_id, host)
+            if card is not None and card.message_id and safe_message_id(card.message_id) is None:
+                # Not an id a chat gives (a shared db's row rewritten into `--config=…`, say): never passed on.
+                log.warning("%s: the card's stored message id is not one a chat gives; a new card is sent",
+                            shown_id(task_id))
+                outbox.drop_card(task_id, host)
+                card = None
             view = outbox.card_view(task_id, host)
             if view is not None:
                 snapshot, stalled_for = view
                 card_text = render_card(snapshot, datetime.now(UTC), self.options.lang,
                                         stalled=stalled_for is not None and not stalled_for.startswith(QUIET),
-                                        redact_secrets=self.options.redact_secrets)
-        plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card)
+                                        redact_secrets=self.options.redact_secrets or bool(host),
+                                        markup=self.sink.markup)
+        plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card,
+                          markup=self.sink.markup)
         outbox.renew([r.seq for r in rows], self.owner, time.time() + (len(plan.calls) + 1) * self.sink.timeout + 60)
         if plan.settled:
             by = f"{self.sink.name}:{'card' if card_text is not None else 'coalesced'}"

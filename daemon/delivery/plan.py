@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from task_pulse.markup import PLAIN
 from task_pulse.messages import digest
 from task_pulse.records import Card, Queued
 
@@ -42,12 +43,13 @@ class Plan:
 
 
 def plan_batch(rows: list[Queued], *, style: str, lang: str, card_text: str | None = None,
-               card: Card | None = None) -> Plan:
+               card: Card | None = None, markup: str = PLAIN) -> Plan:
     """The calls for `rows` (one task's, oldest first).
 
     `card_text` is the card as it should look now, None when the card cannot be used (a stream,
     a sink that cannot edit, a task without a readable snapshot); `card` is the card already sent
-    (an empty message id: the sink gave none, so this run of the task gets new messages).
+    (an empty message id: the sink gave none, so this run of the task gets new messages). `markup`: what the
+    chat makes of text (the rows' texts are rendered for it already, a digest of them is here).
     """
     if style == "stream":
         return Plan([Call("send", r.text, (r,)) for r in rows])
@@ -71,5 +73,5 @@ def plan_batch(rows: list[Queued], *, style: str, lang: str, card_text: str | No
         return Plan([*pings, Call("edit", card_text, others, card=True)])
     if not others or any(r.kind in TERMINAL for r in rows):
         return Plan(pings, settled=others)
-    text = others[0].text if len(others) == 1 else digest([(r.kind, r.data) for r in others], lang)
+    text = others[0].text if len(others) == 1 else digest([(r.kind, r.data) for r in others], lang, markup)
     return Plan([Call("send", text, others), *pings])

@@ -39,7 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 from task_pulse.config import expand_env
+from task_pulse.markup import MARKDOWN, PLAIN
 from task_pulse.messages import clean
+from task_pulse.records import safe_message_id
 from task_pulsed.delivery.pacing import UNPACED, Limits, channel_limits
 from task_pulsed.delivery.processes import ProcessSlots, run_supervised
 from task_pulsed.delivery.results import DeliveryError, Sent
@@ -57,6 +59,7 @@ class Sink(ABC):
     timeout: float
     can_edit: bool
     limits: Limits = UNPACED  # the chat's pace (see pacing.py)
+    markup: str = PLAIN  # what the chat makes of the text: task text is escaped for it (markup.py)
     # Whether a send can end in doubt (written, no answer) and be asked again with its key: the courier
     # then notes each send before it is made (see the `handoffs` table) and asks again through `replay`.
     replays = False
@@ -103,24 +106,19 @@ def message_id_in(reply: Any) -> str | None:
     """The id of the message a chat reply describes, wherever the channel nests it.
 
     `messageId` / `message_id` at any depth (breadth first: the shallowest wins), else a top-level
-    `id`; never the `id` of some nested object (a channel, a user).
+    `id`; never the `id` of some nested object (a channel, a user). Only an id that can be passed on safely
+    (`records.safe_message_id`: never one that reads as an option).
     """
     level = [reply]
     while level:
         for node in level:
             if isinstance(node, dict):
-                found = _id_value(node.get("messageId", node.get("message_id")))
+                found = safe_message_id(node.get("messageId", node.get("message_id")))
                 if found:
                     return found
         level = [v for node in level for v in (node.values() if isinstance(node, dict) else
                                                node if isinstance(node, list) else ())]
-    return _id_value(reply.get("id")) if isinstance(reply, dict) else None
-
-
-def _id_value(value: Any) -> str | None:
-    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
-        return str(value)
-    return None
+    return safe_message_id(reply.get("id")) if isinstance(reply, dict) else None
 
 
 def _json_reply(stdout: bytes) -> Any:
@@ -180,10 +178,10 @@ class ExecSink(Sink):
     name = "exec"
 
     def __init__(self, command: str, timeout: float = 30, edit_command: str | None = None,
-                 slots: ProcessSlots | None = None, limits: Limits = UNPACED) -> None:
+                 slots: ProcessSlots | None = None, limits: Limits = UNPACED, markup: str = PLAIN) -> None:
         self.argv = self._split(command, "--exec")
         self.edit_argv = None if edit_command is None else self._split(edit_command, "--exec-edit")
-        self.timeout, self.slots, self.limits = timeout, slots, limits
+        self.timeout, self.slots, self.limits, self.markup = timeout, slots, limits, markup
         self.can_edit = self.edit_argv is not None
 
     @staticmethod
@@ -211,6 +209,7 @@ class ExecSink(Sink):
 
     def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
         assert self.edit_argv is not None
+        message_id = _passed_on(message_id)
         words = [w.replace("{id}", message_id) for w in self.edit_argv]
         self._run([*words, text] if words != self.edit_argv else [*words, message_id, text], payload, key)
         return Sent(message_id)
@@ -220,6 +219,15 @@ class ExecSink(Sink):
 
     def identity(self) -> str:
         return f"exec:{_digest(shlex.join(self.argv))}"
+
+
+def _passed_on(message_id: str) -> str:
+    """`message_id` as it goes into a command line; a permanent DeliveryError for one that could read as an
+    option there (the courier checks stored ids first: this is the last word)."""
+    if safe_message_id(message_id) is None:
+        raise DeliveryError(f"message id {clean(message_id, 40)!r} is not one a chat gives: not passed to a command",
+                            permanent=True)
+    return message_id
 
 
 def openclaw_destination(destination: str) -> tuple[str, str]:
@@ -246,6 +254,7 @@ class OpenClawCLI(Sink):
     """
 
     name = "openclaw"
+    markup = MARKDOWN  # OpenClaw renders every message it sends as Markdown, on every channel (markup.py)
 
     def __init__(self, destination: str, timeout: float = 60, program: str = "openclaw",
                  slots: ProcessSlots | None = None) -> None:
@@ -284,7 +293,7 @@ class OpenClawCLI(Sink):
         return Sent(message_id_in(reply), route="cli")
 
     def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
-        self._run("edit", "--message-id", message_id, "--message", text)
+        self._run("edit", "--message-id", _passed_on(message_id), "--message", text)
         return Sent(message_id, route="cli")
 
     def describe(self) -> str:
@@ -325,13 +334,13 @@ class WebhookSink(Sink):
     can_edit = True
 
     def __init__(self, url: str, headers: list[str] | None = None, timeout: float = 30,
-                 limits: Limits = UNPACED) -> None:
+                 limits: Limits = UNPACED, markup: str = PLAIN) -> None:
         # `${VAR}` in the URL: a token in it (Telegram's /bot<token>/) stays out of `ps` and unit files.
         url = expand_env(url, "--webhook")
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"--webhook needs an http(s) URL, got {self._redact(url)!r}")
-        self.url, self.timeout, self.limits = url, timeout, limits
+        self.url, self.timeout, self.limits, self.markup = url, timeout, limits, markup
         self.headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "task-pulsed"}
         self.headers.update(parse_header(h) for h in headers or [])
         self._opener = urllib.request.build_opener(_NoRedirects)

@@ -17,6 +17,7 @@ import click
 
 from task_pulse.cli.base import Context, cli, json_option, pass_ctx, state_option
 from task_pulse.errors import BadInput, OperationFailed
+from task_pulse.markup import MARKUPS, PLAIN
 from task_pulse.messages import pick_for_status, status_view
 from task_pulse.model import Task, TaskFormatError, stalled_for
 from task_pulse.store import task_from_file
@@ -213,22 +214,29 @@ def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None
 @cli.command()
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N notifications.")
 @click.option("--digest", is_flag=True, help="One message per task for everything pending (at most 3 lines).")
+@click.option("--markup", type=click.Choice(MARKUPS), default=PLAIN, show_default=True,
+              help="What the chat that gets the output makes of it: markdown escapes Markdown in what tasks say "
+                   "(an OpenClaw cron job posts the output as Markdown).")
 @state_option
 @json_option
 @pass_ctx
-def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) -> None:
+def drain(ctx: Context, limit: int | None, digest: bool, markup: str, state_url: str | None) -> None:
     """Print pending notifications, oldest first, then mark them delivered.
 
     Each message is printed and flushed before it is marked delivered: if the caller dies in
     between, the next drain prints it again (at least once, never lost). Two drains running at
     once never print the same notification. --json prints one object per line with seq, key,
     taskId, taskName, kind, text, createdAt, done, total, step. --digest sums up each task in
-    one message, for a parent that drains only every half hour.
+    one message, for a parent that drains only every half hour; a backlog is taken 500
+    notifications at a time (a task with more pending than that may get one message per 500).
+    Rows of a shared state database are cleaned and masked again, whatever a host put there;
+    one that no daemon writes (its data no JSON object) is skipped, with a line on stderr.
 
     \b
     Examples (a parent agent's heartbeat):
       task-pulse drain
       task-pulse drain --digest --json | while read -r line; do send-to-chat "$line"; done
+      task-pulse drain --digest --markup markdown   # what `openclaw setup --via cron` runs
       task-pulse drain --state postgresql://pulse@db.internal/pulse   # every host's, from any host
     """
     import sqlite3  # only for readers that need it
@@ -239,7 +247,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
         ctx.flags["state_url"] = state_url
     if ctx.settings.state_url is not None:
         with _shared(ctx.settings.state_url) as shared:
-            _drain(ctx, shared, limit, digest)
+            _drain(ctx, shared, limit, digest, markup)
         return
     printed = 0
     try:
@@ -252,7 +260,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
                 outbox.close()
                 raise BadInput(f"the daemon of {ctx.store.root} forwards to the shared state database "
                                f"{forwarded_to}: drain that one (--state URL, or TASK_PULSE_STATE)")
-            printed = _drain(ctx, outbox, limit, digest)
+            printed = _drain(ctx, outbox, limit, digest, markup)
     except sqlite3.Error as exc:  # locked for too long, corrupt, unreadable: one line, not a traceback
         raise OperationFailed(f"state database {ctx.store.pulse_dir / DB_NAME}: {exc}") from None
     _tell_unwatched(ctx, printed)
@@ -274,23 +282,30 @@ def _tell_unwatched(ctx: Context, printed: int) -> None:
     click.echo(f"note: {note}", err=True)
 
 
-def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool) -> int:
-    """Claim, print, mark delivered, in batches of DRAIN_BATCH (a digest needs every row at once):
-    a big backlog streams out in bounded memory, and no claim holds the write lock for long. Returns
+def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool, markup: str) -> int:
+    """Claim, print, mark delivered, in batches of DRAIN_BATCH, digests too: a big backlog streams out in
+    bounded memory (50,000 rows at once took 518 MB), and no claim holds the write lock for long. Returns
     how many messages were printed."""
     import uuid
+
+    from task_pulse.outgoing import outgoing
 
     owner = f"drain:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     left = limit
     printed = 0
     try:
         while left is None or left > 0:
-            size = left if digest else min(DRAIN_BATCH, DRAIN_BATCH if left is None else left)
-            rows = outbox.claim(owner, size, lease_seconds=DRAIN_LEASE_SECONDS)
-            if not rows:
+            size = min(DRAIN_BATCH, DRAIN_BATCH if left is None else left)
+            claimed = outbox.claim(owner, size, lease_seconds=DRAIN_LEASE_SECONDS)
+            for line in outbox.skipped:
+                click.echo(f"note: {line}", err=True)
+            outbox.skipped.clear()
+            if not claimed:
                 return printed
+            rows = [outgoing(r, markup, recheck=bool(r.host)) for r in claimed]
             try:
-                messages = _digests(rows, ctx.flags.get("lang")) if digest else ((r.text, r.to_json()) for r in rows)
+                messages = _digests(rows, ctx.flags.get("lang"), markup) if digest else \
+                    ((r.text, r.to_json()) for r in rows)
                 for text, data in messages:
                     click.echo(json.dumps(data, ensure_ascii=False) if ctx.json_output else f"{text}\n")
                     printed += 1
@@ -299,8 +314,6 @@ def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool)
                 outbox.release([r.seq for r in rows], owner)  # not printed for sure: hand them straight back
                 raise
             outbox.mark_delivered([r.seq for r in rows], owner, by="drain")
-            if digest:
-                return printed
             if left is not None:
                 left -= len(rows)
     finally:
@@ -308,12 +321,13 @@ def _drain(ctx: Context, outbox: DeliveryStore, limit: int | None, digest: bool)
     return printed
 
 
-def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, Any]]]:
+def _digests(rows: list[Queued], lang: str | None, markup: str) -> list[tuple[str, dict[str, Any]]]:
     """(text, --json object) per task, tasks in the order of their oldest pending notification.
 
     A digest speaks the language its notifications were written in (the daemon's), so a cron
     drain without TASK_PULSE_LANG matches the live messages; `--lang` on the command line wins.
     """
+    from task_pulse.config import LANGS
     from task_pulse.messages import digest, shown_id
 
     by_task: dict[tuple[str, str], list[Queued]] = {}
@@ -321,7 +335,8 @@ def _digests(rows: list[Queued], lang: str | None) -> list[tuple[str, dict[str, 
         by_task.setdefault((row.host, row.task_id), []).append(row)
     out = []
     for (_host, task_id), group in by_task.items():
-        text = digest([(r.kind, r.data) for r in group], lang or group[-1].data.get("lang") or "zh")
+        written_in = group[-1].data.get("lang")
+        text = digest([(r.kind, r.data) for r in group], lang or (written_in if written_in in LANGS else "zh"), markup)
         last = group[-1].to_json()
         out.append((text, {**last, "kind": "digest", "text": text, "latestKind": group[-1].kind,
                            "count": len(group), "seqs": [r.seq for r in group], "keys": [r.key for r in group],

@@ -35,8 +35,10 @@ CRON_NAME = "Task pulse"
 
 def drain_argv(tasks_dir: Path) -> list[str]:
     """The cron job's command: this installation's task-pulse by its full path, and the tasks dir (the
-    gateway's PATH, HOME and environment are not yours)."""
-    return [str(service.daemon_executable().with_name("task-pulse")), "--dir", str(tasks_dir), "drain", "--digest"]
+    gateway's PATH, HOME and environment are not yours). OpenClaw posts what it prints as Markdown: task
+    text is escaped for it (markup.py)."""
+    return [str(service.daemon_executable().with_name("task-pulse")), "--dir", str(tasks_dir), "drain", "--digest",
+            "--markup", "markdown"]
 
 RECORD = "~/.config/task-pulse/openclaw-setup.json"  # what setup added, so --undo removes just that
 ROUTES = ("auto", "sink", "cron")

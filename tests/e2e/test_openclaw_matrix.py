@@ -4,6 +4,8 @@ card is sent once and edited in place. Skipped where the parts are missing; test
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -93,3 +95,59 @@ def test_a_task_card_is_sent_once_and_edited_in_a_matrix_room(tmp_path: Path, ta
     assert card_now(events).startswith(f'🎉 "{name}" done [5/5]')
     assert all(n["delivered_at"] and n["delivered_by"] in ("openclaw:cli", "openclaw:card") for n in rows)
     assert "delivering through openclaw CLI (gateway down" in d.log()
+
+
+PHISH = "[Approve the release here](https://evil.example/phish)"
+EXPIRED = "Session expired: [log in again](https://evil.example/login)"
+_LINK = re.compile(r'<a href="([^"]*)"[^>]*>(.*?)</a>', re.S)
+
+
+def hidden_links(formatted: str) -> list[tuple[str, str]]:
+    """(target, label) of every link in a formatted_body whose label is not its own target: a hidden target."""
+    found = []
+    for href, label in _LINK.findall(formatted):
+        target, shown = html.unescape(href), html.unescape(re.sub(r"<[^>]+>", "", label))
+        if shown not in (target, target.removeprefix("mailto:"), target.removeprefix("http://")):
+            found.append((target, shown))
+    return found
+
+
+def test_markdown_in_a_task_reaches_the_room_as_text(tmp_path: Path, tasks_dir: Path, daemons: list[Daemon],
+                                                    synapse: Homeserver) -> None:
+    """A co-user's task whose name, step and error are Markdown links (and a room mention, a spoiler, bold): the
+    real OpenClaw renders every message into `formatted_body`; no link there may hide its target behind a label,
+    and the words show as they were written."""
+    hs = synapse
+    env = e2e_env(OPENCLAW_STATE_DIR=str(matrix_state(tmp_path, hs, gateway_port=free_port())))
+    d = Daemon(tasks_dir, "--openclaw", f"matrix:room:{hs.room_id}", "--openclaw-bin", str(OPENCLAW), "--lang", "en",
+               "--sink-timeout", "120", env=env).start()
+    daemons.append(d)
+    before = {e["event_id"] for e in hs.bot_messages()}
+    store = TaskStore(tasks_dir)
+    task = store.create("Deploy [prod](https://evil.example/prod) @room", [PHISH, "verify ||hidden|| **now**"],
+                        datetime.now(UTC))
+    store.update(task.task_id, lambda t: t.fail(datetime.now(UTC).isoformat(), EXPIRED), datetime.now(UTC))
+
+    def ours() -> list[dict[str, Any]]:
+        time.sleep(0.5)
+        return [e for e in hs.bot_messages() if e["event_id"] not in before]
+
+    def settled() -> list[dict[str, Any]] | None:
+        events = ours()
+        pinged = any(e["content"].get("body", "").startswith("❌") for e in events if not is_edit(e))
+        return events if pinged and all(n["delivered_at"] for n in read_notifications(tasks_dir)) else None
+
+    try:
+        events = wait_for(settled, 240, "the card and the failure ping in the room")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nroom: {[e['content'] for e in ours()]}\ndaemon log:\n{d.log()}") from None
+    contents = [e["content"].get("m.new_content", e["content"]) for e in events]
+    formatted = [c["formatted_body"] for c in contents if c.get("formatted_body")]
+    print(f"\nMarkdown lane: {len(contents)} messages; as OpenClaw rendered them:\n" + "\n---\n".join(formatted))
+    assert formatted, "OpenClaw sent no formatted_body: nothing was rendered as Markdown"
+    for html_body in formatted:
+        assert hidden_links(html_body) == [], html_body
+        assert "data-mx-spoiler" not in html_body and "<strong>" not in html_body, html_body
+    assert not any(c.get("m.mentions", {}).get("room") for c in contents)  # @room rang nobody
+    shown = "\n".join(html.unescape(re.sub(r"<[^>]+>", "", f)) for f in formatted)
+    assert PHISH in shown and EXPIRED in shown and "@room" in shown and "||hidden|| **now**" in shown

@@ -24,8 +24,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from task_pulse.markup import MARKDOWN
 from task_pulse.messages import clean
 from task_pulse.openclaw.gateway import GatewaySettings
+from task_pulse.records import safe_message_id
 from task_pulsed.delivery.gateway.client import GatewayClient, GatewayError, NoReply, NotSent
 from task_pulsed.delivery.pacing import channel_limits
 from task_pulsed.delivery.results import DeliveryError, Sent
@@ -69,6 +71,7 @@ class OpenClawSink(Sink):
     """The gateway route with the CLI behind it (either may be absent: `--openclaw-gateway none`, no CLI)."""
 
     name = "openclaw"
+    markup = MARKDOWN  # the gateway renders as the CLI does (markup.py)
 
     def __init__(self, destination: str, *, endpoint: GatewaySettings | None, cli: OpenClawCLI | None,
                  timeout: float = 60, on_route: Callable[[str], None] | None = None) -> None:
@@ -174,12 +177,14 @@ class OpenClawSink(Sink):
                          self.channel, clean(exc.message, 200))
                 return Sent(handed_over=True, route="gateway queue")
             raise refused(exc, "send") from None
-        message_id = reply.get("messageId") if isinstance(reply, dict) else None
-        return Sent(str(message_id) if message_id else None, route="gateway")
+        message_id = safe_message_id(reply.get("messageId")) if isinstance(reply, dict) else None
+        return Sent(message_id, route="gateway")
 
     def edit(self, message_id: str, text: str, payload: dict[str, Any], key: str) -> Sent:
         if self.client is None:
             return self._no_gateway("no gateway").edit(message_id, text, payload, key)
+        if safe_message_id(message_id) is None:
+            raise DeliveryError(f"message id {clean(message_id, 40)!r} is not one a chat gives", permanent=True)
         try:
             self._call("message.action", {"channel": self.channel, "action": "edit",
                                           "conversationReadOrigin": "direct-operator",
