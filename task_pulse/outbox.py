@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from task_pulse.model import Task, TaskFormatError, parse_time
+from task_pulse.privatedir import UnsafeDir
 from task_pulse.records import Card, Handoff, Malformed, Notification, Overview, Queued, Seen, queued, utc_stamp
 from task_pulse.sql_sqlite import MIGRATIONS, SCHEMA_VERSION, SQL
 from task_pulse.store import TaskStore, task_from_file
@@ -71,10 +72,27 @@ class Outbox:
         elif not self.path.exists():
             raise FileNotFoundError(self.path)
         self.db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=True)
+        self._check_opened()
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._init_schema()
+
+    def _check_opened(self) -> None:
+        """The file SQLite opened is the one at our path. Given `.pulse`'s handle (/proc/self/fd/N/state.db),
+        SQLite reads the link and opens the name it gets (seen with strace): a `.pulse` moved in between
+        would give it another file. UnsafeDir then, and nothing read from it."""
+        if not str(self.path).startswith("/proc/self/fd/"):
+            return
+        opened = self.db.execute("PRAGMA database_list").fetchone()[2]
+        try:
+            same = os.path.samestat(os.stat(opened), os.stat(self.path))
+        except OSError:
+            same = False
+        if not same:
+            self.db.close()
+            raise UnsafeDir(f"{opened} is not the state database task-pulse checked (its directory was moved while it "
+                            "was being opened): check who else can write the tasks dir")
 
     @classmethod
     def for_store(cls, store: TaskStore, *, create: bool = True, busy_timeout: float = 30.0) -> Outbox:

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
 from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_task, parse_time
 from task_pulse.privatedir import NAME as PULSE_DIR
-from task_pulse.privatedir import check_private_dir
+from task_pulse.privatedir import check_private_dir, handle_path
 
 # A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
@@ -159,7 +159,7 @@ class TaskStore:
         self._root = os.fspath(root)
         self.lock_timeout = lock_timeout
         self._pulse = os.path.join(self._root, PULSE_DIR)
-        self._pulse_checked = False  # `.pulse/` is there and passed privatedir's checks
+        self._pulse_fd: int | None = None  # the handle of `.pulse/` once it passed privatedir's checks
         self.created_root = False  # this store made the tasks dir (a writer says so: a mistyped --dir?)
         # What `watching_daemon` found in the daemon lock (when it was last written, and the pid in it): it
         # changes whenever a daemon starts or stops, so an absence can be told once.
@@ -193,26 +193,28 @@ class TaskStore:
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
         there (UnsafeDir when it is not ours alone)."""
-        if not self._pulse_checked:
+        if self._pulse_fd is None:
             if not os.path.isdir(self._root):
                 os.makedirs(self._root, exist_ok=True)
                 self.created_root = True
-            self._pulse_checked = check_private_dir(self._root, create=True)
+            self._pulse_fd = check_private_dir(self._root, create=True)
 
     def private_path(self, name: str, *, create: bool = False, recheck: bool = False) -> str | None:
-        """The path of `name` in `.pulse/`, once `.pulse/` passed its checks (see privatedir.py), at
-        the store's first use or, with `recheck`, now (a long-lived process opening the db again).
-        None when `.pulse/` is absent and not to be created; UnsafeDir when it is not ours alone."""
+        """The path of `name` in `.pulse/` through its handle (`/proc/self/fd/N/name`), once `.pulse/` passed
+        its checks (see privatedir.py), at the store's first use or, with `recheck`, now (a long-lived
+        process opening the db again). None when `.pulse/` is absent and not to be created; UnsafeDir when
+        it is not ours alone."""
         if recheck:
-            self._pulse_checked = False
-        if not self._pulse_checked:
+            self._pulse_fd = None
+        if self._pulse_fd is None:
             if create:
                 self.ensure_dirs()
             else:
-                self._pulse_checked = check_private_dir(self._root, create=False)
-                if not self._pulse_checked:
+                self._pulse_fd = check_private_dir(self._root, create=False)
+                if self._pulse_fd is None:
                     return None
-        return os.path.join(self._pulse, name)
+        assert self._pulse_fd is not None
+        return handle_path(self._pulse_fd, name)
 
     def daemon_running(self) -> bool:
         """Whether a task-pulsed watches this dir now (see `watching_daemon`)."""
@@ -396,10 +398,11 @@ class TaskStore:
         Waits at most `timeout` seconds (default: the store's `lock_timeout`; 0: not at all), then
         raises `TaskLocked`.
         """
-        self.ensure_dirs()
         name = f"{check_task_id(task_id)}.lock"
-        return FileLock(os.path.join(self._pulse, "locks", name), f"task '{task_id}'",
-                        self.lock_timeout if timeout is None else timeout)
+        path = self.private_path(f"locks/{name}", create=True)
+        assert path is not None
+        return FileLock(path, f"task '{task_id}'", self.lock_timeout if timeout is None else timeout,
+                        shown=os.path.join(self._pulse, "locks", name))
 
     def sweep_locks(self) -> int:
         """Remove lock files of tasks whose file is gone (deleted by hand, cleaned up). Returns how many.
@@ -441,9 +444,10 @@ class TaskStore:
     def _write(self, task: Task, *, exclusive: bool) -> None:
         """Write `task` atomically. `exclusive`: fail with FileExistsError if the file exists."""
         final = self.path_for(task.task_id)
-        # Under locked(), so `.pulse` is checked. Temp files live outside the watched dir: an atomic write
-        # raises a single inotify event there (the rename's arrival), not a create + close pair to skip.
-        tmp = os.path.join(self._pulse, "tmp", f"{task.task_id}{_SUFFIX}.tmp")
+        # Under locked(), so `.pulse` is checked (and held). Temp files live outside the watched dir: an atomic
+        # write raises a single inotify event there (the rename's arrival), not a create + close pair to skip.
+        tmp = self.private_path(f"tmp/{task.task_id}{_SUFFIX}.tmp")
+        assert tmp is not None
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
         if len(data) > MAX_FILE_BYTES:  # no reader would take it: refuse it here, with the file as it was
             raise BadInput(f"task '{task.task_id}' would be {len(data):,} bytes, over the {MAX_FILE_BYTES:,}-byte "
@@ -542,7 +546,7 @@ class TaskStore:
                 if not finished_before(current, cutoff):
                     return False
                 _unlink_if_there(self.path_for(task_id))
-                _unlink_if_there(os.path.join(self._pulse, "locks", f"{task_id}.lock"))
+                _unlink_if_there(self.private_path(f"locks/{task_id}.lock") or "")
                 return True
         except TaskLocked:
             return False
@@ -567,8 +571,9 @@ class FileLock:
     contextlib is not worth its import on a writer's path). `what` names what it guards, for the
     error: "task 'x'". A task's lock (`TaskStore.locked`), or any other lock file in `.pulse/`."""
 
-    def __init__(self, path: str, what: str, timeout: float) -> None:
+    def __init__(self, path: str, what: str, timeout: float, shown: str | None = None) -> None:
         self.path, self.what, self.timeout = path, what, timeout
+        self.shown = shown or path  # the path as a person finds it (`path` may go through a directory's handle)
         self.fd = -1
 
     def _take(self, fd: int) -> None:
@@ -581,8 +586,8 @@ class FileLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise TaskLocked(f"{self.what} is locked by another process for more than "
-                                     f"{self.timeout:g} s ({self.path}); try again, or find the holder with "
-                                     f"`fuser {self.path}`") from None
+                                     f"{self.timeout:g} s ({self.shown}); try again, or find the holder with "
+                                     f"`fuser {self.shown}`") from None
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, 0.05)
 

@@ -1,7 +1,8 @@
 """Two real accounts sharing a tasks dir: `tp-victim-N` runs task-pulse, `tp-mallory-N` (same group)
-tries to get into its state. Making accounts changes the machine, so these run only when asked:
-TASK_PULSE_TEST_ACCOUNTS=1 (.ci/run sets it), as root, with an interpreter both accounts can run (a
-venv on the system Python, or one under a readable path); else they skip and say why.
+tries to get into its state, or to pass her tasks off as the victim's. Making accounts changes the
+machine, so these run only when asked: TASK_PULSE_TEST_ACCOUNTS=1 (.ci/run sets it), as root, with an
+interpreter both accounts can run (a venv on the system Python, or one under a readable path); else
+they skip and say why.
 
 The accounts and their group are named after this run (N: its pid), so runs side by side never share
 them, and are removed when the module is done.
@@ -29,6 +30,7 @@ from tests.conftest import Daemon, clean_env, wait_for
 
 _RUN = os.getpid()
 GROUP, VICTIM, MALLORY = f"tp-share-{_RUN}", f"tp-victim-{_RUN}", f"tp-mallory-{_RUN}"
+ALIAS = f"tp-alias-{_RUN}"  # a second name for the victim's own group id (groupadd -o), made by one test
 ASKED = os.environ.get("TASK_PULSE_TEST_ACCOUNTS") == "1"
 # Runs a console script's main with this test run's site-packages (and so its editable install).
 _BOOT = ("import site, sys; site.addsitedir(sys.argv.pop(1)); name = sys.argv.pop(1); sys.argv[0] = name; "
@@ -124,6 +126,7 @@ def accounts(base: Path) -> Iterator[dict[str, Account]]:
         for name in (VICTIM, MALLORY):
             _remove(["userdel", name], _exists(pwd.getpwnam, name))
             _remove(["groupdel", name], _exists(grp.getgrnam, name))  # the user's own group, if userdel left it
+        _remove(["groupdel", "--force", ALIAS], _exists(grp.getgrnam, ALIAS))  # its gid is the victim's primary
         _remove(["groupdel", GROUP], _exists(grp.getgrnam, GROUP))
 
 
@@ -313,3 +316,85 @@ def test_a_pulse_dir_swapped_under_a_running_daemon_is_not_used(
             db.close()
     wait_for(announced, 30, "her task announced into the victim's own (moved) state db")
     assert sorted(p.name for p in (share / ".pulse").iterdir()) == []  # nothing of the victim's went into hers
+
+
+# -- sharing the mode bits do not show (privatedir.py) ----------------------------------------------------
+
+
+@pytest.fixture
+def private_dir(base: Path, accounts: dict[str, Account]) -> Iterator[Path]:
+    """A tasks dir of the victim's, 0770 with the victim's private group: private by its mode bits."""
+    victim = accounts[VICTIM]
+    path = base / f"own-{time.monotonic_ns()}"
+    path.mkdir()
+    os.chown(path, victim.uid, victim.gid)
+    path.chmod(0o770)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def refused_for_the_victim(tasks: Path, victim: Account, *words: str) -> None:
+    one_error_line(victim.run("task-pulse", "--dir", str(tasks), "create", "deploy", "push"), *words)
+    one_error_line(victim.run("task-pulse", "--dir", str(tasks), "drain"), *words)
+    daemon_refuses(tasks, victim, *words)
+
+
+def test_an_acl_for_mallory_is_sharing(private_dir: Path, accounts: dict[str, Account]) -> None:
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    assert victim.run("task-pulse", "--dir", str(private_dir), "create", "before", "a").returncode == 0
+    if not shutil.which("setfacl"):
+        pytest.skip("needs setfacl (Debian's acl package; .ci/run installs it)")
+    subprocess.run(["setfacl", "-m", f"u:{MALLORY}:rwx", str(private_dir)], check=True)
+    assert private_dir.stat().st_mode & 0o7777 == 0o770  # the mode bits still say private
+    refused_for_the_victim(private_dir, victim, f"user {MALLORY} (an ACL", "chmod +t")
+    # What the ACL gave her: renaming the victim's `.pulse` (what the check now refuses to work beside).
+    moved = mallory.python_code("import os, sys; os.rename(sys.argv[1], sys.argv[1] + '-old')",
+                                str(private_dir / ".pulse"))
+    assert moved.returncode == 0, moved.stderr
+
+
+def test_a_second_name_for_the_victims_group_id_is_sharing(private_dir: Path, accounts: dict[str, Account]) -> None:
+    """`groupadd -o -g GID`: mallory holds the victim's private group under another name."""
+    victim = accounts[VICTIM]
+    _ensure(["groupadd", "-o", "-g", str(victim.gid), ALIAS], _exists(grp.getgrnam, ALIAS))
+    try:
+        _ensure(["gpasswd", "-a", MALLORY, ALIAS], lambda: MALLORY in grp.getgrnam(ALIAS).gr_mem)
+        refused_for_the_victim(private_dir, victim, "writable by group", MALLORY, "chmod +t")
+    finally:
+        _remove(["groupdel", "--force", ALIAS], _exists(grp.getgrnam, ALIAS))
+    assert victim.run("task-pulse", "--dir", str(private_dir), "create", "after", "a").returncode == 0
+
+
+def test_a_directory_above_that_mallory_can_write_is_sharing(base: Path, accounts: dict[str, Account]) -> None:
+    """She could rename the whole tasks dir (the victim's, private) and put one of hers in its place."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    above = base / f"above-{time.monotonic_ns()}"
+    above.mkdir()
+    os.chown(above, victim.uid, victim.share_gid)
+    above.chmod(0o2770)
+    tasks = above / "tasks"
+    tasks.mkdir()
+    os.chown(tasks, victim.uid, victim.gid)
+    tasks.chmod(0o700)
+    try:
+        refused_for_the_victim(tasks, victim, f"{above} is writable by group {GROUP}", "could move")
+        swapped = mallory.python_code("import os, sys; os.rename(sys.argv[1], sys.argv[1] + '-old'); "
+                                      "os.mkdir(sys.argv[1])", str(tasks))
+        assert swapped.returncode == 0, swapped.stderr  # what the refusal is about
+        above.chmod(0o3770)  # sticky: she can no longer move the victim's tasks dir
+        (above / "tasks").rmdir()
+        os.rename(above / "tasks-old", tasks)
+        assert victim.run("task-pulse", "--dir", str(tasks), "create", "after", "a").returncode == 0
+    finally:
+        shutil.rmtree(above, ignore_errors=True)
+
+
+def test_a_foreign_pulse_of_any_mode_is_exit_2_naming_its_owner(share: Path, accounts: dict[str, Account]) -> None:
+    """Mode 0700: the victim cannot even read it. Refused with its owner and the fix, exit 2 (systemd does not
+    restart into it), never exit 1 with a permission error."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o3770)
+    made = mallory.python_code("import os, sys; os.mkdir(sys.argv[1], 0o700)", str(share / ".pulse"))
+    assert made.returncode == 0, made.stderr
+    words = (f"belongs to uid {mallory.uid} ({MALLORY})", f"have {MALLORY} or root remove it", "rm -r")
+    refused_for_the_victim(share, victim, *words)

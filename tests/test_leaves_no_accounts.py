@@ -39,7 +39,7 @@ def _made_for(pid: int) -> list[str]:
             names.append(name)
         except KeyError:
             pass
-    for name in (f"tp-share-{pid}", f"tp-victim-{pid}", f"tp-mallory-{pid}"):
+    for name in (f"tp-share-{pid}", f"tp-victim-{pid}", f"tp-mallory-{pid}", f"tp-alias-{pid}"):
         try:
             grp.getgrnam(name)
             names.append(f"group {name}")

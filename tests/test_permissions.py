@@ -150,3 +150,102 @@ def test_a_pulse_entry_that_is_not_a_directory_of_ours_is_refused(tasks_dir: Pat
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert ("not a directory" if planted == "a file" else "is a symlink") in proc.stderr
     assert list(elsewhere.iterdir()) == [] and not list(tasks_dir.glob("*.json"))
+
+
+# -- sharing that does not show in the mode bits (privatedir.py) ------------------------------------------
+
+
+def refused_everywhere(tasks_dir: Path, *words: str) -> None:
+    """Every command that opens `.pulse` refuses, with one line naming the sharing, exit 2; the daemon too."""
+    for verb in (["create", "x", "a"], ["drain"]):
+        proc = run_tp(tasks_dir, *verb, check=False)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+        assert all(w in proc.stderr for w in words), proc.stderr
+    daemon = run_daemon_once(tasks_dir)
+    assert daemon.returncode == 2 and all(w in daemon.stderr for w in words), daemon.stderr
+
+
+@pytest.fixture
+def setfacl() -> str:
+    import shutil
+
+    found = shutil.which("setfacl")
+    if found is None:
+        pytest.skip("needs setfacl (Debian's acl package; .ci/run installs it)")
+    return found
+
+
+def test_an_acl_that_lets_another_user_write_is_sharing(tasks_dir: Path, setfacl: str) -> None:
+    """`setfacl -m u:nobody:rwx` leaves the mode 0770 with a private group: the mode bits say private."""
+    os.chmod(tasks_dir, 0o770)
+    subprocess.run([setfacl, "-m", "u:nobody:rwx", str(tasks_dir)], check=True)
+    assert mode(tasks_dir) == 0o770
+    refused_everywhere(tasks_dir, "user nobody (an ACL", "chmod +t")
+    os.chmod(tasks_dir, 0o1770)  # sticky: she may add tasks, not move `.pulse`
+    assert run_tp(tasks_dir, "create", "x", "a").returncode == 0
+
+
+def test_an_acl_on_pulse_itself_is_refused_or_taken_away(tasks_dir: Path, setfacl: str) -> None:
+    """One that lets another user write is refused (what is in `.pulse` may be theirs); one that lets them read
+    is taken away, as read bits in its mode are."""
+    run_tp(tasks_dir, "create", "x", "a")
+    pulse = tasks_dir / ".pulse"
+    subprocess.run([setfacl, "-m", "u:nobody:rwx", str(pulse)], check=True)
+    refused_everywhere(tasks_dir, f"{pulse} is writable by user nobody (an ACL", "setfacl -b")
+    subprocess.run([setfacl, "-m", "u:nobody:r-x", str(pulse)], check=True)
+    run_tp(tasks_dir, "create", "y", "a")
+    assert mode(pulse) == 0o700
+    acl = subprocess.run(["getfacl", "-c", str(pulse)], capture_output=True, text=True).stdout
+    assert "nobody" not in acl, acl
+
+
+@pytest.mark.parametrize("parent_mode", [0o777, 0o770])
+def test_a_directory_above_the_tasks_dir_that_others_can_write_is_sharing(tmp_path: Path, parent_mode: int,
+                                                                          setfacl: str) -> None:
+    """Whoever can write the directory above may rename the tasks dir itself and put another in its place."""
+    parent = tmp_path / "shared"
+    tasks = parent / "tasks"
+    tasks.mkdir(parents=True)
+    os.chmod(parent, parent_mode)
+    if parent_mode == 0o770:  # group: root's, held by nobody else here; an ACL gives it to nobody
+        subprocess.run([setfacl, "-m", "u:nobody:rwx", str(parent)], check=True)
+    refused_everywhere(tasks, f"{parent} is writable by", "could move")
+    os.chmod(parent, 0o1777 if parent_mode == 0o777 else 0o1770)  # sticky, and the tasks dir is ours
+    assert run_tp(tasks, "create", "x", "a").returncode == 0
+
+
+def test_a_directory_above_owned_by_another_user_is_sharing(tmp_path: Path) -> None:
+    parent = tmp_path / "someone-elses"
+    tasks = parent / "tasks"
+    tasks.mkdir(parents=True)
+    os.chown(parent, 65534, 65534)  # nobody's
+    refused_everywhere(tasks, f"{parent} belongs to uid 65534", "use a tasks dir outside")
+
+
+def test_the_state_db_is_opened_through_the_checked_handle(tasks_dir: Path) -> None:
+    """`.pulse` moved away after it was checked, another put in its place: what the process opens is the one it
+    checked (by name, it would have opened the other)."""
+    from task_pulse.outbox import Outbox
+    from task_pulse.store import TaskStore
+
+    run_tp(tasks_dir, "create", "mine", "a")
+    Outbox.for_store(TaskStore(tasks_dir)).close()
+    store = TaskStore(tasks_dir)
+    store.ensure_dirs()
+    os.rename(tasks_dir / ".pulse", tasks_dir / ".pulse-moved")
+    planted = tasks_dir / ".pulse"
+    planted.mkdir(mode=0o700)
+    import sqlite3
+
+    sqlite3.connect(planted / "state.db").executescript("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT);"
+                                                        "INSERT INTO meta VALUES ('schema_version', '999');")
+    path = store.private_path("state.db")
+    assert path is not None
+    outbox = Outbox(Path(path), create=False)  # schema 999 would be refused: it is the checked db that opens
+    try:
+        assert outbox.db.execute("PRAGMA database_list").fetchone()[2] == str(tasks_dir / ".pulse-moved" / "state.db")
+    finally:
+        outbox.close()
+    with store.locked("mine"):
+        assert (tasks_dir / ".pulse-moved" / "locks" / "mine.lock").exists()
+    assert not (planted / "locks").exists()
