@@ -24,7 +24,7 @@ from task_pulsed.delivery.pacing import parse_pace
 from task_pulsed.delivery.plan import STYLES
 from task_pulsed.delivery.processes import ProcessSlots
 from task_pulsed.delivery.sinks import ExecSink, OpenClawCLI, Sink, WebhookSink
-from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
+from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW, NEWS_BURST, NEWS_WINDOW
 from task_pulsed.tracker import Policy
 
 
@@ -60,6 +60,11 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--flood-window", type=FiniteRange(min=1), default=INVALID_WINDOW, show_default=True, metavar="SECONDS",
               help=f"Unreadable task files: the first {INVALID_BURST} in a window of this long are told one by one, "
                    "the rest in one message when it ends.")
+@click.option("--news-burst", type=click.IntRange(min=1), default=NEWS_BURST, show_default=True, metavar="N",
+              help="New tasks (each a new card), and stall alarms, told one by one per --news-window; past that, one "
+                   "summary when the window ends, and a task that started past it is told in summaries to its end.")
+@click.option("--news-window", type=FiniteRange(min=1), default=NEWS_WINDOW, show_default=True, metavar="SECONDS",
+              help="The window of --news-burst.")
 @click.option("--openclaw", "openclaw_to", metavar="CHANNEL:TARGET",
               help="Deliver to CHANNEL:TARGET (e.g. telegram:123456789, irc:#ops) through the running OpenClaw "
                    "gateway, the openclaw CLI for what the gateway never got.")
@@ -118,7 +123,7 @@ def setup_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
         progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
-        flood_window: float,
+        flood_window: float, news_burst: int, news_window: float,
         openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
         exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], markup: str | None, style: str,
         sink_concurrency: int,
@@ -188,7 +193,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                 sys.exit(2)
         return
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
-                    lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window)
+                    lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window,
+                    news_burst=news_burst, news_window=news_window)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
                                keep_days=settings.keep_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,

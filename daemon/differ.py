@@ -18,6 +18,7 @@ from task_pulse.messages import (
     chat_text,
     format_duration,
     format_percent,
+    news_counts,
     plan_of,
     render,
     shown_id,
@@ -25,7 +26,7 @@ from task_pulse.messages import (
     word,
 )
 from task_pulse.model import Step, Task, parse_time
-from task_pulse.records import Notification
+from task_pulse.records import Notification, Queued
 
 
 def notification_key(task_id: str, kind: str, *facts: object) -> str:
@@ -254,4 +255,22 @@ def invalid_summary(files: list[str], window_id: str, burst: int, window_seconds
     note = make_notification(UNREADABLE_SUMMARY_ID, "", "invalid", (window_id,), {"file": summary, "reason": reason},
                              lang, redact_secrets)
     note.data["files"] = [chat_text(f, FIELD_CAP, redact_secrets) for f in sorted(files)[:100]]
+    return note
+
+
+# Where a flood summary of new tasks and stall alarms is queued: a dotted id is never a task's.
+NEWS_SUMMARY_ID = ".flooded"
+
+
+def news_summary(held: list[Queued], window_id: str, window_seconds: float, lang: str = "zh",
+                 redact_secrets: bool = True) -> Notification:
+    """One message for what a flood window held (the worker's `NewsFlood`): how many tasks, their names, what
+    happened to them."""
+    names = list(dict.fromkeys(n.task_name for n in held))
+    more = f" … (+{len(names) - _NAMES_SHOWN})" if len(names) > _NAMES_SHOWN else ""
+    shown = ", ".join(names[:_NAMES_SHOWN]) + more
+    note = make_notification(NEWS_SUMMARY_ID, "", "summary", (window_id,),
+                             {"count": len(names), "window": format_duration(window_seconds, lang), "names": shown,
+                              "what": news_counts((n.kind for n in held), lang)}, lang, redact_secrets)
+    note.data["tasks"] = [chat_text(n, FIELD_CAP, redact_secrets) for n in names[:100]]
     return note

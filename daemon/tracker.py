@@ -24,7 +24,7 @@ from task_pulse.messages import format_duration, step_label
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.records import Notification, Seen
 from task_pulsed.differ import diff_tasks, make_notification, run_key
-from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW
+from task_pulsed.flood import INVALID_BURST, INVALID_WINDOW, NEWS_BURST, NEWS_WINDOW
 
 # `Seen.stalled_for` of a stall adopted silently on the first start: never announced, so its end
 # is not announced either.
@@ -49,6 +49,8 @@ class Policy:
     redact_secrets: bool = True
     invalid_burst: int = INVALID_BURST  # unreadable files told one by one per window, then summed up
     invalid_window: float = INVALID_WINDOW
+    news_burst: int = NEWS_BURST  # new tasks, and stall alarms, told one by one per window, then summed up
+    news_window: float = NEWS_WINDOW
 
 
 @dataclass
@@ -107,6 +109,7 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
     seen = Seen(task.task_id, task, run=diff.run)
     if old is not None:
         seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held
+        seen.quiet_run = old.quiet_run
     out: list[Notification] = []
 
     if seen.stalled_for is not None and task.updated_at != _episode(seen.stalled_for):

@@ -20,10 +20,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from task_pulse.messages import counted, shown_id
-from task_pulse.model import TaskFormatError
+from task_pulse.model import Task, TaskFormatError
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.records import Notification, Seen
+from task_pulse.snapshot import compact, owned
 from task_pulse.store import (
+    HardLinked,
+    NotRemovable,
     TaskStore,
     expiry_cutoff,
     file_signature,
@@ -31,11 +34,11 @@ from task_pulse.store import (
     read_task_file,
     task_from_file,
 )
-from task_pulsed.differ import invalid_notification, invalid_summary
-from task_pulsed.flood import InvalidFlood
+from task_pulsed.differ import invalid_notification, invalid_summary, news_summary
+from task_pulsed.flood import InvalidFlood, NewsFlood
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track
 from task_pulsed.watcher import OPEN_WRITE_GRACE, OpenWrites
-from task_pulsed.workqueue import ADOPT, CLEANUP, IDLE, RESCAN, UNREADABLE_SUMMARY, WorkQueue
+from task_pulsed.workqueue import ADOPT, CLEANUP, IDLE, NEWS_SUMMARY, RESCAN, UNREADABLE_SUMMARY, WorkQueue
 
 if TYPE_CHECKING:
     from task_pulsed.checkpointer import Checkpointer
@@ -67,6 +70,12 @@ GROUP_SECONDS = 0.005
 # Files a first start stored unread that the background pass adopts per work item (one transaction):
 # small enough that a change waiting behind it waits a few ms.
 ADOPT_BATCH = 100
+# A co-user's tasks whose files are gone are kept (a file put back is no news) within this many bytes of theirs:
+# past it the oldest are forgotten (writing and deleting big files must not fill the user's disk).
+OWNER_GONE_BYTES = 4 * 1024 * 1024
+# Held news stays claimed this long after its window should have been summed up (a summary a stop cut short is
+# made at the next start; a drain after that takes the rows one by one).
+HELD_GRACE = 3600.0
 _ALONE = (RESCAN, CLEANUP, ADOPT)  # never part of a group commit (see `Worker._handle_group`)
 
 
@@ -92,6 +101,8 @@ class Worker(threading.Thread):
         self.store, self.queue, self.timers, self.options = store, queue, timers, options
         self.policy = options.policy
         self.flood = InvalidFlood(self.policy.invalid_burst, self.policy.invalid_window)
+        self.news = NewsFlood(self.policy.news_burst, self.policy.news_window)
+        self._refused: dict[str, str] = {}  # task id -> why cleanup may not remove its file (told once, not retried)
         # Called from this thread's loop with fresh stats at least every `heartbeat_every` seconds:
         # the systemd watchdog ping, so that a worker stuck anywhere stops the pings.
         self.heartbeat, self.heartbeat_every = heartbeat, heartbeat_every
@@ -207,6 +218,8 @@ class Worker(threading.Thread):
         self._refresh_stats()
         if self.outbox.unadopted(1):
             self.queue.put(ADOPT)  # after READY, between changes (a first start, or one cut short)
+        for window_id in self.outbox.held_windows():  # a flood window whose summary a stop cut short
+            self.queue.put((NEWS_SUMMARY[0], window_id))
 
     def _patiently(self, work: Callable[[], None]) -> bool:
         """Run `work`, again and again while the state db is busy (another process holds its write
@@ -264,6 +277,8 @@ class Worker(threading.Thread):
             self._adopt_some()
         elif item == UNREADABLE_SUMMARY:
             self._summarize_unreadable()
+        elif isinstance(item, tuple) and item[0] == NEWS_SUMMARY[0]:
+            self._summarize_news(item[1])
         elif isinstance(item, tuple) and item[0] == "misnamed":
             self._misnamed(item[1])
         elif isinstance(item, tuple) and item[0] == "file":
@@ -344,9 +359,11 @@ class Worker(threading.Thread):
             except (TaskFormatError, UnicodeDecodeError):
                 self.process(task_id, adopt=True)
                 continue
-            if len(data) > HEAVY_BYTES:
+            if len(data) > HEAVY_BYTES:  # read now, kept compact: never a big file's text until it is adopted
                 self.queue.mark_heavy(("file", task_id), True)
-            rows.append((task_id, text, file_signature(st), hashlib.sha1(data).hexdigest()))
+                self.process(task_id, adopt=True)
+                continue
+            rows.append((task_id, text, file_signature(st), hashlib.sha1(data).hexdigest(), st.st_uid))
         self.outbox.store_unread(rows, at)
 
     def _adopt_some(self) -> None:
@@ -376,8 +393,9 @@ class Worker(threading.Thread):
             return None
         if seen is None or seen.adopt_at is None:
             return seen
-        adopted = track(None, seen.snapshot, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True).seen
-        adopted.file_sig, adopted.digest, adopted.text = seen.file_sig, seen.digest, seen.text
+        kept = self._as_kept(seen.snapshot, seen.owner)
+        adopted = track(None, kept, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True).seen
+        adopted.file_sig, adopted.digest, adopted.owner = seen.file_sig, seen.digest, seen.owner
         self.outbox.adopted(adopted)
         self._set_timers(adopted)
         return adopted
@@ -401,6 +419,14 @@ class Worker(threading.Thread):
                 self.outbox.mark_gone(task_id, time.time())
                 self._stop_timers(task_id)
                 log.info("%s: file removed", shown_id(task_id))
+                if seen.owner is not None and seen.owner != os.geteuid():
+                    self.outbox.trim_gone(seen.owner, OWNER_GONE_BYTES)
+            return
+        except HardLinked as exc:
+            if attempt == 0:  # a writer's create links its temp file in, then unlinks it: look again
+                self.queue.put(("file", task_id), attempt=1, delay=SETTLE_SECONDS)
+            else:
+                self._invalid(task_id, seen, str(exc), None)
             return
         except TaskFormatError as exc:
             self._invalid(task_id, seen, str(exc), None)
@@ -424,8 +450,9 @@ class Worker(threading.Thread):
             return
         self.open_writes.read_whole(task_id, read_started)
         try:
+            task = self._as_kept(task, st.st_uid)
             update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
-            update.seen.file_sig, update.seen.digest, update.seen.text = sig, digest, data.decode("utf-8")
+            update.seen.file_sig, update.seen.digest, update.seen.owner = sig, digest, st.st_uid
             self._apply(update)
         except sqlite3.Error:
             raise  # the database, not this file
@@ -443,10 +470,18 @@ class Worker(threading.Thread):
         cutoff = expiry_cutoff(datetime.now(UTC), self.options.keep_days)
         removed = []
         for task_id in self.outbox.ended_before(cutoff.timestamp()):
+            if task_id in self._refused:
+                continue  # told once: its file is not ours to remove (a co-user's, in a sticky dir)
             # Never wait for a task's lock here: whoever holds it would stop every other task (next round).
             # A file already gone was removed by an earlier try that the busy db cut short.
-            if self.store.remove_if_expired(task_id, cutoff, lock_timeout=0) or \
-                    not os.path.lexists(self.store.path_for(task_id)):
+            try:
+                gone = self.store.remove_if_expired(task_id, cutoff, lock_timeout=0) or \
+                    not os.path.lexists(self.store.path_for(task_id))
+            except NotRemovable as exc:
+                self._refused[task_id] = str(exc)
+                log.info("cleanup: %s: %s; left as it is", shown_id(task_id), exc)
+                continue
+            if gone:
                 self.outbox.record(task_id, None, [])  # removed for good: nothing to keep for a return
                 self._stop_timers(task_id)
                 removed.append(task_id)
@@ -515,11 +550,50 @@ class Worker(threading.Thread):
                 self.flood.close()
 
     def _apply(self, update: Update) -> None:
-        """Record the update in one transaction, then move the task's timers to where it says."""
+        """Record the update in one transaction, then move the task's timers to where it says. News past the
+        flood limit (see NewsFlood) is held for the window's summary: every notification of a run whose start
+        was held, and stall alarms past the window's count."""
         assert self.outbox is not None
-        seen = update.seen
-        self._log_new(self.outbox.record(seen.task_id, seen, update.notifications), update.notifications)
+        seen, told, held = update.seen, update.notifications, []
+        now = time.monotonic()
+        starts = any(n.kind == "started" for n in told)  # a new run: a new card, or its news in summaries only
+        if starts:
+            seen.quiet_run = None if self.news.may_tell("task", now) else seen.run
+        if seen.quiet_run is not None and seen.quiet_run == seen.run:
+            told, held = [], told
+        elif any(n.kind == "stalled" for n in told) and not self.news.may_tell("stall", now):
+            held = [n for n in told if n.kind == "stalled"]
+            told = [n for n in told if n.kind != "stalled"]
+        if held:
+            window_id, due, first = self.news.hold(time.monotonic())
+            if first:
+                self.queue.put((NEWS_SUMMARY[0], window_id), delay=max(0.0, due - time.monotonic()))
+            count = self.outbox.record(seen.task_id, seen, told, held, held_by=window_id,
+                                       held_until=time.time() + (due - time.monotonic()) + HELD_GRACE)
+        else:
+            count = self.outbox.record(seen.task_id, seen, told)
+        if starts and seen.quiet_run is None:
+            self.news.told("task")
+        if any(n.kind == "stalled" for n in told):
+            self.news.told("stall")
+        self._log_new(count, [*told, *held])
         self._set_timers(seen)
+
+    def _summarize_news(self, window_id: str) -> None:
+        """What a flood window held, in one message (its notifications delivered by it)."""
+        assert self.outbox is not None
+        held = self.outbox.held(window_id)
+        if held:
+            note = news_summary(held, window_id, self.policy.news_window, self.policy.lang, self.policy.redact_secrets)
+            self._log_new(self.outbox.record_held_summary(note, window_id), [note])
+        self.news.close(window_id)
+
+    def _as_kept(self, task: Task, owner: int | None) -> Task:
+        """A task as the daemon diffs and stores it: its owner in its name if it is not the user's own, every
+        text as the chat shows it (snapshot.py)."""
+        if owner is not None:
+            task = owned(task, owner)
+        return compact(task, redact_secrets=self.policy.redact_secrets)
 
     def _set_timers(self, seen: Seen) -> None:
         self.timers.set("stall", seen.task_id, seen.stall_at)

@@ -19,6 +19,7 @@ RESCAN = ("rescan",)
 CLEANUP = ("cleanup",)
 ADOPT = ("adopt",)  # the first start's background pass (see Worker._adopt_some)
 UNREADABLE_SUMMARY = ("unreadable-summary",)
+NEWS_SUMMARY = ("news-summary",)  # as (NEWS_SUMMARY[0], window id): a flood window's summary (see flood.py)
 IDLE = ("idle",)  # what `get` returns when its timeout passes with nothing to do
 
 

@@ -128,7 +128,8 @@ def format_percent(percent: float | None) -> str:
 # `<<…>>` is an optional part: kept only when every field inside it is non-empty. Lines that end up
 # empty are dropped. Fields are filled by str.format once, so braces in user text are harmless.
 
-NOTIFICATION_KINDS = ("started", "step_done", "progress", "done", "failed", "stalled", "resumed", "invalid")
+NOTIFICATION_KINDS = ("started", "step_done", "progress", "done", "failed", "stalled", "resumed", "invalid",
+                      "summary")
 
 # Every message names its task (two tasks at once must never read alike) and says "{done}/{total}"
 # only as the count of steps done: beside a progress bar, or in words ("已完成 1/4", "1/4 done"), never
@@ -143,6 +144,8 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）\n当前步骤: {step}（已完成 {done}/{total}）",
         "resumed": "🔄 【{name}】恢复（卡住了{duration}）\n当前步骤: {step}（已完成 {done}/{total}）",
         "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
+        # more new tasks and stall alarms in a window than are told one by one (daemon/flood.py)
+        "summary": "🌊 {window}内另有{count}个任务的消息合并为一条: {names}\n{what}（task-pulse status 可查看）",
         # drain --digest: one message per task, head / what happened / detail
         "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
         "digest_stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）<< → {step}>>",
@@ -163,6 +166,8 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "stalled": "⚠️ \"{name}\" may be stuck (no update for {duration})\nAt step: {step} ({done}/{total} done)",
         "resumed": "🔄 \"{name}\" resumed (stuck for {duration})\nAt step: {step} ({done}/{total} done)",
         "invalid": "⚠️ Task file unreadable: {file} ({reason})",
+        "summary": "🌊 {count} more tasks within {window}, told in one message: {names}\n{what} "
+                   "(task-pulse status shows them)",
         "digest_running": "🔄 \"{name}\" [{done}/{total}] {bar}<< → {step}>>",
         "digest_stalled": "⚠️ \"{name}\" may be stuck (no update for {duration})<< → {step}>>",
         "digest_done": "🎉 \"{name}\" done!<< ({duration})>>",
@@ -272,6 +277,26 @@ _WORDS = {
 
 def word(key: str, lang: str) -> str:
     return _WORDS[lang][key]
+
+
+# What a flood summary holds, by kind, in the order things happen (daemon/flood.py).
+_NEWS = {
+    "zh": {"started": "{n}个开始", "step_done": "{n}个步骤完成", "progress": "{n}条进度", "done": "{n}个完成",
+           "failed": "{n}个失败", "stalled": "{n}个可能卡住", "resumed": "{n}个恢复"},
+    "en": {"started": "{n} started", "step_done": "{n} steps done", "progress": "{n} progress updates",
+           "done": "{n} done", "failed": "{n} failed", "stalled": "{n} may be stuck", "resumed": "{n} resumed"},
+}
+
+
+def news_counts(kinds: Iterable[str], lang: str) -> str:
+    """`2 started, 5 may be stuck`: what a flood summary holds, by kind."""
+    words = _NEWS[lang]
+    counts = {k: 0 for k in words}
+    for kind in kinds:
+        if kind in counts:
+            counts[kind] += 1
+    sep = "，" if lang == "zh" else ", "
+    return sep.join(words[k].format(n=n) for k, n in counts.items() if n)
 
 
 def counted(count: int, noun: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 from task_pulse.model import Task, TaskFormatError, parse_time
 from task_pulse.privatedir import UnsafeDir
 from task_pulse.records import Card, Handoff, Malformed, Notification, Overview, Queued, Seen, queued, utc_stamp
+from task_pulse.snapshot import to_json
 from task_pulse.sql_sqlite import MIGRATIONS, SCHEMA_VERSION, SQL
 from task_pulse.store import TaskStore, task_from_file
 
@@ -46,7 +47,7 @@ SHARED_STATE_META = "shared_state"
 SNAPSHOT_CACHE = 1024
 
 
-def _row(n: Notification, created_at: str, **extra: str) -> dict[str, str]:
+def _row(n: Notification, created_at: str, **extra: str | float) -> dict[str, str | float]:
     """A notification's parameters for the INSERT statements."""
     return {"key": n.key, "task_id": n.task_id, "task_name": n.task_name, "kind": n.kind, "created_at": created_at,
             "text": n.text, "data": json.dumps(n.data, ensure_ascii=False), **extra}
@@ -233,7 +234,8 @@ class Outbox:
             self._keep_snapshot(task_id, digest, snapshot)
         return Seen(task_id=row[0], snapshot=snapshot, run=row[2], file_sig=row[3], stalled_for=row[4],
                     progress_at=row[5], held=None if row[6] is None else json.loads(row[6]), stall_at=row[7],
-                    digest=digest, gone_at=row[9], adopt_at=row[10], text=row[1])
+                    digest=digest, gone_at=row[9], adopt_at=row[10], text=row[1] if row[10] is not None else None,
+                    owner=row[11], quiet_run=row[12])
 
     def _keep_snapshot(self, task_id: str, digest: str | None, snapshot: Task) -> None:
         if digest is None:
@@ -244,23 +246,24 @@ class Outbox:
         if len(self._snapshots) > SNAPSHOT_CACHE:
             self._snapshots.popitem(last=False)
 
-    def store_unread(self, rows: Iterable[tuple[str, str, str, str]], at: float) -> None:
-        """A first start's files, as read at unix time `at`: (task id, text, file signature, digest).
+    def store_unread(self, rows: Iterable[tuple[str, str, str, str, int]], at: float) -> None:
+        """A first start's files, as read at unix time `at`: (task id, text, file signature, digest, owner uid).
 
         Stored as they are, without parsing them: parsing and diffing is most of what a file costs, and
         a first start only has to know what each file said when it began watching. Each is taken as
         announced as it was then (adopted) when it is next looked at: at its next change, or by the
         worker's background pass after READY (see `unadopted`)."""
         with self.transaction() as db:
-            db.executemany(SQL.PUT_UNREAD, ((task_id, text, sig, digest, at) for task_id, text, sig, digest in rows))
+            db.executemany(SQL.PUT_UNREAD, ((task_id, text, sig, digest, at, owner)
+                                            for task_id, text, sig, digest, owner in rows))
 
     def adopted(self, seen: Seen) -> None:
         """A stored text (see `store_unread`) is taken as announced, with the stall state `seen` has."""
         self._keep_snapshot(seen.task_id, seen.digest, seen.snapshot)
         with self.transaction(single=True) as db:
-            db.execute(SQL.ADOPTED, {"task_id": seen.task_id, "stalled_for": seen.stalled_for,
-                                     "stall_at": seen.stall_at, "ended_at": _ended_at(seen.snapshot),
-                                     "status": seen.snapshot.status})
+            db.execute(SQL.ADOPTED, {"task_id": seen.task_id, "snapshot": to_json(seen.snapshot),
+                                     "stalled_for": seen.stalled_for, "stall_at": seen.stall_at,
+                                     "ended_at": _ended_at(seen.snapshot), "status": seen.snapshot.status})
 
     def unshared(self, limit: int) -> list[tuple[Any, ...]]:
         """Rows written since the shared state db last got them: (task id, snapshot text, status,
@@ -338,14 +341,17 @@ class Outbox:
         return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
                         error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
 
-    def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification]) -> int:
-        """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications.
+    def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification],
+               held: Sequence[Notification] = (), held_by: str = "", held_until: float = 0.0) -> int:
+        """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications;
+        `held` ones are queued claimed by `held_by` until `held_until` (a flood window's, see daemon/flood.py).
 
         Returns how many notifications were new (a key already queued is skipped, never repeated).
         """
         # Every parameter first: nothing but the statements themselves can fail inside the block.
-        created_at = utc_stamp() if notifications else ""
-        rows = [_row(n, created_at) for n in notifications]
+        created_at = utc_stamp() if notifications or held else ""
+        rows = [(SQL.INSERT_NOTIFICATION, _row(n, created_at)) for n in notifications]
+        rows += [(SQL.INSERT_HELD, _row(n, created_at, held_by=held_by, held_until=held_until)) for n in held]
         if seen is None:
             statement: str = SQL.DROP_SEEN
             params: Any = (task_id,)
@@ -353,17 +359,17 @@ class Outbox:
         else:
             statement = SQL.PUT_SEEN
             params = {"task_id": task_id, "run": seen.run, "file_sig": seen.file_sig,
-                      "snapshot": seen.text if seen.text is not None else json.dumps(seen.snapshot.to_dict(),
-                                                                                      ensure_ascii=False),
+                      "snapshot": seen.text if seen.text is not None else to_json(seen.snapshot),
                       "stalled_for": seen.stalled_for, "progress_at": seen.progress_at, "stall_at": seen.stall_at,
                       "ended_at": _ended_at(seen.snapshot), "digest": seen.digest, "status": seen.snapshot.status,
-                      "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False)}
+                      "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False),
+                      "owner": seen.owner, "quiet_run": seen.quiet_run}
             self._keep_snapshot(task_id, seen.digest, seen.snapshot)
         with self.transaction(single=not rows) as db:
             db.execute(statement, params)
             inserted = 0
-            for row in rows:
-                inserted += db.execute(SQL.INSERT_NOTIFICATION, row).rowcount
+            for insert, row in rows:
+                inserted += db.execute(insert, row).rowcount
         return inserted
 
     def has_key(self, key: str) -> bool:
@@ -382,6 +388,26 @@ class Outbox:
         """The task's file was removed at unix time `at`. False if it was not known, or already gone."""
         with self.transaction(single=True) as db:
             return db.execute(SQL.MARK_GONE, {"task_id": task_id, "now": at}).rowcount > 0
+
+    def trim_gone(self, owner: int, budget: int) -> int:
+        """Forget the oldest tombstones of `owner`'s tasks beyond `budget` bytes. Returns how many."""
+        with self.transaction() as db:
+            return db.execute(SQL.TRIM_GONE, {"owner": owner, "budget": budget}).rowcount
+
+    def held(self, held_by: str) -> list[Queued]:
+        """The notifications a flood window holds (see `record`), oldest first."""
+        return self._deliverable(self.db.execute(SQL.HELD, {"held_by": held_by}).fetchall())
+
+    def held_windows(self) -> list[str]:
+        """The flood windows that still hold notifications (a summary a stop cut short)."""
+        return [r[0] for r in self.db.execute(SQL.HELD_WINDOWS)]
+
+    def record_held_summary(self, summary: Notification, held_by: str) -> int:
+        """In one transaction: queue `summary`, and mark what the window held delivered by it."""
+        created_at = utc_stamp()
+        with self.transaction() as db:
+            db.execute(SQL.SETTLE_HELD, {"at": created_at, "by": f"summary:{summary.key}", "held_by": held_by})
+            return db.execute(SQL.INSERT_NOTIFICATION, _row(summary, created_at)).rowcount
 
     def purge_gone(self, before: float) -> int:
         """Forget tasks whose file has been gone since before unix time `before`."""

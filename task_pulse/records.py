@@ -160,9 +160,11 @@ class Seen:
     # A first start stored the file's text at this unix time without reading it as a task: it is taken
     # as announced then, once parsed (see `Outbox.store_unread`). None: parsed.
     adopt_at: float | None = None
-    # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
-    # again from `snapshot`). None: `record` serialises `snapshot`.
+    # `snapshot` as stored: a first start's file as it was read, until it is adopted. None: `record` stores
+    # `snapshot` (the compact form the daemon keeps, see snapshot.py).
     text: str | None = None
+    owner: int | None = None  # uid of the task file's owner, as last read
+    quiet_run: int | None = None  # `run` while it is told in flood summaries only (see daemon/flood.py)
 
 
 class DeliveryStore(Protocol):

@@ -9,7 +9,7 @@ from task_pulse.records import PINGS
 
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))  # kinds are our own words: no quoting needed
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # What each version adds to the one before, for a database made by an older task-pulse.
 MIGRATIONS = {
     2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
@@ -19,6 +19,9 @@ MIGRATIONS = {
         # rows of before: their status is in their snapshot, which is JSON either way
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
     4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL"],  # `handoffs` is made by SCHEMA itself
+    # Whose file each task is, how much its row keeps, and a run told only in summaries (a flood).
+    5: ["ALTER TABLE seen ADD COLUMN owner INTEGER", "ALTER TABLE seen ADD COLUMN size INTEGER",
+        "ALTER TABLE seen ADD COLUMN quiet_run INTEGER"],
 }
 
 
@@ -46,7 +49,10 @@ class SQL:
                                         -- yet; taken as announced then (see `Outbox.store_unread`)
         status      TEXT,               -- the snapshot's status (NULL while adopt_at is set): `status` counts it
         version     INTEGER NOT NULL DEFAULT 1,  -- +1 at every write of the row
-        shared_version INTEGER          -- the version a shared state db has (see daemon/forwarder.py)
+        shared_version INTEGER,         -- the version a shared state db has (see daemon/forwarder.py)
+        owner       INTEGER,            -- uid of the task file's owner, as last read
+        size        INTEGER,            -- bytes of `snapshot` (a co-user's tombstones are kept within a budget)
+        quiet_run   INTEGER             -- a run whose news was told in flood summaries only (see daemon/flood.py)
     );
     CREATE INDEX IF NOT EXISTS seen_ended ON seen (ended_at) WHERE ended_at IS NOT NULL;
     CREATE TABLE IF NOT EXISTS notifications (
@@ -107,12 +113,16 @@ class SQL:
         "CREATE INDEX IF NOT EXISTS seen_held ON seen (task_id, progress_at) WHERE held IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS seen_stalled ON seen (task_id, stalled_for, gone_at) "
         "WHERE stalled_for IS NOT NULL AND gone_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS seen_gone_owner ON seen (owner, gone_at, size) WHERE gone_at IS NOT NULL",
+        "CREATE INDEX IF NOT EXISTS notifications_held ON notifications (claimed_by) "
+        "WHERE delivered_at IS NULL AND claimed_by LIKE 'flood:%'",
     ]
     GET_META = "SELECT value FROM meta WHERE name = ?"
     SET_META = "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"
 
     GET_SEEN = """
-    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at, adopt_at
+    SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at, adopt_at,
+        owner, quiet_run
     FROM seen WHERE task_id = ?
     """
     STALL_TIMERS = "SELECT task_id, stall_at FROM seen WHERE stall_at IS NOT NULL"
@@ -120,22 +130,25 @@ class SQL:
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen WHERE gone_at IS NULL"
     PUT_SEEN = """
     INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest,
-        status)
+        status, owner, size, quiet_run)
     VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at, :digest,
-        :status)
+        :status, :owner, length(CAST(:snapshot AS BLOB)), :quiet_run)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
         stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL,
-        adopt_at = NULL, status = excluded.status, version = seen.version + 1
+        adopt_at = NULL, status = excluded.status, owner = coalesce(excluded.owner, seen.owner),
+        size = excluded.size, quiet_run = excluded.quiet_run, version = seen.version + 1
     """
     # A first start's file, stored as read (see `Outbox.store_unread`); replaces what a start cut short left.
     PUT_UNREAD = """
-    INSERT INTO seen (task_id, snapshot, run, file_sig, digest, adopt_at) VALUES (?, ?, 0, ?, ?, ?)
+    INSERT INTO seen (task_id, snapshot, run, file_sig, digest, adopt_at, owner, size)
+    VALUES (?, ?, 0, ?, ?, ?, ?, length(CAST(?2 AS BLOB)))
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = 0, file_sig = excluded.file_sig, stalled_for = NULL, progress_at = NULL,
         held = NULL, stall_at = NULL, ended_at = NULL, digest = excluded.digest, gone_at = NULL,
-        adopt_at = excluded.adopt_at, status = NULL, version = seen.version + 1
+        adopt_at = excluded.adopt_at, status = NULL, owner = excluded.owner, size = excluded.size, quiet_run = NULL,
+        version = seen.version + 1
     """
     UNADOPTED = "SELECT task_id FROM seen WHERE adopt_at IS NOT NULL ORDER BY task_id LIMIT ?"
     # The forwarder's (daemon/forwarder.py): rows written since a shared state db last got them. Its index
@@ -161,10 +174,11 @@ class SQL:
     UPDATE notifications SET delivered_at = :at, delivered_by = 'shared', claimed_by = NULL, claim_until = NULL
     WHERE seq = :seq AND delivered_at IS NULL
     """
-    # What adopting a stored text changes in its row (the text, signature and digest stay as stored).
+    # What adopting a stored text changes in its row: the text as the daemon keeps it (snapshot.py), the stall
+    # state (the signature and digest of the file it was read from stay).
     ADOPTED = """
-    UPDATE seen SET stalled_for = :stalled_for, stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL,
-        status = :status, version = version + 1
+    UPDATE seen SET snapshot = :snapshot, size = length(CAST(:snapshot AS BLOB)), stalled_for = :stalled_for,
+        stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL, status = :status, version = version + 1
     WHERE task_id = :task_id
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
@@ -175,6 +189,16 @@ class SQL:
     WHERE task_id = :task_id AND gone_at IS NULL
     """
     PURGE_GONE = "DELETE FROM seen WHERE gone_at < ?"
+    # A co-user's tombstones beyond a budget of bytes: the oldest go first (writing and deleting files must not
+    # fill the user's disk with what they said).
+    TRIM_GONE = """
+    DELETE FROM seen WHERE task_id IN (
+        SELECT task_id FROM (
+            SELECT task_id, sum(coalesce(size, length(CAST(snapshot AS BLOB)))) OVER (ORDER BY gone_at DESC, task_id)
+                AS kept
+            FROM seen WHERE owner = :owner AND gone_at IS NOT NULL)
+        WHERE kept > :budget)
+    """
     ENDED_BEFORE = "SELECT task_id FROM seen WHERE ended_at < ? AND gone_at IS NULL ORDER BY ended_at"
     COUNT_SEEN = "SELECT count(*) FROM seen WHERE gone_at IS NULL"
     COUNT_STALLED = "SELECT count(*) FROM seen WHERE stalled_for IS NOT NULL AND gone_at IS NULL"
@@ -196,6 +220,22 @@ class SQL:
     INSERT_NOTIFICATION = """
     INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data)
     VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data)
+    """
+    # A notification past a flood limit: held (claimed by the window) until its summary tells it (daemon/flood.py).
+    INSERT_HELD = """
+    INSERT OR IGNORE INTO notifications (key, task_id, task_name, kind, created_at, text, data, claimed_by, claim_until)
+    VALUES (:key, :task_id, :task_name, :kind, :created_at, :text, :data, :held_by, :held_until)
+    """
+    HELD = """
+    SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
+    FROM notifications WHERE claimed_by = :held_by AND delivered_at IS NULL ORDER BY seq
+    """
+    HELD_WINDOWS = """
+    SELECT DISTINCT claimed_by FROM notifications WHERE delivered_at IS NULL AND claimed_by LIKE 'flood:%'
+    """
+    SETTLE_HELD = """
+    UPDATE notifications SET delivered_at = :at, delivered_by = :by, claimed_by = NULL, claim_until = NULL
+    WHERE claimed_by = :held_by AND delivered_at IS NULL
     """
     # A notification stored as already delivered: what a summary told instead (see `record_summary`).
     INSERT_SETTLED = """

@@ -116,6 +116,8 @@ def read_task_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise TaskFormatError("not a regular file")
+        if st.st_nlink > 1:
+            raise HardLinked(f"has {st.st_nlink} hard links (it is also another file): never read as a task")
         if st.st_size > max_bytes:
             raise TaskFormatError(f"file too large ({st.st_size} bytes, limit {max_bytes})")
         # One read of the whole file as it stands, one byte over to see its end: a regular file reads
@@ -362,11 +364,14 @@ class TaskStore:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def load(self, task_id: str) -> Task:
-        """The task, or TaskNotFound / OperationFailed naming what is wrong with the file."""
+    def load(self, task_id: str, *, reader: bool = False) -> Task:
+        """The task, or TaskNotFound / OperationFailed naming what is wrong with the file. `reader`: as `status`
+        shows it (a co-user's task marked as theirs and its text masked, see `_as_read`); never for a writer."""
         path = self.path_for(task_id)
         try:
-            return task_from_file(read_task_file(path)[0], task_id)
+            data, st = read_task_file(path)
+            task = task_from_file(data, task_id)
+            return _as_read(task, st) if reader else task
         except FileNotFoundError:
             raise TaskNotFound(f"task '{task_id}' not found in {self._root}") from None
         except TaskFormatError as exc:
@@ -376,19 +381,22 @@ class TaskStore:
         """Every task file, parsed one at a time; a file that is not a task comes with its reason."""
         return self.read_tasks(self.task_ids())
 
-    def read_tasks(self, task_ids: Iterable[str]) -> Iterator[tuple[str, Task | TaskFormatError]]:
+    def read_tasks(self, task_ids: Iterable[str], *,
+                   reader: bool = False) -> Iterator[tuple[str, Task | TaskFormatError]]:
         """These tasks' files, parsed one at a time; a file that is not a task comes with its reason, a
-        file gone meanwhile is left out."""
+        file gone meanwhile is left out. `reader`: as in `load`."""
         for task_id in task_ids:
             try:
-                yield task_id, task_from_file(read_task_file(self.path_for(task_id))[0], task_id)
+                data, st = read_task_file(self.path_for(task_id))
+                task = task_from_file(data, task_id)
+                yield task_id, _as_read(task, st) if reader else task
             except FileNotFoundError:
                 continue  # removed since we listed it
             except TaskFormatError as exc:
                 yield task_id, exc
 
-    def list_tasks(self) -> list[tuple[str, Task | TaskFormatError]]:
-        return list(self.iter_tasks())
+    def list_tasks(self, *, reader: bool = False) -> list[tuple[str, Task | TaskFormatError]]:
+        return list(self.read_tasks(self.task_ids(), reader=reader))
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -545,25 +553,47 @@ class TaskStore:
                     return False
                 if not finished_before(current, cutoff):
                     return False
-                _unlink_if_there(self.path_for(task_id))
+                try:
+                    _unlink_if_there(self.path_for(task_id))
+                except PermissionError as exc:  # a co-user's file in a sticky dir, say: not ours to remove
+                    raise NotRemovable(f"{os.path.basename(self.path_for(task_id))} cannot be removed by this "
+                                       f"user ({exc.strerror}): its owner or root can") from None
                 _unlink_if_there(self.private_path(f"locks/{task_id}.lock") or "")
                 return True
         except TaskLocked:
             return False
 
-    def cleanup(self, now: datetime, days: float, *, dry_run: bool = False) -> list[str]:
-        """Remove expired tasks. Returns the ids removed (or, with `dry_run`, that would be)."""
+    def cleanup(self, now: datetime, days: float, *, dry_run: bool = False,
+                refused: dict[str, str] | None = None) -> list[str]:
+        """Remove expired tasks. Returns the ids removed (or, with `dry_run`, that would be); `refused` gets
+        those this user may not remove, with why (the others are removed all the same)."""
         candidates = self.expired(now, days)
         if dry_run:
             return candidates
         cutoff = expiry_cutoff(now, days)
-        removed = [i for i in candidates if self.remove_if_expired(i, cutoff)]
+        removed = []
+        for task_id in candidates:
+            try:
+                if self.remove_if_expired(task_id, cutoff):
+                    removed.append(task_id)
+            except NotRemovable as exc:
+                if refused is not None:
+                    refused[task_id] = str(exc)
         self.sweep_locks()
         return removed
 
 
 class TaskLocked(OperationFailed):
     """The task's lock stayed taken past the timeout."""
+
+
+class NotRemovable(OperationFailed):
+    """An expired task's file this user may not remove (another user's, in a sticky dir)."""
+
+
+class HardLinked(TaskFormatError):
+    """A task file with more than one hard link: another file's content under a task's name (a co-user can link
+    a file of the user's into a shared dir where `fs.protected_hardlinks` is 0). Never read as a task."""
 
 
 class FileLock:
@@ -627,6 +657,17 @@ def unwatched_note(root: str, created: bool = False) -> str:
 
 
 _SHELL_SPECIAL = set(" \t\n'\"\\$`!*?[]{}()<>|&;#~")
+
+
+def _as_read(task: Task, st: os.stat_result) -> Task:
+    """A task as `status` hands it to a person or an agent: the user's own as it is; a co-user's (a file of
+    another account) with its owner in front of its name and its text masked and capped as in the chat, since
+    an agent reads it into its context."""
+    if st.st_uid == os.geteuid():
+        return task
+    from task_pulse.snapshot import compact, owned
+
+    return compact(owned(task, st.st_uid))
 
 
 def _unlink_if_there(path: str) -> None:

@@ -71,9 +71,10 @@ def events(tasks_dir: Path) -> Counter[tuple[str, str, object]]:
 def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path: Path, tasks_dir: Path,
                                                               daemons: list[Daemon]) -> None:
     env = clean_env(TASK_PULSE_STALL="3600")
+    unlimited = ("--news-burst", "1000")  # 24 tasks start at once: told one by one, each (flood limits apart)
     rng = random.Random(7)
     processes, tasks, steps = 4, 6, 10  # 24 tasks, 12 notifications each, written over ~8 s
-    daemons.append(Daemon(tasks_dir, env=env).start())
+    daemons.append(Daemon(tasks_dir, *unlimited, env=env).start())
     # The writers must outlast most kill rounds even when restarting the daemon is slow (a loaded machine).
     writers = start_writers(tmp_path, tasks_dir, processes, tasks, steps, pause=0.3)
     kills = kills_mid_write = 0

@@ -615,9 +615,9 @@ def test_cleanup_dry_run(tasks: Path, tmp_path: Path) -> None:
 def test_cleanup_json(tasks: Path) -> None:
     cleanup_tasks(tasks)
     assert json.loads(ok(tasks, "cleanup", "--days", "3", "--dry-run", "--json")) == {
-        "removed": ["old-done", "old-error"], "dryRun": True, "days": 3}
+        "removed": ["old-done", "old-error"], "dryRun": True, "days": 3, "notRemoved": []}
     assert json.loads(ok(tasks, "cleanup", "--days", "3", group=["--json"])) == {
-        "removed": ["old-done", "old-error"], "dryRun": False, "days": 3}
+        "removed": ["old-done", "old-error"], "dryRun": False, "days": 3, "notRemoved": []}
 
 
 def test_cleanup_days_0_removes_every_finished_task(tasks: Path) -> None:

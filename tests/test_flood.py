@@ -1,10 +1,18 @@
-"""InvalidFlood: the first few unreadable files are told one by one, the rest in one summary."""
+"""Floods: the first few unreadable files (InvalidFlood), new tasks and stall alarms (NewsFlood) are told one by
+one, the rest in one summary per window."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
 from task_pulse.records import Notification
-from task_pulsed.differ import invalid_summary
-from task_pulsed.flood import InvalidFlood
+from task_pulsed.differ import NEWS_SUMMARY_ID, invalid_summary
+from task_pulsed.flood import InvalidFlood, NewsFlood
+from tests.conftest import Daemon, read_notifications, wait_for
 
 
 def note(task_id: str) -> Notification:
@@ -59,3 +67,71 @@ def test_the_summary_names_the_files_and_keeps_within_the_cap() -> None:
     assert summary.data["files"] == files[:100]
     assert summary.key == invalid_summary(files, "1000.000", 5, 300, "en").key
     assert summary.key != invalid_summary(files, "1300.000", 5, 300, "en").key
+
+
+# -- NewsFlood: new tasks (each a new card) and stall alarms -----------------------------------------------
+
+
+def test_news_a_burst_of_each_kind_then_held_until_the_summary() -> None:
+    flood = NewsFlood(burst=2, window=60)
+    for _ in range(2):
+        assert flood.may_tell("task", 1000)
+        flood.told("task")
+    assert not flood.may_tell("task", 1001) and flood.may_tell("stall", 1001)  # counted apart
+    window, due, first = flood.hold(1002)
+    assert window.startswith("flood:") and due == 1060 and first
+    assert flood.hold(1070) == (window, 1060, False)  # past its end, but its summary is not stored yet
+    assert not flood.may_tell("task", 1070)
+    flood.close(window)
+    assert flood.may_tell("task", 1071)  # a fresh window
+    assert flood.hold(1072)[0] != window
+
+
+def test_news_a_quiet_window_ends_by_itself() -> None:
+    flood = NewsFlood(burst=1, window=60)
+    assert flood.may_tell("task", 0)
+    flood.told("task")
+    assert not flood.may_tell("task", 10) and flood.may_tell("task", 200)
+
+
+def flooding_tasks(tasks_dir: Path, count: int, stall: int) -> list[str]:
+    """`count` valid task files written at once, each stalling after `stall` seconds (a co-user's flood)."""
+    ids = [f"flood-{i:03d}" for i in range(count)]
+    stamp = datetime.now(UTC).isoformat()
+    for task_id in ids:
+        (tasks_dir / f"{task_id}.json").write_text(json.dumps(
+            {"taskName": f"Deploy prod {task_id}", "status": "running", "stallSeconds": stall, "startedAt": stamp,
+             "updatedAt": stamp, "steps": [{"name": "push", "status": "running"}]}))
+    return ids
+
+
+def still_held(tasks_dir: Path) -> int:
+    """Notifications a flood window holds (claimed by it) for a summary not made yet."""
+    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db", timeout=30)
+    try:
+        return db.execute("SELECT count(*) FROM notifications WHERE delivered_at IS NULL "
+                          "AND claimed_by LIKE 'flood:%'").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_a_flood_of_valid_tasks_is_a_few_messages_and_a_summary(tasks_dir: Path, daemons: list[Daemon]) -> None:
+    """60 valid tasks that each stall within 2 s: 5 cards and 5 stall alarms one by one per window, the rest in a
+    summary per window; every notification told once, by itself or by a summary. (Unlimited, they were 120
+    messages, and the chat's rate limits then held up the alarms that mattered.)"""
+    d = Daemon(tasks_dir, "--news-burst", "5", "--news-window", "3", "--lang", "en").start()
+    daemons.append(d)
+    ids = flooding_tasks(tasks_dir, 60, 2)
+    wait_for(lambda: len([n for n in read_notifications(tasks_dir) if n["task_id"] in ids]) == 120
+             and still_held(tasks_dir) == 0, 60, "a start and a stall alarm of each task, told or summed up")
+    rows = read_notifications(tasks_dir)
+    summed_up = [n for n in rows if (n["delivered_by"] or "").startswith("summary:")]
+    alone = [n for n in rows if n["task_id"] in ids and n not in summed_up]
+    summaries = [n for n in rows if n["task_id"] == NEWS_SUMMARY_ID]
+    windows = len(summaries)
+    assert 1 <= windows <= 20, windows
+    assert Counter(n["kind"] for n in alone) <= Counter({"started": 5 * windows, "stalled": 5 * windows})
+    assert {n["delivered_by"] for n in summed_up} <= {f"summary:{s['key']}" for s in summaries}
+    assert len(summed_up) + len(alone) == 120  # every start and stall alarm of the 60 tasks, once
+    assert summaries[0]["text"].startswith("🌊 ") and "Deploy prod flood-" in summaries[0]["text"]
+    print(f"\nflood: 60 tasks → {len(alone)} messages one by one and {windows} summaries")

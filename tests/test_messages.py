@@ -119,6 +119,7 @@ TYPICAL: dict[str, dict[str, Any]] = {
     "stalled": {"name": "日报发布", "duration": "5分钟", "step": "筛选", "done": 1, "total": 3},
     "resumed": {"name": "日报发布", "duration": "7分3秒", "step": "筛选", "done": 1, "total": 3},
     "invalid": {"file": "x.json", "reason": "not valid JSON"},
+    "summary": {"count": 12, "window": "1分钟", "names": "部署 1, 部署 2", "what": "12个开始，3个可能卡住"},
 }
 
 ZH: dict[str, str] = {
@@ -130,6 +131,8 @@ ZH: dict[str, str] = {
     "stalled": "⚠️ 【日报发布】可能卡住了（5分钟无更新）\n当前步骤: 筛选（已完成 1/3）",
     "resumed": "🔄 【日报发布】恢复（卡住了7分3秒）\n当前步骤: 筛选（已完成 1/3）",
     "invalid": "⚠️ 任务文件无法读取: x.json（not valid JSON）",
+    "summary": "🌊 1分钟内另有12个任务的消息合并为一条: 部署 1, 部署 2\n"
+               "12个开始，3个可能卡住（task-pulse status 可查看）",
 }
 
 EN: dict[str, str] = {
@@ -141,6 +144,8 @@ EN: dict[str, str] = {
     "stalled": "⚠️ \"日报发布\" may be stuck (no update for 5m0s)\nAt step: 筛选 (1/3 done)",
     "resumed": "🔄 \"日报发布\" resumed (stuck for 7m3s)\nAt step: 筛选 (1/3 done)",
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
+    "summary": "🌊 12 more tasks within 1m, told in one message: 部署 1, 部署 2\n12 started, 3 may be stuck "
+               "(task-pulse status shows them)",
 }
 
 
@@ -156,11 +161,13 @@ def test_render_zh_matches_design(kind: str) -> None:
 
 # The daemon formats durations in the language it renders in.
 EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s"}
+EN_FIELDS = {"summary": {"window": "1m", "what": "12 started, 3 may be stuck"}}  # what the daemon words in English
 
 
 @pytest.mark.parametrize("kind", NOTIFICATION_KINDS)
 def test_render_en(kind: str) -> None:
-    fields = {**TYPICAL[kind], **({"duration": EN_DURATIONS[kind]} if kind in EN_DURATIONS else {})}
+    fields = {**TYPICAL[kind], **({"duration": EN_DURATIONS[kind]} if kind in EN_DURATIONS else {}),
+              **EN_FIELDS.get(kind, {})}
     assert render(kind, fields, "en") == EN[kind]
 
 
@@ -169,7 +176,8 @@ def test_render_en(kind: str) -> None:
 def test_render_at_most_three_lines_with_hostile_fields(kind: str, lang: str) -> None:
     hostile = "l1\nl2\r\nl3\nl4\x1b[2J\x1b]0;t\x07 {name} {0} {} {__class__} }{ <<x>>"
     fields = {key: hostile for key in ("name", "plan", "current", "step", "message", "next", "percent",
-                                       "duration", "result", "error", "minutes", "file", "reason")}
+                                       "duration", "result", "error", "minutes", "file", "reason", "count",
+                                       "window", "names", "what")}
     fields.update(done=1, total=2)
     text = render(kind, fields, lang)
     assert len(text.split("\n")) <= 3
@@ -217,7 +225,7 @@ def test_progress_optional_parts() -> None:
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
-@pytest.mark.parametrize("kind", [k for k in NOTIFICATION_KINDS if k != "invalid"])
+@pytest.mark.parametrize("kind", [k for k in NOTIFICATION_KINDS if k not in ("invalid", "summary")])
 def test_every_notification_names_its_task_and_counts_only_steps_done(kind: str, lang: str) -> None:
     """Two tasks at once must never read alike; "2/4" is the count of steps done, said so, never a bare
     "[2/4]" beside a step's name (it would read as that step's position)."""
@@ -235,7 +243,8 @@ def test_english_reads_as_english(kind: str) -> None:
     """No full-width brackets or Chinese words in English texts (the task's own words aside)."""
     text = render(kind, {**TYPICAL[kind], "name": "Daily report", "step": "fetch", "next": "filter",
                          "message": "25 items", "current": "fetch", "plan": "fetch → filter", "duration": "5m0s",
-                         "error": "HTTP 502", "result": "ok"}, "en")
+                         "error": "HTTP 502", "result": "ok", "names": "Daily report", "window": "1m",
+                         "what": "1 started"}, "en")
     assert not any("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in text), text
 
 

@@ -22,18 +22,27 @@ from task_pulse.messages import word
 def cleanup(ctx: Context, days: float | None, dry_run: bool) -> None:
     """Remove done/error tasks that finished more than N days ago.
 
+    A task file this user may not remove (another user's, in a shared dir with the sticky bit)
+    is left as it is, with a line on stderr; the others are removed all the same.
+
     \b
     Example:
       task-pulse cleanup --days 3 --dry-run
     """
+    from task_pulse.messages import shown_id
+
     days = days if days is not None else ctx.settings.keep_days
-    removed = ctx.store.cleanup(ctx.settings.now(), days, dry_run=dry_run)
+    refused: dict[str, str] = {}
+    removed = ctx.store.cleanup(ctx.settings.now(), days, dry_run=dry_run, refused=refused)
+    for reason in refused.values():
+        click.echo(f"note: not removed: {reason}", err=True)
     shown_days = f"{days:g}"
     text = word("cleanup_dry" if dry_run else "cleanup", ctx.lang).format(
         n=len(removed), days=shown_days, tasks="task" if len(removed) == 1 else "tasks")
     if dry_run and removed:
         text += "".join(f"\n  {i}" for i in removed)
-    emit(ctx, text, {"removed": removed, "dryRun": dry_run, "days": days})
+    emit(ctx, text, {"removed": removed, "dryRun": dry_run, "days": days,
+                     "notRemoved": [shown_id(i) for i in refused]})
 
 
 @cli.group()

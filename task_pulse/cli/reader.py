@@ -84,7 +84,7 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
     if all_hosts and task_id is not None:
         raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
-        task = store.load(store.resolve(task_id))
+        task = store.load(store.resolve(task_id), reader=True)
         if ctx.json_output:  # indented, as the original script printed one task
             return json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2)
         return task_view(task, now, settings.stall_seconds, ctx.lang)
@@ -136,12 +136,12 @@ def _status_entries(ctx: Context, now: datetime,
     settings, store = ctx.settings, ctx.store
     overview = _daemon_overview(ctx, now, limit) if limit is not None else None
     if overview is not None:
-        entries, _ = pick_for_status(list(store.read_tasks(task_id for _, task_id in overview.tasks)), now,
-                                     settings.stall_seconds, None)
+        shown = store.read_tasks((task_id for _, task_id in overview.tasks), reader=True)
+        entries, _ = pick_for_status(list(shown), now, settings.stall_seconds, None)
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
         return entries, totals, max(0, overview.total - len(entries))
-    entries = store.list_tasks()
+    entries = store.list_tasks(reader=True)
     shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit)
     if limit is None or len(entries) <= limit:
         return shown, None, 0
