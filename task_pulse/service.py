@@ -54,32 +54,35 @@ def daemon_executable() -> Path:
     raise OperationFailed("cannot find the task-pulsed executable of this installation (reinstall task-pulse)")
 
 
-def _quote(value: str) -> str:
-    """One word of a unit file line: `%` and `$` are systemd's specifiers, quotes keep spaces in."""
+def _quote(value: str, *, command: bool = True) -> str:
+    """One word of a unit file line, quoted (quotes keep spaces in): `%` is a systemd specifier everywhere; `$` is
+    a variable only in a command line (`ExecStart=`), where `$$` stands for it. In `Environment=` it has no meaning
+    at all (systemd.exec), and `$$` would reach the daemon as two dollars (`~/tasks$team` became `tasks$$team`)."""
     if "\n" in value or "\r" in value:
         raise BadInput(f"a line break cannot go into a unit file: {value!r}")
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    return f'"{escaped}"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{escaped.replace("$", "$$") if command else escaped}"'
 
 
 def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], daemon_args: list[str]) -> str:
     template = (files("task_pulse") / UNIT_NAME).read_text(encoding="utf-8")
     env = {"TASK_PULSE_DIR": str(tasks_dir), **environment}
-    lines = "\n".join(f"Environment={_quote(f'{k}={v}')}" for k, v in env.items())
+    lines = "\n".join(f"Environment={_quote(f'{k}={v}', command=False)}" for k, v in env.items())
     command = " ".join(_quote(word) for word in [str(executable), *daemon_args])
     return template.replace("@TASK_PULSED@", command).replace("@ENVIRONMENT@", lines)
 
 
-def _unescape(word: str) -> str:
-    """Undo `_quote`'s specifier escapes (`%%`, `$$`) in one word read back from a unit."""
-    return word.replace("%%", "%").replace("$$", "$")
+def _unescape(word: str, *, command: bool = True) -> str:
+    """Undo `_quote`'s specifier escapes (`%%`, and `$$` in a command line) in one word read back from a unit."""
+    word = word.replace("%%", "%")
+    return word.replace("$$", "$") if command else word
 
 
 def installed_environment(unit_text: str) -> dict[str, str]:
     """The `Environment=` assignments of a unit this module wrote (undoing `_quote`)."""
     found: dict[str, str] = {}
     for match in re.finditer(r'^Environment="((?:[^"\\]|\\.)*)"$', unit_text, re.M):
-        word = _unescape(re.sub(r"\\(.)", r"\1", match.group(1)))
+        word = _unescape(re.sub(r"\\(.)", r"\1", match.group(1)), command=False)
         name, _, value = word.partition("=")
         found[name] = value
     return found

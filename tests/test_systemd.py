@@ -402,3 +402,22 @@ def test_status_counts_follow_what_other_processes_commit(tasks_dir: Path, daemo
     wait_for(lambda: last_status().endswith("1 task, 0 stalled, 1 notification pending"), 30, "1 pending")
     run_tp(tasks_dir, "drain")  # another process's commit: the daemon counts again
     wait_for(lambda: last_status().endswith("1 task, 0 stalled, 0 notifications pending"), 30, "0 pending")
+
+
+def test_a_dollar_in_the_tasks_dir_reaches_the_daemon_as_written(manager: Manager, tmp_path: Path) -> None:
+    """In `Environment=` systemd gives `$` no meaning (systemd.exec): `$$` there reached the daemon as two dollars,
+    and it created and watched `tasks$$team`. In `ExecStart=` `$$` is still how a `$` is written."""
+    tasks = tmp_path / "tasks$team"
+    tasks.mkdir()
+    proc = manager.install(tasks, "--", "--webhook-header", "Authorization: Bearer ${CHAT_TOKEN}",
+                           "--webhook", "https://chat.example/h", CHAT_TOKEN="t")
+    assert proc.returncode == 0, proc.stderr
+    unit = manager.unit.read_text()
+    assert f'"TASK_PULSE_DIR={tasks}"' in unit_value(unit, "Environment")
+    assert '"Authorization: Bearer $${CHAT_TOKEN}"' in unit_value(unit, "ExecStart")[0]
+    wait_for(lambda: (tasks / ".pulse" / "daemon.lock").exists(), 30, "the daemon on the dir as written")
+    assert not (tmp_path / "tasks$$team").exists()
+    from task_pulse.service import installed_args, installed_environment
+
+    assert installed_environment(unit)["TASK_PULSE_DIR"] == str(tasks)  # read back as written, too
+    assert "Authorization: Bearer ${CHAT_TOKEN}" in installed_args(unit)
