@@ -30,7 +30,7 @@ class Machine:
         self.log = tmp_path / "openclaw.jsonl"
         self.systemctl_log = tmp_path / "systemctl.jsonl"
 
-    def run(self, *args: str, bus: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, bus: bool = True, umask: int = -1, **env: str) -> subprocess.CompletedProcess[str]:
         extra = {"HOME": str(self.home), "PATH": f"{STANDINS}:{os.environ['PATH']}", "STANDIN_LOG": str(self.log),
                  "STANDIN_SYSTEMCTL_LOG": str(self.systemctl_log), "STANDIN_WORKSPACE": str(self.workspace), **env}
         if not bus:
@@ -39,7 +39,7 @@ class Machine:
         full.pop("XDG_CONFIG_HOME", None)
         full.pop("OPENCLAW_STATE_DIR", None)
         return subprocess.run([str(BIN / "task-pulse"), "--dir", str(self.tasks), "openclaw", "setup", *args],
-                              capture_output=True, text=True, env=full, timeout=120)
+                              capture_output=True, text=True, env=full, timeout=120, umask=umask)
 
     def stop_daemon(self) -> None:
         """The stand-in systemctl really starts the unit's ExecStart on `restart`: stop what it started."""
@@ -216,3 +216,18 @@ def test_sink_setup_puts_the_gateway_token_in_the_private_env_file_and_undo_take
     assert undo.returncode == 0, undo.stderr
     assert "took OPENCLAW_GATEWAY_TOKEN out of ~/.config/task-pulse/env" in undo.stdout
     assert "gw-s3cret" not in env_file.read_text()
+
+
+def test_what_setup_keeps_of_an_old_unit_is_private_whatever_the_umask(machine: Machine) -> None:
+    """The unit setup replaces may hold a sink's token: its copy in the setup record, and the unit `--undo` puts
+    back, are the user's alone, also under `umask 000`."""
+    machine.unit.parent.mkdir(parents=True)
+    old_unit = "[Service]\nExecStart=/usr/bin/task-pulsed --webhook https://chat.example/bot123:SECRET/send\n"
+    machine.unit.write_text(old_unit)
+    proc = machine.run("--channel", "telegram", "--target", "123", STANDIN_BINS_OK="1", umask=0)
+    assert proc.returncode == 0, proc.stderr
+    record = machine.home / ".config" / "task-pulse" / "openclaw-setup.json"
+    assert "bot123:SECRET" in record.read_text() and record.stat().st_mode & 0o777 == 0o600
+    undo = machine.run("--undo", umask=0)
+    assert undo.returncode == 0, undo.stderr
+    assert machine.unit.read_text() == old_unit and machine.unit.stat().st_mode & 0o777 == 0o600

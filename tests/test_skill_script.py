@@ -9,6 +9,7 @@ original script's formats.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -115,3 +116,40 @@ def test_without_a_record_task_pulse_on_the_path_is_used(skill: Path, tmp_path: 
     assert proc.returncode == 0 and proc.stdout.startswith("y-"), proc.stderr
     lost = script(skill, tasks, "create", "z", "a", env=clean_env(TASK_PULSE_DIR=str(tasks), PATH="/nonexistent"))
     assert lost.returncode == 1 and "task-pulse skill install" in lost.stderr
+
+
+def test_the_skill_is_written_with_fixed_modes_whatever_the_umask(tmp_path: Path) -> None:
+    """Under `umask 002` (a setgid group workspace) SKILL.md, the record and their folders were group-writable:
+    a group member could rewrite what the agent follows, or where the script imports task-pulse from."""
+    dest = tmp_path / "workspace" / "skills" / "live-task-pulse"
+    old = os.umask(0o002)
+    try:
+        assert CliRunner().invoke(cli, ["skill", "install", "--dest", str(dest)]).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(dest).as_posix(): p.stat().st_mode & 0o777 for p in [dest, *dest.rglob("*")]}
+    assert all(not mode & 0o022 for mode in modes.values()), modes
+    assert modes["SKILL.md"] == 0o644 and modes[RUNTIME] == 0o644 and modes["scripts/task_pulse.py"] == 0o755
+    os.chmod(dest, 0o775)  # an older install's folder: made private again by the next install
+    assert CliRunner().invoke(cli, ["skill", "install", "--dest", str(dest)]).exit_code == 0
+    assert dest.stat().st_mode & 0o777 == 0o755
+
+
+def test_the_script_trusts_a_record_only_the_user_can_write(skill: Path, tmp_path: Path) -> None:
+    """The record's `paths` go first on sys.path: one someone else could write would run their code as the user."""
+    evil = tmp_path / "evil"
+    (evil / "task_pulse").mkdir(parents=True)
+    marker = tmp_path / "ran-evil-code"
+    (evil / "task_pulse" / "__init__.py").write_text("")
+    (evil / "task_pulse" / "entry.py").write_text(f"def main(args=None):\n    open({str(marker)!r}, 'w')\n")
+    record = json.loads((skill / RUNTIME).read_text())
+    record.update(paths=[str(evil)], version=list(sys.version_info[:2]))
+    (skill / RUNTIME).write_text(json.dumps(record))
+    os.chmod(skill / RUNTIME, 0o664)  # group-writable: as under a group umask, before fixed modes
+    tasks = tmp_path / "tasks"
+    proc = script(skill, tasks, "status", python=sys.executable)
+    assert not marker.exists()
+    assert "not using" in proc.stderr and "not yours alone" in proc.stderr
+    os.chmod(skill / RUNTIME, 0o644)
+    script(skill, tasks, "status", python=sys.executable)
+    assert marker.exists()  # the user's own record is followed (it is what install writes)

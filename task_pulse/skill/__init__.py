@@ -55,24 +55,43 @@ def install(dest: Path, *, force: bool = False) -> list[str]:
     if foreign and not force:
         raise OperationFailed(f"{dest} has edited or foreign files ({', '.join(foreign)}); "
                               "keep them, or replace them with --force")
+    _folder(dest)
     _write_runtime(dest)
     if not changed:
         return [f"{dest}: up to date"]
     for name in changed:
         path = dest / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(new[name])
-        if name.endswith(".py"):
-            tmp.chmod(0o755)  # `scripts/task_pulse.py` may be run directly too
-        os.replace(tmp, path)
-    (dest / MANIFEST).write_text(json.dumps({"files": {n: _sha(d) for n, d in new.items()}}, indent=2) + "\n")
+        _folder(path.parent)
+        # `scripts/task_pulse.py` may be run directly too
+        _write_fixed(path, new[name], 0o755 if name.endswith(".py") else 0o644)
+    _write_fixed(dest / MANIFEST, (json.dumps({"files": {n: _sha(d) for n, d in new.items()}}, indent=2) + "\n"
+                                   ).encode(), 0o644)
     return [f"wrote {dest / name}" for name in changed] + (
         [f"replaced edited files: {', '.join(foreign)}"] if foreign else [])
 
 
+# Whatever the umask: under `umask 002` in a setgid group workspace the skill's files were group-writable, and
+# so were the instructions an agent follows (SKILL.md) and the record the script takes its sys.path from.
+def _folder(path: Path) -> None:
+    """`path` and the skill's folders up to it, made if missing, writable by their owner only."""
+    path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.geteuid() and st.st_mode & 0o022:
+        path.chmod(st.st_mode & 0o7755)
+
+
+def _write_fixed(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fd, mode)  # the mode asked, not what the umask leaves of it (nor a leftover temp file's)
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def _write_runtime(dest: Path) -> None:
-    """Record this interpreter, and where it finds task_pulse and click, for `scripts/task_pulse.py`."""
+    """Record this interpreter, and where it finds task_pulse and click, for `scripts/task_pulse.py` (which
+    trusts it only while it and its folder are the user's and nobody else's to write)."""
     import sys
 
     import click
@@ -81,8 +100,8 @@ def _write_runtime(dest: Path) -> None:
 
     paths = [os.path.dirname(os.path.dirname(os.path.abspath(m.__file__ or ""))) for m in (task_pulse, click)]
     record = {"python": sys.executable, "version": list(sys.version_info[:2]), "paths": list(dict.fromkeys(paths))}
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / RUNTIME).write_text(json.dumps(record, indent=2) + "\n")
+    _folder(dest)
+    _write_fixed(dest / RUNTIME, (json.dumps(record, indent=2) + "\n").encode(), 0o644)
 
 
 def remove(dest: Path) -> list[str]:

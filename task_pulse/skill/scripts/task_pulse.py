@@ -11,11 +11,14 @@
 It runs task-pulse with the original script's conventions: every word after the task id is the
 message (words that look like options too), `cleanup --days N`, the same output lines. Which
 task-pulse: the one `task-pulse skill install` recorded in ../.task-pulse.json (run in this
-interpreter when the Python versions match, else in its own), else `task-pulse` on the PATH.
+interpreter when the Python versions match, else in its own), else `task-pulse` on the PATH. The
+record says what code runs as the user: it is trusted only while it and its folder belong to the
+user and nobody else can write them (mode and ACL).
 """
 
 import json
 import os
+import stat
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,16 +41,44 @@ def translate(argv):
     return [verb, "--", *words]
 
 
+def only_the_users(path):
+    """Whether `path` (not a symlink) belongs to this user and nobody else may write it: group and other
+    write bits off, no ACL beyond the mode."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return False
+    try:
+        os.getxattr(path, "system.posix_acl_access", follow_symlinks=False)
+    except OSError:
+        return True  # none (ENODATA), or a filesystem without ACLs
+    return False
+
+
+def load_record():
+    """The install's record, when it can be trusted (see the docstring); else nothing, and why on stderr."""
+    if not os.path.exists(RECORD):
+        return {}
+    if not (only_the_users(RECORD) and only_the_users(os.path.dirname(RECORD))):
+        sys.stderr.write(f"task_pulse.py: not using {RECORD}: it or its folder is not yours alone to write "
+                         "(run `task-pulse skill install` again); using task-pulse from the PATH\n")
+        return {}
+    try:
+        with open(RECORD, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def main():
     args = translate(sys.argv[1:])
     if args is None:
         sys.stderr.write(__doc__.split("\n\n")[1] + "\n")
         sys.exit(1)
-    try:
-        with open(RECORD, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError):
-        record = {}
+    record = load_record()
     if record.get("version") == list(sys.version_info[:2]):
         sys.path[:0] = [p for p in record.get("paths", []) if p not in sys.path]
     try:
