@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from task_pulse.errors import ConfigError
 from task_pulse.messages import counted
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.shared import SchemaTooNew
@@ -90,10 +91,12 @@ def _wait_awake(done: Callable[[], bool], wait: Callable[[float], object]) -> No
         wait(1.0)
 
 
-def status_line(stats: dict[str, int], problem: str | None = None, route: str | None = None) -> str:
+def status_line(stats: dict[str, int], problem: str | None = None, route: str | None = None,
+                malformed: int = 0) -> str:
     line = (f"watching {counted(stats['tasks'], 'task')}, {stats['stalled']} stalled, "
             f"{counted(stats['pending'], 'notification')} pending")
     line = f"{line}; delivering through {route}" if route else line
+    line = f"{line}; {counted(malformed, 'malformed notification')} skipped" if malformed else line
     return f"{problem}; {line}" if problem else line
 
 
@@ -120,7 +123,8 @@ def run(options: DaemonOptions) -> int:
     def status(stats: dict[str, int], problem: str | None) -> str:
         problem = problem or (forwarder.problem if forwarder is not None else None) or \
             (delivery.problem if delivery is not None else None)
-        return status_line(stats, problem, delivery.route() if delivery is not None else None)
+        return status_line(stats, problem, delivery.route() if delivery is not None else None,
+                           delivery.bell.malformed if delivery is not None else 0)
 
     def heartbeat(stats: dict[str, int], problem: str | None) -> None:
         # Waiting for a busy db before READY: ask systemd for more time than its start timeout.
@@ -133,11 +137,15 @@ def run(options: DaemonOptions) -> int:
     delivery = forwarder = None
     if options.state_url is not None:
         try:
-            check_shared_schema(options.state_url)
+            check_shared_schema(options.state_url, options.host)
         except SchemaTooNew as exc:
             log.error("%s", exc)
             os.close(lock_fd)
             return 1
+        except ConfigError as exc:  # exit 2: a setup problem, which systemd must not restart into
+            log.error("%s", exc)
+            os.close(lock_fd)
+            return 2
     if options.sink is not None:
         state = (SharedState(options.state_url, options.host) if options.state_url is not None
                  else LocalState(store))

@@ -23,13 +23,16 @@ import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
-from task_pulse.errors import TaskPulseError
+from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.masking import redact
 from task_pulse.messages import counted
+from task_pulse.model import TaskFormatError
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
-from task_pulse.store import TaskStore, expiry_cutoff
+from task_pulse.snapshot import compact, to_json
+from task_pulse.store import TaskStore, expiry_cutoff, task_from_file
 from task_pulsed.poked import PokedThread
 
 log = logging.getLogger("task-pulsed")
@@ -124,9 +127,9 @@ class Forwarder(PokedThread):
             rows = local.unforwarded(FORWARD_BATCH)
             # The snapshots written since the last copy, these rows' tasks' among them (a card rendered for
             # them then shows at least what they announce; a row's own write bumped its task's version).
-            tasks = {t[0]: SharedTask(*t) for t in local.unshared(FORWARD_BATCH)}
+            tasks = {t[0]: _shared_task(t) for t in local.unshared(FORWARD_BATCH)}
             if missing := {r.task_id for r in rows} - tasks.keys():
-                tasks.update((t[0], SharedTask(*t)) for t in local.shared_rows(missing))
+                tasks.update((t[0], _shared_task(t)) for t in local.shared_rows(missing))
             if not rows and not tasks:
                 return
             added = shared.forward(self.host, rows, tasks.values())
@@ -147,12 +150,29 @@ class Forwarder(PokedThread):
                      counted(tasks, "old task"))
 
 
-def check_shared_schema(url: str) -> None:
-    """At start: set the shared db's schema up, or SchemaTooNew (the daemon exits 1 before READY). A db
-    that cannot be reached now is no reason not to start: the forwarder spools until it can."""
+def _shared_task(row: tuple[Any, ...]) -> SharedTask:
+    """A `seen` row as the shared db gets it: its snapshot as a chat would show it, masked whatever this daemon's
+    --redact (every host with the URL reads it), the compact form (snapshot.py); a first start's file not read
+    yet, or no task, as no text at all."""
+    task_id, text = row[0], row[1]
     try:
-        SharedOutbox(url, connect_timeout=3.0).close()
-    except SchemaTooNew:
+        shown = to_json(compact(task_from_file(text, task_id), redact_secrets=True))
+    except TaskFormatError:
+        shown = ""
+    return SharedTask(task_id, shown, *row[2:])
+
+
+def check_shared_schema(url: str, host: str) -> None:
+    """At start: set the shared db's schema up, or SchemaTooNew (the daemon exits 1 before READY), or ConfigError
+    when its role may not write this host's rows (exit 2). A db that cannot be reached now is no reason not to
+    start: the forwarder spools until it can."""
+    try:
+        shared = SharedOutbox(url, connect_timeout=3.0)
+        try:
+            shared.check_host(host)
+        finally:
+            shared.close()
+    except (SchemaTooNew, ConfigError):
         raise
     except (*state_errors(), OSError, TaskPulseError) as exc:
         log.warning("shared state database %s not reachable at start (%s): notifications are spooled locally "

@@ -48,9 +48,9 @@ def outgoing(row: Queued, markup: str = PLAIN, *, recheck: bool = False, redact_
     lang = data.get("lang") if data.get("lang") in _LANGS else "zh"
     if has_template(row.kind):
         text = render(row.kind, data, lang, markup)
-    else:  # a kind this version does not know (a newer host's): its own text, line by line
+    else:  # a kind this version does not know (a newer host's): its own text, line by line, behind a mark of ours
         lines = [escaped(clean(line, 3 * FIELD_CAP), markup) for line in row.text.split("\n")[:3]]
-        text = "\n".join(line for line in lines if line)
+        text = "📝 " + "\n".join(line for line in lines if line)  # never a first word like "--output=…"
     if recheck or redact_secrets:
         text = redact(text)
     return replace(row, task_name=name, data=data, text=text)

@@ -31,7 +31,7 @@ from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.masking import redact
 from task_pulse.messages import shown_id
 from task_pulse.records import Card, Handoff, Malformed, Overview, Queued, queued, utc_stamp
-from task_pulse.sql_postgres import PG, SCHEMA_VERSION
+from task_pulse.sql_postgres import DELIVERER_ROLE, HOST_ROLE, PG, SCHEMA_VERSION
 from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
@@ -117,19 +117,24 @@ class SharedOutbox:
     def close(self) -> None:
         self.db.close()
 
+    def _version(self) -> int:
+        row = self.db.execute(PG.HAS_META).fetchone()
+        if row is None or not row[0]:
+            return 0
+        found = self.db.execute(PG.GET_VERSION).fetchone()
+        return int(found[0]) if found else 0
+
     def _schema(self, migrate: bool) -> None:
         """Bring the schema to SCHEMA_VERSION (under a lock: daemons of several hosts start at once);
-        SchemaTooNew if it is past it. Readers (`migrate` off) only check."""
+        SchemaTooNew if it is past it. Readers (`migrate` off) only check, and so does anyone when it is current
+        already (a host's or a deliverer's role may not create anything: see `grant`)."""
         with self.db.transaction():
-            if migrate:
+            version = self._version()
+            if version < SCHEMA_VERSION and migrate:
                 self.db.execute(PG.SCHEMA_LOCK)
                 for statement in PG.META.split(";"):
                     self.db.execute(statement)
-            row = self.db.execute(PG.HAS_META).fetchone()
-            version = 0
-            if row is not None and row[0]:
-                found = self.db.execute(PG.GET_VERSION).fetchone()
-                version = int(found[0]) if found else 0
+                version = self._version()  # another daemon may have migrated it while we waited for the lock
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(f"the shared state database {shown_url(self.url)} has schema {version}, newer than "
                                    f"this task-pulse's ({SCHEMA_VERSION}): upgrade task-pulse on this host")
@@ -141,6 +146,40 @@ class SharedOutbox:
                     self.db.execute(statement)
             if version < SCHEMA_VERSION:
                 self.db.execute(PG.SET_VERSION, (str(SCHEMA_VERSION),))
+
+    # -- roles (docs/shared-database.md) -------------------------------------------------------------------
+
+    def who(self) -> tuple[str, bool]:
+        """This connection's role, and whether row-level security binds it to its own host's rows (False: the
+        schema's owner or a superuser, who sees and may write every host's)."""
+        row = self.db.execute(PG.WHO).fetchone()
+        assert row is not None
+        return str(row[0]), not row[1]
+
+    def check_host(self, host: str) -> None:
+        """ConfigError when this connection may not write `host`'s rows: a host's role writes only the rows of
+        the host named as the role is (a daemon would spool for ever, each copy refused)."""
+        role, bound = self.who()
+        if bound and role != host:
+            raise ConfigError(f"the shared state database {shown_url(self.url)} lets role {role!r} write the rows of "
+                              f"host {role!r} only: run this daemon with --host-name {role} (it is {host!r})")
+
+    def grant(self, role: str, as_what: str) -> list[str]:
+        """As the schema's owner: make the group roles and what each may do, then make `role` (which exists: its
+        password is the admin's business) a host (`as_what` "host": its name is its host's) or a deliverer.
+        Returns what was run, one line each."""
+        from psycopg import sql
+
+        group = HOST_ROLE if as_what == "host" else DELIVERER_ROLE
+        done = []
+        with self.db.transaction():
+            for statement in PG.GRANTS:
+                self.db.execute(statement)
+            done.append(f"roles {HOST_ROLE} and {DELIVERER_ROLE}: granted what each may do on schema task_pulse")
+            self.db.execute(sql.SQL(PG.GRANT_MEMBER).format(group=sql.Identifier(group), role=sql.Identifier(role)))
+            done.append(f"role {role}: a member of {group}" + (f" (it writes the rows of host {role!r} only)"
+                                                               if as_what == "host" else ""))
+        return done
 
     @contextmanager
     def _txn(self) -> Iterator[psycopg.Connection[Any]]:

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from task_pulse.records import PINGS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+HOST_ROLE, DELIVERER_ROLE = "task_pulse_host", "task_pulse_deliverer"  # group roles (see `task-pulse shared grant`)
+# What a deliverer may change of a notification: how it is being delivered, never what it says or whose it is.
+DELIVERY_COLUMNS = "claimed_by, claim_until, delivered_at, delivered_by, attempts, last_error, retry_at, paced_until"
+# What a host may write into a notification: the notification itself, never how it is delivered.
+HOST_COLUMNS = "host, key, task_id, task_name, kind, created_at, text, data"
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
 
@@ -89,7 +94,49 @@ class PG:
             written_at  DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (host, task_id)
         )""",
+    ], 3: [
+        # Row-level security (docs/shared-database.md): a host's role (a member of task_pulse_host, named as the
+        # host: --host-name) sees and writes its own rows only; a deliverer (a member of task_pulse_deliverer)
+        # sees every host's notifications and tasks, and writes only how they are delivered (column grants,
+        # `GRANTS`), cards and handoffs. The schema's owner is not bound by it: one role for every host, as
+        # before, trusts every host.
+        f"""
+        CREATE FUNCTION task_pulse.is_deliverer() RETURNS boolean LANGUAGE sql STABLE AS $$
+            SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{DELIVERER_ROLE}'
+                           AND pg_has_role(current_user, oid, 'MEMBER'))
+        $$""",
+        *(f"ALTER TABLE task_pulse.{t} ENABLE ROW LEVEL SECURITY" for t in ("tasks", "notifications", "cards",
+                                                                             "handoffs")),
+        "CREATE POLICY own_rows ON task_pulse.tasks USING (host = current_user) WITH CHECK (host = current_user)",
+        "CREATE POLICY deliverers_read ON task_pulse.tasks FOR SELECT USING (task_pulse.is_deliverer())",
+        "CREATE POLICY own_rows ON task_pulse.notifications USING (host = current_user) "
+        "WITH CHECK (host = current_user)",
+        *(f"CREATE POLICY deliverers ON task_pulse.{t} USING (task_pulse.is_deliverer()) "
+          "WITH CHECK (task_pulse.is_deliverer())" for t in ("notifications", "cards", "handoffs")),
     ]}
+    # What `task-pulse shared grant` runs (as the schema's owner): the two group roles, what each may do, then the
+    # membership of one role. Idempotent: run it again for every host or deliverer added.
+    GRANTS = [
+        *(f"DO $$ BEGIN CREATE ROLE {role} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+          for role in (HOST_ROLE, DELIVERER_ROLE)),
+        f"GRANT USAGE ON SCHEMA task_pulse TO {HOST_ROLE}, {DELIVERER_ROLE}",
+        f"GRANT SELECT ON task_pulse.meta TO {HOST_ROLE}, {DELIVERER_ROLE}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON task_pulse.tasks TO {HOST_ROLE}",
+        f"GRANT SELECT, DELETE ON task_pulse.notifications TO {HOST_ROLE}",
+        f"GRANT INSERT ({HOST_COLUMNS}) ON task_pulse.notifications TO {HOST_ROLE}",
+        f"GRANT USAGE ON SEQUENCE task_pulse.notifications_seq_seq TO {HOST_ROLE}",
+        f"GRANT SELECT ON task_pulse.tasks TO {DELIVERER_ROLE}",
+        f"GRANT SELECT, DELETE ON task_pulse.notifications TO {DELIVERER_ROLE}",
+        f"GRANT UPDATE ({DELIVERY_COLUMNS}) ON task_pulse.notifications TO {DELIVERER_ROLE}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON task_pulse.cards, task_pulse.handoffs TO {DELIVERER_ROLE}",
+    ]
+    GRANT_MEMBER = "GRANT {group} TO {role}"  # identifiers: composed with psycopg.sql, never by hand
+    # Who this connection is, and whether row-level security binds it (the owner and superusers it does not).
+    WHO = """
+    SELECT current_user, r.rolsuper OR r.rolbypassrls OR c.relowner = r.oid
+    FROM pg_roles AS r, pg_class AS c
+    WHERE r.rolname = current_user AND c.oid = 'task_pulse.notifications'::regclass
+    """
     SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('task_pulse.schema'))"  # one migrator at a time
     META = """
     CREATE SCHEMA IF NOT EXISTS task_pulse;

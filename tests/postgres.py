@@ -5,7 +5,9 @@ tests make a cluster of their own in a temp dir, listening on a free port of 127
 authentication, run by an unprivileged account (`nobody` when the tests run as root: PostgreSQL
 refuses to run as root). Each test gets a database of its own. `TASK_PULSE_TEST_PG_URL` points the
 tests at a server already running instead (the tests that stop the server are then skipped).
-Without either the tests skip, saying how to set it up.
+Without either the tests skip, saying how to set it up. The tests of roles (tests/test_shared_roles.py) make
+login roles of their own on the tests' own server only, and drop them; the group roles `task_pulse_host` and
+`task_pulse_deliverer` stay with the cluster, which is removed after the session.
 """
 
 from __future__ import annotations

@@ -150,3 +150,10 @@ def test_the_cron_routes_drain_escapes_and_a_plain_drain_does_not(tasks_dir: Pat
     wait_for(lambda: len([n for n in read_notifications(tasks_dir) if not n["delivered_at"]]) == 2, 30, "queued")
     escaped = run_tp(tasks_dir, "--lang", "en", "drain", "--digest", "--markup", "markdown")
     assert escaped.stdout.strip() and unescaped_markup(escaped.stdout) == [], escaped.stdout
+
+
+def test_a_shared_rows_text_of_an_unknown_kind_is_cleaned_and_never_starts_like_an_option() -> None:
+    row = Queued(1, "k", "t", "T\x1b[2J", "newer_kind", "now", "--output=/tmp/x\n\x1b]0;t\x07two\u202e\nthree\nfour",
+                 {"lang": "xx", "name": 5}, 0, host="far")
+    out = outgoing(row, recheck=True)
+    assert out.text == "📝 --output=/tmp/x\ntwo\nthree" and out.task_name == "T"
