@@ -11,6 +11,7 @@ them, and are removed when the module is done.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import shutil
@@ -398,3 +399,131 @@ def test_a_foreign_pulse_of_any_mode_is_exit_2_naming_its_owner(share: Path, acc
     assert made.returncode == 0, made.stderr
     words = (f"belongs to uid {mallory.uid} ({MALLORY})", f"have {MALLORY} or root remove it", "rm -r")
     refused_for_the_victim(share, victim, *words)
+
+
+# -- what mallory's tasks can do in the victim's chat and state ------------------------------------------
+
+
+def mallorys_task(mallory: Account, path: Path, name: str, **fields: object) -> None:
+    raw = {"taskName": name, "status": "running", "startedAt": "2026-11-25T10:00:00+00:00",
+           "updatedAt": "2026-11-25T10:00:00+00:00", "steps": [{"name": "push", "status": "running"}], **fields}
+    made = mallory.python_code("import sys; open(sys.argv[1], 'w').write(sys.argv[2])", str(path), json.dumps(raw))
+    assert made.returncode == 0, made.stderr
+
+
+def test_mallorys_task_never_reads_as_the_victims_own(share: Path, accounts: dict[str, Account],
+                                                      running: list[Daemon]) -> None:
+    """She named hers "Deploy prod" and pinged `🎉 done` for it: every message of it now says it is hers, and
+    `status` says so too, her text masked."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o3770)
+    running.append(victim_daemon(share, victim).start())
+    assert victim.run("task-pulse", "--dir", str(share), "create", "Deploy prod", "push").returncode == 0
+    mallorys_task(mallory, share / "hers.json", "Deploy prod")
+    mallorys_task(mallory, share / "hers.json", "Deploy prod", status="done", result="🎉 shipped",
+                  finishedAt="2026-11-25T10:05:00+00:00")
+    wait_for(lambda: any(n["task_id"] == "hers" and n["kind"] == "done" for n in readable(share, victim)), 30,
+             "her done ping")
+    mark = f"👤{MALLORY} · Deploy prod"
+    hers = [n for n in readable(share, victim) if n["task_id"] == "hers"]
+    assert hers and all(mark in n["text"].split("\n")[0] for n in hers), [n["text"] for n in hers]
+    assert all("👤" not in n["text"] for n in readable(share, victim) if n["task_id"] != "hers")
+    status = victim.run("task-pulse", "--dir", str(share), "--lang", "en", "status")
+    assert mark in status.stdout and status.stdout.count("👤") == 1, status.stdout
+
+
+def readable(share: Path, victim: Account) -> list[dict[str, object]]:
+    """The victim's outbox, as the victim reads it (drain --json would take the rows)."""
+    proc = victim.python_code(
+        "import json, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); print(json.dumps([dict(zip(('task_id', "
+        "'kind', 'text'), r)) for r in db.execute('SELECT task_id, kind, text FROM notifications ORDER BY seq')]))",
+        str(share / ".pulse" / "state.db"))
+    return json.loads(proc.stdout) if proc.returncode == 0 else []
+
+
+def test_mallorys_big_files_written_and_deleted_do_not_fill_the_victims_disk(
+        share: Path, accounts: dict[str, Account], running: list[Daemon]) -> None:
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    share.chmod(0o3770)
+    running.append(victim_daemon(share, victim).start())
+    churn = mallory.python_code(
+        "import json, os, sys, time\n"
+        "for i in range(15):\n"
+        "    p = os.path.join(sys.argv[1], f'big-{i}.json')\n"
+        "    open(p, 'w').write(json.dumps({'taskName': f'big {i}', 'status': 'running', 'steps': "
+        "[{'name': 's', 'status': 'running', 'message': 'x' * 900000}]}))\n"
+        "    time.sleep(0.3)\n"
+        "    os.unlink(p)\n", str(share))
+    assert churn.returncode == 0, churn.stderr
+    wait_for(lambda: len([n for n in readable(share, victim) if n["kind"] == "started"]) >= 10, 30, "her files read")
+    size = victim.python_code("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("
+                              "'SELECT sum(length(CAST(snapshot AS BLOB))) FROM seen').fetchone()[0])",
+                              str(share / ".pulse" / "state.db"))
+    assert int(size.stdout) < 15 * 2000, size.stdout  # was 15 x 900 KB, kept 7 days
+
+
+def test_cleanup_skips_what_it_may_not_remove_and_does_the_rest(base: Path, accounts: dict[str, Account],
+                                                                running: list[Daemon]) -> None:
+    """In a root-owned sticky dir, unlinking mallory's file is EPERM: it escaped the cleanup loop, so nothing was
+    removed or purged again, a traceback every hour, and `cleanup` exited 1 (her `finishedAt: 1970` put it first)."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    sticky = base / f"sticky-{time.monotonic_ns()}"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    try:
+        old = {"status": "done", "finishedAt": "1970-01-02T00:00:00+00:00", "updatedAt": "1970-01-02T00:00:00+00:00"}
+        mallorys_task(mallory, sticky / "hers.json", "hers", **old)
+        made = victim.python_code("import json, sys; open(sys.argv[1], 'w').write(json.dumps(dict(taskName='mine', "
+                                  "steps=[], **json.loads(sys.argv[2]))))", str(sticky / "mine.json"), json.dumps(old))
+        assert made.returncode == 0, made.stderr
+        proc = victim.run("task-pulse", "--dir", str(sticky), "cleanup", "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["removed"] == ["mine"] and json.loads(proc.stdout)["notRemoved"] == ["hers"]
+        assert proc.stderr.count("\n") == 1 and "hers.json cannot be removed" in proc.stderr
+        mallorys_task(mallory, sticky / "hers2.json", "hers2", **old)
+        victim.python_code("import json, sys; open(sys.argv[1], 'w').write(json.dumps(dict(taskName='mine2', "
+                           "steps=[], **json.loads(sys.argv[2]))))", str(sticky / "mine2.json"), json.dumps(old))
+        d = Daemon(sticky, "--cleanup-interval", "1", "--announce-existing", command=victim.command("task-pulsed"),
+                   **victim.popen_args()).start()
+        running.append(d)
+        wait_for(lambda: not (sticky / "mine2.json").exists(), 30, "the victim's own expired task removed")
+        wait_for(lambda: d.log().count("cleanup:") >= 3, 30, "more cleanup rounds")
+        assert "Traceback" not in d.log() and d.log().count("hers2.json cannot be removed") == 1, d.log()
+    finally:
+        shutil.rmtree(sticky, ignore_errors=True)
+
+
+def test_the_skill_under_a_group_umask_is_no_way_in(base: Path, accounts: dict[str, Account]) -> None:
+    """In a setgid group workspace with `umask 002`, SKILL.md, the record and their folders were group-writable:
+    mallory pointed the record's `paths` at her package, and the victim's next `status` ran her code."""
+    victim, mallory = accounts[VICTIM], accounts[MALLORY]
+    workspace = base / f"workspace-{time.monotonic_ns()}"
+    workspace.mkdir()
+    os.chown(workspace, victim.uid, victim.share_gid)
+    workspace.chmod(0o2770)
+    dest = workspace / "skills" / "live-task-pulse"
+    install = (f"import os, sys; os.umask(0o002); site = sys.argv.pop(1); import site as s; s.addsitedir(site); "
+               f"from task_pulse.cli import main; main(['skill', 'install', '--dest', {str(dest)!r}])")
+    made = victim.python_code(install, sysconfig.get_paths()["purelib"])
+    assert made.returncode == 0, made.stderr
+    evil = base / f"evil-{time.monotonic_ns()}"
+    marker = evil / "ran"
+    for target in (dest / "SKILL.md", dest / ".task-pulse.json"):
+        tamper = mallory.python_code("import sys; open(sys.argv[1], 'a').write('pwned')", str(target))
+        assert tamper.returncode != 0 and "PermissionError" in tamper.stderr, target
+    # An older install's folder, group-writable: she swaps the record for hers; the script does not follow it.
+    dest.chmod(0o2775)
+    (evil / "task_pulse").mkdir(parents=True)
+    (evil / "task_pulse" / "__init__.py").write_text("")
+    (evil / "task_pulse" / "entry.py").write_text(f"def main(args=None):\n    open({str(marker)!r}, 'w')\n")
+    evil.chmod(0o777)
+    record = json.dumps({"python": sys.executable, "version": list(sys.version_info[:2]), "paths": [str(evil)]})
+    swap = mallory.python_code("import os, sys; open(sys.argv[1] + '.new', 'w').write(sys.argv[2]); "
+                               "os.replace(sys.argv[1] + '.new', sys.argv[1])", str(dest / ".task-pulse.json"), record)
+    assert swap.returncode == 0, swap.stderr
+    ran = victim.python_code("import runpy, sys; sys.argv = ['task_pulse.py', 'status']; "
+                             f"runpy.run_path({str(dest / 'scripts' / 'task_pulse.py')!r}, run_name='__main__')")
+    assert not marker.exists(), ran.stderr
+    assert "not yours alone" in ran.stderr
+    shutil.rmtree(workspace, ignore_errors=True)
+    shutil.rmtree(evil, ignore_errors=True)
