@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from task_pulse.masking import redact
 from task_pulse.messages import (
     FIELD_CAP,
     chat_text,
@@ -129,11 +128,8 @@ def make_notification(task_id: str, task_name: str, kind: str, key_facts: tuple[
 
     fields = {k: safe(v) for k, v in fields.items()}
     name = safe(task_name)
-    text = render(kind, fields, lang)
-    # Masked once more as a whole: a secret only two fields together show ("DB_PASSWORD" as the step, its value
-    # as its message) is a secret all the same.
     return Notification(key=notification_key(task_id, kind, *key_facts), task_id=task_id, task_name=name,
-                        kind=kind, text=redact(text) if redact_secrets else text,
+                        kind=kind, text=render(kind, fields, lang),
                         data={"taskId": shown_id(task_id), "taskName": name, "lang": lang, **fields})
 
 

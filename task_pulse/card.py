@@ -15,7 +15,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 from task_pulse.markup import PLAIN, escaped
-from task_pulse.masking import redact
 from task_pulse.messages import chat_text, format_duration, format_percent, progress_bar, task_duration
 from task_pulse.model import Step, Task, parse_time
 
@@ -76,10 +75,7 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
         lines.append(words["result"].format(text=safe(task.result, 300)))
     elif task.status == "error" and task.error:
         lines.append(words["failure"].format(text=safe(task.error, 300)))
-    text = "\n".join(lines)
-    # Masked once more as a whole: a secret only its fields together show ("DB_PASSWORD" as a step, its value
-    # as the step's message) is a secret all the same.
-    return _fit(redact(text) if redact_secrets else text)
+    return _fit("\n".join(lines))
 
 
 def _step_line(step: Step, words: dict[str, str], safe: Safe, error: str | None = None) -> str:
