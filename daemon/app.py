@@ -75,7 +75,7 @@ def warn_if_open_to_others(root: Path) -> None:
     """Anyone who can write the tasks dir can put words in the user's chat: say so. (Without the
     sticky bit the daemon does not even start: privatedir.py.)"""
     st = root.stat()
-    others, mode = others_who_can_write(st), stat.S_IMODE(st.st_mode)
+    others, mode = others_who_can_write(st, str(root)), stat.S_IMODE(st.st_mode)
     if others == "every local user":
         log.warning("SECURITY: %s is writable by every local user (mode %o): any of them can create task files and "
                     "so send messages to your chat. Fix it: chmod o-w %s", root, mode, root)

@@ -212,10 +212,12 @@ def check_private_dir(root: str, *, create: bool) -> int | None:
         os.close(fd)
         raise
     st = os.fstat(fd)
-    held = _HELD.setdefault((st.st_dev, st.st_ino), fd)
-    if held != fd:
+    held = _HELD.get((st.st_dev, st.st_ino))
+    if held is not None and os.fstat(held).st_nlink > 0:
         os.close(fd)  # checked again (a long-lived process opening the db anew): the handle it holds is this one
-    return held
+        return held
+    _HELD[st.st_dev, st.st_ino] = fd  # (a held one removed since, its inode number used again: replaced)
+    return fd
 
 
 def handle_path(fd: int, name: str) -> str:
