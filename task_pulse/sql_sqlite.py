@@ -165,10 +165,12 @@ class SQL:
     WHERE task_id IN (SELECT value FROM json_each(?))
     """
     MARK_SHARED = "UPDATE seen SET shared_version = :version WHERE task_id = :task_id AND version >= :version"
-    # The forwarder is this dir's only deliverer (a local drain refuses while it forwards): no claims.
+    # The forwarder is this dir's only deliverer (a local drain refuses while it forwards): no claims, but for a
+    # flood window's (daemon/flood.py): what it holds is told by its summary, which is forwarded in turn.
     UNFORWARDED = """
     SELECT seq, key, task_id, task_name, kind, created_at, text, data, attempts
-    FROM notifications WHERE delivered_at IS NULL ORDER BY seq LIMIT ?
+    FROM notifications WHERE delivered_at IS NULL AND (claimed_by IS NULL OR claimed_by NOT LIKE 'flood:%')
+    ORDER BY seq LIMIT ?
     """
     MARK_FORWARDED = """
     UPDATE notifications SET delivered_at = :at, delivered_by = 'shared', claimed_by = NULL, claim_until = NULL

@@ -211,3 +211,25 @@ def test_the_shared_db_gets_masked_snapshots_not_the_files_text(tmp_path: Path, 
     snapshot = wait_for(lambda: shared_snapshot(pg_url, "alpha", "raw"), 30, "its snapshot")
     assert "hunter2" not in snapshot and "notes" not in snapshot and len(snapshot) < 1000
     assert read_notifications(tmp_path / "alpha")
+
+
+def test_a_flood_on_a_host_reaches_the_shared_db_summed_up(tmp_path: Path, pg_url: str,
+                                                           daemons: list[Daemon]) -> None:
+    """What a flood window holds is told by its summary in the shared db too, not copied there one by one."""
+    tasks = tmp_path / "alpha"
+    daemons.append(host_daemon(tasks, pg_url, "alpha", "--news-burst", "2", "--news-window", "2").start())
+    stamp = datetime.now(UTC).isoformat()
+    for i in range(10):
+        (tasks / f"flood-{i}.json").write_text(json.dumps(
+            {"taskName": f"flood {i}", "status": "running", "stallSeconds": 1, "startedAt": stamp, "updatedAt": stamp,
+             "steps": [{"name": "a", "status": "running"}]}))
+
+    def settled() -> list[dict[str, Any]] | None:
+        local = read_notifications(tasks)
+        done = len([n for n in local if n["task_id"].startswith("flood-")]) == 20 and all(
+            n["delivered_by"] for n in local)
+        return shared_rows(pg_url) if done else None
+
+    rows = wait_for(settled, 60, "every notification forwarded or summed up")
+    one_by_one = [r for r in rows if r["task_id"].startswith("flood-")]
+    assert len(one_by_one) <= 4 and [r for r in rows if r["task_id"] == ".flooded"], rows
