@@ -129,6 +129,7 @@ def test_the_skill_is_written_with_fixed_modes_whatever_the_umask(tmp_path: Path
         os.umask(old)
     modes = {p.relative_to(dest).as_posix(): p.stat().st_mode & 0o777 for p in [dest, *dest.rglob("*")]}
     assert all(not mode & 0o022 for mode in modes.values()), modes
+    assert dest.parent.stat().st_mode & 0o777 == 0o755  # skills/, made by install too
     assert modes["SKILL.md"] == 0o644 and modes[RUNTIME] == 0o644 and modes["scripts/task_pulse.py"] == 0o755
     os.chmod(dest, 0o775)  # an older install's folder: made private again by the next install
     assert CliRunner().invoke(cli, ["skill", "install", "--dest", str(dest)]).exit_code == 0

@@ -73,8 +73,12 @@ def install(dest: Path, *, force: bool = False) -> list[str]:
 # Whatever the umask: under `umask 002` in a setgid group workspace the skill's files were group-writable, and
 # so were the instructions an agent follows (SKILL.md) and the record the script takes its sys.path from.
 def _folder(path: Path) -> None:
-    """`path` and the skill's folders up to it, made if missing, writable by their owner only."""
-    path.mkdir(parents=True, exist_ok=True)
+    """`path`, and the folders above it that are missing (`skills/`), made writable by their owner only; `path`
+    made so if it is the user's already (a folder above that exists is the workspace's owner's business)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)
     st = path.stat()
     if st.st_uid == os.geteuid() and st.st_mode & 0o022:
         path.chmod(st.st_mode & 0o7755)
