@@ -512,6 +512,7 @@ def test_the_skill_under_a_group_umask_is_no_way_in(base: Path, accounts: dict[s
         tamper = mallory.python_code("import sys; open(sys.argv[1], 'a').write('pwned')", str(target))
         assert tamper.returncode != 0 and "PermissionError" in tamper.stderr, target
     # An older install's folder, group-writable: she swaps the record for hers; the script does not follow it.
+    os.chown(dest, victim.uid, victim.share_gid)
     dest.chmod(0o2775)
     (evil / "task_pulse").mkdir(parents=True)
     (evil / "task_pulse" / "__init__.py").write_text("")
