@@ -230,18 +230,20 @@ def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture
     from types import SimpleNamespace
 
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
-    from task_pulsed.delivery.sinks import DeliveryError
+    from task_pulsed.delivery.pacing import UNPACED, Pacer
+    from task_pulsed.delivery.results import DeliveryError
 
     class Outbox:
         def __init__(self) -> None:
             self.retried: list[list[int]] = []
 
-        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float) -> None:
+        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float, *, count: bool = True) -> None:
             self.retried.append(list(seqs))
 
     state = SimpleNamespace(owner_prefix="test:", errors=())
     sink = SimpleNamespace(name="exec", timeout=1.0, can_edit=False)
-    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell())  # type: ignore[arg-type]
+    courier = Courier(0, state, sink, DeliveryOptions(attempts=2, backoff=0.0), Doorbell(),  # type: ignore[arg-type]
+                      Pacer(UNPACED))
     old, new = replace(row(1, "started"), attempts=1), row(2, "step_done")  # `new` came during the first tries
     outbox = Outbox()
     with caplog.at_level(logging.INFO, logger="task-pulsed"):

@@ -192,7 +192,7 @@ def test_a_whole_session_becomes_tasks_and_their_notifications(tasks_dir: Path, 
         wait_for(lambda t=task_id, w=wanted: no_progress(tasks_dir, t) == w, 30,
                  f"{wanted} for {task_id}, have {no_progress(tasks_dir, task_id)}")
     texts = {n["task_id"]: n["text"] for n in read_notifications(tasks_dir) if n["kind"] in ("done", "failed")}
-    assert texts[first["taskId"]].startswith("🎉 【Add a dark mode toggle to the settings page】done!")
+    assert texts[first["taskId"]].startswith('🎉 "Add a dark mode toggle to the settings page" done!')
     assert texts[first["taskId"]].endswith("Result: Added the toggle; the tests pass.")
     assert "Error: rate_limit: 429 Too Many Requests" in texts[second["taskId"]]
     notes = read_notifications(tasks_dir)

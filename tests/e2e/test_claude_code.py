@@ -227,7 +227,7 @@ def test_a_real_claude_code_session_becomes_tasks(machine: Machine, daemon: Daem
         wait_for(lambda t=task_id, w=wanted: [k for k in kinds(machine.tasks, t) if k != "progress"] == w, 30,
                  f"{wanted} for {task_id}, have {kinds(machine.tasks, task_id)}")
     done = next(n for n in read_notifications(machine.tasks) if n["task_id"] == turn["taskId"] and n["kind"] == "done")
-    assert done["text"].startswith(f"🎉 【{PROMPT}】done!") and done["text"].endswith("Result: Said hello.")
+    assert done["text"].startswith(f'🎉 "{PROMPT}" done!') and done["text"].endswith("Result: Said hello.")
 
 
 def test_an_api_error_fails_the_turn(machine: Machine, daemon: Daemon, api_factory: list[MessagesAPI]) -> None:
