@@ -56,9 +56,10 @@ class _Tail(threading.Thread):
 
 
 def run_wrapped(store: TaskStore, settings: Settings, name: str, steps: list[str], command: list[str], *,
-                heartbeat_every: float, stall_seconds: float | None) -> int:
+                heartbeat_every: float, stall_seconds: float | None, budget_seconds: float | None = None) -> int:
     """Run `command` as task `name`; returns its exit code (128+N when a signal N ended it)."""
-    task = store.create(name, steps or [os.path.basename(command[0])], settings.now(), stall_seconds=stall_seconds)
+    task = store.create(name, steps or [os.path.basename(command[0])], settings.now(), stall_seconds=stall_seconds,
+                        budget_seconds=budget_seconds)
 
     def end(change: Callable[[Task, str], bool | None]) -> None:
         now = settings.now()
