@@ -1,0 +1,176 @@
+"""Finished runs as the state db keeps them, and what the daemon observes of a run while it runs.
+
+Runs of a task are matched by task name; their steps by name and occurrence (the k-th step of a name
+is the k-th step of that name in every run), so a step inserted or removed does not shift the others.
+
+Pure: no clock, no I/O. The worker updates `Observed` at every read of a task file (`observe`) and,
+when the task ends, turns it and the file into a `Run` (`finished_run`), recorded in the same
+transaction as the notifications of that read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from task_pulse.model import Task, parse_time
+
+# A step counts as watched from its start when the daemon read the task within this long of the step's
+# startedAt (writers stamp a step's start and the task's updatedAt in the same write, or microseconds apart).
+WATCHED_FROM_START = 1.0
+
+
+def step_key(name: str, occurrence: int) -> str:
+    """How a step is matched across runs: its name and which occurrence of that name it is."""
+    return f"{occurrence}:{name}"
+
+
+def step_keys(names: list[str]) -> list[str]:
+    """`step_key` of each step, in order."""
+    count: dict[str, int] = {}
+    out = []
+    for name in names:
+        k = count.get(name, 0)
+        count[name] = k + 1
+        out.append(step_key(name, k))
+    return out
+
+
+def step_started(task: Task, i: int) -> datetime | None:
+    """When step `i` started: its startedAt, else the end of the step before it, else (the first step)
+    the task's start. Hand-written files often give only some of these."""
+    step = task.steps[i]
+    started = parse_time(step.started_at)
+    if started is None and i > 0:
+        started = parse_time(task.steps[i - 1].finished_at)
+    if started is None and i == 0:
+        started = parse_time(task.started_at)
+    return started
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    seconds = (end - start).total_seconds()
+    return round(seconds, 3) if seconds >= 0 else None
+
+
+@dataclass
+class Observed:
+    """What the daemon saw of one run of a task while it ran: stored with the task's snapshot.
+
+    `silences`: for each step watched from its start (by `step_key`), the longest time between two
+    updates of the task while that step ran, the update that ended it included. A step the daemon did
+    not see begin (a file written whole, a step started and finished between two reads) has none: its
+    silences are not known, and are not learned from. `overdue`: the limits (`Limit.key`) already told.
+    """
+
+    silences: dict[str, float] = field(default_factory=dict)
+    overdue: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps({"silences": self.silences, "overdue": self.overdue}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Observed:
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        return cls(dict(raw.get("silences") or {}), list(raw.get("overdue") or []))
+
+
+def _running_index(task: Task) -> int | None:
+    return next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
+
+
+def observe(before: Observed | None, old: Task | None, new: Task) -> Observed:
+    """`before` brought up to date with a read of the task that found `new` (`old`: the read before, of
+    the same run; None when this is the run's first read, and `before` is dropped)."""
+    out = Observed(dict(before.silences), list(before.overdue)) if before is not None and old is not None \
+        else Observed()
+    updated = parse_time(new.updated_at)
+    if updated is None:
+        return out
+    keys = step_keys([s.name for s in new.steps])
+    if old is not None:
+        last = parse_time(old.updated_at)
+        i = _running_index(old)
+        if i is not None and last is not None and updated > last:
+            key = step_keys([s.name for s in old.steps])[i]
+            if key in out.silences:
+                end = updated
+                if key in keys:  # the same step now: the gap ends at its finish if it finished meanwhile
+                    step = new.steps[keys.index(key)]
+                    finished = parse_time(step.finished_at) if step.status in ("done", "error") else None
+                    if finished is not None and last <= finished <= updated:
+                        end = finished
+                out.silences[key] = max(out.silences[key], round((end - last).total_seconds(), 3))
+    j = _running_index(new)
+    if j is not None and keys[j] not in out.silences:
+        started = step_started(new, j)
+        if started is not None and abs((updated - started).total_seconds()) <= WATCHED_FROM_START:
+            out.silences[keys[j]] = max(0.0, round((updated - started).total_seconds(), 3))
+    return out
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One step of a finished run: how it ended, how long it took, its longest silence (None: not known)."""
+
+    name: str
+    status: str
+    seconds: float | None
+    silence: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "seconds": self.seconds, "silence": self.silence}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run of a task, as the history keeps it (outliving its file)."""
+
+    key: str  # unique per run: task id, start, run counter
+    task_id: str
+    name: str
+    outcome: str  # done | error
+    at: float  # unix time it started (else finished, else was recorded): orders runs, ages them
+    started_at: float | None
+    finished_at: float | None
+    steps: tuple[StepRun, ...]
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None or self.finished_at < self.started_at:
+            return None
+        return round(self.finished_at - self.started_at, 3)
+
+    def steps_json(self) -> str:
+        return json.dumps([s.to_dict() for s in self.steps], ensure_ascii=False)
+
+    @staticmethod
+    def parse_steps(text: str) -> tuple[StepRun, ...]:
+        return tuple(StepRun(s["name"], s["status"], s.get("seconds"), s.get("silence")) for s in json.loads(text))
+
+
+def run_key(task: Task, run: int) -> str:
+    """Which run of which task file: a run recorded twice (a file put back, a restart) is stored once."""
+    return "\x1f".join((task.task_id, task.started_at or task.finished_at or "", str(run)))
+
+
+def finished_run(task: Task, run: int, observed: Observed | None, recorded_at: float) -> Run:
+    """The history record of an ended task (`run`: the daemon's run counter for its id)."""
+    started, finished = parse_time(task.started_at), parse_time(task.finished_at) or parse_time(task.updated_at)
+    silences = observed.silences if observed is not None else {}
+    steps = []
+    for i, (step, key) in enumerate(zip(task.steps, step_keys([s.name for s in task.steps]), strict=True)):
+        ended = parse_time(step.finished_at) if step.status in ("done", "error") else None
+        steps.append(StepRun(step.name, step.status, _seconds(step_started(task, i), ended),
+                             silences.get(key) if ended is not None else None))
+    at = started or finished
+    return Run(key=run_key(task, run), task_id=task.task_id, name=task.name, outcome=task.status,
+               at=at.timestamp() if at is not None else recorded_at,
+               started_at=started.timestamp() if started is not None else None,
+               finished_at=finished.timestamp() if finished is not None else None, steps=tuple(steps))
