@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from task_pulse.history.runs import Observed
 from task_pulse.messages import shown_id
 from task_pulse.model import Task
 
@@ -106,6 +107,9 @@ class Seen:
     # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
     # again from `snapshot`). None: `record` serialises `snapshot`.
     text: str | None = None
+    # What the daemon observed of this run while it ran (silences, overdue notices told): see task_pulse/history.
+    observed: Observed | None = None
+    overdue_at: float | None = None  # unix time the running step or the task becomes overdue (None: never)
 
 
 class DeliveryStore(Protocol):
