@@ -28,11 +28,12 @@ class Settings:
     as a Path, for everything but the writer's hot path."""
 
     __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
-                 "redact_secrets", "lock_timeout", "state_url", "_host_name")
+                 "redact_secrets", "lock_timeout", "state_url", "_host_name", "history_runs", "history_days")
 
     def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
                  keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10,
-                 state_url: str | None = None, host_name: str | None = None) -> None:
+                 state_url: str | None = None, host_name: str | None = None, history_runs: int = 50,
+                 history_days: float = 90) -> None:
         self.tasks_path = tasks_path
         self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
         self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
@@ -40,6 +41,8 @@ class Settings:
         self.lock_timeout = lock_timeout  # how long a writer waits for a task's lock
         self.state_url = state_url  # a shared state db (postgresql://…), None for the local one
         self._host_name = host_name
+        # The history of finished runs (task_pulse/history): runs kept per task name, and for how long.
+        self.history_runs, self.history_days = history_runs, history_days
 
     @property
     def host_name(self) -> str:
@@ -76,6 +79,14 @@ def _positive(text: str) -> float:
         raise ValueError("must be a positive number")
     if value > 1e9:  # seconds or days: beyond any real setting, and past the calendar's end
         raise ValueError("must be at most 1e9")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number from 1 up (a number of runs)."""
+    value = int(text)
+    if not 1 <= value <= 1_000_000:
+        raise ValueError("must be a whole number from 1 to 1000000")
     return value
 
 
@@ -164,6 +175,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "lock_timeout": ("TASK_PULSE_LOCK_TIMEOUT", _positive, "10"),
     "state_url": ("TASK_PULSE_STATE", _state_url, None),  # None: the local state db in <tasks>/.pulse/
     "host_name": ("TASK_PULSE_HOST", _host_name, None),  # None: this machine's host name
+    "history_runs": ("TASK_PULSE_HISTORY_RUNS", _count, "50"),
+    "history_days": ("TASK_PULSE_HISTORY_DAYS", _positive, "90"),
 }
 
 

@@ -20,7 +20,7 @@ from task_pulse.messages import digest
 from task_pulse.records import Card, Queued
 
 # Kinds that go out as a new message even when the card shows them: these ring the phone.
-PINGS = frozenset({"done", "failed", "stalled", "invalid"})
+PINGS = frozenset({"done", "failed", "stalled", "invalid", "overdue"})
 TERMINAL = frozenset({"done", "failed"})
 STYLES = ("card", "stream")
 
