@@ -1,6 +1,6 @@
-"""The `task-pulse` command, one module per audience: writers, readers (the agent), admins."""
+"""The `task-pulse` command, one module per audience: writers, readers (the agent), admins; `history`."""
 
-from task_pulse.cli import admin, reader, writer  # noqa: F401 - importing registers the verbs
+from task_pulse.cli import admin, history, reader, writer  # noqa: F401 - importing registers the verbs
 from task_pulse.cli.base import FiniteRange, cli
 
 __all__ = ["FiniteRange", "cli", "main"]
