@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from task_pulse.history.forecast import Profile
 from task_pulse.messages import shown_id
-from task_pulse.model import TaskFormatError
+from task_pulse.model import Task, TaskFormatError
 from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.records import Notification, Seen
 from task_pulse.store import (
@@ -69,8 +69,9 @@ GROUP_SECONDS = 0.005
 # Files a first start stored unread that the background pass adopts per work item (one transaction):
 # small enough that a change waiting behind it waits a few ms.
 ADOPT_BATCH = 100
-# Profiles (what the history of a task name says) kept in memory, the most recently used names: one
-# is learned again only when a run of its name ends.
+# Profiles (what the history of a task name says; None: it has none) kept in memory, the most recently
+# used names: one is learned again only when a run of its name ends. Bounded: one-off task names pile
+# up in a history kept for months.
 PROFILE_CACHE = 1024
 _ALONE = (RESCAN, CLEANUP, ADOPT)  # never part of a group commit (see `Worker._handle_group`)
 
@@ -114,8 +115,7 @@ class Worker(threading.Thread):
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
         self._stats_version: tuple[int, int] | None = None  # (our changes, others' commits) when last counted
-        self._named: set[str] = set()  # task names with runs in the history (others need no look)
-        self._profiles: OrderedDict[str, Profile] = OrderedDict()
+        self._profiles: OrderedDict[str, Profile | None] = OrderedDict()
 
     # -- thread body -------------------------------------------------------------------------------
 
@@ -209,7 +209,6 @@ class Worker(threading.Thread):
         if released := self.outbox.release_claims("sink:"):
             log.info("%d notifications claimed by a stopped daemon's sink are free again", released)
         self.outbox.set_meta(SHARED_STATE_META, "")  # until this start's forwarder (if any) says where to
-        self._named = self.outbox.runs.names()
         adopt = self.outbox.get_meta("started_once") is None and not self.options.announce_existing
         self.rescan(adopt=adopt)
         self.outbox.set_meta("started_once", datetime.now(UTC).isoformat())
@@ -286,7 +285,7 @@ class Worker(threading.Thread):
             assert self.outbox is not None
             seen = self.outbox.seen(item[1])
             if seen is not None:
-                self._apply(flush_held(seen, datetime.now(UTC), self.policy, self._profile(seen.snapshot.name)))
+                self._apply(flush_held(seen, datetime.now(UTC), self.policy, self._profile(seen.snapshot)))
         elif item != IDLE:
             raise ValueError(f"unknown work item {item!r}")
 
@@ -388,7 +387,7 @@ class Worker(threading.Thread):
         if seen is None or seen.adopt_at is None:
             return seen
         update = track(None, seen.snapshot, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True,
-                       profile=self._profile(seen.snapshot.name))
+                       profile=self._profile(seen.snapshot))
         adopted = update.seen
         adopted.file_sig, adopted.digest, adopted.text = seen.file_sig, seen.digest, seen.text
         self.outbox.adopted(adopted, update.run, self.options.history_runs)
@@ -396,23 +395,25 @@ class Worker(threading.Thread):
         self._set_timers(adopted)
         return adopted
 
-    def _profile(self, name: str) -> Profile | None:
-        """What the history of runs of `name` says (None: it has none)."""
-        if name not in self._named:
+    def _profile(self, task: Task) -> Profile | None:
+        """What the history of runs of the task's name says (None: nothing). Only a running task has a use
+        for it (its stall threshold, its limits, its ETA)."""
+        if task.status != "running":
             return None
-        profile = self._profiles.get(name)
-        if profile is None:
-            assert self.outbox is not None
-            profile = self._profiles[name] = self.outbox.runs.profile(name)
-            if len(self._profiles) > PROFILE_CACHE:
-                self._profiles.popitem(last=False)
-        self._profiles.move_to_end(name)
+        name = task.name
+        if name in self._profiles:
+            self._profiles.move_to_end(name)
+            return self._profiles[name]
+        assert self.outbox is not None
+        profile = self.outbox.runs.profile(name)
+        self._profiles[name] = profile = profile if profile.runs or profile.steps else None
+        if len(self._profiles) > PROFILE_CACHE:
+            self._profiles.popitem(last=False)
         return profile
 
     def _ran(self, update: Update) -> None:
         """A run of the task's name was recorded: its profile is to be learned again."""
         if update.run is not None:
-            self._named.add(update.run.name)
             self._profiles.pop(update.run.name, None)
 
     def process(self, task_id: str, attempt: int = 0, adopt: bool = False, force: bool = False) -> None:
@@ -457,7 +458,7 @@ class Worker(threading.Thread):
             return
         self.open_writes.read_whole(task_id, read_started)
         try:
-            update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt, profile=self._profile(task.name))
+            update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt, profile=self._profile(task))
             update.seen.file_sig, update.seen.digest, update.seen.text = sig, digest, data.decode("utf-8")
             self._apply(update)
         except sqlite3.Error:
@@ -485,7 +486,7 @@ class Worker(threading.Thread):
                 removed.append(task_id)
         self.outbox.purge_gone(cutoff.timestamp())
         if self.outbox.purge_runs(expiry_cutoff(datetime.now(UTC), self.options.history_days).timestamp()):
-            self._named, self._profiles = self.outbox.runs.names(), OrderedDict()
+            self._profiles.clear()
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:

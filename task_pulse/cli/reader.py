@@ -63,6 +63,7 @@ def _local_profiles(ctx: Context, tasks: list[Task]) -> dict[str, Profile]:
     import sqlite3
 
     from task_pulse.history.reader import read_only
+    from task_pulse.privatedir import UnsafeDir
 
     names = {t.name for t in tasks if t.status == "running"}
     if not names:
@@ -70,7 +71,9 @@ def _local_profiles(ctx: Context, tasks: list[Task]) -> dict[str, Profile]:
     try:
         with read_only(ctx.store) as runs:
             return runs.profiles(names) if runs is not None else {}
-    except sqlite3.Error:  # busy past its timeout, unreadable: the tasks are shown without their history
+    except (sqlite3.Error, UnsafeDir):
+        # Busy past its timeout, unreadable, or a `.pulse/` someone else could have planted (never read):
+        # the tasks are shown without their history (the writers say what is wrong with `.pulse/`).
         return {}
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from task_pulse.history.runs import Run, step_keys, step_started
+from task_pulse.history.runs import Run, key_at, running_index, step_keys, step_started
 from task_pulse.model import Task, parse_time
 
 MIN_RUNS = 3  # successful runs before history says anything
@@ -161,16 +161,18 @@ def limits(profile: Profile | None, task: Task) -> list[Limit]:
     """The limits of a running task now: the task's own and its running step's (explicit budgets first)."""
     if task.status != "running":
         return []
-    out = []
+    out: list[Limit] = []
+    if profile is None and task.budget_seconds is None and not any(s.budget_seconds for s in task.steps):
+        return out  # neither history nor budgets: the common case, at every write
     started = parse_time(task.started_at)
     expected = profile.total.typical if profile is not None else None
     learned = profile.total.overdue_after if profile is not None else None
     limit = task.budget_seconds if task.budget_seconds is not None else learned
     if started is not None and limit is not None:
         out.append(Limit("task", None, started, limit, task.budget_seconds, expected))
-    i = next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
-    if i is not None:
-        step, key = task.steps[i], step_keys([s.name for s in task.steps])[i]
+    i = running_index(task)
+    if i is not None and (profile is not None or task.steps[i].budget_seconds is not None):
+        step, key = task.steps[i], key_at(task.steps, i)
         norm = profile.steps.get(key) if profile is not None else None
         limit = step.budget_seconds if step.budget_seconds is not None else (norm.overdue_after if norm else None)
         step_start = step_started(task, i)
@@ -189,9 +191,9 @@ def stall_threshold(profile: Profile | None, task: Task, default: float) -> tupl
     """The stall threshold in force for a task now, and where it comes from (DEFAULT, EXPLICIT, LEARNED)."""
     if task.stall_seconds is not None:
         return task.stall_seconds, EXPLICIT
-    i = next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
+    i = running_index(task) if profile is not None else None
     if profile is not None and i is not None:
-        norm = profile.steps.get(step_keys([s.name for s in task.steps])[i])
+        norm = profile.steps.get(key_at(task.steps, i))
         quiet = norm.quiet if norm is not None else None
         if quiet is not None and quiet > default:
             return quiet, LEARNED

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from task_pulse.model import Task, parse_time
+from task_pulse.model import Step, Task, parse_time
 
 # A step counts as watched from its start when the daemon read the task within this long of the step's
 # startedAt (writers stamp a step's start and the task's updatedAt in the same write, or microseconds apart).
@@ -25,6 +25,16 @@ WATCHED_FROM_START = 1.0
 def step_key(name: str, occurrence: int) -> str:
     """How a step is matched across runs: its name and which occurrence of that name it is."""
     return f"{occurrence}:{name}"
+
+
+def key_at(steps: list[Step], i: int) -> str:
+    """`step_key` of `steps[i]` alone (a write of a 1,000-step task needs one or two, not all)."""
+    name = steps[i].name
+    return step_key(name, sum(1 for s in steps[:i] if s.name == name))
+
+
+def running_index(task: Task) -> int | None:
+    return next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
 
 
 def step_keys(names: list[str]) -> list[str]:
@@ -81,37 +91,37 @@ class Observed:
         return cls(dict(raw.get("silences") or {}), list(raw.get("overdue") or []))
 
 
-def _running_index(task: Task) -> int | None:
-    return next((i for i, s in enumerate(task.steps) if s.status == "running"), None)
-
-
 def observe(before: Observed | None, old: Task | None, new: Task) -> Observed:
     """`before` brought up to date with a read of the task that found `new` (`old`: the read before, of
     the same run; None when this is the run's first read, and `before` is dropped)."""
     out = Observed(dict(before.silences), list(before.overdue)) if before is not None and old is not None \
         else Observed()
+    if old is not None and old.updated_at == new.updated_at:
+        return out  # no update: no gap to measure, no step begun
     updated = parse_time(new.updated_at)
     if updated is None:
         return out
-    keys = step_keys([s.name for s in new.steps])
-    if old is not None:
+    if old is not None and (i := running_index(old)) is not None:
         last = parse_time(old.updated_at)
-        i = _running_index(old)
-        if i is not None and last is not None and updated > last:
-            key = step_keys([s.name for s in old.steps])[i]
-            if key in out.silences:
-                end = updated
-                if key in keys:  # the same step now: the gap ends at its finish if it finished meanwhile
-                    step = new.steps[keys.index(key)]
-                    finished = parse_time(step.finished_at) if step.status in ("done", "error") else None
-                    if finished is not None and last <= finished <= updated:
-                        end = finished
-                out.silences[key] = max(out.silences[key], round((end - last).total_seconds(), 3))
-    j = _running_index(new)
-    if j is not None and keys[j] not in out.silences:
-        started = step_started(new, j)
+        key = key_at(old.steps, i)
+        if last is not None and updated > last and key in out.silences:
+            end = updated
+            # The same step now (its index, unless steps were added or removed: then by its key): the gap
+            # ends at its finish if it finished meanwhile.
+            same = i if i < len(new.steps) and key_at(new.steps, i) == key else next(
+                (k for k in range(len(new.steps)) if new.steps[k].name == old.steps[i].name
+                 and key_at(new.steps, k) == key), None)
+            step = new.steps[same] if same is not None else None
+            finished = parse_time(step.finished_at) if step is not None and step.status in ("done", "error") else None
+            if finished is not None and last <= finished <= updated:
+                end = finished
+            out.silences[key] = max(out.silences[key], round((end - last).total_seconds(), 3))
+    j = running_index(new)
+    if j is not None:
+        key = key_at(new.steps, j)
+        started = step_started(new, j) if key not in out.silences else None
         if started is not None and abs((updated - started).total_seconds()) <= WATCHED_FROM_START:
-            out.silences[keys[j]] = max(0.0, round((updated - started).total_seconds(), 3))
+            out.silences[key] = max(0.0, round((updated - started).total_seconds(), 3))
     return out
 
 
