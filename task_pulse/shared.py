@@ -135,8 +135,9 @@ class SharedOutbox:
                 raise SchemaTooNew(f"the shared state database {shown_url(self.url)} has schema {version}, newer than "
                                    f"this task-pulse's ({SCHEMA_VERSION}): upgrade task-pulse on this host")
             if version < SCHEMA_VERSION and not migrate:
-                raise TaskPulseError(f"the shared state database {shown_url(self.url)} is not set up yet (schema "
-                                     f"{version}): start a task-pulsed with --state on it first")
+                state = "is not set up yet" if version == 0 else "was set up by an older task-pulse"
+                raise TaskPulseError(f"the shared state database {shown_url(self.url)} {state} (schema {version}): "
+                                     "start this version's task-pulsed with --state on it first")
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in PG.MIGRATIONS[step]:
                     self.db.execute(statement)

@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from task_pulse.history.runs import Run, key_at, running_index, step_keys, step_started
 from task_pulse.model import Task, parse_time
@@ -56,11 +57,13 @@ class Norm:
     durations: tuple[float, ...] = ()
     silences: tuple[float, ...] = ()  # the longest silence of each run that the daemon watched
 
-    @property
+    # Cached: the worker keeps a name's profile for every write of its tasks (a frozen dataclass keeps its
+    # __dict__, where cached_property puts the value).
+    @cached_property
     def typical(self) -> float | None:
         return median(self.durations) if len(self.durations) >= MIN_RUNS else None
 
-    @property
+    @cached_property
     def overdue_after(self) -> float | None:
         """Seconds after its start past which it is clearly overdue (None: too little history)."""
         typical = self.typical
@@ -69,7 +72,7 @@ class Norm:
         return max(OVERDUE_FACTOR * typical, OVERDUE_MARGIN * longest_normal(self.durations),
                    typical + OVERDUE_FLOOR)
 
-    @property
+    @cached_property
     def quiet(self) -> float | None:
         """The stall threshold its silences teach (None: too few watched runs)."""
         if len(self.silences) < MIN_RUNS:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from task_pulse.model import Step, Task, parse_time
 
@@ -80,7 +79,10 @@ class Observed:
     silences: dict[str, float] = field(default_factory=dict)
     overdue: list[str] = field(default_factory=list)
 
-    def to_json(self) -> str:
+    def to_json(self) -> str | None:
+        """As stored with the snapshot; None when nothing was observed (most tasks: no JSON to write)."""
+        if not self.silences and not self.overdue:
+            return None
         return json.dumps({"silences": self.silences, "overdue": self.overdue}, ensure_ascii=False)
 
     @classmethod
@@ -134,8 +136,6 @@ class StepRun:
     seconds: float | None
     silence: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "seconds": self.seconds, "silence": self.silence}
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,12 @@ class Run:
         return round(self.finished_at - self.started_at, 3)
 
     def steps_json(self) -> str:
-        return json.dumps([s.to_dict() for s in self.steps], ensure_ascii=False)
+        """The steps as stored: one [name, status, seconds, silence] array each (compact: runs are many)."""
+        return json.dumps([[s.name, s.status, s.seconds, s.silence] for s in self.steps], ensure_ascii=False)
 
     @staticmethod
     def parse_steps(text: str) -> tuple[StepRun, ...]:
-        return tuple(StepRun(s["name"], s["status"], s.get("seconds"), s.get("silence")) for s in json.loads(text))
+        return tuple(StepRun(*step) for step in json.loads(text))
 
 
 def run_key(task: Task, run: int) -> str:
@@ -174,11 +175,14 @@ def finished_run(task: Task, run: int, observed: Observed | None, recorded_at: f
     """The history record of an ended task (`run`: the daemon's run counter for its id)."""
     started, finished = parse_time(task.started_at), parse_time(task.finished_at) or parse_time(task.updated_at)
     silences = observed.silences if observed is not None else {}
+    keys = step_keys([s.name for s in task.steps]) if silences else None
     steps = []
-    for i, (step, key) in enumerate(zip(task.steps, step_keys([s.name for s in task.steps]), strict=True)):
+    ended = started  # the end of the step before: where a step without its own startedAt began
+    for i, step in enumerate(task.steps):
+        begun = parse_time(step.started_at) if step.started_at else ended if i else started
         ended = parse_time(step.finished_at) if step.status in ("done", "error") else None
-        steps.append(StepRun(step.name, step.status, _seconds(step_started(task, i), ended),
-                             silences.get(key) if ended is not None else None))
+        steps.append(StepRun(step.name, step.status, _seconds(begun, ended),
+                             silences.get(keys[i]) if keys is not None and ended is not None else None))
     at = started or finished
     return Run(key=run_key(task, run), task_id=task.task_id, name=task.name, outcome=task.status,
                at=at.timestamp() if at is not None else recorded_at,
