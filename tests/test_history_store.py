@@ -131,3 +131,35 @@ def test_history_command_never_loads_the_daemon() -> None:
     code = "import sys; from task_pulse.cli import main; import task_pulse.cli.history; " \
            "print(any(m.startswith('task_pulsed') for m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_create_writes_budgets_and_refuses_one_for_a_step_it_does_not_have(tasks_dir: Path) -> None:
+    runner = CliRunner()
+    made = runner.invoke(cli, ["--dir", str(tasks_dir), "--json", "create", "--budget", "3600", "--step-budget",
+                               "test=900", "--step-budget", "a=b=60", "Build", "compile", "test", "a=b"])
+    assert made.exit_code == 0, made.output
+    task = json.loads(made.output)
+    assert task["budgetSeconds"] == 3600
+    assert [s.get("budgetSeconds") for s in task["steps"]] == [None, 900, 60]  # the last `=` splits
+    for bad, says in ((["--step-budget", "deploy=60"], "not one of the steps"),
+                      (["--step-budget", "test"], "is not NAME=SECONDS"),
+                      (["--step-budget", "test=0"], "1<=x<=315360000"), (["--budget", "nan"], "--budget")):
+        refused = runner.invoke(cli, ["--dir", str(tasks_dir), "create", *bad, "Build", "compile", "test"])
+        assert refused.exit_code == 2 and says in refused.output, (bad, refused.output)
+    assert len(list(tasks_dir.glob("*.json"))) == 1  # nothing written for a refused call
+
+
+def test_history_settings_are_checked() -> None:
+    from task_pulse.config import load_settings
+    from task_pulse.errors import ConfigError
+
+    settings = load_settings(env={"TASK_PULSE_HISTORY_RUNS": "5", "TASK_PULSE_HISTORY_DAYS": "30"},
+                             config_file="/nonexistent")
+    assert (settings.history_runs, settings.history_days) == (5, 30)
+    defaults = load_settings(env={}, config_file="/nonexistent")
+    assert (defaults.history_runs, defaults.history_days) == (50, 90)
+    for env, says in (({"TASK_PULSE_HISTORY_RUNS": "abc"}, "must be a number"),
+                      ({"TASK_PULSE_HISTORY_RUNS": "0"}, "whole number from 1"),
+                      ({"TASK_PULSE_HISTORY_DAYS": "-1"}, "positive")):
+        with pytest.raises(ConfigError, match=says):
+            load_settings(env=env, config_file="/nonexistent")

@@ -57,8 +57,8 @@ def create(ctx: Context, name: str, steps: tuple[str, ...], stall: float | None,
     """Create a task whose first step is running; prints its id.
 
     A budget is separate from the stall threshold: a step that heartbeats but runs too long is
-    overdue, not stalled. Without budgets, a task whose name has run 3 times before is overdue
-    once it runs clearly longer than usual (see `task-pulse history`).
+    overdue, not stalled. Without budgets, a task whose name has 3 successful runs before it is
+    overdue once it runs clearly longer than usual (see `task-pulse history`).
 
     \b
     Example:
