@@ -485,8 +485,9 @@ class Worker(threading.Thread):
                 self._stop_timers(task_id)
                 removed.append(task_id)
         self.outbox.purge_gone(cutoff.timestamp())
-        if self.outbox.purge_runs(expiry_cutoff(datetime.now(UTC), self.options.history_days).timestamp()):
+        if forgotten := self.outbox.purge_runs(expiry_cutoff(datetime.now(UTC), self.options.history_days).timestamp()):
             self._profiles.clear()
+            log.info("cleanup: %d runs older than %g days forgotten", forgotten, self.options.history_days)
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
