@@ -45,6 +45,8 @@ class DaemonOptions:
     policy: Policy
     announce_existing: bool = False
     keep_days: float = 7
+    history_runs: int = 50  # finished runs kept per task name (task_pulse/history)
+    history_days: float = 90
     rescan_seconds: float = 300
     cleanup_seconds: float = 3600
     sink: Sink | None = None
@@ -146,13 +148,16 @@ def run(options: DaemonOptions) -> int:
         options.sink.on_route = lambda _route: notify(f"STATUS={status(worker.stats, None)}")
     if options.state_url is not None:
         forwarder = Forwarder(store, options.state_url, options.host, keep_days=options.keep_days,
+                              history=(options.history_runs, options.history_days),
                               on_forwarded=delivery.wake if delivery else None, on_fatal=queue.close)
     # What the worker commits goes to the shared state db (the forwarder: every commit, a snapshot too),
     # else new notifications to this dir's couriers.
     on_new = delivery.wake if delivery is not None and forwarder is None else None
     checkpointer = Checkpointer(store)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
-                                                        announce_existing=options.announce_existing),
+                                                        announce_existing=options.announce_existing,
+                                                        history_runs=options.history_runs,
+                                                        history_days=options.history_days),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=on_new,
                     open_writes=open_writes, checkpointer=checkpointer,
                     on_commit=forwarder.poke if forwarder is not None else None)

@@ -52,6 +52,11 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--keep-days", type=FiniteRange(min=0, min_open=True), metavar="DAYS",
               help="Remove finished tasks and delivered notifications older than this [env TASK_PULSE_KEEP_DAYS; "
                    "default 7].")
+@click.option("--history-runs", type=click.IntRange(min=1, max=1_000_000), metavar="N",
+              help="Finished runs kept per task name, for ETAs, budgets and learned stall thresholds "
+                   "[env TASK_PULSE_HISTORY_RUNS; default 50].")
+@click.option("--history-days", type=FiniteRange(min=0, min_open=True), metavar="DAYS",
+              help="Forget runs older than this [env TASK_PULSE_HISTORY_DAYS; default 90].")
 @click.option("--cleanup-interval", type=FiniteRange(min=1), default=3600, show_default=True, metavar="SECONDS",
               help="How often to clean up (also once at startup).")
 @click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
@@ -112,7 +117,8 @@ def setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
-        progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
+        progress_interval: float | None, keep_days: float | None, history_runs: int | None,
+        history_days: float | None, cleanup_interval: float, rescan_interval: float,
         flood_window: float,
         openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
         exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int,
@@ -138,7 +144,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     try:
         settings = load_settings({"tasks_dir": tasks_dir, "lang": lang, "stall_seconds": stall,
                                   "progress_interval": progress_interval, "keep_days": keep_days,
-                                  "redact_secrets": redact, "state_url": state_url, "host_name": host_name})
+                                  "redact_secrets": redact, "state_url": state_url, "host_name": host_name,
+                                  "history_runs": history_runs, "history_days": history_days})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
     if sum(x is not None for x in (openclaw_to, exec_command, webhook)) > 1:
@@ -181,7 +188,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     policy = Policy(default_stall=settings.stall_seconds, progress_interval=settings.progress_interval,
                     lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
-                               keep_days=settings.keep_days, rescan_seconds=rescan_interval,
+                               keep_days=settings.keep_days, history_runs=settings.history_runs,
+                               history_days=settings.history_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,
                                delivery=DeliveryOptions(style=style, attempts=sink_attempts, backoff=sink_backoff,
                                                         lang=settings.lang, redact_secrets=settings.redact_secrets),

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from task_pulse.history.runs import Observed
 from task_pulse.messages import shown_id
 from task_pulse.model import Task
 
 # Kinds that ring the user's phone: in a card style they also go out as a new message of their own, and
 # they never wait behind a card edit the chat's pace holds back.
-PINGS = frozenset({"done", "failed", "stalled", "invalid"})
+PINGS = frozenset({"done", "failed", "stalled", "invalid", "overdue"})
 
 
 def utc_stamp(at: float | None = None) -> str:
@@ -127,6 +128,9 @@ class Seen:
     # `snapshot` as stored: the JSON text of the file it was read from (stored as it is, not written
     # again from `snapshot`). None: `record` serialises `snapshot`.
     text: str | None = None
+    # What the daemon observed of this run while it ran (silences, overdue notices told): see task_pulse/history.
+    observed: Observed | None = None
+    overdue_at: float | None = None  # unix time the running step or the task becomes overdue (None: never)
 
 
 class DeliveryStore(Protocol):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from task_pulse.records import PINGS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
 
@@ -89,6 +89,21 @@ class PG:
             written_at  DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (host, task_id)
         )""",
+    ], 3: [  # the history of finished runs (task_pulse/history), as each host's state db keeps it
+        """
+        CREATE TABLE task_pulse.runs (
+            host        TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            task_id     TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            outcome     TEXT NOT NULL,
+            at          DOUBLE PRECISION NOT NULL,
+            started_at  DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            steps       TEXT NOT NULL,
+            PRIMARY KEY (host, key)
+        )""",
+        "CREATE INDEX runs_name ON task_pulse.runs (host, name, at)",
     ]}
     SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('task_pulse.schema'))"  # one migrator at a time
     META = """
@@ -116,6 +131,12 @@ class PG:
     PUT_NOTIFICATION = """
     INSERT INTO task_pulse.notifications (host, key, task_id, task_name, kind, created_at, text, data)
     VALUES (%(host)s, %(key)s, %(task_id)s, %(task_name)s, %(kind)s, %(created_at)s, %(text)s, %(data)s)
+    ON CONFLICT (host, key) DO NOTHING
+    """
+    PUT_RUN = """
+    INSERT INTO task_pulse.runs (host, key, task_id, name, outcome, at, started_at, finished_at, steps)
+    VALUES (%(host)s, %(key)s, %(task_id)s, %(name)s, %(outcome)s, %(at)s, %(started_at)s, %(finished_at)s,
+            %(steps)s)
     ON CONFLICT (host, key) DO NOTHING
     """
     RINGS = f"NOTIFY {CHANNEL}"
@@ -237,12 +258,28 @@ class PG:
     SELECT snapshot, stalled_for FROM task_pulse.tasks WHERE host = %(host)s AND task_id = %(task_id)s
       AND status IS NOT NULL
     """
+    _RUN_COLUMNS = "key, task_id, name, outcome, at, started_at, finished_at, steps"
+    # The latest %(limit)s done runs of each (host, name) asked for (a host's runs are its own history).
+    DONE_RUNS_OF = f"""
+    SELECT host, {_RUN_COLUMNS} FROM (
+        SELECT *, row_number() OVER (PARTITION BY host, name ORDER BY at DESC, key DESC) AS nth FROM task_pulse.runs
+        WHERE outcome = 'done'
+          AND (host, name) IN (SELECT * FROM unnest(%(hosts)s::text[], %(names)s::text[]))) AS latest
+    WHERE nth <= %(limit)s
+    """
 
     # -- housekeeping (any daemon's cleanup) -----------------------------------------------------------
     PURGE_DELIVERED = """
     DELETE FROM task_pulse.notifications WHERE delivered_at IS NOT NULL AND delivered_at < %(before)s
     """
     PURGE_TASKS = "DELETE FROM task_pulse.tasks WHERE ended_at < %(before)s OR gone_at < %(before)s"
+    # A host's runs: those older than its history keeps, and those past the newest %(keep)s of a name.
+    PURGE_RUNS = """
+    DELETE FROM task_pulse.runs AS r USING (
+        SELECT key, at, row_number() OVER (PARTITION BY name ORDER BY at DESC, key DESC) AS nth
+        FROM task_pulse.runs WHERE host = %(host)s) AS x
+    WHERE r.host = %(host)s AND r.key = x.key AND (x.nth > %(keep)s OR x.at < %(before)s)
+    """
 
     # -- `task-pulse status --all-hosts` -----------------------------------------------------------------
     COUNT_BY_STATUS = "SELECT status, count(*) FROM task_pulse.tasks WHERE gone_at IS NULL GROUP BY status"

@@ -119,6 +119,7 @@ TYPICAL: dict[str, dict[str, Any]] = {
     "stalled": {"name": "日报发布", "duration": "5分钟", "step": "筛选", "done": 1, "total": 3},
     "resumed": {"name": "日报发布", "duration": "7分3秒", "step": "筛选", "done": 1, "total": 3},
     "invalid": {"file": "x.json", "reason": "not valid JSON"},
+    "overdue": {"name": "日报发布", "step": "写稿", "duration": "15分钟", "expected": "20秒"},
 }
 
 ZH: dict[str, str] = {
@@ -130,6 +131,7 @@ ZH: dict[str, str] = {
     "stalled": "⚠️ 【日报发布】可能卡住了（5分钟无更新）\n当前步骤: 筛选（已完成 1/3）",
     "resumed": "🔄 【日报发布】恢复（卡住了7分3秒）\n当前步骤: 筛选（已完成 1/3）",
     "invalid": "⚠️ 任务文件无法读取: x.json（not valid JSON）",
+    "overdue": "⏰ 【日报发布】写稿超时（已用15分钟，通常20秒）",
 }
 
 EN: dict[str, str] = {
@@ -141,6 +143,7 @@ EN: dict[str, str] = {
     "stalled": "⚠️ \"日报发布\" may be stuck (no update for 5m0s)\nAt step: 筛选 (1/3 done)",
     "resumed": "🔄 \"日报发布\" resumed (stuck for 7m3s)\nAt step: 筛选 (1/3 done)",
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
+    "overdue": "⏰ 【日报发布】写稿 overdue (15m0s so far, usually 20s)",
 }
 
 
@@ -155,12 +158,14 @@ def test_render_zh_matches_design(kind: str) -> None:
 
 
 # The daemon formats durations in the language it renders in.
-EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s"}
+EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s", "overdue": "15m0s"}
+EN_EXPECTED = {"overdue": "20s"}
 
 
 @pytest.mark.parametrize("kind", NOTIFICATION_KINDS)
 def test_render_en(kind: str) -> None:
-    fields = {**TYPICAL[kind], **({"duration": EN_DURATIONS[kind]} if kind in EN_DURATIONS else {})}
+    fields = {**TYPICAL[kind], **({"duration": EN_DURATIONS[kind]} if kind in EN_DURATIONS else {}),
+              **({"expected": EN_EXPECTED[kind]} if kind in EN_EXPECTED else {})}
     assert render(kind, fields, "en") == EN[kind]
 
 

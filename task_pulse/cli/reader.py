@@ -1,6 +1,7 @@
 """Reader verbs: what the parent agent (or a cron job) calls to see tasks and take messages.
 
-`status` shows the tasks; `drain` takes the pending notifications out of the outbox.
+`status` shows the tasks (with what the history of their names says: the time left, the stall
+threshold in force, what is overdue); `drain` takes the pending notifications out of the outbox.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from task_pulse.model import Task, TaskFormatError, stalled_for
 from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from task_pulse.history.forecast import Outlook, Profile
     from task_pulse.records import DeliveryStore, Overview, Queued
     from task_pulse.shared import SharedOutbox
 
@@ -34,10 +38,43 @@ DRAIN_BATCH = 500
 STATUS_LIMIT = 50
 
 
-def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str, Any]:
-    stalled = stalled_for(task, now, default_stall)
+def _status_record(task: Task, now: datetime, outlook: Outlook) -> dict[str, Any]:
+    stalled = stalled_for(task, now, outlook.stall_seconds)
+    eta = outlook.eta_seconds
     return {**task.to_dict(), "stalled": stalled is not None,
-            "stalledSeconds": None if stalled is None else round(stalled, 1)}
+            "stalledSeconds": None if stalled is None else round(stalled, 1),
+            "etaSeconds": None if eta is None else round(eta), "overdue": bool(outlook.overdue),
+            "stallThresholdSeconds": outlook.stall_seconds, "stallThresholdSource": outlook.stall_source}
+
+
+def _outlooks(entries: list[tuple[str, Task | TaskFormatError]], profiles: Mapping[Any, Profile], now: datetime,
+              default_stall: float, by: Callable[[str, Task], Any] = lambda _key, task: task.name,
+              ) -> dict[str, Outlook]:
+    """What the history says of each task shown (by entry key); `profiles` by what `by` makes of an entry
+    (its task name; in a shared db, its host and task name)."""
+    from task_pulse.history.forecast import Outlook
+
+    return {key: Outlook.of(profiles.get(by(key, t)) if t.status == "running" else None, t, now, default_stall)
+            for key, t in entries if isinstance(t, Task)}
+
+
+def _local_profiles(ctx: Context, tasks: list[Task]) -> dict[str, Profile]:
+    """The profiles of the running tasks' names, from this dir's state db (none without one)."""
+    import sqlite3
+
+    from task_pulse.history.reader import read_only
+    from task_pulse.privatedir import UnsafeDir
+
+    names = {t.name for t in tasks if t.status == "running"}
+    if not names:
+        return {}
+    try:
+        with read_only(ctx.store) as runs:
+            return runs.profiles(names) if runs is not None else {}
+    except (sqlite3.Error, UnsafeDir):
+        # Busy past its timeout, unreadable, or a `.pulse/` someone else could have planted (never read):
+        # the tasks are shown without their history (the writers say what is wrong with `.pulse/`).
+        return {}
 
 
 @cli.command()
@@ -84,9 +121,10 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
         raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
         task = store.load(store.resolve(task_id))
+        outlook = _outlooks([(task_id, task)], _local_profiles(ctx, [task]), now, settings.stall_seconds)[task_id]
         if ctx.json_output:  # indented, as the original script printed one task
-            return json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2)
-        return task_view(task, now, settings.stall_seconds, ctx.lang)
+            return json.dumps(_status_record(task, now, outlook), ensure_ascii=False, indent=2)
+        return task_view(task, now, outlook.stall_seconds, ctx.lang)
     if show_all:
         limit = None
     elif limit is None and not ctx.json_output:
@@ -95,21 +133,21 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
         if settings.state_url is None:
             raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
         with _shared(settings.state_url) as shared:
-            entries, totals, more, hosts = _all_hosts_entries(shared, now, limit)
+            entries, totals, more, hosts, outlooks = _all_hosts_entries(shared, now, limit, settings.stall_seconds)
     else:
-        entries, totals, more = _status_entries(ctx, now, limit)
+        entries, totals, more, outlooks = _status_entries(ctx, now, limit)
         hosts = {}
     if ctx.json_output:
         records = [
             {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
-            else {**_status_record(t, now, settings.stall_seconds), **hosts.get(tid, {})}
+            else {**_status_record(t, now, outlooks[tid]), **hosts.get(tid, {})}
             for tid, t in entries
         ]
         return json.dumps(records, ensure_ascii=False)
     if hosts:  # the table names each task's host before its name
         entries = [(tid, t if isinstance(t, TaskFormatError) else t.copy(name=f"[{hosts[tid]['host']}] {t.name}"))
                    for tid, t in entries]
-    return status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more)
+    return status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more, outlooks)
 
 
 def task_view(task: Task, now: datetime, default_stall: float, lang: str) -> str:
@@ -127,11 +165,11 @@ def task_view(task: Task, now: datetime, default_stall: float, lang: str) -> str
     return f"{card}\n{details}"
 
 
-def _status_entries(ctx: Context, now: datetime,
-                    limit: int | None) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int] | None, int]:
-    """The tasks to show (at most `limit`), in the order shown, the counts of all of them (None: count
-    what is shown), and how many are not shown. While task-pulsed runs, its state db says which to
-    show and the counts (only the files shown are read); else every file is read."""
+def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
+        list[tuple[str, Task | TaskFormatError]], dict[str, int] | None, int, dict[str, Outlook]]:
+    """The tasks to show (at most `limit`), in the order shown, the counts of all of them (None: count what
+    is shown), how many are not shown, and what the history says of each (by id). While task-pulsed runs,
+    its state db says which to show and the counts (only the files shown are read); else every file is read."""
     settings, store = ctx.settings, ctx.store
     overview = _daemon_overview(ctx, now, limit) if limit is not None else None
     if overview is not None:
@@ -139,18 +177,23 @@ def _status_entries(ctx: Context, now: datetime,
                                      settings.stall_seconds, None)
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
-        return entries, totals, max(0, overview.total - len(entries))
+        outlooks = _outlooks(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+                             settings.stall_seconds)
+        return entries, totals, max(0, overview.total - len(entries)), outlooks
     entries = store.list_tasks()
-    shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit)
+    outlooks = _outlooks(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+                         settings.stall_seconds)
+    shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit, outlooks)
     if limit is None or len(entries) <= limit:
-        return shown, None, 0
-    return shown, totals, len(entries) - len(shown)
+        return shown, None, 0, outlooks
+    return shown, totals, len(entries) - len(shown), outlooks
 
 
-def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -> tuple[
-        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]]]:
+def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None, default_stall: float) -> tuple[
+        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]],
+        dict[str, Outlook]]:
     """`_status_entries` for every host of a shared state db: its snapshots, and each entry's host (by
-    the entry's key: host/task id)."""
+    the entry's key: host/task id); each task's outlook from its host's history."""
     overview = shared.overview(now.timestamp(), limit)
     texts = shared.snapshots(overview.tasks)
     entries: list[tuple[str, Task | TaskFormatError]] = []
@@ -166,7 +209,10 @@ def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -
         hosts[key] = {"host": host}
     totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
               "error": overview.error}
-    return entries, totals, max(0, overview.total - len(entries)), hosts
+    running = {(hosts[key]["host"], t.name) for key, t in entries if isinstance(t, Task) and t.status == "running"}
+    outlooks = _outlooks(entries, shared.profiles(sorted(running)) if running else {}, now, default_stall,
+                         lambda key, task: (hosts[key]["host"], task.name))
+    return entries, totals, max(0, overview.total - len(entries)), hosts, outlooks
 
 
 @contextmanager
