@@ -9,6 +9,7 @@ import sys
 import click
 
 from task_pulse import __version__
+from task_pulse.adapters.openclaw import LedgerFilter
 from task_pulse.cli import FiniteRange, OneLineCommand
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
@@ -72,6 +73,13 @@ def setup_logging(verbose: bool) -> None:
                    "OPENCLAW_GATEWAY_PORT, openclaw.json]; none: the CLI only. The token is read from "
                    "OPENCLAW_GATEWAY_TOKEN or OpenClaw's config, never from the command line.")
 @click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
+@click.option("--openclaw-tasks/--no-openclaw-tasks", "openclaw_tasks", default=True, show_default=True,
+              help="With --openclaw and its gateway: OpenClaw's background runs (cron runs, sub-agents, ACP and CLI "
+                   "agent runs, from its task ledger) become tasks of their own.")
+@click.option("--openclaw-tasks-kinds", metavar="KINDS",
+              help="Only these kinds of OpenClaw runs, comma-separated (cron, subagent, acp, cli) [default: all].")
+@click.option("--openclaw-tasks-agents", metavar="AGENTS",
+              help="Only the runs of these OpenClaw agents, comma-separated [default: all].")
 @click.option("--exec", "exec_command", metavar="CMD",
               help="Deliver by running CMD with the text as last argument (JSON on stdin); a JSON reply with a "
                    "messageId makes a live card.")
@@ -120,7 +128,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
         progress_interval: float | None, keep_days: float | None, history_runs: int | None,
         history_days: float | None, cleanup_interval: float, rescan_interval: float,
         flood_window: float,
-        openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
+        openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, openclaw_tasks: bool,
+        openclaw_tasks_kinds: str | None, openclaw_tasks_agents: str | None, exec_command: str | None,
         exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], style: str, sink_concurrency: int,
         sink_attempts: int, sink_backoff: float, sink_timeout: float, sink_processes: int | None, pace: str | None,
         redact: bool | None, state_url: str | None, host_name: str | None, check: bool, verbose: bool) -> None:
@@ -154,6 +163,10 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                                    ("--exec-edit", exec_edit, "--exec", exec_command),
                                                    ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to),
                                                    ("--openclaw-gateway", openclaw_gateway, "--openclaw", openclaw_to),
+                                                   ("--openclaw-tasks-kinds", openclaw_tasks_kinds, "--openclaw",
+                                                    openclaw_to),
+                                                   ("--openclaw-tasks-agents", openclaw_tasks_agents, "--openclaw",
+                                                    openclaw_to),
                                                    ("--pace", pace, "a sink", openclaw_to or exec_command or webhook)):
         if value and sink_value is None:
             raise click.UsageError(f"{option} needs {sink_option}")
@@ -161,7 +174,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     sink: Sink | None = None
     try:
         if openclaw_to is not None:
-            sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots)
+            sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots,
+                                 read_ledger=openclaw_tasks)
         elif exec_command is not None:
             sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit, slots=slots)
         elif webhook is not None:
@@ -194,11 +208,13 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                delivery=DeliveryOptions(style=style, attempts=sink_attempts, backoff=sink_backoff,
                                                         lang=settings.lang, redact_secrets=settings.redact_secrets),
                                state_url=settings.state_url,
+                               ledger=ledger_filter(openclaw_tasks_kinds, openclaw_tasks_agents)
+                               if openclaw_tasks and isinstance(sink, OpenClawSink) and sink.client else None,
                                host=settings.host_name if settings.state_url else "")))
 
 
 def openclaw_sink(destination: str, gateway: str | None, program: str | None, timeout: float,
-                  slots: ProcessSlots) -> OpenClawSink:
+                  slots: ProcessSlots, read_ledger: bool = False) -> OpenClawSink:
     """`--openclaw`: the gateway as OpenClaw's clients find it (unless `none`), the CLI behind it when there
     is one (with no gateway it must be there)."""
     endpoint = None if gateway == "none" else find_gateway(url=gateway)
@@ -208,7 +224,15 @@ def openclaw_sink(destination: str, gateway: str | None, program: str | None, ti
         if endpoint is None or program is not None:
             raise
         cli = None  # the gateway alone
-    return OpenClawSink(destination, endpoint=endpoint, cli=cli, timeout=timeout)
+    return OpenClawSink(destination, endpoint=endpoint, cli=cli, timeout=timeout, read_ledger=read_ledger)
+
+
+def ledger_filter(kinds: str | None, agents: str | None) -> LedgerFilter:
+    def names(words: str | None) -> frozenset[str] | None:
+        found = frozenset(w.strip() for w in (words or "").split(",") if w.strip())
+        return found or None
+
+    return LedgerFilter(kinds=names(kinds), agents=names(agents))
 
 
 def check_route(sink: OpenClawSink) -> tuple[str, bool]:

@@ -247,8 +247,8 @@ def test_overdue_by_history_names_the_usual_time_and_the_task_has_its_own() -> N
     seen = track(None, task, at(100), POLICY, profile=profile).seen
     update = track(seen, beat(task, 501), at(501), Policy(lang="en"), profile=profile)
     assert [n.data["scope"] for n in update.notifications] == ["task", "step"]
-    assert update.notifications[0].text == "⏰ 【Daily】overdue (8m21s so far, usually 10m0s, budget 8m20s)"
-    assert update.notifications[1].text == "⏰ 【Daily】filter overdue (6m41s so far, usually 3m20s)"
+    assert update.notifications[0].text == '⏰ "Daily" overdue (8m21s so far, usually 10m0s, budget 8m20s)'
+    assert update.notifications[1].text == '⏰ "Daily" filter overdue (6m41s so far, usually 3m20s)'
     assert update.notifications[0].key != update.notifications[1].key
 
 
@@ -289,7 +289,7 @@ def test_the_card_says_what_is_left_and_what_is_overdue() -> None:
     plain = render_card(task, at(150), "en")
     assert "left" not in plain.split("\n")[0]
     task.profile = learn("Daily", THREE)
-    assert render_card(task, at(150), "en").split("\n")[0] == "🔄 【Daily】[1/3] ███░░░░░░░ · 2m30s · ≈ 8m left"
+    assert render_card(task, at(150), "en").split("\n")[0] == '🔄 "Daily" [1/3] ███░░░░░░░ · 2m30s · ≈ 8m left'
     assert render_card(task, at(150), "zh").split("\n")[0] == "🔄 【Daily】[1/3] ███░░░░░░░ · 2分30秒 · 预计还需 8分"
     late = running(0, step_budget=60)
     late.profile = task.profile
