@@ -79,10 +79,16 @@ def test_one_connection_carries_every_call_and_the_card_is_edited_in_place(tmp_p
     wait_for(lambda: delivered(tasks_dir, 6), 30, "every notification delivered")  # started, 4 steps, done
     wait_for(lambda: final_card(gateway.sends()[0].shown, "Nightly", 5), 20, "the final card")
     assert gateway.connections == 1  # every call over one connection
-    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
-    cards = db.execute("SELECT task_id, text FROM cards").fetchall()
-    db.close()
-    assert cards == [(task.task_id, gateway.sends()[0].shown)]  # the last edit (it carried no row) is the task's
+
+    def cards() -> list[tuple[str, str]]:
+        db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
+        try:
+            return db.execute("SELECT task_id, text FROM cards").fetchall()
+        finally:
+            db.close()
+
+    # The last edit carried no row (the done ping told it): it is stored as the task's card all the same.
+    wait_for(lambda: cards() == [(task.task_id, gateway.sends()[0].shown)], 10, "the card as the chat shows it")
     assert [m.text.split()[0] for m in gateway.sends()] == ["🔄", "🎉"]  # the card, then the done ping
     assert cli_calls(tmp_path / "cli.jsonl") == []
     assert {n["delivered_by"].split(":")[-1] for n in read_notifications(tasks_dir)} <= {"gateway", "card"}

@@ -49,7 +49,7 @@ def runs_of(tasks_dir: Path, name: str) -> int:
 
 
 def status_of(tasks_dir: Path, task_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
-    return json.loads(run_tp(tasks_dir, "status", task_id, env=env).stdout)
+    return json.loads(run_tp(tasks_dir, "status", task_id, "--json", env=env).stdout)
 
 
 def test_eta_for_a_fourth_run_after_three_runs_written_as_past_files(tmp_path: Path, tasks_dir: Path,

@@ -143,7 +143,7 @@ EN: dict[str, str] = {
     "stalled": "⚠️ \"日报发布\" may be stuck (no update for 5m0s)\nAt step: 筛选 (1/3 done)",
     "resumed": "🔄 \"日报发布\" resumed (stuck for 7m3s)\nAt step: 筛选 (1/3 done)",
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
-    "overdue": "⏰ 【日报发布】写稿 overdue (15m0s so far, usually 20s)",
+    "overdue": '⏰ "日报发布" 写稿 overdue (15m0s so far, usually 20s)',
 }
 
 
@@ -240,7 +240,7 @@ def test_english_reads_as_english(kind: str) -> None:
     """No full-width brackets or Chinese words in English texts (the task's own words aside)."""
     text = render(kind, {**TYPICAL[kind], "name": "Daily report", "step": "fetch", "next": "filter",
                          "message": "25 items", "current": "fetch", "plan": "fetch → filter", "duration": "5m0s",
-                         "error": "HTTP 502", "result": "ok"}, "en")
+                         "expected": "20s", "error": "HTTP 502", "result": "ok"}, "en")
     assert not any("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in text), text
 
 

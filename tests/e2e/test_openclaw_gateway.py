@@ -8,7 +8,9 @@ is lost and nothing comes twice. `-s` shows the figures."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -198,3 +200,36 @@ def test_a_gateway_restart_mid_task_loses_nothing_and_sends_nothing_twice(tmp_pa
     wait_for(lambda: all(n["delivered_at"] for n in read_notifications(tasks_dir)), 120, "every row marked")
     wait_for(lambda: d.log().count("delivering through gateway ws://") >= 2, 180, "the gateway found again")
     exactly_once(synapse, names)
+
+
+def openclaw(gateway: Gateway, *args: str) -> Any:
+    """The real openclaw CLI on the gateway's state dir (it reaches the gateway through its config)."""
+    proc = subprocess.run([str(OPENCLAW), *args, "--json"], capture_output=True, text=True, env=gateway.env,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_real_cron_run_becomes_a_task_with_its_card_and_its_done_ping(tmp_path: Path, tasks_dir: Path,
+                                                                        daemons: list[Daemon], synapse: Homeserver,
+                                                                        gateway: Gateway) -> None:
+    """A real OpenClaw cron command job (no model involved) is run: OpenClaw's task ledger tells the daemon, which
+    makes it a task; its card reaches the room and its end comes as the done ping."""
+    daemons.append(daemon(tasks_dir, gateway, synapse))
+    added = openclaw(gateway, "cron", "add", "--name", "E2E probe", "--every", "1h", "--no-deliver",
+                     "--command-argv", json.dumps(["sh", "-c", "sleep 20; echo probe-ok"]))
+    job_id = added.get("job", added)["id"]
+    openclaw(gateway, "cron", "run", job_id)
+    store = TaskStore(tasks_dir)
+
+    def the_task() -> Any:
+        ids = [t for t in store.task_ids() if t.startswith("openclaw-")]
+        return store.load(ids[0]) if ids else None
+
+    task = wait_for(the_task, 120, "the cron run as a task")
+    assert task.name == "cron: E2E probe" and task.status == "running"
+    wait_for(lambda: the_task().status == "done", 180, "the run's end")
+    assert the_task().result == "probe-ok"
+    name = "cron: E2E probe"
+    wait_for(lambda: settled(synapse, [name], 1), 120, "its card and done ping in the room")
+    exactly_once(synapse, [name])
