@@ -143,7 +143,8 @@ def test_create_writes_budgets_and_refuses_one_for_a_step_it_does_not_have(tasks
     assert [s.get("budgetSeconds") for s in task["steps"]] == [None, 900, 60]  # the last `=` splits
     for bad, says in ((["--step-budget", "deploy=60"], "not one of the steps"),
                       (["--step-budget", "test"], "must be NAME=SECONDS"),
-                      (["--step-budget", "test=0"], "must be a number from 1 to 315360000"), (["--budget", "nan"], "--budget")):
+                      (["--step-budget", "test=0"], "must be a number from 1 to 315360000"),
+                      (["--budget", "nan"], "--budget")):
         refused = runner.invoke(cli, ["--dir", str(tasks_dir), "create", *bad, "Build", "compile", "test"])
         assert refused.exit_code == 2 and says in refused.output, (bad, refused.output)
     assert len(list(tasks_dir.glob("*.json"))) == 1  # nothing written for a refused call
