@@ -72,8 +72,8 @@ def test_one_connection_carries_every_call_and_the_card_is_edited_in_place(tmp_p
     wait_for(lambda: "delivering through gateway ws://127.0.0.1" in d.log(), 20, "the gateway route")
     store = TaskStore(tasks_dir)
     task = store.create("Nightly", [f"s{i}" for i in range(1, 6)], datetime.now(UTC))
-    for _ in range(4):
-        wait_for(lambda: delivered(tasks_dir, len(read_notifications(tasks_dir))), 20, "caught up")
+    for i in range(4):
+        wait_for(lambda i=i: delivered(tasks_dir, 1 + i), 20, "caught up")  # started, then each step_done
         store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat(), "ok"), datetime.now(UTC))
     store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "all good"), datetime.now(UTC))
     wait_for(lambda: delivered(tasks_dir, 6), 30, "every notification delivered")  # started, 4 steps, done
