@@ -561,8 +561,25 @@ class Outbox:
             db.execute(SQL.PURGE_HANDOFFS)
             return db.execute(SQL.PURGE_CARDS).rowcount
 
+    def owe_edit(self, task_id: str, at: float | None, host: str = "") -> None:
+        """The task's card is owed an edit at unix time `at` (the pace held back one that carried no row;
+        None: no more)."""
+        with self.transaction() as db:
+            db.execute(SQL.OWE_EDIT, {"task_id": task_id, "at": at})
+
+    def claim_owed_edit(self, lease_seconds: float) -> tuple[str, str] | None:
+        """(host, task id) of a card whose owed edit is due, taken for `lease_seconds` (None: none is)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(SQL.OWED_CARD, {"now": now}).fetchone()
+            if row is None:
+                return None
+            db.execute(SQL.OWE_EDIT, {"task_id": row[0], "at": now + lease_seconds})
+        return "", row[0]
+
     def sink_next_free(self, max_attempts: int) -> float | None:
-        """Unix time at which a row held back by a retry delay or a claim becomes free (None: none is)."""
+        """Unix time at which a row held back by a retry delay or a claim becomes free, or an owed card edit
+        comes due (None: none is)."""
         return self.db.execute(SQL.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()[0]
 
 

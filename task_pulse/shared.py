@@ -305,6 +305,19 @@ class SharedOutbox:
             db.execute(PG.PURGE_HANDOFFS)
             return db.execute(PG.PURGE_CARDS).rowcount
 
+    def owe_edit(self, task_id: str, at: float | None, host: str = "") -> None:
+        with self._txn() as db:
+            db.execute(PG.OWE_EDIT, {"host": host, "task_id": task_id, "at": at})
+
+    def claim_owed_edit(self, lease_seconds: float) -> tuple[str, str] | None:
+        now = time.time()
+        with self._txn() as db:
+            row = db.execute(PG.OWED_CARD, {"now": now}).fetchone()
+            if row is None:
+                return None
+            db.execute(PG.OWE_EDIT, {"host": row[0], "task_id": row[1], "at": now + lease_seconds})
+        return row[0], row[1]
+
     def sink_next_free(self, max_attempts: int) -> float | None:
         row = self.db.execute(PG.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()
         return None if row is None or row[0] is None else float(row[0])

@@ -75,6 +75,7 @@ class PG:
     ], 2: [
         # As in SQLite (sql_sqlite.py): the chat's pace, and sends written to a gateway not yet answered.
         "ALTER TABLE task_pulse.notifications ADD COLUMN paced_until DOUBLE PRECISION",
+        "ALTER TABLE task_pulse.cards ADD COLUMN due_at DOUBLE PRECISION",
         """
         CREATE TABLE task_pulse.handoffs (
             host        TEXT NOT NULL,
@@ -203,10 +204,12 @@ class PG:
     FOR UPDATE SKIP LOCKED
     """
     SINK_NEXT_FREE = """
-    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)))
-    FROM task_pulse.notifications
-    WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
-      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > %(now)s
+    SELECT min(at) FROM (
+        SELECT greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) AS at
+        FROM task_pulse.notifications
+        WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
+          AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > %(now)s
+        UNION ALL SELECT due_at FROM task_pulse.cards WHERE due_at > %(now)s) AS due
     """
     RENEW = """
     UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
@@ -227,9 +230,17 @@ class PG:
     INSERT INTO task_pulse.cards (host, task_id, sink, message_id, started_key, text, updated_at)
     VALUES (%(host)s, %(task_id)s, %(sink)s, %(message_id)s, %(started_key)s, %(text)s, %(at)s)
     ON CONFLICT (host, task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
-        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at, due_at = NULL
     """
     DROP_CARD = "DELETE FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s"
+    OWE_EDIT = "UPDATE task_pulse.cards SET due_at = %(at)s WHERE host = %(host)s AND task_id = %(task_id)s"
+    OWED_CARD = """
+    SELECT host, task_id FROM task_pulse.cards AS c WHERE due_at <= %(now)s
+      AND NOT EXISTS (SELECT 1 FROM task_pulse.notifications AS n
+                      WHERE n.host = c.host AND n.task_id = c.task_id AND n.delivered_at IS NULL)
+    ORDER BY due_at LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
     PURGE_CARDS = """
     DELETE FROM task_pulse.cards AS c
     WHERE NOT EXISTS (SELECT 1 FROM task_pulse.tasks AS t WHERE t.host = c.host AND t.task_id = c.task_id)

@@ -33,7 +33,8 @@ MIGRATIONS = {
         "ALTER TABLE seen ADD COLUMN shared_version INTEGER",
         # rows of before: their status is in their snapshot, which is JSON either way
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
-    4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL"],  # `handoffs` is made by SCHEMA itself
+    4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL",  # `handoffs` is made by SCHEMA itself
+        "ALTER TABLE cards ADD COLUMN due_at REAL"],
     # History, ETA, budgets: the runs, and what the daemon observed of each running task.
     5: [RUNS_TABLE, RUNS_INDEX, "ALTER TABLE seen ADD COLUMN observed TEXT",
         "ALTER TABLE seen ADD COLUMN overdue_at REAL"],
@@ -97,7 +98,8 @@ class SQL:
         message_id  TEXT NOT NULL,      -- the chat's id of the card message, for edits
         started_key TEXT,               -- the `started` notification it was sent for: a new run gets a new card
         text        TEXT NOT NULL,      -- what the card shows now
-        updated_at  TEXT NOT NULL
+        updated_at  TEXT NOT NULL,
+        due_at      REAL                -- an edit owed then: the pace held back one that carried no row
     );
     -- A send written to the OpenClaw gateway whose outcome is not recorded yet (written by deliverers only).
     -- Stored before the request goes out, so that whoever delivers the task next, after a lost reply or a
@@ -278,9 +280,11 @@ class SQL:
     """
     # When the next row a sink may want becomes free: a retry coming due or a claim lapsing.
     SINK_NEXT_FREE = """
-    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0))) FROM notifications
-    WHERE delivered_at IS NULL AND attempts < :max_attempts
-      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > :now
+    SELECT min(at) FROM (
+        SELECT max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) AS at FROM notifications
+        WHERE delivered_at IS NULL AND attempts < :max_attempts
+          AND max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > :now
+        UNION ALL SELECT due_at FROM cards WHERE due_at > :now)
     """
     PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
     # Everything a sink may deliver now for one task, oldest first: one call can carry it all.
@@ -297,7 +301,14 @@ class SQL:
     INSERT INTO cards (task_id, sink, message_id, started_key, text, updated_at)
     VALUES (:task_id, :sink, :message_id, :started_key, :text, :at)
     ON CONFLICT (task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
-        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at, due_at = NULL
+    """
+    OWE_EDIT = "UPDATE cards SET due_at = :at WHERE task_id = :task_id"
+    # A card whose owed edit is due, of a task with nothing waiting (what waits would edit it anyway).
+    OWED_CARD = """
+    SELECT task_id FROM cards AS c WHERE due_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.task_id = c.task_id AND n.delivered_at IS NULL)
+    ORDER BY due_at LIMIT 1
     """
     DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
     RENEW = "UPDATE notifications SET claim_until = :until WHERE seq = :seq AND claimed_by = :owner"

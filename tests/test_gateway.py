@@ -355,3 +355,24 @@ def test_a_gateway_still_starting_is_tried_again_within_seconds(tmp_path: Path, 
     daemons.append(d)
     wait_for(lambda: f"delivering through gateway {gateway.url}" in d.log(), 15, "the gateway once it started")
     assert "refused" not in d.log()
+
+
+def test_the_last_edit_the_pace_held_back_is_made_when_it_is_due(tmp_path: Path, tasks_dir: Path,
+                                                                 gateway: StandInGateway,
+                                                                 daemons: list[Daemon]) -> None:
+    """The done ping tells the end, so the card's last edit carries no notification of its own; held back by
+    the pace (an edit came less than 3 s before), it is owed on the card and made once due."""
+    d = gateway_daemon(tasks_dir, gateway, tmp_path / "cli.jsonl").start()  # Telegram's pace: an edit per 3 s
+    daemons.append(d)
+    store = TaskStore(tasks_dir)
+    task = store.create("Owed", ["a", "b", "c"], datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 1), 20, "the card sent")
+    store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: gateway.sends() and gateway.sends()[0].edits, 20, "an edit of the card")
+    store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 3), 20, "the second step's row, held for the pace then told")
+    store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "fine"), datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 4), 20, "the done ping")
+    wait_for(lambda: final_card(gateway.sends()[0].shown, "Owed", 3), 20, "the card's last edit, once due")
+    times = gateway.edit_times(gateway.sends()[0].id)
+    assert all(b - a >= 2.9 for a, b in zip(times, times[1:], strict=False)), times
