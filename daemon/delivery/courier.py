@@ -188,6 +188,8 @@ class Courier(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
                 self._failed(outbox, rows[0], later, exc, edit=call.op == "edit", handoff=noted[0] if noted else None)
                 return
+            if call.op == "edit":
+                self.pacer.edit_done(pace_key, time.monotonic())
             card = self._record(outbox, task_id, host, call, sent, card, started, noted[0] if noted else None)
             self.bell.refusal = None
         if any(r.kind in TERMINAL for r in rows):
@@ -230,6 +232,7 @@ class Courier(threading.Thread):
             outbox.owe_edit(task_id, time.time() + delay, host)
             log.info("%s: the card's last edit failed (%s); again in %.0f s", shown_id(task_id), exc, delay)
             return
+        self.pacer.edit_done(pace_key, time.monotonic())
         self._record(outbox, task_id, host, call, sent, card, card.started_key, None)
 
     def _record(self, outbox: DeliveryStore, task_id: str, host: str, call: Call, sent: Sent, card: Card | None,
