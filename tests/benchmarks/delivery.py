@@ -118,7 +118,7 @@ def wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def run_case(chat: Chat, route: str, tasks: int, steps: int, settle: float = 0.0,
-             during: Callable[[int], None] | None = None) -> dict[str, Any]:
+             during: Callable[[int], None] | None = None, concurrency: int | None = None) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="tp-delivery-"))
     tasks_dir = work / "tasks"
     tasks_dir.mkdir()
@@ -129,7 +129,7 @@ def run_case(chat: Chat, route: str, tasks: int, steps: int, settle: float = 0.0
     with log_path.open("wb") as log:
         proc = subprocess.Popen([str(BIN / "task-pulsed"), "--dir", str(tasks_dir), "--openclaw",
                                  f"{chat.channel}:{chat.target}", "--openclaw-bin", chat.cli, "--lang", "en",
-                                 "--sink-concurrency", str(min(tasks, 10)), "--sink-timeout", "60", *route_args,
+                                 *(["--sink-concurrency", str(concurrency)] if concurrency else []), *route_args,
                                  *chat.pace],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
     names = [f"{route[:2].upper()}{uuid.uuid4().hex[:6]} {i}" for i in range(tasks)]
@@ -266,7 +266,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="rounds, each route once per round (alternated)")
     parser.add_argument("--cli-delay", type=float, default=10.0, help="seconds per stand-in CLI call")
     parser.add_argument("--outages", action="store_true", help="also the two outages (real chat, gateway route)")
+    parser.add_argument("--concurrency", type=int, help="the daemon's --sink-concurrency [default: its own, 4]")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopped: the gateway and Synapse are stopped too
     if args.chat == "real":
         chat, stop, hs, _gateway = real_chat()
     else:
@@ -276,7 +278,7 @@ def main() -> int:
     try:
         for _ in range(args.rounds):
             for route in args.routes:
-                results[route].append(run_case(chat, route, args.tasks, args.steps))
+                results[route].append(run_case(chat, route, args.tasks, args.steps, concurrency=args.concurrency))
                 print(f"{route}: {results[route][-1]}", flush=True)
         if args.outages and args.chat == "real":
             def away(step: int) -> None:
