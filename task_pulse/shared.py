@@ -155,15 +155,21 @@ class SharedOutbox:
                 runs: Iterable[Run] = ()) -> int:
         """In one transaction: the host's task snapshots (an older copy never replaces a newer one), its
         finished runs, and its notifications in queue order (one already here is skipped); then NOTIFY
-        the deliverers. Returns how many notifications were new."""
+        the deliverers (new notifications) and the boards (changed tasks or runs). Returns how many
+        notifications were new."""
+        runs, tasks = list(runs), list(tasks)
         with self._txn() as db, db.cursor() as cur:
             cur.executemany(PG.PUT_RUN, [{"host": host, "key": r.key, "task_id": r.task_id, "name": r.name,
                                           "outcome": r.outcome, "at": r.at, "started_at": r.started_at,
                                           "finished_at": r.finished_at, "steps": r.steps_json()} for r in runs])
+            changed = max(cur.rowcount, 0) if runs else 0
             cur.executemany(PG.PUT_TASK, [{"host": host, "task_id": t.task_id, "snapshot": t.snapshot,
                                           "status": t.status, "stalled_for": t.stalled_for, "stall_at": t.stall_at,
                                           "ended_at": t.ended_at, "gone_at": t.gone_at, "version": t.version}
                                          for t in tasks])
+            changed += max(cur.rowcount, 0) if tasks else 0
+            if changed:  # a board watching every host's tasks wakes (see board/), not the couriers
+                cur.execute(PG.TASKS_RING)
             cur.executemany(PG.PUT_NOTIFICATION, [{"host": host, "key": n.key, "task_id": n.task_id,
                                                    "task_name": n.task_name, "kind": n.kind,
                                                    "created_at": n.created_at, "text": n.text,
@@ -360,8 +366,9 @@ class Listener:
     doorbell): no polling. Reconnects with backoff; rings once after each reconnect (rows may have
     come while it was away)."""
 
-    def __init__(self, url: str, ring: Any) -> None:
-        self.url, self.ring = url, ring
+    def __init__(self, url: str, ring: Any, listen: str = PG.LISTEN) -> None:
+        """`listen`: which doorbell (PG.LISTEN: new notifications; PG.LISTEN_TASKS: changed tasks)."""
+        self.url, self.ring, self.listen = url, ring, listen
         self._conn: psycopg.Connection[Any] | None = None
 
     def run(self, stopping: Any) -> None:
@@ -370,7 +377,7 @@ class Listener:
         while not stopping.is_set():
             try:
                 self._conn = _connect(self.url, 5.0)
-                self._conn.execute(PG.LISTEN)
+                self._conn.execute(self.listen)
                 self.ring()
                 pause = 1.0
                 while not stopping.is_set():

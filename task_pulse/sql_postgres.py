@@ -10,6 +10,8 @@ from task_pulse.records import PINGS
 SCHEMA_VERSION = 3
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
+# Task snapshots or runs changed (the board's doorbell; a courier need not wake for a heartbeat).
+TASKS_CHANNEL = "task_pulse_tasks"
 
 
 class PG:
@@ -141,6 +143,8 @@ class PG:
     """
     RINGS = f"NOTIFY {CHANNEL}"
     LISTEN = f"LISTEN {CHANNEL}"
+    TASKS_RING = f"NOTIFY {TASKS_CHANNEL}"
+    LISTEN_TASKS = f"LISTEN {TASKS_CHANNEL}"
 
     # -- the deliverers' side ------------------------------------------------------------------------
     _COLUMNS = "seq, key, task_id, task_name, kind, created_at, text, data, attempts, host"

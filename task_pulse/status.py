@@ -9,9 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from task_pulse.model import Task, TaskFormatError, stalled_for
+from task_pulse.store import task_from_file
 
 if TYPE_CHECKING:
     from task_pulse.history.forecast import Outlook, Profile
+    from task_pulse.shared import SharedOutbox
 
 
 def status_record(task: Task, now: datetime, outlook: Outlook) -> dict[str, Any]:
@@ -33,3 +35,30 @@ def outlooks_of(entries: list[tuple[str, Task | TaskFormatError]], profiles: Map
 
     return {key: Outlook.of(profiles.get(by(key, t)) if t.status == "running" else None, t, now, default_stall)
             for key, t in entries if isinstance(t, Task)}
+
+
+def all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None, default_stall: float) -> tuple[
+        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]],
+        dict[str, Outlook]]:
+    """What `status --all-hosts` (and the board) shows of a shared state db: the `limit` tasks most worth
+    seeing (None: all) with their snapshots, the counts of all, how many are not shown, each entry's host
+    (by the entry's key: host/task id), and each task's outlook from its host's history."""
+    overview = shared.overview(now.timestamp(), limit)
+    texts = shared.snapshots(overview.tasks)
+    entries: list[tuple[str, Task | TaskFormatError]] = []
+    hosts: dict[str, dict[str, str]] = {}
+    for host, task_id in overview.tasks:
+        if (host, task_id) not in texts:
+            continue  # purged meanwhile
+        key = f"{host}/{task_id}"
+        try:
+            entries.append((key, task_from_file(texts[host, task_id], task_id)))
+        except TaskFormatError as exc:
+            entries.append((key, exc))
+        hosts[key] = {"host": host}
+    totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
+              "error": overview.error}
+    running = {(hosts[key]["host"], t.name) for key, t in entries if isinstance(t, Task) and t.status == "running"}
+    outlooks = outlooks_of(entries, shared.profiles(sorted(running)) if running else {}, now, default_stall,
+                           lambda key, task: (hosts[key]["host"], task.name))
+    return entries, totals, max(0, overview.total - len(entries)), hosts, outlooks

@@ -20,8 +20,7 @@ from task_pulse.cli.base import Context, cli, json_option, pass_ctx, state_optio
 from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.messages import pick_for_status, status_view
 from task_pulse.model import Task, TaskFormatError, stalled_for
-from task_pulse.status import outlooks_of, status_record
-from task_pulse.store import task_from_file
+from task_pulse.status import all_hosts_entries, outlooks_of, status_record
 
 if TYPE_CHECKING:
 
@@ -113,7 +112,7 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
         if settings.state_url is None:
             raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
         with _shared(settings.state_url) as shared:
-            entries, totals, more, hosts, outlooks = _all_hosts_entries(shared, now, limit, settings.stall_seconds)
+            entries, totals, more, hosts, outlooks = all_hosts_entries(shared, now, limit, settings.stall_seconds)
     else:
         entries, totals, more, outlooks = _status_entries(ctx, now, limit)
         hosts = {}
@@ -167,32 +166,6 @@ def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
     if limit is None or len(entries) <= limit:
         return shown, None, 0, outlooks
     return shown, totals, len(entries) - len(shown), outlooks
-
-
-def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None, default_stall: float) -> tuple[
-        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]],
-        dict[str, Outlook]]:
-    """`_status_entries` for every host of a shared state db: its snapshots, and each entry's host (by
-    the entry's key: host/task id); each task's outlook from its host's history."""
-    overview = shared.overview(now.timestamp(), limit)
-    texts = shared.snapshots(overview.tasks)
-    entries: list[tuple[str, Task | TaskFormatError]] = []
-    hosts: dict[str, dict[str, str]] = {}
-    for host, task_id in overview.tasks:
-        if (host, task_id) not in texts:
-            continue  # purged meanwhile
-        key = f"{host}/{task_id}"
-        try:
-            entries.append((key, task_from_file(texts[host, task_id], task_id)))
-        except TaskFormatError as exc:
-            entries.append((key, exc))
-        hosts[key] = {"host": host}
-    totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
-              "error": overview.error}
-    running = {(hosts[key]["host"], t.name) for key, t in entries if isinstance(t, Task) and t.status == "running"}
-    outlooks = outlooks_of(entries, shared.profiles(sorted(running)) if running else {}, now, default_stall,
-                         lambda key, task: (hosts[key]["host"], task.name))
-    return entries, totals, max(0, overview.total - len(entries)), hosts, outlooks
 
 
 @contextmanager
