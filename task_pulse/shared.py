@@ -350,6 +350,23 @@ class SharedOutbox:
         return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
                         error=counts.get("error", 0), tasks=list(picked)[:cap])
 
+    # -- the board (task_pulse/board): one task in detail -------------------------------------------------
+
+    def task_notifications(self, host: str, task_id: str, limit: int) -> list[tuple[Any, ...]]:
+        """The task's latest `limit` notifications, newest first: (seq, kind, created_at, text,
+        delivered_at, delivered_by, attempts, last_error)."""
+        return self.db.execute(PG.TASK_NOTIFICATIONS, {"host": host, "task_id": task_id, "limit": limit}).fetchall()
+
+    def task_cards(self, host: str, task_id: str) -> list[tuple[Any, ...]]:
+        """The task's live card: (sink, message id, updated_at)."""
+        return self.db.execute(PG.TASK_CARDS, {"host": host, "task_id": task_id}).fetchall()
+
+    def runs_of(self, host: str, name: str, limit: int) -> list[Run]:
+        """A host's latest `limit` runs of a task name, newest first."""
+        from task_pulse.history.reader import run_from_row
+
+        return [run_from_row(r) for r in self.db.execute(PG.RUNS_OF, {"host": host, "name": name, "limit": limit})]
+
     def snapshots(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The snapshot texts of these (host, task id)s."""
         rows = self.db.execute(PG.SNAPSHOTS, {"hosts": [h for h, _ in tasks], "ids": [t for _, t in tasks]})

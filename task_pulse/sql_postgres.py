@@ -307,3 +307,16 @@ class PG:
     SELECT host, task_id, snapshot FROM task_pulse.tasks
     WHERE (host, task_id) IN (SELECT * FROM unnest(%(hosts)s::text[], %(ids)s::text[]))
     """
+
+    # -- the board's detail of one task (task_pulse/board): read-only ---------------------------------------
+    TASK_NOTIFICATIONS = """
+    SELECT seq, kind, created_at, text, delivered_at, delivered_by, attempts, last_error FROM task_pulse.notifications
+    WHERE host = %(host)s AND task_id = %(task_id)s ORDER BY seq DESC LIMIT %(limit)s
+    """
+    TASK_CARDS = """
+    SELECT sink, message_id, updated_at FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s
+    """
+    RUNS_OF = f"""
+    SELECT {_RUN_COLUMNS} FROM task_pulse.runs WHERE host = %(host)s AND name = %(name)s
+    ORDER BY at DESC, key DESC LIMIT %(limit)s
+    """

@@ -111,7 +111,7 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
     if all_hosts:
         if settings.state_url is None:
             raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
-        with _shared(settings.state_url) as shared:
+        with shared_db(settings.state_url) as shared:
             entries, totals, more, hosts, outlooks = all_hosts_entries(shared, now, limit, settings.stall_seconds)
     else:
         entries, totals, more, outlooks = _status_entries(ctx, now, limit)
@@ -169,7 +169,7 @@ def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
 
 
 @contextmanager
-def _shared(url: str) -> Iterator[SharedOutbox]:
+def shared_db(url: str) -> Iterator[SharedOutbox]:
     """The shared state db for a reader, closed after; any trouble with it is one line, exit 1."""
     from task_pulse.shared import SharedOutbox, shown_url, state_errors
 
@@ -233,7 +233,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
     if state_url is not None:
         ctx.flags["state_url"] = state_url
     if ctx.settings.state_url is not None:
-        with _shared(ctx.settings.state_url) as shared:
+        with shared_db(ctx.settings.state_url) as shared:
             _drain(ctx, shared, limit, digest)
         return
     printed = 0
