@@ -18,12 +18,14 @@ Safe by default:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
+import signal
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -233,14 +235,24 @@ def create_app(config: BoardConfig, source: Source) -> Guard:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, which also ends every open event stream when told to stop: an open stream
-    would otherwise hold the shutdown for its whole grace period."""
+    """uvicorn's server, which also ends every open event stream when told to stop (an open stream would
+    otherwise hold the shutdown for its whole grace period), and exits 0 once it stopped for SIGTERM or
+    SIGINT, as task-pulsed does, rather than dying of the signal after the fact."""
 
     on_exit: Callable[[], None] = staticmethod(lambda: None)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         super().handle_exit(sig, frame)
         self.on_exit()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 def listening_socket(bind: str, port: int) -> socket.socket:
