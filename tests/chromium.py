@@ -47,7 +47,8 @@ class Chromium:
                      60, "chromium's DevTools port")
             assert self.proc.poll() is None, f"chromium exited: {self.log.read_text(errors='replace')[-2000:]}"
             port, path = active.read_text().split()[:2]
-            self.ws = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
+            self._connection = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
+            self.ws = self._connection.__enter__()
         except BaseException:
             self.close()
             raise
@@ -82,9 +83,8 @@ class Chromium:
         return page
 
     def close(self) -> None:
-        ws = getattr(self, "ws", None)
-        if ws is not None:
-            ws.close()
+        if getattr(self, "_connection", None) is not None:
+            self._connection.__exit__(None, None, None)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

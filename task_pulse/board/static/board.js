@@ -9,14 +9,14 @@
       waiting: "waiting for the next step", history: "Past runs of this name", noHistory: "no finished run yet",
       typical: "typical {d}", overdueAfter: "overdue after {d}", notes: "Notifications",
       pending: "pending", tries: "{n} tries", delivered: "{at} · {by}", owner: "owner", host: "host",
-      started: "started {at}", finished: "finished {at}", runs: "{n} runs", invalid: "unreadable"},
+      startedAt: "started {at}", finishedAt: "finished {at}", runs: "{n} runs", invalid: "unreadable"},
     zh: {attention: "需要关注", failed: "失败", running: "执行中", finished: "已结束",
       empty: "📭 没有任务", more: "还有 {n} 个未列出（页面显示最值得看的 {limit} 个）",
       live: "实时", off: "重新连接…", left: "预计还需 {d}", stalled: "{d}无更新", overdue: "超时",
       waiting: "等待下一步", history: "同名任务的历史", noHistory: "还没有结束的运行",
       typical: "通常 {d}", overdueAfter: "超过 {d} 算超时", notes: "通知",
       pending: "待发送", tries: "尝试 {n} 次", delivered: "{at} · {by}", owner: "所有者", host: "主机",
-      started: "开始 {at}", finished: "结束 {at}", runs: "{n} 次", invalid: "无法读取"},
+      startedAt: "开始 {at}", finishedAt: "结束 {at}", runs: "{n} 次", invalid: "无法读取"},
   };
   const STEP_ICONS = {done: "✅", running: "🔄", pending: "⏳", error: "❌"};
   const STATE_ICONS = {stalled: "⚠️", overdue: "⏰", running: "🔄", waiting: "⏳", done: "✅", error: "❌", invalid: "🚫"};
@@ -67,6 +67,13 @@
 
   const now = () => Date.now() / 1000 + board.skew;
 
+  // Time left as a forecast says it: whole minutes, never seconds (a forecast is no stopwatch).
+  function eta(seconds) {
+    const all = Math.round(Math.max(0, seconds) / 60), h = Math.floor(all / 60), m = all % 60;
+    if (board.lang === "zh") return h ? (m ? `${h}小时${m}分` : `${h}小时`) : (m ? `${m}分` : "不到1分");
+    return h ? (m ? `${h}h${m}m` : `${h}h`) : (m ? `${m}m` : "<1m");
+  }
+
   // -- the list ------------------------------------------------------------------------------------
 
   function timeText(t) {
@@ -74,7 +81,7 @@
     if (t.stalled && t.updatedAt) return say("stalled", {d: duration(now() - t.updatedAt)});
     const end = t.status === "running" ? now() : (t.finishedAt || t.updatedAt);
     let text = t.startedAt && end ? duration(end - t.startedAt) : "";
-    if (t.status === "running" && t.etaAt) text += ` · ${say("left", {d: duration(Math.max(0, t.etaAt - now()))})}`;
+    if (t.status === "running" && t.etaAt) text += ` · ${say("left", {d: eta(t.etaAt - now())})}`;
     return text;
   }
 
@@ -253,8 +260,8 @@
     $("detail").hidden = false;
     $("detail-title").textContent = t.state === "invalid" ? `${t.taskId}.json` : t.name;
     const meta = [t.taskId, t.host ? `${say("host")} ${t.host}` : "", t.owner ? `${say("owner")} ${t.owner}` : "",
-      t.startedAt ? say("started", {at: when(t.startedAt)}) : "",
-      t.finishedAt ? say("finished", {at: when(t.finishedAt)}) : ""].filter(Boolean);
+      t.startedAt ? say("startedAt", {at: when(t.startedAt)}) : "",
+      t.finishedAt ? say("finishedAt", {at: when(t.finishedAt)}) : ""].filter(Boolean);
     $("detail-meta").textContent = meta.join(" · ");
     $("detail-card").textContent = d.card || (t.invalid ? `${say("invalid")}: ${t.invalid}` : "");
     const history = d.history;
