@@ -74,7 +74,7 @@ class Chromium:
     def page(self, url: str, width: int = 1360, height: int = 860) -> Page:
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session)
+        page = Page(self, session, target)
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session=session)
         self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
@@ -99,8 +99,11 @@ class Chromium:
 class Page:
     """A tab: evaluate JavaScript in it, take a screenshot."""
 
-    def __init__(self, browser: Chromium, session: str) -> None:
-        self.browser, self.session = browser, session
+    def __init__(self, browser: Chromium, session: str, target: str) -> None:
+        self.browser, self.session, self.target = browser, session, target
+
+    def close(self) -> None:
+        self.browser.send("Target.closeTarget", {"targetId": self.target})
 
     def js(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (a promise is awaited)."""

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from task_pulse.board.source import Source
-from task_pulse.board.view import ordered, page_json, task_record
+from task_pulse.board.view import Shown, file_record, ordered, outlook_record, page_json
 
 log = logging.getLogger("task-pulse.board")
 
@@ -136,6 +136,9 @@ class Refresher(threading.Thread):
         self.source, self.hub, self.loop, self.redact_secrets = source, hub, loop, redact_secrets
         self.stopping = threading.Event()
         self.reads = 0
+        # key -> (the parsed task it was made from, its file record, that record's JSON): a file unchanged since
+        # the last read is the same Task object (LocalSource keeps it), and its record is not made again.
+        self._files: dict[str, tuple[object, str | None, dict[str, Any], str]] = {}
 
     def stop(self) -> None:
         self.stopping.set()
@@ -169,9 +172,25 @@ class Refresher(threading.Thread):
     def _read(self, version: int) -> View:
         now = datetime.now(UTC)
         snapshot = self.source.snapshot(now)
-        records = ordered(task_record(s, now, snapshot.outlooks.get(s.key), self.redact_secrets)
-                          for s in snapshot.shown)
+        records, texts, files = [], {}, {}
+        for shown in snapshot.shown:
+            record, text = self._record(shown, files)
+            extra = outlook_record(shown.task, now, snapshot.outlooks.get(shown.key), self.redact_secrets)
+            records.append({**record, **extra})
+            texts[shown.key] = f"{text[:-1]},{page_json(extra)[1:]}"
+        self._files = files
+        records = ordered(records)
         where = {s.key: (s.host, s.task_id) for s in snapshot.shown}
         return View(version=version, generated_at=round(now.timestamp(), 3), counts=snapshot.counts,
                     more=snapshot.more, hosts=snapshot.hosts, note=snapshot.note,
-                    order=[r["key"] for r in records], records={r["key"]: page_json(r) for r in records}, where=where)
+                    order=[r["key"] for r in records], records=texts, where=where)
+
+    def _record(self, shown: Shown, files: dict[str, tuple[object, str | None, dict[str, Any], str]],
+                ) -> tuple[dict[str, Any], str]:
+        """The file record of a task and its JSON, made again only when its file (or its owner) changed."""
+        known = self._files.get(shown.key)
+        if known is None or known[0] is not shown.task or known[1] != shown.owner:
+            record = file_record(shown, self.redact_secrets)
+            known = (shown.task, shown.owner, record, page_json(record))
+        files[shown.key] = known
+        return known[2], known[3]

@@ -62,8 +62,9 @@ def state_of(task: Task, now: datetime, outlook: Outlook) -> str:
     return task.status
 
 
-def task_record(shown: Shown, now: datetime, outlook: Outlook | None, redact_secrets: bool = True) -> dict[str, Any]:
-    """The page's record of one task (an unreadable file: its reason)."""
+def file_record(shown: Shown, redact_secrets: bool = True) -> dict[str, Any]:
+    """What the page shows of a task that its file alone says (an unreadable file: its reason). The same
+    for as long as the file is: the board keeps it, and its JSON, until the file changes."""
 
     def safe(value: object, cap: int = MESSAGE_CAP) -> str | None:
         return chat_text(value, cap, redact_secrets) if value is not None else None
@@ -72,22 +73,34 @@ def task_record(shown: Shown, now: datetime, outlook: Outlook | None, redact_sec
                             "owner": safe(shown.owner)}
     task = shown.task
     if isinstance(task, TaskFormatError):
-        return {**head, "state": "invalid", "invalid": safe(str(task))}
-    assert outlook is not None
-    eta = outlook.eta_seconds
+        return {**head, "invalid": safe(str(task))}
     return {
-        **head, "name": safe(task.name), "status": task.status, "state": state_of(task, now, outlook),
-        "done": task.done_count, "total": task.total,
+        **head, "name": safe(task.name), "status": task.status, "done": task.done_count, "total": task.total,
         "steps": [{"name": safe(s.name, STEP_NAME_CAP), "status": s.status, "message": safe(s.message),
                    "percent": s.percent, "startedAt": _at(s.started_at), "finishedAt": _at(s.finished_at)}
                   for s in task.steps],
         "startedAt": _at(task.started_at), "updatedAt": _at(task.updated_at), "finishedAt": _at(task.finished_at),
-        "stalled": stalled_for(task, now, outlook.stall_seconds) is not None,
-        "stallThresholdSeconds": outlook.stall_seconds, "stallThresholdSource": outlook.stall_source,
-        "etaAt": None if eta is None else round((now.timestamp() + eta) / ETA_STEP) * ETA_STEP,
-        "overdue": [safe(limit.step, STEP_NAME_CAP) if limit.step is not None else None for limit in outlook.overdue],
         "result": safe(task.result, RESULT_CAP), "error": safe(task.error, RESULT_CAP),
     }
+
+
+def outlook_record(task: Task | TaskFormatError, now: datetime, outlook: Outlook | None,
+                   redact_secrets: bool = True) -> dict[str, Any]:
+    """What the page shows of a task beyond its file, as of `now`: its state, stalled, the stall threshold
+    in force, when it should be done, what is overdue."""
+    if isinstance(task, TaskFormatError) or outlook is None:
+        return {"state": "invalid"}
+    eta = outlook.eta_seconds
+    return {"state": state_of(task, now, outlook), "stalled": stalled_for(task, now, outlook.stall_seconds) is not None,
+            "stallThresholdSeconds": outlook.stall_seconds, "stallThresholdSource": outlook.stall_source,
+            "etaAt": None if eta is None else round((now.timestamp() + eta) / ETA_STEP) * ETA_STEP,
+            "overdue": [chat_text(limit.step, STEP_NAME_CAP, redact_secrets) if limit.step is not None else None
+                        for limit in outlook.overdue]}
+
+
+def task_record(shown: Shown, now: datetime, outlook: Outlook | None, redact_secrets: bool = True) -> dict[str, Any]:
+    """The page's record of one task: what its file says, and what it means now."""
+    return {**file_record(shown, redact_secrets), **outlook_record(shown.task, now, outlook, redact_secrets)}
 
 
 def ordered(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -25,9 +25,10 @@
   const MAX_STEP_ICONS = 24;
   const SVG = "http://www.w3.org/2000/svg";
 
-  // The state of the page, readable by tests and the benchmark (how many updates arrived, and when).
+  // The state of the page, readable by tests and the benchmark: when the first view was on the page (ms since
+  // the navigation began), how many updates arrived since, and when the last one was on the page (unix ms).
   const board = {version: 0, records: new Map(), order: [], rows: new Map(), counts: {}, lang: "en", skew: 0,
-    updates: 0, lastUpdateAt: 0, selected: null, meta: {}};
+    renderedAt: 0, updates: 0, lastUpdateAt: 0, selected: null, meta: {}};
   window.taskPulseBoard = board;
 
   const $ = (id) => document.getElementById(id);
@@ -185,6 +186,7 @@
     $("empty").hidden = board.order.length > 0;
     $("empty").textContent = say("empty");
     if (board.selected && !board.records.has(board.selected)) closeDetail();
+    if (!board.renderedAt) board.renderedAt = performance.now();
   }
 
   function delta(d) {
