@@ -86,10 +86,11 @@ def a_fleet(tasks_dir: Path) -> dict[str, str]:
 
 def test_the_page_renders_follows_a_write_live_and_draws_the_history(tasks_dir: Path, daemons: list[Daemon],
                                                                      browser: Chromium, boards: list[Board]) -> None:
-    english = clean_env(TASK_PULSE_LANG="en")
+    english = clean_env(TASK_PULSE_LANG="en", HOME=str(tasks_dir.parent))  # the page says ~/tasks
     daemons.append(Daemon(tasks_dir, env=english).start())
     ids = a_fleet(tasks_dir)
     board = start_board(boards, tasks_dir, env=english)
+    assert board.info["where"] == "~/tasks"
     page = browser.page(board.url)
     shown = len(board.tasks())
     page.wait(f"document.querySelectorAll('#tasks .task').length === {shown}", what=f"{shown} rows")
@@ -124,4 +125,5 @@ def test_the_page_renders_follows_a_write_live_and_draws_the_history(tasks_dir: 
 
     if shot := os.environ.get("TASK_PULSE_BOARD_SCREENSHOT"):
         page.js("document.getElementById('finished-box').open = true")
+        page.wait("document.getElementById('finished').offsetHeight > 0")
         page.screenshot(Path(shot))

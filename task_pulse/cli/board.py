@@ -133,7 +133,10 @@ def _source(ctx: Context, limit: int) -> tuple[Source, str]:
     if not store.root.is_dir():
         raise BadInput(f"there is no tasks dir {store.root} (a typo? --dir DIR or TASK_PULSE_DIR)")
     store.private_path("state.db")  # `.pulse/` checked now (UnsafeDir: one line, exit 2)
-    return (LocalSource(store, settings.stall_seconds, limit, ctx.lang, settings.redact_secrets), str(store.root))
+    home = Path.home()
+    shown = f"~/{store.root.relative_to(home)}" if store.root.is_relative_to(home) and store.root != home else \
+        str(store.root)
+    return LocalSource(store, settings.stall_seconds, limit, ctx.lang, settings.redact_secrets), shown
 
 
 def _log_to_stderr() -> None:
