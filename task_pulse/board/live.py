@@ -163,7 +163,10 @@ class Refresher(threading.Thread):
                 delta = delta_json(view, after) if view.version else ""
                 if delta is not None:
                     view = after
-                    self.loop.call_soon_threadsafe(self.hub.publish, view, delta or None)
+                    try:
+                        self.loop.call_soon_threadsafe(self.hub.publish, view, delta or None)
+                    except RuntimeError:  # the event loop is gone: the server has stopped
+                        return
                 self.reads += 1
                 self.source.wait(RETRY_SECONDS if failing else REFRESH_SECONDS, self.stopping)
         finally:

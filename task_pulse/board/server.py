@@ -188,7 +188,12 @@ def create_app(config: BoardConfig, source: Source) -> Guard:
         where = hub.view.where.get(key) or (None if config.shared else ("", key))
         found = None
         if where is not None:
-            found = await run_in_threadpool(source.detail, where[0], where[1], datetime.now(UTC))
+            try:
+                found = await run_in_threadpool(source.detail, where[0], where[1], datetime.now(UTC))
+            except source.errors as exc:  # a busy state db, a shared db away: said, not a stack trace
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                return Response(page_json({"error": f"cannot read {source.where}: {reason}"}), 503,
+                                media_type="application/json", headers=NO_STORE)
         if found is None:
             return Response(page_json({"error": "no such task"}), 404, media_type="application/json",
                             headers=NO_STORE)
