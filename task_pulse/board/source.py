@@ -113,7 +113,7 @@ class LocalSource:
         try:
             db = self._state_db()
             version = db.execute("PRAGMA data_version").fetchone()[0] if db is not None else None
-        except sqlite3.Error:
+        except self.errors:  # gone, busy, or a `.pulse/` made unsafe meanwhile: the next read says which
             self.close()
         marks: list[Any] = [version]
         for path in (self.where, os.path.join(self.where, ".pulse", "daemon.lock")):
