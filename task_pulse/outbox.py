@@ -327,24 +327,6 @@ class Outbox:
     def count_stalled(self) -> int:
         return self.db.execute(SQL.COUNT_STALLED).fetchone()[0]
 
-    def overview(self, now: float, limit: int) -> Overview | None:
-        """What `task-pulse status` shows of a big dir, from the indexes alone (a few ms at 100,000
-        tasks): how many tasks are running, stalled, done and failed, and the ids of the `limit` most
-        worth showing: stalled ones, then the latest failed, the latest updated running ones, the latest
-        done. None while a first start's files are still unread (their status is not known yet)."""
-        if self.db.execute(SQL.HAS_UNADOPTED).fetchone() is not None:
-            return None
-        counts = {status: count for status, count in self.db.execute(SQL.COUNT_BY_STATUS) if status}
-        stalled = self.db.execute(SQL.COUNT_OVERDUE, {"now": now}).fetchone()[0] + self.count_stalled()
-        picked: dict[str, None] = {}  # in order, once each
-        for statement, params in ((SQL.STALLED_IDS, {"now": now}), (SQL.LATEST_ENDED, {"status": "error"}),
-                                  (SQL.LATEST_UPDATED, {}), (SQL.LATEST_ENDED, {"status": "done"})):
-            if len(picked) < limit:
-                rows = self.db.execute(statement, {**params, "limit": limit - len(picked)})
-                picked.update((task_id, None) for (task_id,) in rows)
-        return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
-                        error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
-
     def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification], run: Run | None = None,
                keep_runs: int = 0) -> int:
         """In one transaction: store (or, with None, drop) the task's snapshot, queue its notifications,
@@ -581,6 +563,26 @@ class Outbox:
         """Unix time at which a row held back by a retry delay or a claim becomes free, or an owed card edit
         comes due (None: none is)."""
         return self.db.execute(SQL.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()[0]
+
+
+def read_overview(db: sqlite3.Connection, now: float, limit: int) -> Overview | None:
+    """What `task-pulse status` (and the board) shows of a big dir, from the indexes alone (a few ms at
+    100,000 tasks): how many tasks are running, stalled, done and failed, and the ids of the `limit` most
+    worth showing: stalled ones, then the latest failed, the latest updated running ones, the latest
+    done. None while a first start's files are still unread (their status is not known yet). Any
+    connection will do, a read-only one too."""
+    if db.execute(SQL.HAS_UNADOPTED).fetchone() is not None:
+        return None
+    counts = {status: count for status, count in db.execute(SQL.COUNT_BY_STATUS) if status}
+    stalled = db.execute(SQL.COUNT_OVERDUE, {"now": now}).fetchone()[0] + db.execute(SQL.COUNT_STALLED).fetchone()[0]
+    picked: dict[str, None] = {}  # in order, once each
+    for statement, params in ((SQL.STALLED_IDS, {"now": now}), (SQL.LATEST_ENDED, {"status": "error"}),
+                              (SQL.LATEST_UPDATED, {}), (SQL.LATEST_ENDED, {"status": "done"})):
+        if len(picked) < limit:
+            rows = db.execute(statement, {**params, "limit": limit - len(picked)})
+            picked.update((task_id, None) for (task_id,) in rows)
+    return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
+                    error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
 
 
 def _queued(r: tuple[Any, ...]) -> Queued:

@@ -95,7 +95,8 @@ class Handoff:
 
 @dataclass(frozen=True)
 class Overview:
-    """Counts of every task by what `status` calls it, and the ids of the tasks it shows (see `Outbox.overview`)."""
+    """Counts of every task by what `status` calls it, and the ids of the tasks it shows (see
+    `outbox.read_overview`)."""
 
     running: int
     stalled: int

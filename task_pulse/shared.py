@@ -155,15 +155,21 @@ class SharedOutbox:
                 runs: Iterable[Run] = ()) -> int:
         """In one transaction: the host's task snapshots (an older copy never replaces a newer one), its
         finished runs, and its notifications in queue order (one already here is skipped); then NOTIFY
-        the deliverers. Returns how many notifications were new."""
+        the deliverers (new notifications) and the boards (changed tasks or runs). Returns how many
+        notifications were new."""
+        runs, tasks = list(runs), list(tasks)
         with self._txn() as db, db.cursor() as cur:
             cur.executemany(PG.PUT_RUN, [{"host": host, "key": r.key, "task_id": r.task_id, "name": r.name,
                                           "outcome": r.outcome, "at": r.at, "started_at": r.started_at,
                                           "finished_at": r.finished_at, "steps": r.steps_json()} for r in runs])
+            changed = max(cur.rowcount, 0) if runs else 0
             cur.executemany(PG.PUT_TASK, [{"host": host, "task_id": t.task_id, "snapshot": t.snapshot,
                                           "status": t.status, "stalled_for": t.stalled_for, "stall_at": t.stall_at,
                                           "ended_at": t.ended_at, "gone_at": t.gone_at, "version": t.version}
                                          for t in tasks])
+            changed += max(cur.rowcount, 0) if tasks else 0
+            if changed:  # a board watching every host's tasks wakes (see board/), not the couriers
+                cur.execute(PG.TASKS_RING)
             cur.executemany(PG.PUT_NOTIFICATION, [{"host": host, "key": n.key, "task_id": n.task_id,
                                                    "task_name": n.task_name, "kind": n.kind,
                                                    "created_at": n.created_at, "text": n.text,
@@ -357,6 +363,23 @@ class SharedOutbox:
         return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
                         error=counts.get("error", 0), tasks=list(picked)[:cap])
 
+    # -- the board (task_pulse/board): one task in detail -------------------------------------------------
+
+    def task_notifications(self, host: str, task_id: str, limit: int) -> list[tuple[Any, ...]]:
+        """The task's latest `limit` notifications, newest first: (seq, kind, created_at, text,
+        delivered_at, delivered_by, attempts, last_error)."""
+        return self.db.execute(PG.TASK_NOTIFICATIONS, {"host": host, "task_id": task_id, "limit": limit}).fetchall()
+
+    def task_cards(self, host: str, task_id: str) -> list[tuple[Any, ...]]:
+        """The task's live card: (sink, message id, updated_at)."""
+        return self.db.execute(PG.TASK_CARDS, {"host": host, "task_id": task_id}).fetchall()
+
+    def runs_of(self, host: str, name: str, limit: int) -> list[Run]:
+        """A host's latest `limit` runs of a task name, newest first."""
+        from task_pulse.history.reader import run_from_row
+
+        return [run_from_row(r) for r in self.db.execute(PG.RUNS_OF, {"host": host, "name": name, "limit": limit})]
+
     def snapshots(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The snapshot texts of these (host, task id)s."""
         rows = self.db.execute(PG.SNAPSHOTS, {"hosts": [h for h, _ in tasks], "ids": [t for _, t in tasks]})
@@ -373,8 +396,9 @@ class Listener:
     doorbell): no polling. Reconnects with backoff; rings once after each reconnect (rows may have
     come while it was away)."""
 
-    def __init__(self, url: str, ring: Any) -> None:
-        self.url, self.ring = url, ring
+    def __init__(self, url: str, ring: Any, listen: str = PG.LISTEN) -> None:
+        """`listen`: which doorbell (PG.LISTEN: new notifications; PG.LISTEN_TASKS: changed tasks)."""
+        self.url, self.ring, self.listen = url, ring, listen
         self._conn: psycopg.Connection[Any] | None = None
 
     def run(self, stopping: Any) -> None:
@@ -383,7 +407,7 @@ class Listener:
         while not stopping.is_set():
             try:
                 self._conn = _connect(self.url, 5.0)
-                self._conn.execute(PG.LISTEN)
+                self._conn.execute(self.listen)
                 self.ring()
                 pause = 1.0
                 while not stopping.is_set():

@@ -10,6 +10,8 @@ from task_pulse.records import PINGS
 SCHEMA_VERSION = 3
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
+# Task snapshots or runs changed (the board's doorbell; a courier need not wake for a heartbeat).
+TASKS_CHANNEL = "task_pulse_tasks"
 
 
 class PG:
@@ -142,6 +144,8 @@ class PG:
     """
     RINGS = f"NOTIFY {CHANNEL}"
     LISTEN = f"LISTEN {CHANNEL}"
+    TASKS_RING = f"NOTIFY {TASKS_CHANNEL}"
+    LISTEN_TASKS = f"LISTEN {TASKS_CHANNEL}"
 
     # -- the deliverers' side ------------------------------------------------------------------------
     _COLUMNS = "seq, key, task_id, task_name, kind, created_at, text, data, attempts, host"
@@ -313,4 +317,17 @@ class PG:
     SNAPSHOTS = """
     SELECT host, task_id, snapshot FROM task_pulse.tasks
     WHERE (host, task_id) IN (SELECT * FROM unnest(%(hosts)s::text[], %(ids)s::text[]))
+    """
+
+    # -- the board's detail of one task (task_pulse/board): read-only ---------------------------------------
+    TASK_NOTIFICATIONS = """
+    SELECT seq, kind, created_at, text, delivered_at, delivered_by, attempts, last_error FROM task_pulse.notifications
+    WHERE host = %(host)s AND task_id = %(task_id)s ORDER BY seq DESC LIMIT %(limit)s
+    """
+    TASK_CARDS = """
+    SELECT sink, message_id, updated_at FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s
+    """
+    RUNS_OF = f"""
+    SELECT {_RUN_COLUMNS} FROM task_pulse.runs WHERE host = %(host)s AND name = %(name)s
+    ORDER BY at DESC, key DESC LIMIT %(limit)s
     """

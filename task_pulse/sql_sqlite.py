@@ -368,3 +368,12 @@ class SQL:
     UNSHARED_RUNS_INDEX = "CREATE INDEX IF NOT EXISTS runs_unshared ON runs (key) WHERE shared = 0"
     UNSHARED_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE shared = 0 LIMIT ?"
     MARK_RUN_SHARED = "UPDATE runs SET shared = 1 WHERE key = ?"
+
+    # -- the board's detail of one task (task_pulse/board): read-only ---------------------------------------
+    # A notification's key starts with its task id and ":" (daemon/differ.py): the UNIQUE index on `key`
+    # finds a task's rows by that prefix (";" is the character after ":"), with no index of their own.
+    TASK_NOTIFICATIONS = """
+    SELECT seq, kind, created_at, text, delivered_at, delivered_by, attempts, last_error FROM notifications
+    WHERE key >= :low AND key < :high AND task_id = :task_id ORDER BY seq DESC LIMIT :limit
+    """
+    TASK_CARDS = "SELECT sink, message_id, updated_at FROM cards WHERE task_id = :task_id"

@@ -20,10 +20,9 @@ from task_pulse.cli.base import Context, cli, json_option, pass_ctx, state_optio
 from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.messages import pick_for_status, status_view
 from task_pulse.model import Task, TaskFormatError, stalled_for
-from task_pulse.store import task_from_file
+from task_pulse.status import all_hosts_entries, outlooks_of, status_record
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
 
     from task_pulse.history.forecast import Outlook, Profile
     from task_pulse.records import DeliveryStore, Overview, Queued
@@ -36,26 +35,6 @@ DRAIN_LEASE_SECONDS = 300
 DRAIN_BATCH = 500
 # Tasks the `status` table shows at most, unless asked for more: the ones most worth seeing.
 STATUS_LIMIT = 50
-
-
-def _status_record(task: Task, now: datetime, outlook: Outlook) -> dict[str, Any]:
-    stalled = stalled_for(task, now, outlook.stall_seconds)
-    eta = outlook.eta_seconds
-    return {**task.to_dict(), "stalled": stalled is not None,
-            "stalledSeconds": None if stalled is None else round(stalled, 1),
-            "etaSeconds": None if eta is None else round(eta), "overdue": bool(outlook.overdue),
-            "stallThresholdSeconds": outlook.stall_seconds, "stallThresholdSource": outlook.stall_source}
-
-
-def _outlooks(entries: list[tuple[str, Task | TaskFormatError]], profiles: Mapping[Any, Profile], now: datetime,
-              default_stall: float, by: Callable[[str, Task], Any] = lambda _key, task: task.name,
-              ) -> dict[str, Outlook]:
-    """What the history says of each task shown (by entry key); `profiles` by what `by` makes of an entry
-    (its task name; in a shared db, its host and task name)."""
-    from task_pulse.history.forecast import Outlook
-
-    return {key: Outlook.of(profiles.get(by(key, t)) if t.status == "running" else None, t, now, default_stall)
-            for key, t in entries if isinstance(t, Task)}
 
 
 def _local_profiles(ctx: Context, tasks: list[Task]) -> dict[str, Profile]:
@@ -121,9 +100,9 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
         raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
         task = store.load(store.resolve(task_id))
-        outlook = _outlooks([(task_id, task)], _local_profiles(ctx, [task]), now, settings.stall_seconds)[task_id]
+        outlook = outlooks_of([(task_id, task)], _local_profiles(ctx, [task]), now, settings.stall_seconds)[task_id]
         if ctx.json_output:  # indented, as the original script printed one task
-            return json.dumps(_status_record(task, now, outlook), ensure_ascii=False, indent=2)
+            return json.dumps(status_record(task, now, outlook), ensure_ascii=False, indent=2)
         return task_view(task, now, outlook.stall_seconds, ctx.lang)
     if show_all:
         limit = None
@@ -132,15 +111,15 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
     if all_hosts:
         if settings.state_url is None:
             raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
-        with _shared(settings.state_url) as shared:
-            entries, totals, more, hosts, outlooks = _all_hosts_entries(shared, now, limit, settings.stall_seconds)
+        with shared_db(settings.state_url) as shared:
+            entries, totals, more, hosts, outlooks = all_hosts_entries(shared, now, limit, settings.stall_seconds)
     else:
         entries, totals, more, outlooks = _status_entries(ctx, now, limit)
         hosts = {}
     if ctx.json_output:
         records = [
             {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
-            else {**_status_record(t, now, outlooks[tid]), **hosts.get(tid, {})}
+            else {**status_record(t, now, outlooks[tid]), **hosts.get(tid, {})}
             for tid, t in entries
         ]
         return json.dumps(records, ensure_ascii=False)
@@ -177,11 +156,11 @@ def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
                                      settings.stall_seconds, None)
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
-        outlooks = _outlooks(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+        outlooks = outlooks_of(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
                              settings.stall_seconds)
         return entries, totals, max(0, overview.total - len(entries)), outlooks
     entries = store.list_tasks()
-    outlooks = _outlooks(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+    outlooks = outlooks_of(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
                          settings.stall_seconds)
     shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit, outlooks)
     if limit is None or len(entries) <= limit:
@@ -189,34 +168,8 @@ def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
     return shown, totals, len(entries) - len(shown), outlooks
 
 
-def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None, default_stall: float) -> tuple[
-        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]],
-        dict[str, Outlook]]:
-    """`_status_entries` for every host of a shared state db: its snapshots, and each entry's host (by
-    the entry's key: host/task id); each task's outlook from its host's history."""
-    overview = shared.overview(now.timestamp(), limit)
-    texts = shared.snapshots(overview.tasks)
-    entries: list[tuple[str, Task | TaskFormatError]] = []
-    hosts: dict[str, dict[str, str]] = {}
-    for host, task_id in overview.tasks:
-        if (host, task_id) not in texts:
-            continue  # purged meanwhile
-        key = f"{host}/{task_id}"
-        try:
-            entries.append((key, task_from_file(texts[host, task_id], task_id)))
-        except TaskFormatError as exc:
-            entries.append((key, exc))
-        hosts[key] = {"host": host}
-    totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
-              "error": overview.error}
-    running = {(hosts[key]["host"], t.name) for key, t in entries if isinstance(t, Task) and t.status == "running"}
-    outlooks = _outlooks(entries, shared.profiles(sorted(running)) if running else {}, now, default_stall,
-                         lambda key, task: (hosts[key]["host"], task.name))
-    return entries, totals, max(0, overview.total - len(entries)), hosts, outlooks
-
-
 @contextmanager
-def _shared(url: str) -> Iterator[SharedOutbox]:
+def shared_db(url: str) -> Iterator[SharedOutbox]:
     """The shared state db for a reader, closed after; any trouble with it is one line, exit 1."""
     from task_pulse.shared import SharedOutbox, shown_url, state_errors
 
@@ -237,21 +190,17 @@ def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None
     """The state db's overview, when a daemon keeps it current (else None: the files say it)."""
     import sqlite3  # only for readers that need it
 
-    from task_pulse.outbox import Outbox
+    from task_pulse.history.reader import read_only_db
+    from task_pulse.outbox import read_overview
 
     store = ctx.store
     if not store.daemon_running():
         return None
     try:
-        outbox = Outbox.for_store(store, create=False)
-    except (FileNotFoundError, sqlite3.Error):
-        return None
-    try:
-        overview = outbox.overview(now.timestamp(), limit)
+        with read_only_db(store) as db:
+            overview = read_overview(db, now.timestamp(), limit) if db is not None else None
     except sqlite3.Error:  # busy for longer than its timeout, or a schema of another version: read the files
         return None
-    finally:
-        outbox.close()
     # The db knows only the tasks the daemon has read: with fewer than `limit` of them, show them all.
     return overview if overview is not None and overview.total > limit else None
 
@@ -284,7 +233,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, state_url: str | None) 
     if state_url is not None:
         ctx.flags["state_url"] = state_url
     if ctx.settings.state_url is not None:
-        with _shared(ctx.settings.state_url) as shared:
+        with shared_db(ctx.settings.state_url) as shared:
             _drain(ctx, shared, limit, digest)
         return
     printed = 0

@@ -61,18 +61,30 @@ class RunReader:
 
 
 @contextmanager
-def read_only(store: TaskStore) -> Iterator[RunReader | None]:
-    """The state db's runs, opened read-only (None: no state db, or one without history yet).
+def read_only_db(store: TaskStore, timeout: float = 10) -> Iterator[sqlite3.Connection | None]:
+    """A connection to the store's state db that can change nothing (None: there is no state db).
 
+    For readers (`history`, `status`, the board): opened `mode=ro`, so not even the schema is touched.
     `.pulse/` is checked first (privatedir.py), as every command does before it uses anything in it.
     """
     path = store.private_path("state.db")
     if path is None or not Path(path).is_file():
         yield None
         return
-    db = sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True, timeout=10)
+    db = sqlite3.connect(f"{Path(path).as_uri()}?mode=ro", uri=True, timeout=timeout, isolation_level=None)
     try:
-        has_runs = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone()
-        yield RunReader(db) if has_runs else None
+        yield db
     finally:
         db.close()
+
+
+def has_runs(db: sqlite3.Connection) -> bool:
+    """Whether the state db keeps a history (a db an older task-pulse made has no `runs` table)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is not None
+
+
+@contextmanager
+def read_only(store: TaskStore) -> Iterator[RunReader | None]:
+    """The state db's runs, opened read-only (None: no state db, or one without history yet)."""
+    with read_only_db(store) as db:
+        yield RunReader(db) if db is not None and has_runs(db) else None
