@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from task_pulse.adapters.openclaw import LedgerFilter
 from task_pulse.errors import ConfigError
 from task_pulse.messages import counted
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
 from task_pulse.shared import SchemaTooNew
 from task_pulse.store import TaskStore
+from task_pulsed.bridge import LedgerBridge
 from task_pulsed.checkpointer import Checkpointer
 from task_pulsed.delivery import Delivery, DeliveryOptions, LocalState, SharedState
+from task_pulsed.delivery.gateway.sink import OpenClawSink
 from task_pulsed.delivery.sinks import Sink
 from task_pulsed.forwarder import Forwarder, check_shared_schema
 from task_pulsed.scheduler import Timers
@@ -46,6 +49,8 @@ class DaemonOptions:
     policy: Policy
     announce_existing: bool = False
     keep_days: float = 7
+    history_runs: int = 50  # finished runs kept per task name (task_pulse/history)
+    history_days: float = 90
     rescan_seconds: float = 300
     cleanup_seconds: float = 3600
     sink: Sink | None = None
@@ -53,6 +58,7 @@ class DaemonOptions:
     sink_concurrency: int = 4
     state_url: str | None = None  # a shared state db (postgresql://…): notifications are forwarded there
     host: str = ""  # this daemon's name in the shared state db
+    ledger: LedgerFilter | None = None  # OpenClaw's runs to mirror as tasks (needs the gateway sink)
 
 
 def take_daemon_lock(store: TaskStore, lang: str) -> int:
@@ -152,15 +158,21 @@ def run(options: DaemonOptions) -> int:
         delivery = Delivery(state, options.sink, options.delivery, options.sink_concurrency)
         # The route changed (the gateway went away or came back): STATUS says so now, not at the next beat.
         options.sink.on_route = lambda _route: notify(f"STATUS={status(worker.stats, None)}")
+    bridge = None
+    if options.ledger is not None and isinstance(options.sink, OpenClawSink) and options.sink.client is not None:
+        bridge = LedgerBridge(options.sink.client, store, options.ledger)  # hears the connection from its start
     if options.state_url is not None:
         forwarder = Forwarder(store, options.state_url, options.host, keep_days=options.keep_days,
+                              history=(options.history_runs, options.history_days),
                               on_forwarded=delivery.wake if delivery else None, on_fatal=queue.close)
     # What the worker commits goes to the shared state db (the forwarder: every commit, a snapshot too),
     # else new notifications to this dir's couriers.
     on_new = delivery.wake if delivery is not None and forwarder is None else None
     checkpointer = Checkpointer(store)
     worker = Worker(store, queue, timers, WorkerOptions(policy=options.policy, keep_days=options.keep_days,
-                                                        announce_existing=options.announce_existing),
+                                                        announce_existing=options.announce_existing,
+                                                        history_runs=options.history_runs,
+                                                        history_days=options.history_days),
                     heartbeat=heartbeat, heartbeat_every=beat_every, on_new=on_new,
                     open_writes=open_writes, checkpointer=checkpointer,
                     on_commit=forwarder.poke if forwarder is not None else None)
@@ -202,10 +214,14 @@ def run(options: DaemonOptions) -> int:
             queue.put(CLEANUP)
             if forwarder is not None:
                 forwarder.start()  # after the worker made the state db: two threads must not both create it
+            if bridge is not None:
+                bridge.start()
             if delivery is not None:
                 delivery.start()
         _wait_awake(lambda: not worker.is_alive(), worker.join)  # until a signal handler closes the queue
     finally:
+        if bridge is not None:
+            bridge.stop()
         if delivery is not None:
             delivery.stop()
         if forwarder is not None:

@@ -9,6 +9,7 @@ import sys
 import click
 
 from task_pulse import __version__
+from task_pulse.adapters.openclaw import LedgerFilter
 from task_pulse.cli import FiniteRange, OneLineCommand
 from task_pulse.config import LANGS, load_settings
 from task_pulse.errors import TaskPulseError
@@ -53,6 +54,11 @@ def setup_logging(verbose: bool) -> None:
 @click.option("--keep-days", type=FiniteRange(min=0, min_open=True), metavar="DAYS",
               help="Remove finished tasks and delivered notifications older than this [env TASK_PULSE_KEEP_DAYS; "
                    "default 7].")
+@click.option("--history-runs", type=click.IntRange(min=1, max=1_000_000), metavar="N",
+              help="Finished runs kept per task name, for ETAs, budgets and learned stall thresholds "
+                   "[env TASK_PULSE_HISTORY_RUNS; default 50].")
+@click.option("--history-days", type=FiniteRange(min=0, min_open=True), metavar="DAYS",
+              help="Forget runs older than this [env TASK_PULSE_HISTORY_DAYS; default 90].")
 @click.option("--cleanup-interval", type=FiniteRange(min=1), default=3600, show_default=True, metavar="SECONDS",
               help="How often to clean up (also once at startup).")
 @click.option("--rescan-interval", type=FiniteRange(min=1), default=300, show_default=True, metavar="SECONDS",
@@ -73,6 +79,13 @@ def setup_logging(verbose: bool) -> None:
                    "OPENCLAW_GATEWAY_PORT, openclaw.json]; none: the CLI only. The token is read from "
                    "OPENCLAW_GATEWAY_TOKEN or OpenClaw's config, never from the command line.")
 @click.option("--openclaw-bin", metavar="PATH", help="The openclaw program [default: the one on PATH].")
+@click.option("--openclaw-tasks/--no-openclaw-tasks", "openclaw_tasks", default=True, show_default=True,
+              help="With --openclaw and its gateway: OpenClaw's background runs (cron runs, sub-agents, ACP and CLI "
+                   "agent runs, from its task ledger) become tasks of their own.")
+@click.option("--openclaw-tasks-kinds", metavar="KINDS",
+              help="Only these kinds of OpenClaw runs, comma-separated (cron, subagent, acp, cli) [default: all].")
+@click.option("--openclaw-tasks-agents", metavar="AGENTS",
+              help="Only the runs of these OpenClaw agents, comma-separated [default: all].")
 @click.option("--exec", "exec_command", metavar="CMD",
               help="Deliver by running CMD with the text as last argument (JSON on stdin); a JSON reply with a "
                    "messageId makes a live card.")
@@ -122,9 +135,11 @@ def setup_logging(verbose: bool) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
 @click.version_option(__version__, prog_name="task-pulsed")
 def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall: float | None,
-        progress_interval: float | None, keep_days: float | None, cleanup_interval: float, rescan_interval: float,
+        progress_interval: float | None, keep_days: float | None, history_runs: int | None,
+        history_days: float | None, cleanup_interval: float, rescan_interval: float,
         flood_window: float, news_burst: int, news_window: float,
-        openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, exec_command: str | None,
+        openclaw_to: str | None, openclaw_gateway: str | None, openclaw_bin: str | None, openclaw_tasks: bool,
+        openclaw_tasks_kinds: str | None, openclaw_tasks_agents: str | None, exec_command: str | None,
         exec_edit: str | None, webhook: str | None, webhook_headers: tuple[str, ...], markup: str | None, style: str,
         sink_concurrency: int,
         sink_attempts: int, sink_backoff: float, sink_timeout: float, sink_processes: int | None, pace: str | None,
@@ -149,7 +164,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     try:
         settings = load_settings({"tasks_dir": tasks_dir, "lang": lang, "stall_seconds": stall,
                                   "progress_interval": progress_interval, "keep_days": keep_days,
-                                  "redact_secrets": redact, "state_url": state_url, "host_name": host_name})
+                                  "redact_secrets": redact, "state_url": state_url, "host_name": host_name,
+                                  "history_runs": history_runs, "history_days": history_days})
     except TaskPulseError as exc:
         raise click.UsageError(str(exc)) from None
     if sum(x is not None for x in (openclaw_to, exec_command, webhook)) > 1:
@@ -158,6 +174,10 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                                                    ("--exec-edit", exec_edit, "--exec", exec_command),
                                                    ("--openclaw-bin", openclaw_bin, "--openclaw", openclaw_to),
                                                    ("--openclaw-gateway", openclaw_gateway, "--openclaw", openclaw_to),
+                                                   ("--openclaw-tasks-kinds", openclaw_tasks_kinds, "--openclaw",
+                                                    openclaw_to),
+                                                   ("--openclaw-tasks-agents", openclaw_tasks_agents, "--openclaw",
+                                                    openclaw_to),
                                                    ("--pace", pace, "a sink", openclaw_to or exec_command or webhook),
                                                    ("--markup", markup, "--exec or --webhook",
                                                     exec_command or webhook)):
@@ -167,7 +187,8 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
     sink: Sink | None = None
     try:
         if openclaw_to is not None:
-            sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots)
+            sink = openclaw_sink(openclaw_to, openclaw_gateway, openclaw_bin, sink_timeout, slots,
+                                 read_ledger=openclaw_tasks)
         elif exec_command is not None:
             sink = ExecSink(exec_command, timeout=sink_timeout, edit_command=exec_edit, slots=slots,
                             markup=markup or PLAIN)
@@ -196,16 +217,19 @@ def cli(tasks_dir: str | None, lang: str | None, announce_existing: bool, stall:
                     lang=settings.lang, redact_secrets=settings.redact_secrets, invalid_window=flood_window,
                     news_burst=news_burst, news_window=news_window)
     sys.exit(run(DaemonOptions(tasks_dir=settings.tasks_dir, policy=policy, announce_existing=announce_existing,
-                               keep_days=settings.keep_days, rescan_seconds=rescan_interval,
+                               keep_days=settings.keep_days, history_runs=settings.history_runs,
+                               history_days=settings.history_days, rescan_seconds=rescan_interval,
                                cleanup_seconds=cleanup_interval, sink=sink, sink_concurrency=sink_concurrency,
                                delivery=DeliveryOptions(style=style, attempts=sink_attempts, backoff=sink_backoff,
                                                         lang=settings.lang, redact_secrets=settings.redact_secrets),
                                state_url=settings.state_url,
+                               ledger=ledger_filter(openclaw_tasks_kinds, openclaw_tasks_agents)
+                               if openclaw_tasks and isinstance(sink, OpenClawSink) and sink.client else None,
                                host=settings.host_name if settings.state_url else "")))
 
 
 def openclaw_sink(destination: str, gateway: str | None, program: str | None, timeout: float,
-                  slots: ProcessSlots) -> OpenClawSink:
+                  slots: ProcessSlots, read_ledger: bool = False) -> OpenClawSink:
     """`--openclaw`: the gateway as OpenClaw's clients find it (unless `none`), the CLI behind it when there
     is one (with no gateway it must be there)."""
     endpoint = None if gateway == "none" else find_gateway(url=gateway)
@@ -215,7 +239,15 @@ def openclaw_sink(destination: str, gateway: str | None, program: str | None, ti
         if endpoint is None or program is not None:
             raise
         cli = None  # the gateway alone
-    return OpenClawSink(destination, endpoint=endpoint, cli=cli, timeout=timeout)
+    return OpenClawSink(destination, endpoint=endpoint, cli=cli, timeout=timeout, read_ledger=read_ledger)
+
+
+def ledger_filter(kinds: str | None, agents: str | None) -> LedgerFilter:
+    def names(words: str | None) -> frozenset[str] | None:
+        found = frozenset(w.strip() for w in (words or "").split(",") if w.strip())
+        return found or None
+
+    return LedgerFilter(kinds=names(kinds), agents=names(agents))
 
 
 def check_route(sink: OpenClawSink) -> tuple[str, bool]:

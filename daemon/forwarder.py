@@ -9,6 +9,9 @@ only place it diffs against), and this thread copies it to the shared one as it 
   there: (host, key) is unique.
 * task snapshots follow every write of a `seen` row (its `version`), so `status --all-hosts` and the
   cards that any host's courier renders see each task as its host last announced it.
+* finished runs (the history, task_pulse/history) follow as they are recorded, so a card rendered
+  by any host's courier says what is left of a task; each host's runs are kept there as its own
+  history keeps them (per name and by age).
 
 When the shared db is away, nothing is lost: rows stay in the local outbox (the spool), the
 STATUS line says so, and the forwarder reconnects with backoff and sends the spool in order once it
@@ -50,9 +53,11 @@ PURGE_EVERY = 3600.0
 
 class Forwarder(PokedThread):
     def __init__(self, store: TaskStore, url: str, host: str, *, keep_days: float = 7,
+                 history: tuple[int, float] = (50, 90),
                  on_forwarded: Callable[[], None] | None = None, on_fatal: Callable[[], None] | None = None) -> None:
         super().__init__("task-pulsed-forwarder")
         self.store, self.url, self.host, self.keep_days = store, url, host, keep_days
+        self.history_runs, self.history_days = history  # what the history keeps: runs per name, days
         self.on_forwarded = on_forwarded  # rows reached the shared db (wakes this daemon's couriers)
         self.on_fatal = on_fatal  # the daemon must stop (a schema newer than ours)
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
@@ -130,11 +135,13 @@ class Forwarder(PokedThread):
             tasks = {t[0]: _shared_task(t) for t in local.unshared(FORWARD_BATCH)}
             if missing := {r.task_id for r in rows} - tasks.keys():
                 tasks.update((t[0], _shared_task(t)) for t in local.shared_rows(missing))
-            if not rows and not tasks:
+            runs = local.unshared_runs(FORWARD_BATCH)
+            if not rows and not tasks and not runs:
                 return
-            added = shared.forward(self.host, rows, tasks.values())
+            added = shared.forward(self.host, rows, tasks.values(), runs)
             # Killed here, the next start copies these again: the shared db stores each (host, key) once.
-            local.forwarded([r.seq for r in rows], [(t.task_id, t.version) for t in tasks.values()])
+            local.forwarded([r.seq for r in rows], [(t.task_id, t.version) for t in tasks.values()],
+                            [r.key for r in runs])
             self.forwarded += added
             if added and self.on_forwarded is not None:
                 self.on_forwarded()
@@ -145,9 +152,11 @@ class Forwarder(PokedThread):
             return
         self._purged_at = time.monotonic()
         notes, tasks = shared.purge(expiry_cutoff(datetime.now(UTC), self.keep_days).timestamp())
-        if notes or tasks:
-            log.info("shared state database: %s and %s purged", counted(notes, "delivered notification"),
-                     counted(tasks, "old task"))
+        runs = shared.purge_runs(self.host, expiry_cutoff(datetime.now(UTC), self.history_days).timestamp(),
+                                 self.history_runs)
+        if notes or tasks or runs:
+            log.info("shared state database: %s, %s and %s purged", counted(notes, "delivered notification"),
+                     counted(tasks, "old task"), counted(runs, "old run"))
 
 
 def _shared_task(row: tuple[Any, ...]) -> SharedTask:

@@ -12,6 +12,11 @@ The rules:
 * progress: at most one push per `progress_interval` per task. Inside the window the latest one is
   held, and goes out when the window ends, unless a step transition or the end of the task
   superseded it first.
+* history (task_pulse/history): what the daemon observes of a run is kept with its snapshot
+  (`Seen.observed`: each step's longest silence); a run that ends becomes a `Run` to record. The
+  profile of the task's name (its past runs) may raise the running step's stall threshold, and sets
+  when the step or the task is overdue: `overdue` is announced once per step (and once for the task)
+  per run, `Seen.overdue_at` says when to look again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from task_pulse.history.forecast import Profile, limits
+from task_pulse.history.forecast import stall_threshold as threshold_in_force
+from task_pulse.history.runs import Observed, Run, finished_run, observe
 from task_pulse.messages import format_duration, step_label
 from task_pulse.model import Task, parse_time, stall_threshold, stalled_for
 from task_pulse.records import Notification, Seen
@@ -59,6 +67,7 @@ class Update:
 
     seen: Seen
     notifications: list[Notification] = field(default_factory=list)
+    run: Run | None = None  # the run that ended with this read, for the history
 
 
 def _timed(task: Task, run: int, kind: str, fact: str | None, policy: Policy, **extra: Any) -> Notification:
@@ -79,27 +88,76 @@ def stall_deadline(task: Task, default_stall: float) -> datetime | None:
         return None
 
 
-def _check_stall(update: Update, now: datetime, policy: Policy) -> Update:
-    """Announce a stall that is due; otherwise say (in `seen.stall_at`) when to look again."""
+def _check_stall(update: Update, now: datetime, policy: Policy, profile: Profile | None) -> Update:
+    """Announce a stall that is due; otherwise say (in `seen.stall_at`) when to look again. The threshold
+    is the running step's learned one when its history has one (see task_pulse/history/forecast.py)."""
     seen, task = update.seen, update.seen.snapshot
-    elapsed = stalled_for(task, now, policy.default_stall)
+    default_stall = threshold_in_force(profile, task, policy.default_stall)[0]
+    elapsed = stalled_for(task, now, default_stall)
     if elapsed is not None and _episode(seen.stalled_for) != task.updated_at:
         seen.stalled_for = task.updated_at
         update.notifications.append(_timed(task, seen.run, "stalled", task.updated_at, policy,
                                            duration=format_duration(elapsed, policy.lang),
                                            stalledSeconds=round(elapsed, 1)))
-    deadline = stall_deadline(task, policy.default_stall)
+    deadline = stall_deadline(task, default_stall)
     seen.stall_at = (deadline + STALL_MARGIN).timestamp() if deadline and seen.stalled_for is None else None
     return update
 
 
-def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt: bool = False) -> Update:
-    """The task's file was read: everything to announce, and the new announced state."""
-    if adopt:  # first start: take the task as already announced, an old stall included
-        seen = Seen(task.task_id, task)
-        if stalled_for(task, now, policy.default_stall) is not None:
+def _check_clock(update: Update, now: datetime, policy: Policy, profile: Profile | None) -> Update:
+    """What time alone may have brought about: a stall, an overdue step or task."""
+    return _check_overdue(_check_stall(update, now, policy, profile), now, policy, profile)
+
+
+def _check_overdue(update: Update, now: datetime, policy: Policy, profile: Profile | None,
+                   quiet: bool = False) -> Update:
+    """Announce each limit the running task is past (its budget, else what its history calls normal),
+    once per run; `seen.overdue_at` says when the next one comes. `quiet` (a first start): past limits
+    are taken as told."""
+    seen, task = update.seen, update.seen.snapshot
+    seen.overdue_at = None
+    if task.status != "running":
+        return update
+    observed = seen.observed = seen.observed or Observed()
+    for limit in limits(profile, task):
+        if limit.key in observed.overdue:
+            continue
+        due = limit.due + STALL_MARGIN
+        if now < due:
+            at = due.timestamp()
+            seen.overdue_at = at if seen.overdue_at is None else min(seen.overdue_at, at)
+            continue
+        observed.overdue.append(limit.key)
+        if quiet:
+            continue
+        elapsed = (now - limit.started).total_seconds()
+        update.notifications.append(_timed(
+            task, seen.run, "overdue", limit.key, policy, step=limit.step,
+            scope="task" if limit.step is None else "step", duration=format_duration(elapsed, policy.lang),
+            expected=format_duration(limit.expected, policy.lang) if limit.expected is not None else None,
+            budget=format_duration(limit.budget, policy.lang) if limit.budget is not None else None,
+            elapsedSeconds=round(elapsed, 1), expectedSeconds=limit.expected, budgetSeconds=limit.budget))
+    return update
+
+
+def _ended(update: Update, previous: Task | None, now: datetime) -> Update:
+    """The run's history record, if this read is where it ended."""
+    seen, task = update.seen, update.seen.snapshot
+    if task.status in ("done", "error") and (previous is None or previous.status == "running"):
+        update.run = finished_run(task, seen.run, seen.observed, now.timestamp())
+    return update
+
+
+def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt: bool = False,
+          profile: Profile | None = None) -> Update:
+    """The task's file was read: everything to announce, and the new announced state. `profile`: what the
+    history of the task's name says (None: nothing)."""
+    if adopt:  # first start: take the task as already announced, an old stall or overdue included
+        seen = Seen(task.task_id, task, observed=observe(None, None, task))
+        if stalled_for(task, now, threshold_in_force(profile, task, policy.default_stall)[0]) is not None:
             seen.stalled_for = f"{QUIET}{task.updated_at}"
-        return _check_stall(Update(seen), now, policy)
+        update = _check_overdue(_check_stall(Update(seen), now, policy, profile), now, policy, profile, quiet=True)
+        return _ended(update, None, now)
     previous, run = (old.snapshot, old.run) if old is not None else (None, 0)
     if old is not None and old.gone_at is not None and old.snapshot.started_at != task.started_at:
         # The id is back after its file was removed, with another run in it: that run is new. (A file
@@ -110,6 +168,9 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
     if old is not None:
         seen.stalled_for, seen.progress_at, seen.held = old.stalled_for, old.progress_at, old.held
         seen.quiet_run = old.quiet_run
+    same_run = old is not None and previous is not None and diff.run == old.run
+    seen.observed = observe(old.observed if same_run and old is not None else None,
+                            previous if same_run else None, task)
     out: list[Notification] = []
 
     if seen.stalled_for is not None and task.updated_at != _episode(seen.stalled_for):
@@ -135,17 +196,17 @@ def track(old: Seen | None, task: Task, now: datetime, policy: Policy, *, adopt:
             seen.held = asdict(latest)
     if task.status != "running":
         seen.held = seen.stalled_for = None  # an ended task holds nothing back and is not stuck
-    return _check_stall(Update(seen, out), now, policy)
+    return _ended(_check_clock(Update(seen, out), now, policy, profile), previous if same_run else None, now)
 
 
-def flush_held(seen: Seen, now: datetime, policy: Policy) -> Update:
+def flush_held(seen: Seen, now: datetime, policy: Policy, profile: Profile | None = None) -> Update:
     """The throttle window may be over: send the held progress message if it is due."""
     update = Update(seen)
     if seen.held is not None and seen.progress_at is not None and \
             now.timestamp() - seen.progress_at >= policy.progress_interval:
         update.notifications.append(Notification(**seen.held))
         seen.progress_at, seen.held = now.timestamp(), None
-    return _check_stall(update, now, policy)
+    return _check_clock(update, now, policy, profile)
 
 
 def flush_due(seen: Seen, policy: Policy) -> float | None:

@@ -14,11 +14,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from task_pulse.history.forecast import Profile
 from task_pulse.messages import counted, shown_id
 from task_pulse.model import Task, TaskFormatError
 from task_pulse.outbox import SHARED_STATE_META, Outbox
@@ -76,6 +78,10 @@ OWNER_GONE_BYTES = 4 * 1024 * 1024
 # Held news stays claimed this long after its window should have been summed up (a summary a stop cut short is
 # made at the next start; a drain after that takes the rows one by one).
 HELD_GRACE = 3600.0
+# Profiles (what the history of a task name says; None: it has none) kept in memory, the most recently
+# used names: one is learned again only when a run of its name ends. Bounded: one-off task names pile
+# up in a history kept for months.
+PROFILE_CACHE = 1024
 _ALONE = (RESCAN, CLEANUP, ADOPT)  # never part of a group commit (see `Worker._handle_group`)
 
 
@@ -84,6 +90,8 @@ class WorkerOptions:
     policy: Policy = field(default_factory=Policy)
     announce_existing: bool = False
     keep_days: float = 7
+    history_runs: int = 50  # finished runs kept per task name
+    history_days: float = 90  # and for at most this long
 
 
 class Worker(threading.Thread):
@@ -118,6 +126,7 @@ class Worker(threading.Thread):
         self.stats = {"tasks": 0, "stalled": 0, "pending": 0}
         self.problem: str | None = None  # why the daemon is degraded (STATUS), None while it is not
         self._stats_version: tuple[int, int] | None = None  # (our changes, others' commits) when last counted
+        self._profiles: OrderedDict[str, Profile | None] = OrderedDict()
 
     # -- thread body -------------------------------------------------------------------------------
 
@@ -263,6 +272,7 @@ class Worker(threading.Thread):
                 self.process(task_id, force=True)  # the stored deadline used the old default: derive it again
         else:
             self.timers.set_many("stall", stall)
+        self.timers.set_many("overdue", self.outbox.overdue_timers())
         interval = self.policy.progress_interval
         self.timers.set_many("flush", [(task_id, at + interval) for task_id, at in self.outbox.held_progress()
                                        if at is not None])
@@ -283,14 +293,14 @@ class Worker(threading.Thread):
             self._misnamed(item[1])
         elif isinstance(item, tuple) and item[0] == "file":
             self.process(item[1], attempt)
-        elif isinstance(item, tuple) and item[0] == "stall":
-            # A stall timer just re-reads the file: `track` announces the stall if it is real.
+        elif isinstance(item, tuple) and item[0] in ("stall", "overdue"):
+            # A stall or overdue timer just re-reads the file: `track` announces what is real.
             self.process(item[1], attempt, force=True)
         elif isinstance(item, tuple) and item[0] == "flush":
             assert self.outbox is not None
             seen = self.outbox.seen(item[1])
             if seen is not None:
-                self._apply(flush_held(seen, datetime.now(UTC), self.policy))
+                self._apply(flush_held(seen, datetime.now(UTC), self.policy, self._profile(seen.snapshot)))
         elif item != IDLE:
             raise ValueError(f"unknown work item {item!r}")
 
@@ -394,11 +404,35 @@ class Worker(threading.Thread):
         if seen is None or seen.adopt_at is None:
             return seen
         kept = self._as_kept(seen.snapshot, seen.owner)
-        adopted = track(None, kept, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True).seen
+        update = track(None, kept, datetime.fromtimestamp(seen.adopt_at, UTC), self.policy, adopt=True,
+                       profile=self._profile(kept))
+        adopted = update.seen
         adopted.file_sig, adopted.digest, adopted.owner = seen.file_sig, seen.digest, seen.owner
-        self.outbox.adopted(adopted)
+        self.outbox.adopted(adopted, update.run, self.options.history_runs)
+        self._ran(update)
         self._set_timers(adopted)
         return adopted
+
+    def _profile(self, task: Task) -> Profile | None:
+        """What the history of runs of the task's name says (None: nothing). Only a running task has a use
+        for it (its stall threshold, its limits, its ETA)."""
+        if task.status != "running":
+            return None
+        name = task.name
+        if name in self._profiles:
+            self._profiles.move_to_end(name)
+            return self._profiles[name]
+        assert self.outbox is not None
+        profile = self.outbox.runs.profile(name)
+        self._profiles[name] = profile = profile if profile.runs or profile.steps else None
+        if len(self._profiles) > PROFILE_CACHE:
+            self._profiles.popitem(last=False)
+        return profile
+
+    def _ran(self, update: Update) -> None:
+        """A run of the task's name was recorded: its profile is to be learned again."""
+        if update.run is not None:
+            self._profiles.pop(update.run.name, None)
 
     def process(self, task_id: str, attempt: int = 0, adopt: bool = False, force: bool = False) -> None:
         """Bring the announced state of one task up to date with its file.
@@ -451,7 +485,7 @@ class Worker(threading.Thread):
         self.open_writes.read_whole(task_id, read_started)
         try:
             task = self._as_kept(task, st.st_uid)
-            update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt)
+            update = track(seen, task, datetime.now(UTC), self.policy, adopt=adopt, profile=self._profile(task))
             update.seen.file_sig, update.seen.digest, update.seen.owner = sig, digest, st.st_uid
             self._apply(update)
         except sqlite3.Error:
@@ -486,6 +520,9 @@ class Worker(threading.Thread):
                 self._stop_timers(task_id)
                 removed.append(task_id)
         self.outbox.purge_gone(cutoff.timestamp())
+        if forgotten := self.outbox.purge_runs(expiry_cutoff(datetime.now(UTC), self.options.history_days).timestamp()):
+            self._profiles.clear()
+            log.info("cleanup: %d runs older than %g days forgotten", forgotten, self.options.history_days)
         purged = self.outbox.purge_delivered(cutoff.timestamp())
         self.store.sweep_locks()  # lock files of tasks deleted by hand, too
         if removed or purged:
@@ -497,6 +534,7 @@ class Worker(threading.Thread):
     def _stop_timers(self, task_id: str) -> None:
         self.timers.set("stall", task_id, None)
         self.timers.set("flush", task_id, None)
+        self.timers.set("overdue", task_id, None)
 
     def _misnamed(self, name: str) -> None:
         """A `*.json` entry whose name cannot be a task id: reported once, under an id of its own."""
@@ -569,14 +607,17 @@ class Worker(threading.Thread):
             if first:
                 self.queue.put((NEWS_SUMMARY[0], window_id), delay=max(0.0, due - time.monotonic()))
             count = self.outbox.record(seen.task_id, seen, told, held, held_by=window_id,
-                                       held_until=time.time() + (due - time.monotonic()) + HELD_GRACE)
+                                       held_until=time.time() + (due - time.monotonic()) + HELD_GRACE,
+                                       run=update.run, keep_runs=self.options.history_runs)
         else:
-            count = self.outbox.record(seen.task_id, seen, told)
+            count = self.outbox.record(seen.task_id, seen, told, run=update.run,
+                                       keep_runs=self.options.history_runs)
         if starts and seen.quiet_run is None:
             self.news.told("task")
         if any(n.kind == "stalled" for n in told):
             self.news.told("stall")
         self._log_new(count, [*told, *held])
+        self._ran(update)
         self._set_timers(seen)
 
     def _summarize_news(self, window_id: str) -> None:
@@ -598,6 +639,7 @@ class Worker(threading.Thread):
     def _set_timers(self, seen: Seen) -> None:
         self.timers.set("stall", seen.task_id, seen.stall_at)
         self.timers.set("flush", seen.task_id, flush_due(seen, self.policy))
+        self.timers.set("overdue", seen.task_id, seen.overdue_at)
 
     def _log_new(self, count: int, notifications: list[Notification]) -> None:
         if count:

@@ -4,6 +4,9 @@ Pure: a function of the task, `now` and the language. Every field from the task 
 and (unless turned off) stripped of secrets here, because the card is built from the raw snapshot,
 not from notifications that were already made safe.
 
+A running task whose name has history (`Task.profile`, set by the state db's `card_view`) also says
+how long it has left and whether it runs past its budget or its usual time (task_pulse/history).
+
 A long task stays readable and under `CARD_LIMIT` characters (Telegram refuses messages over
 4,096): finished steps before the current window fold into one line ("✅ 1–195"), the steps after
 it into another ("⏳ 199–200").
@@ -14,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from task_pulse.history.forecast import eta_seconds, overdue
 from task_pulse.markup import PLAIN, escaped
-from task_pulse.messages import chat_text, format_duration, format_percent, progress_bar, task_duration
+from task_pulse.messages import chat_text, format_duration, format_eta, format_percent, progress_bar, task_duration
 from task_pulse.model import Step, Task, parse_time
 
 CARD_LIMIT = 3500
@@ -37,6 +41,9 @@ _HEAD = {
         "folded_pending": "⏳ {first}–{last}（还有 {count} 步）",
         "detail_open": "（",
         "detail_close": "）",
+        "eta": " · 预计还需 {eta}",
+        "overdue_step": " · ⏰ {step}超时",
+        "overdue_task": " · ⏰ 超时",
     },
     "en": {
         "running": "🔄 \"{name}\" [{done}/{total}] {bar} · {elapsed}",
@@ -49,6 +56,9 @@ _HEAD = {
         "folded_pending": "⏳ {first}–{last} ({count} more)",
         "detail_open": " (",
         "detail_close": ")",
+        "eta": " · ≈ {eta} left",
+        "overdue_step": " · ⏰ {step} overdue",
+        "overdue_task": " · ⏰ overdue",
     },
 }
 _ICONS = {"done": "✅", "running": "🔄", "pending": "⏳", "error": "❌"}
@@ -58,7 +68,8 @@ Safe = Callable[..., str]  # (value, cap) -> chat-safe text
 def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = False,
                 redact_secrets: bool = True, markup: str = PLAIN) -> str:
     """The card text for `task` as of `now`. `stalled`: the daemon has announced a stall still on. `markup`:
-    what the chat makes of the text (markup.py), for which the task's own words are escaped."""
+    what the chat makes of the text (markup.py), for which the task's own words are escaped. The time left and
+    what is overdue come from `task.profile` (None: the head says neither)."""
     words = _HEAD[lang]
 
     def safe(value: object, cap: int = MESSAGE_CAP) -> str:
@@ -66,16 +77,30 @@ def render_card(task: Task, now: datetime, lang: str = "zh", *, stalled: bool = 
 
     head_kind = "stalled" if stalled and task.status == "running" else task.status
     updated = parse_time(task.updated_at)
-    lines = [words[head_kind].format(
+    head = words[head_kind].format(
         name=safe(task.name), done=task.done_count, total=task.total, bar=progress_bar(task.done_count, task.total),
         elapsed=task_duration(task, now, lang) or "—",
-        stalled=format_duration((now - updated).total_seconds(), lang) if updated else "—")]
+        stalled=format_duration((now - updated).total_seconds(), lang) if updated else "—")
+    lines = [head + _outlook(task, now, lang, safe)]
     lines += _step_lines(task, words, safe)  # (a failed step's message is the error: said once, below)
     if task.status == "done" and task.result:
         lines.append(words["result"].format(text=safe(task.result, 300)))
     elif task.status == "error" and task.error:
         lines.append(words["failure"].format(text=safe(task.error, 300)))
     return _fit("\n".join(lines))
+
+
+def _outlook(task: Task, now: datetime, lang: str, safe: Safe) -> str:
+    """What the history of the task's name adds to its head line: the time left, and what is overdue."""
+    if task.status != "running":
+        return ""
+    words = _HEAD[lang]
+    eta = eta_seconds(task.profile, task, now)
+    out = words["eta"].format(eta=format_eta(eta, lang)) if eta is not None else ""
+    for limit in overdue(task.profile, task, now):
+        out += words["overdue_step"].format(step=safe(limit.step, 80)) if limit.step is not None \
+            else words["overdue_task"]
+    return out
 
 
 def _step_line(step: Step, words: dict[str, str], safe: Safe, error: str | None = None) -> str:

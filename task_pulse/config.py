@@ -28,12 +28,13 @@ class Settings:
     as a Path, for everything but the writer's hot path."""
 
     __slots__ = ("tasks_path", "tz_offset_hours", "stall_seconds", "lang", "keep_days", "progress_interval",
-                 "redact_secrets", "lock_timeout", "state_url", "_host_name", "daemon_check", "lang_set")
+                 "redact_secrets", "lock_timeout", "state_url", "_host_name", "daemon_check", "lang_set",
+                 "history_runs", "history_days")
 
     def __init__(self, tasks_path: str, tz_offset_hours: float | None, stall_seconds: float, lang: str,
                  keep_days: float, progress_interval: float, redact_secrets: bool, lock_timeout: float = 10,
                  state_url: str | None = None, host_name: str | None = None, daemon_check: bool = True,
-                 lang_set: bool = True) -> None:
+                 lang_set: bool = True, history_runs: int = 50, history_days: float = 90) -> None:
         self.tasks_path = tasks_path
         self.tz_offset_hours = tz_offset_hours  # None: the machine's local zone
         self.stall_seconds, self.lang, self.keep_days = stall_seconds, lang, keep_days
@@ -46,6 +47,8 @@ class Settings:
         self.daemon_check = daemon_check
         # The language was chosen (flag, environment, config file); else the daemon's is spoken, if one runs.
         self.lang_set = lang_set
+        # The history of finished runs (task_pulse/history): runs kept per task name, and for how long.
+        self.history_runs, self.history_days = history_runs, history_days
 
     def lang_beside(self, daemon_lang: str | None) -> str:
         """The language to print in beside a daemon that speaks `daemon_lang` (None: none runs)."""
@@ -86,6 +89,14 @@ def _positive(text: str) -> float:
         raise ValueError("must be a positive number")
     if value > 1e9:  # seconds or days: beyond any real setting, and past the calendar's end
         raise ValueError("must be at most 1e9")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number from 1 up (a number of runs)."""
+    value = int(text)
+    if not 1 <= value <= 1_000_000:
+        raise ValueError("must be a whole number from 1 to 1000000")
     return value
 
 
@@ -175,6 +186,8 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str | None]] = {
     "state_url": ("TASK_PULSE_STATE", _state_url, None),  # None: the local state db in <tasks>/.pulse/
     "host_name": ("TASK_PULSE_HOST", _host_name, None),  # None: this machine's host name
     "daemon_check": ("TASK_PULSE_DAEMON_CHECK", _switch, "1"),
+    "history_runs": ("TASK_PULSE_HISTORY_RUNS", _count, "50"),
+    "history_days": ("TASK_PULSE_HISTORY_DAYS", _positive, "90"),
 }
 
 

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from typing import Any
 
+    from task_pulse.history.forecast import Outlook
+
 FIELD_CAP = 200
 
 # ESC-introduced sequences first (CSI, OSC, two-character escapes), then any lone control character,
@@ -98,6 +100,20 @@ def format_duration(seconds: float, lang: str = "en") -> str:
     return f"{minutes}m{secs}s" if whole < 3600 else f"{hours}h{minutes}m"
 
 
+def format_eta(seconds: float, lang: str = "en") -> str:
+    """Time left as a forecast says it: whole minutes (`3m`, `3分`; `2h5m`, `2小时5分`), or under a
+    minute (`<1m`, `不到1分`). A forecast is no stopwatch: seconds would claim a precision it has not."""
+    minutes = int(max(0.0, seconds) / 60 + 0.5)
+    hours, minutes = divmod(minutes, 60)
+    if lang == "zh":
+        if not hours:
+            return f"{minutes}分" if minutes else "不到1分"
+        return f"{hours}小时{minutes}分" if minutes else f"{hours}小时"
+    if not hours:
+        return f"{minutes}m" if minutes else "<1m"
+    return f"{hours}h{minutes}m" if minutes else f"{hours}h"
+
+
 def task_duration(task: Task, now: datetime, lang: str = "en") -> str:
     """Start to finish, or start to now for a task still running; empty when there is no start."""
     started = parse_time(task.started_at)
@@ -129,7 +145,7 @@ def format_percent(percent: float | None) -> str:
 # empty are dropped. Fields are filled by str.format once, so braces in user text are harmless.
 
 NOTIFICATION_KINDS = ("started", "step_done", "progress", "done", "failed", "stalled", "resumed", "invalid",
-                      "summary")
+                      "overdue", "summary")
 
 # Every message names its task (two tasks at once must never read alike) and says "{done}/{total}"
 # only as the count of steps done: beside a progress bar, or in words ("已完成 1/4", "1/4 done"), never
@@ -146,6 +162,7 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "invalid": "⚠️ 任务文件无法读取: {file}（{reason}）",
         # more new tasks and stall alarms in a window than are told one by one (daemon/flood.py)
         "summary": "🌊 {window}内另有{count}个任务的消息合并为一条: {names}\n{what}（task-pulse status 可查看）",
+        "overdue": "⏰ 【{name}】<<{step}>>超时（已用{duration}<<，通常{expected}>><<，预算{budget}>>）",
         # drain --digest: one message per task, head / what happened / detail
         "digest_running": "🔄 【{name}】[{done}/{total}] {bar}<< → {step}>>",
         "digest_stalled": "⚠️ 【{name}】可能卡住了（{duration}无更新）<< → {step}>>",
@@ -172,6 +189,7 @@ _TEMPLATES: dict[str, dict[str, str]] = {
         "digest_stalled": "⚠️ \"{name}\" may be stuck (no update for {duration})<< → {step}>>",
         "digest_done": "🎉 \"{name}\" done!<< ({duration})>>",
         "digest_failed": "❌ \"{name}\" failed<<: {error}>>",
+        "overdue": "⏰ \"{name}\" <<{step} >>overdue ({duration} so far<<, usually {expected}>><<, budget {budget}>>)",
         "digest_started": "🚀 Started: {plan}",
         "digest_steps": "✅ Done: {steps}",
         "digest_message": "💬 {message}",
@@ -222,8 +240,8 @@ def digest(events: list[tuple[str, Mapping[str, Any]]], lang: str = "zh", markup
     latest_message = next((d.get("message") for k, d in reversed(events) if k == "progress"), None)
     end = last_kind if last_kind in ("done", "failed") else None
     head = {"done": "digest_done", "failed": "digest_failed"}.get(end or "", "digest_running")
-    if last_kind == "stalled":
-        head = "digest_stalled"
+    if last_kind in ("stalled", "overdue"):
+        head = "digest_stalled" if last_kind == "stalled" else "overdue"
     lines = [render(head, fields, lang, markup)]
     if finished:
         sep = "、" if lang == "zh" else ", "
@@ -257,6 +275,8 @@ _WORDS = {
            "cleanup": "🧹 清理 {n} 个过期任务（>{days}天）", "cleanup_dry": "🧹 将清理 {n} 个过期任务（>{days}天）",
            "more_tasks": "…… 还有 {count} 个任务（全部: task-pulse status --all）",
            "task_id": "ID", "started_at": "开始", "updated_at": "更新", "finished_at": "结束",
+           "eta": "预计还需 {eta}", "overdue": "⏰ 超时", "stall_after": "卡住阈值 {duration}（{source}）",
+           "default": "默认", "explicit": "stallSeconds", "learned": "按历史",
            # tasks an agent harness writes itself (task_pulse.adapters)
            "agent_working": "处理中", "agent_interrupted": "被打断：本轮结束前来了新的提示",
            "agent_session_ended": "会话已结束（{reason}），本轮尚未完成"},
@@ -270,6 +290,8 @@ _WORDS = {
            "cleanup_dry": "🧹 would remove {n} finished {tasks} (>{days} days)",
            "more_tasks": "… {count} more {tasks} (all of them: task-pulse status --all)",
            "task_id": "id", "started_at": "started", "updated_at": "updated", "finished_at": "finished",
+           "eta": "≈ {eta} left", "overdue": "⏰ overdue", "stall_after": "stall after {duration} ({source})",
+           "default": "default", "explicit": "stallSeconds", "learned": "learned",
            "agent_working": "working", "agent_interrupted": "interrupted: a new prompt came before this turn ended",
            "agent_session_ended": "the session ended ({reason}) before this turn finished"},
 }
@@ -325,13 +347,17 @@ def status_line(task: Task, now: datetime, default_stall: float, lang: str) -> s
 
 def status_view(
     entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float, lang: str = "zh",
-    totals: dict[str, int] | None = None, more: int = 0,
+    totals: dict[str, int] | None = None, more: int = 0, outlooks: Mapping[str, Outlook] | None = None,
 ) -> str:
     """The original script's `status` table: one block per task, unreadable files named, a summary.
 
     A view of some tasks of many (see `pick_for_status`) says how many `more` there are, and sums up
     all of them (`totals`: running, stalled, done, error, unreadable) rather than the ones it shows.
+    `outlooks` (by task id) are what the history of a running task's name says: its ETA and overdue
+    limits on its first line, the stall threshold in force and where it comes from on the second (only
+    for a name with history: a task without keeps the original's two lines).
     """
+    outlooks = outlooks or {}
     if not entries:
         return word("empty", lang)
     counts = {"running": 0, "stalled": 0, "done": 0, "error": 0, "unreadable": 0}
@@ -342,13 +368,24 @@ def status_view(
             lines.append(f"🚫 {clean(task_id)}.json: {word('unreadable', lang)}{_in_parens(clean(str(task)), lang)}")
             continue
         running = task.running_step
-        counts[_status_bucket(task, now, default_stall)] += 1
-        lines.append(status_line(task, now, default_stall, lang))
+        outlook = outlooks.get(task_id)
+        stall = outlook.stall_seconds if outlook else default_stall
+        counts[_status_bucket(task, now, stall)] += 1
+        head = status_line(task, now, stall, lang)
+        if task.status == "running" and outlook is not None:
+            if outlook.eta_seconds is not None:
+                head += " · " + word("eta", lang).format(eta=format_eta(outlook.eta_seconds, lang))
+            if outlook.overdue:
+                head += " · " + word("overdue", lang)
+        lines.append(head)
         if task.status == "running":
             current = f"   {word('current', lang)}: {clean(running.name) if running else step_label(task, lang) or '—'}"
             if running is not None and (running.message or running.percent is not None):
                 detail = " ".join(p for p in (format_percent(running.percent), clean(running.message)) if p)
                 current += f" — {detail}"
+            if outlook is not None and outlook.known:
+                current += " · " + word("stall_after", lang).format(
+                    duration=format_duration(outlook.stall_seconds, lang), source=word(outlook.stall_source, lang))
             lines.append(current)
         if task.status == "error" and task.error:
             lines.append(f"   {word('error_line', lang)}: {clean(task.error)}")
@@ -368,13 +405,15 @@ def _status_bucket(task: Task, now: datetime, default_stall: float) -> str:
 
 
 def pick_for_status(entries: list[tuple[str, Task | TaskFormatError]], now: datetime, default_stall: float,
-                    limit: int | None) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int]]:
+                    limit: int | None, outlooks: Mapping[str, Outlook] | None = None,
+                    ) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int]]:
     """The `limit` tasks most worth showing (None: all of them), in the order `status` shows them, and
     the counts of all of them (see `status_view`).
 
     Unreadable files first (someone has to fix them), then stalled tasks, failed, running and done
     ones, the latest first in each: the order the state db's overview picks in too.
     """
+    outlooks = outlooks or {}
     totals = {"running": 0, "stalled": 0, "done": 0, "error": 0, "unreadable": 0}
     ranked: list[tuple[tuple[int, float, str], str, Task | TaskFormatError]] = []
     rank = {"stalled": 1, "error": 2, "running": 3, "done": 4}
@@ -383,7 +422,8 @@ def pick_for_status(entries: list[tuple[str, Task | TaskFormatError]], now: date
             totals["unreadable"] += 1
             ranked.append(((0, 0.0, task_id), task_id, task))
             continue
-        bucket = _status_bucket(task, now, default_stall)
+        outlook = outlooks.get(task_id)
+        bucket = _status_bucket(task, now, outlook.stall_seconds if outlook else default_stall)
         totals[bucket] += 1
         when = parse_time((task.finished_at if task.status != "running" else None) or task.updated_at)
         ranked.append(((rank[bucket], -when.timestamp() if when else 0.0, task_id), task_id, task))

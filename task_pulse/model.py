@@ -19,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from task_pulse.history.forecast import Profile
+
 TASK_STATUSES = ("running", "done", "error")
 # Ten years: longer than any job, and far enough from the calendar's end that deadlines stay dates.
 MAX_STALL_SECONDS = 10 * 365 * 86400
@@ -29,8 +31,8 @@ MAX_STEPS = 1000
 
 # Known keys, in the order they are written back (the order of the original script).
 _TASK_KEYS = ("taskId", "taskName", "status", "startedAt", "updatedAt", "finishedAt", "steps", "error",
-              "result", "rev", "stallSeconds")
-_STEP_KEYS = ("name", "status", "startedAt", "finishedAt", "message", "percent")
+              "result", "rev", "stallSeconds", "budgetSeconds")
+_STEP_KEYS = ("name", "status", "startedAt", "finishedAt", "message", "percent", "budgetSeconds")
 
 
 class TaskFormatError(ValueError):
@@ -66,13 +68,17 @@ class _Record:
 
 
 class Step(_Record):
-    __slots__ = ("name", "status", "started_at", "finished_at", "message", "percent", "extra", "nulls")
+    __slots__ = ("name", "status", "started_at", "finished_at", "message", "percent", "extra", "nulls",
+                 "budget_seconds")
 
     def __init__(self, name: str, status: str = "pending", started_at: str | None = None,
                  finished_at: str | None = None, message: str | None = None, percent: float | None = None,
-                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset()) -> None:
+                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset(),
+                 budget_seconds: float | None = None) -> None:
         self.name, self.status, self.started_at, self.finished_at = name, status, started_at, finished_at
         self.message, self.percent = message, percent
+        # How long the step may run before it is overdue (`budgetSeconds`, optional; see task_pulse/history).
+        self.budget_seconds = budget_seconds
         self.extra: dict[str, Any] = {} if extra is None else extra
         # Known keys the file had as null: written back as null, so a rewrite keeps the writer's shape.
         self.nulls = nulls
@@ -80,7 +86,8 @@ class Step(_Record):
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "status": self.status}
         for key, value in (("startedAt", self.started_at), ("finishedAt", self.finished_at),
-                           ("message", self.message), ("percent", self.percent)):
+                           ("message", self.message), ("percent", self.percent),
+                           ("budgetSeconds", self.budget_seconds)):
             if value is not None or key in self.nulls:
                 out[key] = value
         out.update(self.extra)
@@ -89,17 +96,22 @@ class Step(_Record):
 
 class Task(_Record):
     __slots__ = ("task_id", "name", "status", "steps", "started_at", "updated_at", "finished_at", "error",
-                 "result", "rev", "stall_seconds", "extra", "nulls")
+                 "result", "rev", "stall_seconds", "extra", "nulls", "budget_seconds", "profile")
 
     def __init__(self, task_id: str, name: str, status: str, steps: list[Step], started_at: str | None = None,
                  updated_at: str | None = None, finished_at: str | None = None, error: str | None = None,
                  result: str | None = None, rev: int = 0, stall_seconds: float | None = None,
-                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset()) -> None:
+                 extra: dict[str, Any] | None = None, nulls: frozenset[str] = frozenset(),
+                 budget_seconds: float | None = None, profile: Profile | None = None) -> None:
         self.task_id, self.name, self.status, self.steps = task_id, name, status, steps
         self.started_at, self.updated_at, self.finished_at = started_at, updated_at, finished_at
         self.error, self.result, self.rev, self.stall_seconds = error, result, rev, stall_seconds
         self.extra: dict[str, Any] = {} if extra is None else extra
         self.nulls = nulls  # as on Step
+        self.budget_seconds = budget_seconds  # as on Step, for the whole run
+        # Not from the file, never written: what past runs of this name say (their typical durations), set
+        # by whoever reads a state db for the card (`Outbox.card_view`), so the card can say what is left.
+        self.profile = profile
 
     # -- derived views ---------------------------------------------------------------------------
 
@@ -222,6 +234,8 @@ class Task(_Record):
         }
         if self.stall_seconds is not None or "stallSeconds" in self.nulls:
             out["stallSeconds"] = self.stall_seconds
+        if self.budget_seconds is not None or "budgetSeconds" in self.nulls:
+            out["budgetSeconds"] = self.budget_seconds
         out.update(self.extra)
         return out
 
@@ -264,10 +278,11 @@ def _number(value: Any, where: str, low: float, high: float | None = None) -> fl
     return value
 
 
-def _stall_seconds(value: Any) -> float | None:
-    seconds = _number(value, "stallSeconds", 1)
+def _stall_seconds(value: Any, where: str = "stallSeconds") -> float | None:
+    """A number of seconds from 1 to ten years: `stallSeconds`, and a task's or a step's `budgetSeconds`."""
+    seconds = _number(value, where, 1)
     if seconds is not None and seconds > MAX_STALL_SECONDS:
-        raise TaskFormatError(f"stallSeconds must be <= {MAX_STALL_SECONDS} (ten years), got {seconds!r}")
+        raise TaskFormatError(f"{where} must be <= {MAX_STALL_SECONDS} (ten years), got {seconds!r}")
     return seconds
 
 
@@ -295,13 +310,14 @@ def _parse_step(raw: Any, i: int) -> Step:
     if type(raw) is dict and raw.keys() <= _STEP_KEY_SET:
         get = raw.get
         name, status, started, finished = get("name"), get("status", "pending"), get("startedAt"), get("finishedAt")
-        message, percent = get("message"), get("percent")
+        message, percent, budget = get("message"), get("percent"), get("budgetSeconds")
         if type(name) is str and type(status) is str and status in STEP_STATUSES \
                 and (started is None or type(started) is str) and (finished is None or type(finished) is str) \
                 and (message is None or type(message) is str) \
-                and (percent is None or (type(percent) in (int, float) and 0 <= percent <= 100)):
+                and (percent is None or (type(percent) in (int, float) and 0 <= percent <= 100)) \
+                and (budget is None or (type(budget) in (int, float) and 1 <= budget <= MAX_STALL_SECONDS)):
             nulls = frozenset(k for k, v in raw.items() if v is None) if None in raw.values() else _NO_NULLS
-            return Step(name, status, started, finished, message, percent, {}, nulls)
+            return Step(name, status, started, finished, message, percent, {}, nulls, budget)
     return _parse_step_checked(raw, i)
 
 
@@ -323,6 +339,7 @@ def _parse_step_checked(raw: Any, i: int) -> Step:
         percent=_number(raw.get("percent"), f"{where}.percent", 0, 100),
         extra={k: v for k, v in raw.items() if k not in _STEP_KEYS},
         nulls=_nulls(raw, _STEP_KEYS),
+        budget_seconds=_stall_seconds(raw.get("budgetSeconds"), f"{where}.budgetSeconds"),
     )
 
 
@@ -361,6 +378,7 @@ def task_from_dict(raw: Any, fallback_id: str) -> Task:
         stall_seconds=_stall_seconds(raw.get("stallSeconds")),
         extra={k: v for k, v in raw.items() if k not in _TASK_KEYS},
         nulls=_nulls(raw, _TASK_KEYS),
+        budget_seconds=_stall_seconds(raw.get("budgetSeconds"), "budgetSeconds"),
     )
 
 

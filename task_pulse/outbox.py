@@ -5,6 +5,8 @@ One interface over one SQLite file, its SQL kept as named statements in sql_sqli
 * the daemon's worker thread is the only writer of `seen` and the only inserter of `notifications`,
   one transaction per processed file (snapshot + its notifications), so a crash can never leave a
   snapshot that claims something was announced when it was not, or the reverse;
+* the history of finished runs (`runs`, task_pulse/history) is written by the worker too, in the
+  transaction of the read that saw the run end, and outlives the task files;
 * deliverers (`task-pulse drain`, the daemon's sinks) only claim rows and mark them delivered. A
   claim is taken under `BEGIN IMMEDIATE` with a lease, so two deliverers never take the same row,
   and a deliverer that dies mid-way only delays its rows until the lease runs out.
@@ -27,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from task_pulse.history.reader import RunReader, run_from_row
+from task_pulse.history.runs import Observed, Run
 from task_pulse.model import Task, TaskFormatError, parse_time
 from task_pulse.privatedir import UnsafeDir
 from task_pulse.records import Card, Handoff, Malformed, Notification, Overview, Queued, Seen, queued, utc_stamp
@@ -78,6 +82,7 @@ class Outbox:
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         self._init_schema()
+        self.runs = RunReader(self.db)
 
     def _check_opened(self) -> None:
         """The file SQLite opened is the one at our path. Given `.pulse`'s handle (/proc/self/fd/N/state.db),
@@ -235,7 +240,8 @@ class Outbox:
         return Seen(task_id=row[0], snapshot=snapshot, run=row[2], file_sig=row[3], stalled_for=row[4],
                     progress_at=row[5], held=None if row[6] is None else json.loads(row[6]), stall_at=row[7],
                     digest=digest, gone_at=row[9], adopt_at=row[10], text=row[1] if row[10] is not None else None,
-                    owner=row[11], quiet_run=row[12])
+                    observed=None if row[11] is None else Observed.from_json(row[11]), overdue_at=row[12],
+                    owner=row[13], quiet_run=row[14])
 
     def _keep_snapshot(self, task_id: str, digest: str | None, snapshot: Task) -> None:
         if digest is None:
@@ -257,32 +263,44 @@ class Outbox:
             db.executemany(SQL.PUT_UNREAD, ((task_id, text, sig, digest, at, owner)
                                             for task_id, text, sig, digest, owner in rows))
 
-    def adopted(self, seen: Seen) -> None:
-        """A stored text (see `store_unread`) is taken as announced, with the stall state `seen` has."""
+    def adopted(self, seen: Seen, run: Run | None = None, keep_runs: int = 0) -> None:
+        """A stored text (see `store_unread`) is taken as announced, with the stall state `seen` has; a
+        task that had ended is a run of its name's history (`run`, see `record`)."""
         self._keep_snapshot(seen.task_id, seen.digest, seen.snapshot)
-        with self.transaction(single=True) as db:
+        with self.transaction(single=run is None) as db:
             db.execute(SQL.ADOPTED, {"task_id": seen.task_id, "snapshot": to_json(seen.snapshot),
                                      "stalled_for": seen.stalled_for, "stall_at": seen.stall_at,
-                                     "ended_at": _ended_at(seen.snapshot), "status": seen.snapshot.status})
+                                     "ended_at": _ended_at(seen.snapshot), "status": seen.snapshot.status,
+                                     "overdue_at": seen.overdue_at,
+                                     "observed": seen.observed.to_json() if seen.observed is not None else None})
+            if run is not None:
+                self._put_run(run, keep_runs)
 
     def unshared(self, limit: int) -> list[tuple[Any, ...]]:
         """Rows written since the shared state db last got them: (task id, snapshot text, status,
         stalled_for, stall_at, ended_at, gone_at, version), at most `limit`."""
+        self._index_unshared()
+        return self.db.execute(SQL.UNSHARED, (limit,)).fetchall()
+
+    def _index_unshared(self) -> None:
+        """The forwarder's indexes (a daemon without a shared db pays nothing for them)."""
         if not self._unshared_indexed:
             self.db.execute(SQL.UNSHARED_INDEX)
+            self.db.execute(SQL.UNSHARED_RUNS_INDEX)
             self._unshared_indexed = True
-        return self.db.execute(SQL.UNSHARED, (limit,)).fetchall()
 
     def unforwarded(self, limit: int) -> list[Queued]:
         """The oldest notifications not yet in the shared state db (see daemon/forwarder.py)."""
         return self._deliverable(self.db.execute(SQL.UNFORWARDED, (limit,)).fetchall())
 
-    def forwarded(self, seqs: Iterable[int], versions: Iterable[tuple[str, int]]) -> None:
-        """In one transaction: these notifications and these (task id, version)s are in the shared db."""
+    def forwarded(self, seqs: Iterable[int], versions: Iterable[tuple[str, int]], runs: Iterable[str] = ()) -> None:
+        """In one transaction: these notifications, these (task id, version)s and these runs (by key) are
+        in the shared db."""
         at = utc_stamp()
         with self.transaction() as db:
             db.executemany(SQL.MARK_FORWARDED, [{"at": at, "seq": s} for s in seqs])
             db.executemany(SQL.MARK_SHARED, [{"task_id": t, "version": v} for t, v in versions])
+            db.executemany(SQL.MARK_RUN_SHARED, [(k,) for k in runs])
 
     def shared_rows(self, task_ids: Iterable[str]) -> list[tuple[Any, ...]]:
         """The same rows as `unshared`, for these tasks, whatever their version."""
@@ -294,13 +312,18 @@ class Outbox:
         return [r[0] for r in self.db.execute(SQL.UNADOPTED, (limit,))]
 
     def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None:
-        """The task as last announced and its stall state, for its card (None: not known, or a first
-        start's text that is no task)."""
+        """The task as last announced (with what the history of its name says, `Task.profile`) and its
+        stall state, for its card (None: not known, or a first start's text that is no task)."""
         try:
             seen = self.seen(task_id)
         except TaskFormatError:
             return None
-        return None if seen is None else (seen.snapshot, seen.stalled_for)
+        if seen is None:
+            return None
+        snapshot = seen.snapshot  # shared with the snapshot cache: a copy carries the profile
+        if snapshot.status == "running":
+            snapshot = snapshot.copy(profile=self.runs.profile(snapshot.name))
+        return snapshot, seen.stalled_for
 
     def seen_signatures(self) -> dict[str, str | None]:
         return dict(self.db.execute(SQL.SEEN_SIGS).fetchall())
@@ -308,6 +331,10 @@ class Outbox:
     def stall_timers(self) -> list[tuple[str, float]]:
         """(task id, unix time it becomes stalled) of every task that may stall."""
         return self.db.execute(SQL.STALL_TIMERS).fetchall()
+
+    def overdue_timers(self) -> list[tuple[str, float]]:
+        """(task id, unix time its running step or itself becomes overdue) of every task that may."""
+        return self.db.execute(SQL.OVERDUE_TIMERS).fetchall()
 
     def held_progress(self) -> list[tuple[str, float]]:
         """(task id, unix time of its last progress push) of every task holding a progress message back."""
@@ -323,28 +350,12 @@ class Outbox:
     def count_stalled(self) -> int:
         return self.db.execute(SQL.COUNT_STALLED).fetchone()[0]
 
-    def overview(self, now: float, limit: int) -> Overview | None:
-        """What `task-pulse status` shows of a big dir, from the indexes alone (a few ms at 100,000
-        tasks): how many tasks are running, stalled, done and failed, and the ids of the `limit` most
-        worth showing: stalled ones, then the latest failed, the latest updated running ones, the latest
-        done. None while a first start's files are still unread (their status is not known yet)."""
-        if self.db.execute(SQL.HAS_UNADOPTED).fetchone() is not None:
-            return None
-        counts = {status: count for status, count in self.db.execute(SQL.COUNT_BY_STATUS) if status}
-        stalled = self.db.execute(SQL.COUNT_OVERDUE, {"now": now}).fetchone()[0] + self.count_stalled()
-        picked: dict[str, None] = {}  # in order, once each
-        for statement, params in ((SQL.STALLED_IDS, {"now": now}), (SQL.LATEST_ENDED, {"status": "error"}),
-                                  (SQL.LATEST_UPDATED, {}), (SQL.LATEST_ENDED, {"status": "done"})):
-            if len(picked) < limit:
-                rows = self.db.execute(statement, {**params, "limit": limit - len(picked)})
-                picked.update((task_id, None) for (task_id,) in rows)
-        return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
-                        error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
-
     def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification],
-               held: Sequence[Notification] = (), held_by: str = "", held_until: float = 0.0) -> int:
-        """In one transaction: store (or, with None, drop) the task's snapshot and queue its notifications;
-        `held` ones are queued claimed by `held_by` until `held_until` (a flood window's, see daemon/flood.py).
+               held: Sequence[Notification] = (), held_by: str = "", held_until: float = 0.0, run: Run | None = None,
+               keep_runs: int = 0) -> int:
+        """In one transaction: store (or, with None, drop) the task's snapshot, queue its notifications
+        (`held` ones claimed by `held_by` until `held_until`: a flood window's, see daemon/flood.py), and add
+        the run that ended (`run`) to the history, keeping the newest `keep_runs` of its name.
 
         Returns how many notifications were new (a key already queued is skipped, never repeated).
         """
@@ -363,14 +374,36 @@ class Outbox:
                       "stalled_for": seen.stalled_for, "progress_at": seen.progress_at, "stall_at": seen.stall_at,
                       "ended_at": _ended_at(seen.snapshot), "digest": seen.digest, "status": seen.snapshot.status,
                       "held": None if seen.held is None else json.dumps(seen.held, ensure_ascii=False),
-                      "owner": seen.owner, "quiet_run": seen.quiet_run}
+                      "owner": seen.owner, "quiet_run": seen.quiet_run,
+                      "observed": seen.observed.to_json() if seen.observed is not None else None,
+                      "overdue_at": seen.overdue_at}
             self._keep_snapshot(task_id, seen.digest, seen.snapshot)
-        with self.transaction(single=not rows) as db:
+        with self.transaction(single=not rows and run is None) as db:
             db.execute(statement, params)
             inserted = 0
             for insert, row in rows:
                 inserted += db.execute(insert, row).rowcount
+            if run is not None:
+                self._put_run(run, keep_runs)
         return inserted
+
+    def _put_run(self, run: Run, keep: int) -> None:
+        """Add a run to the history (once: its key is unique), then trim its name's runs to the newest `keep`."""
+        self.db.execute(SQL.PUT_RUN, {"key": run.key, "task_id": run.task_id, "name": run.name, "outcome": run.outcome,
+                                      "at": run.at, "started_at": run.started_at, "finished_at": run.finished_at,
+                                      "steps": run.steps_json()})
+        if keep > 0:
+            self.db.execute(SQL.TRIM_RUNS, {"name": run.name, "keep": keep})
+
+    def purge_runs(self, before: float) -> int:
+        """Forget runs that started before unix time `before` (the history's age bound)."""
+        with self.transaction() as db:
+            return db.execute(SQL.PURGE_RUNS, {"before": before}).rowcount
+
+    def unshared_runs(self, limit: int) -> list[Run]:
+        """Runs a shared state db does not have yet (see daemon/forwarder.py), at most `limit`."""
+        self._index_unshared()
+        return [run_from_row(r) for r in self.db.execute(SQL.UNSHARED_RUNS, (limit,))]
 
     def has_key(self, key: str) -> bool:
         """Whether a notification with this key is in the outbox (pending, or delivered and not purged)."""
@@ -572,9 +605,51 @@ class Outbox:
             db.execute(SQL.PURGE_HANDOFFS)
             return db.execute(SQL.PURGE_CARDS).rowcount
 
+    def owe_edit(self, task_id: str, at: float | None, host: str = "") -> None:
+        """The task's card is owed an edit at unix time `at` (the pace held back one that carried no row;
+        None: no more)."""
+        with self.transaction() as db:
+            db.execute(SQL.OWE_EDIT, {"task_id": task_id, "at": at})
+
+    def claim_owed_edit(self, lease_seconds: float) -> tuple[str, str] | None:
+        """(host, task id) of a card whose owed edit is due, taken for `lease_seconds` (None: none is)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(SQL.OWED_CARD, {"now": now}).fetchone()
+            if row is None:
+                return None
+            db.execute(SQL.OWE_EDIT, {"task_id": row[0], "at": now + lease_seconds})
+        return "", row[0]
+
     def sink_next_free(self, max_attempts: int) -> float | None:
-        """Unix time at which a row held back by a retry delay or a claim becomes free (None: none is)."""
+        """Unix time at which a row held back by a retry delay or a claim becomes free, or an owed card edit
+        comes due (None: none is)."""
         return self.db.execute(SQL.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()[0]
+
+
+def read_overview(db: sqlite3.Connection, now: float, limit: int) -> Overview | None:
+    """What `task-pulse status` (and the board) shows of a big dir, from the indexes alone (a few ms at
+    100,000 tasks): how many tasks are running, stalled, done and failed, and the ids of the `limit` most
+    worth showing: stalled ones, then the latest failed, the latest updated running ones, the latest
+    done. None while a first start's files are still unread (their status is not known yet). Any
+    connection will do, a read-only one too."""
+    if db.execute(SQL.HAS_UNADOPTED).fetchone() is not None:
+        return None
+    counts = {status: count for status, count in db.execute(SQL.COUNT_BY_STATUS) if status}
+    stalled = db.execute(SQL.COUNT_OVERDUE, {"now": now}).fetchone()[0] + db.execute(SQL.COUNT_STALLED).fetchone()[0]
+    picked: dict[str, None] = {}  # in order, once each
+    for statement, params in ((SQL.STALLED_IDS, {"now": now}), (SQL.LATEST_ENDED, {"status": "error"}),
+                              (SQL.LATEST_UPDATED, {}), (SQL.LATEST_ENDED, {"status": "done"})):
+        if len(picked) < limit:
+            rows = db.execute(statement, {**params, "limit": limit - len(picked)})
+            picked.update((task_id, None) for (task_id,) in rows)
+    return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
+                    error=counts.get("error", 0), tasks=[("", task_id) for task_id in list(picked)[:limit]])
+
+
+def _queued(r: tuple[Any, ...]) -> Queued:
+    return Queued(seq=r[0], key=r[1], task_id=r[2], task_name=r[3], kind=r[4], created_at=r[5], text=r[6],
+                  data=json.loads(r[7]), attempts=r[8])
 
 
 def _ended_at(task: Task) -> float | None:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from task_pulse.history.runs import Observed
 from task_pulse.messages import shown_id
 from task_pulse.model import Task
 
 # Kinds that ring the user's phone: in a card style they also go out as a new message of their own, and
 # they never wait behind a card edit the chat's pace holds back.
-PINGS = frozenset({"done", "failed", "stalled", "invalid"})
+PINGS = frozenset({"done", "failed", "stalled", "invalid", "overdue"})
 _KIND = re.compile(r"[a-z_]{1,32}")
 
 
@@ -130,7 +131,8 @@ class Handoff:
 
 @dataclass(frozen=True)
 class Overview:
-    """Counts of every task by what `status` calls it, and the ids of the tasks it shows (see `Outbox.overview`)."""
+    """Counts of every task by what `status` calls it, and the ids of the tasks it shows (see
+    `outbox.read_overview`)."""
 
     running: int
     stalled: int
@@ -163,6 +165,9 @@ class Seen:
     # `snapshot` as stored: a first start's file as it was read, until it is adopted. None: `record` stores
     # `snapshot` (the compact form the daemon keeps, see snapshot.py).
     text: str | None = None
+    # What the daemon observed of this run while it ran (silences, overdue notices told): see task_pulse/history.
+    observed: Observed | None = None
+    overdue_at: float | None = None  # unix time the running step or the task becomes overdue (None: never)
     owner: int | None = None  # uid of the task file's owner, as last read
     quiet_run: int | None = None  # `run` while it is told in flood summaries only (see daemon/flood.py)
 
@@ -193,6 +198,8 @@ class DeliveryStore(Protocol):
     def rearm(self, max_attempts: int) -> int: ...
     def release_claims(self, owner_prefix: str) -> int: ...
     def drop_card(self, task_id: str, host: str = "") -> None: ...
+    def owe_edit(self, task_id: str, at: float | None, host: str = "") -> None: ...
+    def claim_owed_edit(self, lease_seconds: float) -> tuple[str, str] | None: ...
     def purge_cards(self) -> int: ...
     def sink_next_free(self, max_attempts: int) -> float | None: ...
     def count_pending(self) -> int: ...

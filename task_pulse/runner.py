@@ -111,9 +111,10 @@ def _relay(tail: _Tail, to: BinaryIO) -> None:
 
 
 def run_wrapped(store: TaskStore, settings: Settings, name: str, steps: list[str], command: list[str], *,
-                heartbeat_every: float, stall_seconds: float | None) -> int:
+                heartbeat_every: float, stall_seconds: float | None, budget_seconds: float | None = None) -> int:
     """Run `command` as task `name`; returns its exit code (128+N when a signal N ended it)."""
-    task = store.create(name, steps or [os.path.basename(command[0])], settings.now(), stall_seconds=stall_seconds)
+    task = store.create(name, steps or [os.path.basename(command[0])], settings.now(), stall_seconds=stall_seconds,
+                        budget_seconds=budget_seconds)
     for note in AfterWrite(settings, store).notes:  # before the command's output, which may be long
         print(f"note: {note}", file=sys.stderr, flush=True)
 

@@ -23,6 +23,8 @@ from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.store import TaskStore
 
 UNIT_NAME = "task-pulsed.service"
+# The board (`task-pulse board`), a unit of its own beside the daemon's (`service install --board`).
+BOARD_UNIT = "task-pulse-board.service"
 # Settings the service should keep when they were set where `service install` ran.
 _PASSED_ON = ("TASK_PULSE_LANG", "TASK_PULSE_STALL", "TASK_PULSE_TZ", "TASK_PULSE_KEEP_DAYS",
               "TASK_PULSE_PROGRESS_INTERVAL", "TASK_PULSE_REDACT", "OPENCLAW_STATE_DIR", "OPENCLAW_WORKSPACE_DIR",
@@ -64,12 +66,38 @@ def _quote(value: str, *, command: bool = True) -> str:
     return f'"{escaped.replace("$", "$$") if command else escaped}"'
 
 
-def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], daemon_args: list[str]) -> str:
-    template = (files("task_pulse") / UNIT_NAME).read_text(encoding="utf-8")
+def render_unit(executable: Path, tasks_dir: Path, environment: dict[str, str], daemon_args: list[str],
+                template: str = UNIT_NAME) -> str:
+    """A unit from its template in systemd/ (task-pulsed's, or the board's): its command and environment."""
+    text = (files("task_pulse") / template).read_text(encoding="utf-8")
     env = {"TASK_PULSE_DIR": str(tasks_dir), **environment}
     lines = "\n".join(f"Environment={_quote(f'{k}={v}', command=False)}" for k, v in env.items())
     command = " ".join(_quote(word) for word in [str(executable), *daemon_args])
-    return template.replace("@TASK_PULSED@", command).replace("@ENVIRONMENT@", lines)
+    return text.replace("@TASK_PULSED@", command).replace("@COMMAND@", command).replace("@ENVIRONMENT@", lines)
+
+
+def board_command(daemon: Path, daemon_args: list[str]) -> list[str]:
+    """The board's command line for its unit: the `task-pulse` beside this task-pulsed, reading the shared
+    state db when the daemon forwards to one (its `--state`). BadInput without the board extra."""
+    try:
+        import starlette  # noqa: F401 - only whether they are there
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise BadInput(f"--board needs the board extra ({exc.name} is missing), nothing written: "
+                       "pip install 'task-pulse[board]'") from None
+    program = daemon.parent / "task-pulse"
+    if not program.is_file():
+        found = shutil.which("task-pulse")
+        if found is None:
+            raise OperationFailed("cannot find the task-pulse executable of this installation (reinstall task-pulse)")
+        program = Path(found).absolute()
+    state: list[str] = []
+    for i, arg in enumerate(daemon_args):
+        if arg == "--state" and i + 1 < len(daemon_args):
+            state = ["--state", daemon_args[i + 1]]
+        elif arg.startswith("--state="):
+            state = ["--state", arg.split("=", 1)[1]]
+    return [str(program), "board", *state]
 
 
 def _unescape(word: str, *, command: bool = True) -> str:
@@ -274,7 +302,7 @@ def installed_args(unit_text: str) -> list[str]:
 
 
 def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = None, keep: bool = True,
-            dir_given: bool = True) -> list[str]:
+            dir_given: bool = True, board: bool = False) -> list[str]:
     """Check the options, write the unit; unless `start` is False, (re)start it. Returns what was done.
 
     `daemon_args` are added to task-pulsed's command line (a sink, say: `--exec "…"`; None: not
@@ -297,6 +325,8 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
         tasks_dir = Path(before["TASK_PULSE_DIR"])
     daemon_args = list(daemon_args or [])
     executable = daemon_executable()
+    board_path = unit_dir() / BOARD_UNIT
+    board_line = board_command(executable, daemon_args) if board or board_path.is_file() else None
     routes = check_daemon_args(executable, tasks_dir.absolute(), daemon_args)
     notes: list[str] = []
     path_env: dict[str, str] = {}
@@ -310,19 +340,27 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
     text = render_unit(executable, tasks_dir.absolute(), environment, daemon_args)
     write_private(unit_path, text)  # its command line may hold a webhook URL with a token in it
     done = [f"wrote {unit_path} (tasks dir {tasks_dir.absolute()})"]
+    if board_line is not None:
+        write_private(board_path, render_unit(Path(board_line[0]), tasks_dir.absolute(), environment, board_line[1:],
+                                              BOARD_UNIT))
+        done.append(f"wrote {board_path} (the board: http://127.0.0.1:8765/; TASK_PULSE_BOARD_BIND, "
+                    f"TASK_PULSE_BOARD_PORT and TASK_PULSE_BOARD_TOKEN in {SECRETS_FILE})")
     done += _private_secrets_file()
     if daemon_args:
         done.append(f"task-pulsed runs with: {shown_args(daemon_args)}")
     done += kept_notes + notes + routes
     done += [f"kept {k}={v} from your environment" for k, v in from_env.items()]
     done += [f"kept {k}={v} from the installed unit" for k, v in kept.items()]
+    units = [UNIT_NAME] + ([BOARD_UNIT] if board_line is not None else [])
     if not start:
-        return done + ["not started (--no-start): systemctl --user daemon-reload && "
-                       "systemctl --user enable task-pulsed && systemctl --user restart task-pulsed"]
+        names = " ".join(u.removesuffix(".service") for u in units)
+        return done + [f"not started (--no-start): systemctl --user daemon-reload && "
+                       f"systemctl --user enable {names} && systemctl --user restart {names}"]
     systemctl = Systemctl()
     systemctl.run("daemon-reload")
-    systemctl.run("enable", UNIT_NAME)
-    systemctl.run("restart", UNIT_NAME)  # starts it if stopped; a running one picks up the new unit
+    for unit in units:
+        systemctl.run("enable", unit)
+        systemctl.run("restart", unit)  # starts it if stopped; a running one picks up the new unit
     done += [f"ran {c}" for c in systemctl.ran]
     if systemctl.unavailable:
         # A container, or a machine without a user session: no user manager, so nothing runs the unit.
@@ -331,8 +369,9 @@ def install(tasks_dir: Path, *, start: bool, daemon_args: list[str] | None = Non
         if TaskStore(where).daemon_running():
             return done + [f"not started as a service: {systemctl.unavailable}",
                            f"a task-pulsed runs on {where} already (started by hand): keep it running ({command})"]
+        board_too = f" (and the board: {shlex.join(board_line)})" if board_line is not None else ""
         raise NotRunning(f"wrote {unit_path}, but nothing runs it: {systemctl.unavailable}. Nothing reaches the "
-                         f"chat until task-pulsed runs: start it yourself and keep it running: {command}")
+                         f"chat until task-pulsed runs: start it yourself and keep it running: {command}{board_too}")
     return done + ["running: journalctl --user -u task-pulsed -f shows its log", LINGER_HINT]
 
 
@@ -345,10 +384,16 @@ def restart() -> list[str]:
 
 
 def uninstall() -> list[str]:
-    unit_path = unit_dir() / UNIT_NAME
+    """Stop and remove task-pulsed's unit, and the board's if it is installed."""
+    unit_path, board_path = unit_dir() / UNIT_NAME, unit_dir() / BOARD_UNIT
     systemctl = Systemctl()
     systemctl.run("disable", "--now", UNIT_NAME, check=False)
+    if board_path.exists():
+        systemctl.run("disable", "--now", BOARD_UNIT, check=False)
     done = [f"ran {c}" for c in systemctl.ran]
+    if board_path.exists():
+        board_path.unlink()
+        done.append(f"removed {board_path}")
     if unit_path.exists():
         unit_path.unlink()
         done.append(f"removed {unit_path}")
@@ -365,10 +410,14 @@ def status() -> dict[str, object]:
     systemctl = Systemctl()
     enabled = systemctl.run("is-enabled", UNIT_NAME, check=False)
     active = systemctl.run("is-active", UNIT_NAME, check=False)
+    board_path = unit_dir() / BOARD_UNIT
+    board = systemctl.run("is-active", BOARD_UNIT, check=False) if board_path.exists() else None
     return {
         "unit": str(unit_path),
         "installed": unit_path.exists(),
         "enabled": None if enabled is None else enabled.stdout.strip() or "unknown",
         "active": None if active is None else active.stdout.strip() or "unknown",
+        "board": "not installed" if not board_path.exists() else None if board is None
+        else board.stdout.strip() or "unknown",
         "systemctl": systemctl.unavailable or "ok",
     }

@@ -2,10 +2,11 @@
 
 Each host's daemon keeps its own state in `<tasks>/.pulse/state.db` as always (what it announced,
 its notifications); its forwarder (daemon/forwarder.py) copies them here, in order, as they are
-committed: task snapshots into `tasks`, notifications into `notifications`, keyed by (host, task
-id) and (host, key). A copy made twice is stored once (`ON CONFLICT DO NOTHING`), so exactly-once
-holds across hosts, crashes and outages: while this database is away the local outbox is the spool,
-and the forwarder empties it, oldest first, when it is back.
+committed: task snapshots into `tasks`, notifications into `notifications`, finished runs (the
+history, task_pulse/history) into `runs`, keyed by (host, task id), (host, key) and (host, run key).
+A copy made twice is stored once (`ON CONFLICT DO NOTHING`), so exactly-once holds across hosts,
+crashes and outages: while this database is away the local outbox is the spool, and the forwarder
+empties it, oldest first, when it is back.
 
 Deliverers (`task-pulse drain --state URL`, the couriers of any host's daemon) claim rows here with
 `FOR UPDATE SKIP LOCKED` and a lease, exactly as they do in SQLite; they wake on `LISTEN
@@ -37,6 +38,8 @@ from task_pulse.store import task_from_file
 if TYPE_CHECKING:
     import psycopg
 
+    from task_pulse.history.forecast import Profile
+    from task_pulse.history.runs import Run
     from task_pulse.model import Task
 
 URL_PREFIXES = ("postgresql://", "postgres://")
@@ -139,8 +142,9 @@ class SharedOutbox:
                 raise SchemaTooNew(f"the shared state database {shown_url(self.url)} has schema {version}, newer than "
                                    f"this task-pulse's ({SCHEMA_VERSION}): upgrade task-pulse on this host")
             if version < SCHEMA_VERSION and not migrate:
-                raise TaskPulseError(f"the shared state database {shown_url(self.url)} is not set up yet (schema "
-                                     f"{version}): start a task-pulsed with --state on it first")
+                state = "is not set up yet" if version == 0 else "was set up by an older task-pulse"
+                raise TaskPulseError(f"the shared state database {shown_url(self.url)} {state} (schema {version}): "
+                                     "start this version's task-pulsed with --state on it first")
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in PG.MIGRATIONS[step]:
                     self.db.execute(statement)
@@ -188,15 +192,25 @@ class SharedOutbox:
 
     # -- the forwarder's side ------------------------------------------------------------------------
 
-    def forward(self, host: str, notifications: list[Queued], tasks: Iterable[SharedTask]) -> int:
-        """In one transaction: the host's task snapshots (an older copy never replaces a newer one) and
-        its notifications in queue order (one already here is skipped); then NOTIFY the deliverers.
-        Returns how many notifications were new."""
+    def forward(self, host: str, notifications: list[Queued], tasks: Iterable[SharedTask],
+                runs: Iterable[Run] = ()) -> int:
+        """In one transaction: the host's task snapshots (an older copy never replaces a newer one), its
+        finished runs, and its notifications in queue order (one already here is skipped); then NOTIFY
+        the deliverers (new notifications) and the boards (changed tasks or runs). Returns how many
+        notifications were new."""
+        runs, tasks = list(runs), list(tasks)
         with self._txn() as db, db.cursor() as cur:
+            cur.executemany(PG.PUT_RUN, [{"host": host, "key": r.key, "task_id": r.task_id, "name": r.name,
+                                          "outcome": r.outcome, "at": r.at, "started_at": r.started_at,
+                                          "finished_at": r.finished_at, "steps": r.steps_json()} for r in runs])
+            changed = max(cur.rowcount, 0) if runs else 0
             cur.executemany(PG.PUT_TASK, [{"host": host, "task_id": t.task_id, "snapshot": t.snapshot,
                                           "status": t.status, "stalled_for": t.stalled_for, "stall_at": t.stall_at,
                                           "ended_at": t.ended_at, "gone_at": t.gone_at, "version": t.version}
                                          for t in tasks])
+            changed += max(cur.rowcount, 0) if tasks else 0
+            if changed:  # a board watching every host's tasks wakes (see board/), not the couriers
+                cur.execute(PG.TASKS_RING)
             cur.executemany(PG.PUT_NOTIFICATION, [{"host": host, "key": n.key, "task_id": n.task_id,
                                                    "task_name": n.task_name, "kind": n.kind,
                                                    "created_at": n.created_at, "text": n.text,
@@ -277,16 +291,32 @@ class SharedOutbox:
         return None if row is None else Card(message_id=row[0], text=row[1], started_key=row[2])
 
     def card_view(self, task_id: str, host: str = "") -> tuple[Task, str | None] | None:
-        """The task as last announced and its stall state, for its card (None: not known, or not readable)."""
+        """The task as last announced (with what its host's history of its name says, `Task.profile`) and
+        its stall state, for its card (None: not known, or not readable)."""
         row = self.db.execute(PG.TASK_VIEW, {"host": host, "task_id": task_id}).fetchone()
         if row is None:
             return None
         from task_pulse.model import TaskFormatError
 
         try:
-            return task_from_file(row[0], task_id), row[1]
+            task = task_from_file(row[0], task_id)
         except TaskFormatError:
             return None
+        if task.status == "running":
+            task.profile = self.profiles([(host, task.name)]).get((host, task.name))
+        return task, row[1]
+
+    def profiles(self, names: list[tuple[str, str]]) -> dict[tuple[str, str], Profile]:
+        """What each (host, task name)'s history says (see forecast.learn), for those with runs."""
+        from task_pulse.history.forecast import WINDOW, learn
+        from task_pulse.history.reader import run_from_row
+
+        by_name: dict[tuple[str, str], list[Run]] = {}
+        rows = self.db.execute(PG.DONE_RUNS_OF, {"hosts": [h for h, _ in names], "names": [n for _, n in names],
+                                                 "limit": WINDOW}).fetchall()
+        for row in rows:
+            by_name.setdefault((row[0], row[3]), []).append(run_from_row(row[1:]))
+        return {key: learn(key[1], runs) for key, runs in by_name.items()}
 
     def delivered(self, seqs: Iterable[int], owner: str, by: str, *, task_id: str, sink: str,
                   card: Card | None = None, host: str = "", handoff: str | None = None) -> None:
@@ -338,6 +368,19 @@ class SharedOutbox:
             db.execute(PG.PURGE_HANDOFFS)
             return db.execute(PG.PURGE_CARDS).rowcount
 
+    def owe_edit(self, task_id: str, at: float | None, host: str = "") -> None:
+        with self._txn() as db:
+            db.execute(PG.OWE_EDIT, {"host": host, "task_id": task_id, "at": at})
+
+    def claim_owed_edit(self, lease_seconds: float) -> tuple[str, str] | None:
+        now = time.time()
+        with self._txn() as db:
+            row = db.execute(PG.OWED_CARD, {"now": now}).fetchone()
+            if row is None:
+                return None
+            db.execute(PG.OWE_EDIT, {"host": row[0], "task_id": row[1], "at": now + lease_seconds})
+        return row[0], row[1]
+
     def sink_next_free(self, max_attempts: int) -> float | None:
         row = self.db.execute(PG.SINK_NEXT_FREE, {"now": time.time(), "max_attempts": max_attempts}).fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -351,6 +394,12 @@ class SharedOutbox:
             notes = db.execute(PG.PURGE_DELIVERED, {"before": utc_stamp(before)}).rowcount
             tasks = db.execute(PG.PURGE_TASKS, {"before": before}).rowcount
         return notes, tasks
+
+    def purge_runs(self, host: str, before: float, keep: int) -> int:
+        """A host's runs past what its history keeps: older than unix time `before`, or past the newest
+        `keep` of their name. Returns how many were removed."""
+        with self._txn() as db:
+            return db.execute(PG.PURGE_RUNS, {"host": host, "before": before, "keep": keep}).rowcount
 
     # -- `task-pulse status --all-hosts` ---------------------------------------------------------------
 
@@ -371,6 +420,23 @@ class SharedOutbox:
         return Overview(running=counts.get("running", 0) - stalled, stalled=stalled, done=counts.get("done", 0),
                         error=counts.get("error", 0), tasks=list(picked)[:cap])
 
+    # -- the board (task_pulse/board): one task in detail -------------------------------------------------
+
+    def task_notifications(self, host: str, task_id: str, limit: int) -> list[tuple[Any, ...]]:
+        """The task's latest `limit` notifications, newest first: (seq, kind, created_at, text,
+        delivered_at, delivered_by, attempts, last_error)."""
+        return self.db.execute(PG.TASK_NOTIFICATIONS, {"host": host, "task_id": task_id, "limit": limit}).fetchall()
+
+    def task_cards(self, host: str, task_id: str) -> list[tuple[Any, ...]]:
+        """The task's live card: (sink, message id, updated_at)."""
+        return self.db.execute(PG.TASK_CARDS, {"host": host, "task_id": task_id}).fetchall()
+
+    def runs_of(self, host: str, name: str, limit: int) -> list[Run]:
+        """A host's latest `limit` runs of a task name, newest first."""
+        from task_pulse.history.reader import run_from_row
+
+        return [run_from_row(r) for r in self.db.execute(PG.RUNS_OF, {"host": host, "name": name, "limit": limit})]
+
     def snapshots(self, tasks: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """The snapshot texts of these (host, task id)s."""
         rows = self.db.execute(PG.SNAPSHOTS, {"hosts": [h for h, _ in tasks], "ids": [t for _, t in tasks]})
@@ -382,8 +448,9 @@ class Listener:
     doorbell): no polling. Reconnects with backoff; rings once after each reconnect (rows may have
     come while it was away)."""
 
-    def __init__(self, url: str, ring: Any) -> None:
-        self.url, self.ring = url, ring
+    def __init__(self, url: str, ring: Any, listen: str = PG.LISTEN) -> None:
+        """`listen`: which doorbell (PG.LISTEN: new notifications; PG.LISTEN_TASKS: changed tasks)."""
+        self.url, self.ring, self.listen = url, ring, listen
         self._conn: psycopg.Connection[Any] | None = None
 
     def run(self, stopping: Any) -> None:
@@ -392,7 +459,7 @@ class Listener:
         while not stopping.is_set():
             try:
                 self._conn = _connect(self.url, 5.0)
-                self._conn.execute(PG.LISTEN)
+                self._conn.execute(self.listen)
                 self.ring()
                 pause = 1.0
                 while not stopping.is_set():

@@ -46,14 +46,15 @@ def compact(task: Task, *, redact_secrets: bool = True) -> Task:
     """`task` as the daemon diffs and stores it (see the module's docstring)."""
     steps = [Step(name=_text(s.name, STEP_NAME_CAP, redact_secrets) or "", status=s.status,
                   started_at=_stamp(s.started_at), finished_at=_stamp(s.finished_at),
-                  message=_text(s.message, MESSAGE_CAP, redact_secrets), percent=s.percent) for s in task.steps]
+                  message=_text(s.message, MESSAGE_CAP, redact_secrets), percent=s.percent,
+                  budget_seconds=s.budget_seconds) for s in task.steps]
     extra = {k: chat_text(v, NAME_CAP, redact_secrets) for k, v in task.extra.items()
              if k in _KEPT_EXTRA and isinstance(v, str)}
     out = Task(task_id=task.task_id, name=_text(task.name, NAME_CAP, redact_secrets) or "", status=task.status,
                steps=steps, started_at=_stamp(task.started_at), updated_at=_stamp(task.updated_at),
                finished_at=_stamp(task.finished_at), error=_text(task.error, OUTCOME_CAP, redact_secrets),
                result=_text(task.result, OUTCOME_CAP, redact_secrets), rev=task.rev, stall_seconds=task.stall_seconds,
-               extra=extra)
+               budget_seconds=task.budget_seconds, extra=extra)
     if len(steps) > sum(WINDOW) + 1 and len(to_json(out)) > SIZE_BUDGET:
         focus = out.current_index
         if focus is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from task_pulse.records import PINGS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 HOST_ROLE, DELIVERER_ROLE = "task_pulse_host", "task_pulse_deliverer"  # group roles (see `task-pulse shared grant`)
 # What a deliverer may change of a notification: how it is being delivered, never what it says or whose it is.
 DELIVERY_COLUMNS = "claimed_by, claim_until, delivered_at, delivered_by, attempts, last_error, retry_at, paced_until"
@@ -15,6 +15,8 @@ DELIVERY_COLUMNS = "claimed_by, claim_until, delivered_at, delivered_by, attempt
 HOST_COLUMNS = "host, key, task_id, task_name, kind, created_at, text, data"
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))
 CHANNEL = "task_pulse"  # LISTEN/NOTIFY channel: rows were added
+# Task snapshots or runs changed (the board's doorbell; a courier need not wake for a heartbeat).
+TASKS_CHANNEL = "task_pulse_tasks"
 
 
 class PG:
@@ -80,6 +82,7 @@ class PG:
     ], 2: [
         # As in SQLite (sql_sqlite.py): the chat's pace, and sends written to a gateway not yet answered.
         "ALTER TABLE task_pulse.notifications ADD COLUMN paced_until DOUBLE PRECISION",
+        "ALTER TABLE task_pulse.cards ADD COLUMN due_at DOUBLE PRECISION",
         """
         CREATE TABLE task_pulse.handoffs (
             host        TEXT NOT NULL,
@@ -94,7 +97,22 @@ class PG:
             written_at  DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (host, task_id)
         )""",
-    ], 3: [
+    ], 3: [  # the history of finished runs (task_pulse/history), as each host's state db keeps it
+        """
+        CREATE TABLE task_pulse.runs (
+            host        TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            task_id     TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            outcome     TEXT NOT NULL,
+            at          DOUBLE PRECISION NOT NULL,
+            started_at  DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            steps       TEXT NOT NULL,
+            PRIMARY KEY (host, key)
+        )""",
+        "CREATE INDEX runs_name ON task_pulse.runs (host, name, at)",
+    ], 4: [
         # Row-level security (docs/shared-database.md): a host's role (a member of task_pulse_host, named as the
         # host: --host-name) sees and writes its own rows only; a deliverer (a member of task_pulse_deliverer)
         # sees every host's notifications and tasks, and writes only how they are delivered (column grants,
@@ -106,9 +124,11 @@ class PG:
                            AND pg_has_role(current_user, oid, 'MEMBER'))
         $$""",
         *(f"ALTER TABLE task_pulse.{t} ENABLE ROW LEVEL SECURITY" for t in ("tasks", "notifications", "cards",
-                                                                             "handoffs")),
-        "CREATE POLICY own_rows ON task_pulse.tasks USING (host = current_user) WITH CHECK (host = current_user)",
-        "CREATE POLICY deliverers_read ON task_pulse.tasks FOR SELECT USING (task_pulse.is_deliverer())",
+                                                                             "handoffs", "runs")),
+        *(f"CREATE POLICY own_rows ON task_pulse.{t} USING (host = current_user) WITH CHECK (host = current_user)"
+          for t in ("tasks", "runs")),
+        *(f"CREATE POLICY deliverers_read ON task_pulse.{t} FOR SELECT USING (task_pulse.is_deliverer())"
+          for t in ("tasks", "runs")),
         "CREATE POLICY own_rows ON task_pulse.notifications USING (host = current_user) "
         "WITH CHECK (host = current_user)",
         *(f"CREATE POLICY deliverers ON task_pulse.{t} USING (task_pulse.is_deliverer()) "
@@ -121,11 +141,11 @@ class PG:
           for role in (HOST_ROLE, DELIVERER_ROLE)),
         f"GRANT USAGE ON SCHEMA task_pulse TO {HOST_ROLE}, {DELIVERER_ROLE}",
         f"GRANT SELECT ON task_pulse.meta TO {HOST_ROLE}, {DELIVERER_ROLE}",
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON task_pulse.tasks TO {HOST_ROLE}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON task_pulse.tasks, task_pulse.runs TO {HOST_ROLE}",
         f"GRANT SELECT, DELETE ON task_pulse.notifications TO {HOST_ROLE}",
         f"GRANT INSERT ({HOST_COLUMNS}) ON task_pulse.notifications TO {HOST_ROLE}",
         f"GRANT USAGE ON SEQUENCE task_pulse.notifications_seq_seq TO {HOST_ROLE}",
-        f"GRANT SELECT ON task_pulse.tasks TO {DELIVERER_ROLE}",
+        f"GRANT SELECT ON task_pulse.tasks, task_pulse.runs TO {DELIVERER_ROLE}",
         f"GRANT SELECT, DELETE ON task_pulse.notifications TO {DELIVERER_ROLE}",
         f"GRANT UPDATE ({DELIVERY_COLUMNS}) ON task_pulse.notifications TO {DELIVERER_ROLE}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON task_pulse.cards, task_pulse.handoffs TO {DELIVERER_ROLE}",
@@ -165,8 +185,16 @@ class PG:
     VALUES (%(host)s, %(key)s, %(task_id)s, %(task_name)s, %(kind)s, %(created_at)s, %(text)s, %(data)s)
     ON CONFLICT (host, key) DO NOTHING
     """
+    PUT_RUN = """
+    INSERT INTO task_pulse.runs (host, key, task_id, name, outcome, at, started_at, finished_at, steps)
+    VALUES (%(host)s, %(key)s, %(task_id)s, %(name)s, %(outcome)s, %(at)s, %(started_at)s, %(finished_at)s,
+            %(steps)s)
+    ON CONFLICT (host, key) DO NOTHING
+    """
     RINGS = f"NOTIFY {CHANNEL}"
     LISTEN = f"LISTEN {CHANNEL}"
+    TASKS_RING = f"NOTIFY {TASKS_CHANNEL}"
+    LISTEN_TASKS = f"LISTEN {TASKS_CHANNEL}"
 
     # -- the deliverers' side ------------------------------------------------------------------------
     _COLUMNS = "seq, key, task_id, task_name, kind, created_at, text, data, attempts, host"
@@ -229,10 +257,12 @@ class PG:
     FOR UPDATE SKIP LOCKED
     """
     SINK_NEXT_FREE = """
-    SELECT min(greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)))
-    FROM task_pulse.notifications
-    WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
-      AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > %(now)s
+    SELECT min(at) FROM (
+        SELECT greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) AS at
+        FROM task_pulse.notifications
+        WHERE delivered_at IS NULL AND attempts < %(max_attempts)s
+          AND greatest(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > %(now)s
+        UNION ALL SELECT due_at FROM task_pulse.cards WHERE due_at > %(now)s) AS due
     """
     RENEW = """
     UPDATE task_pulse.notifications SET claim_until = %(until)s WHERE seq = ANY(%(seqs)s) AND claimed_by = %(owner)s
@@ -259,9 +289,17 @@ class PG:
     INSERT INTO task_pulse.cards (host, task_id, sink, message_id, started_key, text, updated_at)
     VALUES (%(host)s, %(task_id)s, %(sink)s, %(message_id)s, %(started_key)s, %(text)s, %(at)s)
     ON CONFLICT (host, task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
-        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at, due_at = NULL
     """
     DROP_CARD = "DELETE FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s"
+    OWE_EDIT = "UPDATE task_pulse.cards SET due_at = %(at)s WHERE host = %(host)s AND task_id = %(task_id)s"
+    OWED_CARD = """
+    SELECT host, task_id FROM task_pulse.cards AS c WHERE due_at <= %(now)s
+      AND NOT EXISTS (SELECT 1 FROM task_pulse.notifications AS n
+                      WHERE n.host = c.host AND n.task_id = c.task_id AND n.delivered_at IS NULL)
+    ORDER BY due_at LIMIT 1
+    FOR UPDATE SKIP LOCKED
+    """
     PURGE_CARDS = """
     DELETE FROM task_pulse.cards AS c
     WHERE NOT EXISTS (SELECT 1 FROM task_pulse.tasks AS t WHERE t.host = c.host AND t.task_id = c.task_id)
@@ -290,12 +328,28 @@ class PG:
     SELECT snapshot, stalled_for FROM task_pulse.tasks WHERE host = %(host)s AND task_id = %(task_id)s
       AND status IS NOT NULL
     """
+    _RUN_COLUMNS = "key, task_id, name, outcome, at, started_at, finished_at, steps"
+    # The latest %(limit)s done runs of each (host, name) asked for (a host's runs are its own history).
+    DONE_RUNS_OF = f"""
+    SELECT host, {_RUN_COLUMNS} FROM (
+        SELECT *, row_number() OVER (PARTITION BY host, name ORDER BY at DESC, key DESC) AS nth FROM task_pulse.runs
+        WHERE outcome = 'done'
+          AND (host, name) IN (SELECT * FROM unnest(%(hosts)s::text[], %(names)s::text[]))) AS latest
+    WHERE nth <= %(limit)s
+    """
 
     # -- housekeeping (any daemon's cleanup) -----------------------------------------------------------
     PURGE_DELIVERED = """
     DELETE FROM task_pulse.notifications WHERE delivered_at IS NOT NULL AND delivered_at < %(before)s
     """
     PURGE_TASKS = "DELETE FROM task_pulse.tasks WHERE ended_at < %(before)s OR gone_at < %(before)s"
+    # A host's runs: those older than its history keeps, and those past the newest %(keep)s of a name.
+    PURGE_RUNS = """
+    DELETE FROM task_pulse.runs AS r USING (
+        SELECT key, at, row_number() OVER (PARTITION BY name ORDER BY at DESC, key DESC) AS nth
+        FROM task_pulse.runs WHERE host = %(host)s) AS x
+    WHERE r.host = %(host)s AND r.key = x.key AND (x.nth > %(keep)s OR x.at < %(before)s)
+    """
 
     # -- `task-pulse status --all-hosts` -----------------------------------------------------------------
     COUNT_BY_STATUS = "SELECT status, count(*) FROM task_pulse.tasks WHERE gone_at IS NULL GROUP BY status"
@@ -318,4 +372,17 @@ class PG:
     SNAPSHOTS = """
     SELECT host, task_id, snapshot FROM task_pulse.tasks
     WHERE (host, task_id) IN (SELECT * FROM unnest(%(hosts)s::text[], %(ids)s::text[]))
+    """
+
+    # -- the board's detail of one task (task_pulse/board): read-only ---------------------------------------
+    TASK_NOTIFICATIONS = """
+    SELECT seq, kind, created_at, text, delivered_at, delivered_by, attempts, last_error FROM task_pulse.notifications
+    WHERE host = %(host)s AND task_id = %(task_id)s ORDER BY seq DESC LIMIT %(limit)s
+    """
+    TASK_CARDS = """
+    SELECT sink, message_id, updated_at FROM task_pulse.cards WHERE host = %(host)s AND task_id = %(task_id)s
+    """
+    RUNS_OF = f"""
+    SELECT {_RUN_COLUMNS} FROM task_pulse.runs WHERE host = %(host)s AND name = %(name)s
+    ORDER BY at DESC, key DESC LIMIT %(limit)s
     """

@@ -9,7 +9,22 @@ from task_pulse.records import PINGS
 
 PINGS_SQL = ", ".join(f"'{kind}'" for kind in sorted(PINGS))  # kinds are our own words: no quoting needed
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# The history of finished runs (task_pulse/history): written by the worker only, outliving the task files.
+# Bounded per task name and by age (`Outbox.record`, `Outbox.purge_runs`).
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS runs (
+    key         TEXT PRIMARY KEY,   -- task id, start, run counter: a run recorded twice is stored once
+    task_id     TEXT NOT NULL,
+    name        TEXT NOT NULL,      -- runs are matched by task name
+    outcome     TEXT NOT NULL,      -- done | error
+    at          REAL NOT NULL,      -- unix time it started (else finished): orders and ages runs
+    started_at  REAL,
+    finished_at REAL,
+    steps       TEXT NOT NULL,      -- JSON: [{name, status, seconds, silence}] in step order
+    shared      INTEGER NOT NULL DEFAULT 0  -- 1 once a shared state db has it (daemon/forwarder.py)
+)"""
+RUNS_INDEX = "CREATE INDEX IF NOT EXISTS runs_name ON runs (name, at)"
 # What each version adds to the one before, for a database made by an older task-pulse.
 MIGRATIONS = {
     2: ["ALTER TABLE seen ADD COLUMN gone_at REAL"],
@@ -18,9 +33,13 @@ MIGRATIONS = {
         "ALTER TABLE seen ADD COLUMN shared_version INTEGER",
         # rows of before: their status is in their snapshot, which is JSON either way
         "UPDATE seen SET status = json_extract(snapshot, '$.status') WHERE json_valid(snapshot)"],
-    4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL"],  # `handoffs` is made by SCHEMA itself
+    4: ["ALTER TABLE notifications ADD COLUMN paced_until REAL",  # `handoffs` is made by SCHEMA itself
+        "ALTER TABLE cards ADD COLUMN due_at REAL"],
+    # History, ETA, budgets: the runs, and what the daemon observed of each running task.
+    5: [RUNS_TABLE, RUNS_INDEX, "ALTER TABLE seen ADD COLUMN observed TEXT",
+        "ALTER TABLE seen ADD COLUMN overdue_at REAL"],
     # Whose file each task is, how much its row keeps, and a run told only in summaries (a flood).
-    5: ["ALTER TABLE seen ADD COLUMN owner INTEGER", "ALTER TABLE seen ADD COLUMN size INTEGER",
+    6: ["ALTER TABLE seen ADD COLUMN owner INTEGER", "ALTER TABLE seen ADD COLUMN size INTEGER",
         "ALTER TABLE seen ADD COLUMN quiet_run INTEGER"],
 }
 
@@ -50,6 +69,8 @@ class SQL:
         status      TEXT,               -- the snapshot's status (NULL while adopt_at is set): `status` counts it
         version     INTEGER NOT NULL DEFAULT 1,  -- +1 at every write of the row
         shared_version INTEGER,         -- the version a shared state db has (see daemon/forwarder.py)
+        observed    TEXT,               -- what the daemon saw of this run so far (JSON, task_pulse/history)
+        overdue_at  REAL,               -- unix time the running step or the task becomes overdue (NULL: never)
         owner       INTEGER,            -- uid of the task file's owner, as last read
         size        INTEGER,            -- bytes of `snapshot` (a co-user's tombstones are kept within a budget)
         quiet_run   INTEGER             -- a run whose news was told in flood summaries only (see daemon/flood.py)
@@ -83,7 +104,8 @@ class SQL:
         message_id  TEXT NOT NULL,      -- the chat's id of the card message, for edits
         started_key TEXT,               -- the `started` notification it was sent for: a new run gets a new card
         text        TEXT NOT NULL,      -- what the card shows now
-        updated_at  TEXT NOT NULL
+        updated_at  TEXT NOT NULL,
+        due_at      REAL                -- an edit owed then: the pace held back one that carried no row
     );
     -- A send written to the OpenClaw gateway whose outcome is not recorded yet (written by deliverers only).
     -- Stored before the request goes out, so that whoever delivers the task next, after a lost reply or a
@@ -100,7 +122,7 @@ class SQL:
         boot_id     TEXT,               -- the gateway's bootId: its memory of keys ends with that boot
         written_at  REAL NOT NULL       -- unix time it was first written
     );
-    """
+    """ + RUNS_TABLE + ";\n" + RUNS_INDEX + ";\n"
     # Indexes made once a migration's columns are there (in a new db, or a migrated one). `seen` rows
     # hold each task's whole text: what a start reads of every task (signatures, timers, counts) is
     # in these small indexes, not in the table's 100 MB at 100,000 tasks. Each holds every column its
@@ -113,6 +135,7 @@ class SQL:
         "CREATE INDEX IF NOT EXISTS seen_held ON seen (task_id, progress_at) WHERE held IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS seen_stalled ON seen (task_id, stalled_for, gone_at) "
         "WHERE stalled_for IS NOT NULL AND gone_at IS NULL",
+        "CREATE INDEX IF NOT EXISTS seen_overdue ON seen (overdue_at, task_id) WHERE overdue_at IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS seen_gone_owner ON seen (owner, gone_at, size) WHERE gone_at IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS notifications_held ON notifications (claimed_by) "
         "WHERE delivered_at IS NULL AND claimed_by LIKE 'flood:%'",
@@ -122,23 +145,25 @@ class SQL:
 
     GET_SEEN = """
     SELECT task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, digest, gone_at, adopt_at,
-        owner, quiet_run
+        observed, overdue_at, owner, quiet_run
     FROM seen WHERE task_id = ?
     """
     STALL_TIMERS = "SELECT task_id, stall_at FROM seen WHERE stall_at IS NOT NULL"
+    OVERDUE_TIMERS = "SELECT task_id, overdue_at FROM seen WHERE overdue_at IS NOT NULL"
     HELD_PROGRESS = "SELECT task_id, progress_at FROM seen WHERE held IS NOT NULL"
     SEEN_SIGS = "SELECT task_id, file_sig FROM seen WHERE gone_at IS NULL"
     PUT_SEEN = """
     INSERT INTO seen (task_id, snapshot, run, file_sig, stalled_for, progress_at, held, stall_at, ended_at, digest,
-        status, owner, size, quiet_run)
+        status, observed, overdue_at, owner, size, quiet_run)
     VALUES (:task_id, :snapshot, :run, :file_sig, :stalled_for, :progress_at, :held, :stall_at, :ended_at, :digest,
-        :status, :owner, length(CAST(:snapshot AS BLOB)), :quiet_run)
+        :status, :observed, :overdue_at, :owner, length(CAST(:snapshot AS BLOB)), :quiet_run)
     ON CONFLICT (task_id) DO UPDATE SET
         snapshot = excluded.snapshot, run = excluded.run, file_sig = excluded.file_sig,
         stalled_for = excluded.stalled_for, progress_at = excluded.progress_at, held = excluded.held,
         stall_at = excluded.stall_at, ended_at = excluded.ended_at, digest = excluded.digest, gone_at = NULL,
         adopt_at = NULL, status = excluded.status, owner = coalesce(excluded.owner, seen.owner),
-        size = excluded.size, quiet_run = excluded.quiet_run, version = seen.version + 1
+        size = excluded.size, quiet_run = excluded.quiet_run, version = seen.version + 1, observed = excluded.observed,
+        overdue_at = excluded.overdue_at
     """
     # A first start's file, stored as read (see `Outbox.store_unread`); replaces what a start cut short left.
     PUT_UNREAD = """
@@ -148,7 +173,7 @@ class SQL:
         snapshot = excluded.snapshot, run = 0, file_sig = excluded.file_sig, stalled_for = NULL, progress_at = NULL,
         held = NULL, stall_at = NULL, ended_at = NULL, digest = excluded.digest, gone_at = NULL,
         adopt_at = excluded.adopt_at, status = NULL, owner = excluded.owner, size = excluded.size, quiet_run = NULL,
-        version = seen.version + 1
+        version = seen.version + 1, observed = NULL, overdue_at = NULL
     """
     UNADOPTED = "SELECT task_id FROM seen WHERE adopt_at IS NOT NULL ORDER BY task_id LIMIT ?"
     # The forwarder's (daemon/forwarder.py): rows written since a shared state db last got them. Its index
@@ -180,13 +205,14 @@ class SQL:
     # state (the signature and digest of the file it was read from stay).
     ADOPTED = """
     UPDATE seen SET snapshot = :snapshot, size = length(CAST(:snapshot AS BLOB)), stalled_for = :stalled_for,
-        stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL, status = :status, version = version + 1
+        stall_at = :stall_at, ended_at = :ended_at, adopt_at = NULL, status = :status, version = version + 1,
+        observed = :observed, overdue_at = :overdue_at
     WHERE task_id = :task_id
     """
     DROP_SEEN = "DELETE FROM seen WHERE task_id = ?"
     # The file is gone: no timers, nothing held; the snapshot, run and throttle stay for its return.
     MARK_GONE = """
-    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL,
+    UPDATE seen SET gone_at = :now, stall_at = NULL, held = NULL, file_sig = NULL, digest = NULL, overdue_at = NULL,
         version = version + 1
     WHERE task_id = :task_id AND gone_at IS NULL
     """
@@ -296,9 +322,11 @@ class SQL:
     """
     # When the next row a sink may want becomes free: a retry coming due or a claim lapsing.
     SINK_NEXT_FREE = """
-    SELECT min(max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0))) FROM notifications
-    WHERE delivered_at IS NULL AND attempts < :max_attempts
-      AND max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > :now
+    SELECT min(at) FROM (
+        SELECT max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) AS at FROM notifications
+        WHERE delivered_at IS NULL AND attempts < :max_attempts
+          AND max(coalesce(retry_at, 0), coalesce(claim_until, 0), coalesce(paced_until, 0)) > :now
+        UNION ALL SELECT due_at FROM cards WHERE due_at > :now)
     """
     PURGE_DELIVERED = "DELETE FROM notifications WHERE delivered_at IS NOT NULL AND delivered_at < :before"
     # Everything a sink may deliver now for one task, oldest first: one call can carry it all.
@@ -315,7 +343,14 @@ class SQL:
     INSERT INTO cards (task_id, sink, message_id, started_key, text, updated_at)
     VALUES (:task_id, :sink, :message_id, :started_key, :text, :at)
     ON CONFLICT (task_id) DO UPDATE SET sink = excluded.sink, message_id = excluded.message_id,
-        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at
+        started_key = excluded.started_key, text = excluded.text, updated_at = excluded.updated_at, due_at = NULL
+    """
+    OWE_EDIT = "UPDATE cards SET due_at = :at WHERE task_id = :task_id"
+    # A card whose owed edit is due, of a task with nothing waiting (what waits would edit it anyway).
+    OWED_CARD = """
+    SELECT task_id FROM cards AS c WHERE due_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.task_id = c.task_id AND n.delivered_at IS NULL)
+    ORDER BY due_at LIMIT 1
     """
     DROP_CARD = "DELETE FROM cards WHERE task_id = :task_id"
     RENEW = "UPDATE notifications SET claim_until = :until WHERE seq = :seq AND claimed_by = :owner"
@@ -350,3 +385,43 @@ class SQL:
     PURGE_HANDOFFS = """
     DELETE FROM handoffs WHERE task_id NOT IN (SELECT task_id FROM notifications WHERE delivered_at IS NULL)
     """
+
+    # -- the history of finished runs (task_pulse/history) --------------------------------------------
+    PUT_RUN = """
+    INSERT OR IGNORE INTO runs (key, task_id, name, outcome, at, started_at, finished_at, steps)
+    VALUES (:key, :task_id, :name, :outcome, :at, :started_at, :finished_at, :steps)
+    """
+    # The runs of a name past the newest :keep go (the bound per task name).
+    TRIM_RUNS = """
+    DELETE FROM runs WHERE rowid IN (
+        SELECT rowid FROM runs WHERE name = :name ORDER BY at DESC, rowid DESC LIMIT -1 OFFSET :keep)
+    """
+    PURGE_RUNS = "DELETE FROM runs WHERE at < :before"
+    RUN_NAMES = "SELECT DISTINCT name FROM runs"
+    _RUN_COLUMNS = "key, task_id, name, outcome, at, started_at, finished_at, steps"
+    RUNS_OF = f"SELECT {_RUN_COLUMNS} FROM runs WHERE name = :name ORDER BY at DESC, rowid DESC LIMIT :limit"
+    DONE_RUNS_OF = f"""
+    SELECT {_RUN_COLUMNS} FROM runs WHERE name = :name AND outcome = 'done' ORDER BY at DESC, rowid DESC LIMIT :limit
+    """
+    # The latest :limit done runs of each of several names (a JSON list), for `status`.
+    DONE_RUNS_OF_NAMES = f"""
+    SELECT {_RUN_COLUMNS} FROM (
+        SELECT *, row_number() OVER (PARTITION BY name ORDER BY at DESC, rowid DESC) AS nth FROM runs
+        WHERE outcome = 'done' AND name IN (SELECT value FROM json_each(:names)))
+    WHERE nth <= :limit
+    """
+    RUN_SUMMARY = """
+    SELECT name, count(*), sum(outcome = 'done'), max(at) FROM runs GROUP BY name ORDER BY max(at) DESC
+    """
+    UNSHARED_RUNS_INDEX = "CREATE INDEX IF NOT EXISTS runs_unshared ON runs (key) WHERE shared = 0"
+    UNSHARED_RUNS = f"SELECT {_RUN_COLUMNS} FROM runs WHERE shared = 0 LIMIT ?"
+    MARK_RUN_SHARED = "UPDATE runs SET shared = 1 WHERE key = ?"
+
+    # -- the board's detail of one task (task_pulse/board): read-only ---------------------------------------
+    # A notification's key starts with its task id and ":" (daemon/differ.py): the UNIQUE index on `key`
+    # finds a task's rows by that prefix (";" is the character after ":"), with no index of their own.
+    TASK_NOTIFICATIONS = """
+    SELECT seq, kind, created_at, text, delivered_at, delivered_by, attempts, last_error FROM notifications
+    WHERE key >= :low AND key < :high AND task_id = :task_id ORDER BY seq DESC LIMIT :limit
+    """
+    TASK_CARDS = "SELECT sink, message_id, updated_at FROM cards WHERE task_id = :task_id"

@@ -488,11 +488,15 @@ class TaskStore:
         *,
         stall_seconds: float | None = None,
         task_id: str | None = None,
+        budget_seconds: float | None = None,
+        step_budgets: dict[str, float] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Task:
         """A new task with its first step running. Id collisions get `-2`, `-3` … (never overwrite).
 
-        `extra`: more fields for the file (an adapter's `parentTaskId`), written after the known ones."""
+        `budget_seconds`: how long the task may run before it is overdue; `step_budgets`: the same per
+        step name (every step of that name), each naming one of the steps. `extra`: more fields for the
+        file (an adapter's `parentTaskId`), written after the known ones."""
         if not name.strip():
             raise BadInput("a task needs a name")
         if not step_names:
@@ -501,11 +505,15 @@ class TaskStore:
             raise BadInput("step names must not be empty")
         if len(step_names) > MAX_STEPS:
             raise BadInput(f"{len(step_names)} steps: a task has at most {MAX_STEPS}")
+        unknown = sorted(set(step_budgets or {}) - set(step_names))
+        if unknown:
+            raise BadInput(f"a budget for {', '.join(map(repr, unknown))}, which is not one of the steps")
         stamp = _iso(now)
-        steps = [Step(name=s) for s in step_names]
+        steps = [Step(name=s, budget_seconds=(step_budgets or {}).get(s)) for s in step_names]
         steps[0].status, steps[0].started_at = "running", stamp
         task = Task(task_id="", name=name, status="running", steps=steps, started_at=stamp,
-                    updated_at=stamp, rev=1, stall_seconds=stall_seconds, extra=dict(extra or {}))
+                    updated_at=stamp, rev=1, stall_seconds=stall_seconds, budget_seconds=budget_seconds,
+                    extra=dict(extra or {}))
         base = check_task_id(task_id) if task_id else f"{id_stem(name)}-{now.strftime('%Y%m%d-%H%M%S')}"
         for n in range(1, 10_000):
             task.task_id = base if n == 1 else f"{base}-{n}"

@@ -71,9 +71,11 @@ def _join(words: list[str] | tuple[str, ...]) -> str | None:
 
 
 def create(settings: Settings, name: str, steps: list[str], stall: float | None = None,
-           task_id: str | None = None) -> Outcome:
+           task_id: str | None = None, budget: float | None = None,
+           step_budgets: dict[str, float] | None = None) -> Outcome:
     store = TaskStore(settings.tasks_path, settings.lock_timeout)
-    task = store.create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id)
+    task = store.create(name, steps, settings.now(), stall_seconds=stall, task_id=task_id, budget_seconds=budget,
+                        step_budgets=step_budgets)
     return Outcome(task.task_id, task, AfterWrite(settings, store).notes)
 
 

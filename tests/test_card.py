@@ -48,8 +48,9 @@ class Chat:
 
 
 def is_card(text: str, name: str) -> bool:
-    """A card names the task and shows the bar over its step lines; a ping has no bar."""
-    return f"【{name}】" in text and ("█" in text or "░" in text) and "\n" in text
+    """A card names the task (【name】 in Chinese, "name" in English) and shows the bar over its step lines; a ping
+    has no bar."""
+    return (f"【{name}】" in text or f'"{name}"' in text) and ("█" in text or "░" in text) and "\n" in text
 
 
 def final_card(chat: Chat, name: str) -> bool:

@@ -231,13 +231,13 @@ def test_a_give_up_warning_counts_each_row_once(caplog: pytest.LogCaptureFixture
 
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
     from task_pulsed.delivery.pacing import UNPACED, Pacer
-    from task_pulsed.delivery.sinks import DeliveryError
+    from task_pulsed.delivery.results import DeliveryError
 
     class Outbox:
         def __init__(self) -> None:
             self.retried: list[list[int]] = []
 
-        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float) -> None:
+        def retry_later(self, seqs: list[int], owner: str, error: str, retry_at: float, *, count: bool = True) -> None:
             self.retried.append(list(seqs))
 
     state = SimpleNamespace(owner_prefix="test:", errors=())

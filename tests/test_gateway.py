@@ -72,17 +72,23 @@ def test_one_connection_carries_every_call_and_the_card_is_edited_in_place(tmp_p
     wait_for(lambda: "delivering through gateway ws://127.0.0.1" in d.log(), 20, "the gateway route")
     store = TaskStore(tasks_dir)
     task = store.create("Nightly", [f"s{i}" for i in range(1, 6)], datetime.now(UTC))
-    for i in range(4):  # each write after the one before is delivered (i + 1 rows: started, then a step each)
-        wait_for(lambda i=i: delivered(tasks_dir, i + 1), 20, "caught up")
+    for i in range(4):
+        wait_for(lambda i=i: delivered(tasks_dir, 1 + i), 20, "caught up")  # started, then each step_done
         store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat(), "ok"), datetime.now(UTC))
     store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "all good"), datetime.now(UTC))
     wait_for(lambda: delivered(tasks_dir, 6), 30, "every notification delivered")  # started, 4 steps, done
     wait_for(lambda: final_card(gateway.sends()[0].shown, "Nightly", 5), 20, "the final card")
     assert gateway.connections == 1  # every call over one connection
-    db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
-    cards = db.execute("SELECT task_id, text FROM cards").fetchall()
-    db.close()
-    assert cards == [(task.task_id, gateway.sends()[0].shown)]  # the last edit (it carried no row) is the task's
+
+    def cards() -> list[tuple[str, str]]:
+        db = sqlite3.connect(tasks_dir / ".pulse" / "state.db")
+        try:
+            return db.execute("SELECT task_id, text FROM cards").fetchall()
+        finally:
+            db.close()
+
+    # The last edit carried no row (the done ping told it): it is stored as the task's card all the same.
+    wait_for(lambda: cards() == [(task.task_id, gateway.sends()[0].shown)], 10, "the card as the chat shows it")
     assert [m.text.split()[0] for m in gateway.sends()] == ["🔄", "🎉"]  # the card, then the done ping
     assert cli_calls(tmp_path / "cli.jsonl") == []
     assert {n["delivered_by"].split(":")[-1] for n in read_notifications(tasks_dir)} <= {"gateway", "card"}
@@ -349,3 +355,24 @@ def test_a_gateway_still_starting_is_tried_again_within_seconds(tmp_path: Path, 
     daemons.append(d)
     wait_for(lambda: f"delivering through gateway {gateway.url}" in d.log(), 15, "the gateway once it started")
     assert "refused" not in d.log()
+
+
+def test_the_last_edit_the_pace_held_back_is_made_when_it_is_due(tmp_path: Path, tasks_dir: Path,
+                                                                 gateway: StandInGateway,
+                                                                 daemons: list[Daemon]) -> None:
+    """The done ping tells the end, so the card's last edit carries no notification of its own; held back by
+    the pace (an edit came less than 3 s before), it is owed on the card and made once due."""
+    d = gateway_daemon(tasks_dir, gateway, tmp_path / "cli.jsonl").start()  # Telegram's pace: an edit per 3 s
+    daemons.append(d)
+    store = TaskStore(tasks_dir)
+    task = store.create("Owed", ["a", "b", "c"], datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 1), 20, "the card sent")
+    store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: gateway.sends() and gateway.sends()[0].edits, 20, "an edit of the card")
+    store.update(task.task_id, lambda t: t.advance(datetime.now(UTC).isoformat()), datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 3), 20, "the second step's row, held for the pace then told")
+    store.update(task.task_id, lambda t: t.finish(datetime.now(UTC).isoformat(), "fine"), datetime.now(UTC))
+    wait_for(lambda: delivered(tasks_dir, 4), 20, "the done ping")
+    wait_for(lambda: final_card(gateway.sends()[0].shown, "Owed", 3), 20, "the card's last edit, once due")
+    times = gateway.edit_times(gateway.sends()[0].id)
+    assert all(b - a >= 2.9 for a, b in zip(times, times[1:], strict=False)), times

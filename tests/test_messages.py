@@ -120,6 +120,7 @@ TYPICAL: dict[str, dict[str, Any]] = {
     "resumed": {"name": "日报发布", "duration": "7分3秒", "step": "筛选", "done": 1, "total": 3},
     "invalid": {"file": "x.json", "reason": "not valid JSON"},
     "summary": {"count": 12, "window": "1分钟", "names": "部署 1, 部署 2", "what": "12个开始，3个可能卡住"},
+    "overdue": {"name": "日报发布", "step": "写稿", "duration": "15分钟", "expected": "20秒"},
 }
 
 ZH: dict[str, str] = {
@@ -133,6 +134,7 @@ ZH: dict[str, str] = {
     "invalid": "⚠️ 任务文件无法读取: x.json（not valid JSON）",
     "summary": "🌊 1分钟内另有12个任务的消息合并为一条: 部署 1, 部署 2\n"
                "12个开始，3个可能卡住（task-pulse status 可查看）",
+    "overdue": "⏰ 【日报发布】写稿超时（已用15分钟，通常20秒）",
 }
 
 EN: dict[str, str] = {
@@ -146,6 +148,7 @@ EN: dict[str, str] = {
     "invalid": "⚠️ Task file unreadable: x.json (not valid JSON)",
     "summary": "🌊 12 more tasks within 1m, told in one message: 部署 1, 部署 2\n12 started, 3 may be stuck "
                "(task-pulse status shows them)",
+    "overdue": '⏰ "日报发布" 写稿 overdue (15m0s so far, usually 20s)',
 }
 
 
@@ -160,8 +163,9 @@ def test_render_zh_matches_design(kind: str) -> None:
 
 
 # The daemon formats durations in the language it renders in.
-EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s"}
-EN_FIELDS = {"summary": {"window": "1m", "what": "12 started, 3 may be stuck"}}  # what the daemon words in English
+EN_DURATIONS = {"done": "3m12s", "stalled": "5m0s", "resumed": "7m3s", "overdue": "15m0s"}
+# What the daemon words in English.
+EN_FIELDS = {"summary": {"window": "1m", "what": "12 started, 3 may be stuck"}, "overdue": {"expected": "20s"}}
 
 
 @pytest.mark.parametrize("kind", NOTIFICATION_KINDS)
@@ -243,8 +247,8 @@ def test_english_reads_as_english(kind: str) -> None:
     """No full-width brackets or Chinese words in English texts (the task's own words aside)."""
     text = render(kind, {**TYPICAL[kind], "name": "Daily report", "step": "fetch", "next": "filter",
                          "message": "25 items", "current": "fetch", "plan": "fetch → filter", "duration": "5m0s",
-                         "error": "HTTP 502", "result": "ok", "names": "Daily report", "window": "1m",
-                         "what": "1 started"}, "en")
+                         "expected": "20s", "error": "HTTP 502", "result": "ok", "names": "Daily report",
+                         "window": "1m", "what": "1 started"}, "en")
     assert not any("\u3000" <= c <= "\u9fff" or "\uff00" <= c <= "\uffef" for c in text), text
 
 

@@ -45,6 +45,15 @@ def test_edits_of_one_card_are_three_seconds_apart_and_other_cards_are_not_held(
     assert pacer.next_edit("a", 11.0) == 11.0
 
 
+def test_the_next_edit_waits_from_when_the_last_one_came_back() -> None:
+    pacer = Pacer(CHANNEL_LIMITS["telegram"])
+    pacer.take_edit("a", 10.0)
+    pacer.edit_done("a", 12.0)  # that call took 2 s
+    assert pacer.next_edit("a", 12.5) == pytest.approx(15.0)
+    pacer.edit_done("b", 12.0)  # a card never edited: nothing to wait for
+    assert pacer.next_edit("b", 12.5) == 12.5
+
+
 def test_on_matrix_edits_count_against_the_budget_but_leave_pings_a_reserve() -> None:
     pacer = Pacer(CHANNEL_LIMITS["matrix"])  # 0.2/s, burst 10, edits count
     edited = 0

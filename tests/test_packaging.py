@@ -49,7 +49,8 @@ def test_the_sdist_carries_its_tests_unit_and_licence(sdist: tuple[Path, str]) -
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     for needed in ("tests/__init__.py", "tests/conftest.py", "tests/benchmarks/writer_cost.py",
-                   "tests/standins/systemctl", "systemd/task-pulsed.service", "LICENSE",
+                   "tests/standins/systemctl", "systemd/task-pulsed.service", "systemd/task-pulse-board.service",
+                   "LICENSE",
                    "task_pulse/skill/references/integration-guide.md", "docs/task-file.md", "setup.py"):
         assert needed in names, needed
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
@@ -72,6 +73,15 @@ def test_the_wheel_carries_every_module_under_our_two_names(wheel: Path) -> None
     ours |= {"task_pulsed/" + str(p.relative_to(ROOT / "daemon")) for p in (ROOT / "daemon").rglob("*.py")}
     assert shipped == ours
     assert {n.split("/")[0] for n in shipped} == {"task_pulse", "task_pulsed"}  # no top-level `daemon`
+
+
+def test_the_wheel_carries_the_units_and_the_boards_page(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        board_unit = whl.read("task_pulse/task-pulse-board.service").decode()
+    assert {"task_pulse/task-pulsed.service", "task_pulse/board/static/index.html", "task_pulse/board/static/board.js",
+            "task_pulse/board/static/board.css", "task_pulse/board/static/login.html"} <= names
+    assert "ExecStart=@COMMAND@" in board_unit  # the template itself, not the symlink's name
 
 
 @pytest.fixture(scope="module")

@@ -421,3 +421,85 @@ def test_a_dollar_in_the_tasks_dir_reaches_the_daemon_as_written(manager: Manage
 
     assert installed_environment(unit)["TASK_PULSE_DIR"] == str(tasks)  # read back as written, too
     assert "Authorization: Bearer ${CHAT_TOKEN}" in installed_args(unit)
+
+
+# -- the board's unit (`service install --board`) -------------------------------------------------------------
+
+
+def test_install_with_the_board_writes_its_unit_which_systemd_analyze_verifies(tmp_path: Path,
+                                                                               tasks_dir: Path) -> None:
+    home, runtime = tmp_path / "home", tmp_path / "xdg"
+    home.mkdir()
+    runtime.mkdir(mode=0o700)
+    proc = install(home, tasks_dir, "--no-start", "--board", TASK_PULSE_LANG="en")
+    assert proc.returncode == 0, proc.stderr
+    units = home / ".config" / "systemd" / "user"
+    assert sorted(p.name for p in units.iterdir()) == ["task-pulse-board.service", "task-pulsed.service"]
+    board = (units / "task-pulse-board.service").read_text()
+    assert unit_value(board, "ExecStart") == [f'"{BIN / "task-pulse"}" "board"']
+    assert f'"TASK_PULSE_DIR={tasks_dir}"' in unit_value(board, "Environment")
+    assert '"TASK_PULSE_LANG=en"' in unit_value(board, "Environment")
+    assert unit_value(board, "EnvironmentFile") == ["-%h/.config/task-pulse/env"]
+    assert stat.S_IMODE((units / "task-pulse-board.service").stat().st_mode) == 0o600
+    assert "systemctl --user enable task-pulsed task-pulse-board" in proc.stdout
+    for unit in ("task-pulsed.service", "task-pulse-board.service"):
+        verify = subprocess.run(["systemd-analyze", "--user", "verify", str(units / unit)], capture_output=True,
+                                text=True, env=install_env(home, XDG_RUNTIME_DIR=str(runtime)), timeout=60)
+        assert verify.returncode == 0 and "task-pulse" not in verify.stderr, verify.stderr
+    again = install(home, tasks_dir, "--no-start")  # an upgrade keeps the board's unit, written anew
+    assert again.returncode == 0 and "task-pulse-board.service" in again.stdout
+
+
+def test_the_board_follows_the_daemons_shared_state_db() -> None:
+    from task_pulse.service import board_command
+
+    assert board_command(BIN / "task-pulsed", ["--state", "postgresql://pulse@db/pulse", "--lang", "en"]) == [
+        str(BIN / "task-pulse"), "board", "--state", "postgresql://pulse@db/pulse"]
+    assert board_command(BIN / "task-pulsed", ["--state=postgresql://${PG}@db/p"])[-1] == "postgresql://${PG}@db/p"
+    assert board_command(BIN / "task-pulsed", []) == [str(BIN / "task-pulse"), "board"]
+
+
+def test_install_with_the_board_starts_it_and_uninstall_stops_both(manager: Manager, tasks_dir: Path) -> None:
+    proc = manager.install(tasks_dir, "--board", TASK_PULSE_BOARD_PORT="0")
+    board_pid = manager.log.with_suffix(".task-pulse-board.service.pid")
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert manager.calls() == [*START, ["--user", "enable", "task-pulse-board.service"],
+                                   ["--user", "restart", "task-pulse-board.service"]]
+        wait_for(board_pid.exists, 30, "the board started by the manager")
+        pid = int(board_pid.read_text())
+        assert Path(f"/proc/{pid}/cmdline").read_text().split("\0")[-3:-1] == [str(BIN / "task-pulse"), "board"]
+        status = subprocess.run([str(BIN / "task-pulse"), "service", "status", "--json"], capture_output=True,
+                                text=True, env=install_env(manager.home, PATH=manager.path,
+                                                           STANDIN_LOG=str(manager.log)), timeout=60)
+        assert '"board": ' in status.stdout and '"board": "not installed"' not in status.stdout
+        gone = subprocess.run([str(BIN / "task-pulse"), "service", "uninstall"], capture_output=True, text=True,
+                              env=install_env(manager.home, PATH=manager.path, STANDIN_LOG=str(manager.log)),
+                              timeout=60)
+        assert gone.returncode == 0 and "removed" in gone.stdout and "task-pulse-board.service" in gone.stdout
+        assert ["--user", "disable", "--now", "task-pulse-board.service"] in manager.calls()
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state(pid), 30, "the board stopped")
+        assert list(manager.home.rglob("*.service")) == []
+    finally:
+        if board_pid.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(board_pid.read_text()), signal.SIGKILL)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "gone"
+
+
+def test_the_board_needs_its_extra_and_nothing_is_written_without(tmp_path: Path, tasks_dir: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shadow = tmp_path / "shadow" / "uvicorn"  # first on the path: as if uvicorn were not installed
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed', name='uvicorn')\n")
+    proc = install(home, tasks_dir, "--no-start", "--board", PYTHONPATH=str(shadow.parent))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "pip install 'task-pulse[board]'" in proc.stderr and "nothing written" in proc.stderr
+    assert list(home.rglob("*.service")) == []

@@ -143,6 +143,10 @@ class Courier(threading.Thread):
         rows = outbox.claim_task_batch(self.owner, self.options.attempts, self.sink.timeout)
         self.bell.set_aside(outbox.skipped)
         if not rows:
+            owed = outbox.claim_owed_edit(self.sink.timeout + 60)
+            if owed is not None:
+                self._owed_edit(outbox, *owed)
+                return
             free_at = outbox.sink_next_free(self.options.attempts)
             self.bell.wait(seen, None if free_at is None else max(0.0, free_at - time.time()))
             return
@@ -170,13 +174,7 @@ class Courier(threading.Thread):
                             shown_id(task_id))
                 outbox.drop_card(task_id, host)
                 card = None
-            view = outbox.card_view(task_id, host)
-            if view is not None:
-                snapshot, stalled_for = view
-                card_text = render_card(snapshot, datetime.now(UTC), self.options.lang,
-                                        stalled=stalled_for is not None and not stalled_for.startswith(QUIET),
-                                        redact_secrets=self.options.redact_secrets or bool(host),
-                                        markup=self.sink.markup)
+            card_text = self._card_text(outbox, task_id, host)
         plan = plan_batch(rows, style=self.options.style, lang=self.options.lang, card_text=card_text, card=card,
                           markup=self.sink.markup)
         outbox.renew([r.seq for r in rows], self.owner, time.time() + (len(plan.calls) + 1) * self.sink.timeout + 60)
@@ -187,7 +185,7 @@ class Courier(threading.Thread):
         pace_key = f"{host}/{task_id}"
         for i, call in enumerate(plan.calls):
             later = [r for c in plan.calls[i:] for r in c.rows]
-            if not self._paced(outbox, call, pace_key, later):
+            if not self._paced(outbox, call, pace_key, later, task_id, host):
                 if call.op == "edit":
                     continue  # its rows wait for the card's next edit; pings after it still go
                 return
@@ -210,6 +208,8 @@ class Courier(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - whatever the sink does, this courier must go on
                 self._failed(outbox, rows[0], later, exc, edit=call.op == "edit", handoff=noted[0] if noted else None)
                 return
+            if call.op == "edit":
+                self.pacer.edit_done(pace_key, time.monotonic())
             card = self._record(outbox, task_id, host, call, sent, card, started, noted[0] if noted else None)
             self.bell.refusal = None
         if any(r.kind in TERMINAL for r in rows):
@@ -218,6 +218,42 @@ class Courier(threading.Thread):
             self.bell.gave_up.clear()
             if outbox.rearm(self.options.attempts):
                 self.bell.ring()
+
+    def _card_text(self, outbox: DeliveryStore, task_id: str, host: str) -> str | None:
+        """The task's card as it should look now (None: no readable snapshot of it)."""
+        view = outbox.card_view(task_id, host)
+        if view is None:
+            return None
+        snapshot, stalled_for = view
+        return render_card(snapshot, datetime.now(UTC), self.options.lang,
+                           stalled=stalled_for is not None and not stalled_for.startswith(QUIET),
+                           redact_secrets=self.options.redact_secrets or bool(host), markup=self.sink.markup)
+
+    def _owed_edit(self, outbox: DeliveryStore, host: str, task_id: str) -> None:
+        """The edit the pace held back when no row was left to carry it (a task's last): made now, or owed
+        again for when the pace lets it go."""
+        sink_id = self.sink.identity()
+        card, text = outbox.card(task_id, sink_id, host), self._card_text(outbox, task_id, host)
+        if card is None or not card.message_id or text is None or text == card.text:
+            outbox.owe_edit(task_id, None, host)
+            return
+        now, pace_key = time.monotonic(), f"{host}/{task_id}"
+        due = self.pacer.next_edit(pace_key, now)
+        if due > now:
+            outbox.owe_edit(task_id, time.time() + (due - now), host)
+            return
+        self.pacer.take_edit(pace_key, now)
+        call = Call("edit", text, (), card=True)
+        payload = {"kind": "card", "taskId": shown_id(task_id), "text": text, "messageId": card.message_id}
+        try:
+            sent = self.sink.edit(card.message_id, text, payload, call_key(sink_id, host, task_id, call))
+        except Exception as exc:  # noqa: BLE001 - owed again; the chat is not told twice, an edit only replaces
+            delay = getattr(exc, "retry_after", None) or self.options.backoff * 4
+            outbox.owe_edit(task_id, time.time() + delay, host)
+            log.info("%s: the card's last edit failed (%s); again in %.0f s", shown_id(task_id), exc, delay)
+            return
+        self.pacer.edit_done(pace_key, time.monotonic())
+        self._record(outbox, task_id, host, call, sent, card, card.started_key, None)
 
     def _record(self, outbox: DeliveryStore, task_id: str, host: str, call: Call, sent: Sent, card: Card | None,
                 started: str | None, handoff: str | None) -> Card | None:
@@ -263,14 +299,19 @@ class Courier(threading.Thread):
         self._record(outbox, task_id, host, call, sent, None, doubt.started_key, doubt.key)
         return [r for r in rows if r.seq not in doubt.seqs]
 
-    def _paced(self, outbox: DeliveryStore, call: Call, pace_key: str, later: list[Queued]) -> bool:
+    def _paced(self, outbox: DeliveryStore, call: Call, pace_key: str, later: list[Queued], task_id: str,
+               host: str) -> bool:
         """Whether `call` may go now (after a short wait, if that is all it takes). When it may not, its
-        rows (an edit's), or every row from it on (a send's), wait for their time, no attempt counted."""
+        rows (an edit's), or every row from it on (a send's), wait for their time, no attempt counted; an
+        edit that carries no row (the last one of a task whose end a ping told) is owed on the card."""
         now = time.monotonic()
         if call.op == "edit":
             due = self.pacer.next_edit(pace_key, now)
             if due > now:
-                outbox.defer([r.seq for r in call.rows], self.owner, time.time() + (due - now))
+                if call.rows:
+                    outbox.defer([r.seq for r in call.rows], self.owner, time.time() + (due - now))
+                else:
+                    outbox.owe_edit(task_id, time.time() + (due - now), host)
                 return False
             self.pacer.take_edit(pace_key, now)
             return True

@@ -192,6 +192,13 @@ class Pacer:
             if self.limits.edits_count:
                 self._spend(now)
 
+    def edit_done(self, card: str, now: float) -> None:
+        """The edit of `card` came back at `now`: the next waits from here, so that edits are apart where they
+        land too (a call's own time varies: 0.1 s one time, 2 s the next)."""
+        with self._lock:
+            if card in self._edited:
+                self._edited[card] = max(self._edited[card], now)
+
     def forget(self, card: str) -> None:
         """The card's task is over: its edit time is not needed any more."""
         with self._lock:

@@ -4,7 +4,7 @@ A deliverer takes everything pending for one task at once (what arrived while it
 flight) and turns it into as few calls as the style allows:
 
 * `card`, on a sink that can edit: the task's card is sent once, then edited to the latest state;
-  what must ring the user's phone (done, failed, stalled, an unreadable file) also goes out as a
+  what must ring the user's phone (done, failed, stalled, overdue, an unreadable file) also goes out as a
   short new message of its own, before the edit, so it is not held up by it.
 * `card`, on a sink that cannot edit (IRC, a command without an edit command, a reply without a
   message id): one new message for everything since the last one, plus the pings. A task that
@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 
 from task_pulse.markup import PLAIN
 from task_pulse.messages import digest
-from task_pulse.records import Card, Queued
+from task_pulse.records import PINGS, Card, Queued
 
-# Kinds that go out as a new message even when the card shows them: these ring the phone.
-PINGS = frozenset({"done", "failed", "stalled", "invalid"})
 TERMINAL = frozenset({"done", "failed"})
 STYLES = ("card", "stream")
 

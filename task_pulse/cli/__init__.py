@@ -1,6 +1,6 @@
-"""The `task-pulse` command, one module per audience: writers, readers (the agent), admins."""
+"""The `task-pulse` command, one module per audience: writers, readers (the agent), admins; `history`; `board`."""
 
-from task_pulse.cli import adapters, admin, reader, shared, writer  # noqa: F401 - importing registers the verbs
+from task_pulse.cli import adapters, admin, board, history, reader, shared, writer  # noqa: F401 - registers the verbs
 from task_pulse.cli.base import FiniteRange, OneLineCommand, cli
 
 __all__ = ["FiniteRange", "OneLineCommand", "cli", "main"]

@@ -96,12 +96,15 @@ def service() -> None:
 
 @service.command("install")
 @click.option("--no-start", is_flag=True, help="Only write the unit file.")
+@click.option("--board", is_flag=True,
+              help="Also run the board (task-pulse board, a live page on 127.0.0.1:8765) as a unit of its own; "
+                   "needs the board extra. Once installed, it is kept on every install.")
 @click.option("--fresh", is_flag=True,
               help="Forget the installed unit's options, tasks dir and settings instead of keeping them.")
 @click.argument("daemon_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TASK-PULSED OPTIONS...]")
 @json_option
 @pass_ctx
-def service_install(ctx: Context, no_start: bool, fresh: bool, daemon_args: tuple[str, ...]) -> None:
+def service_install(ctx: Context, no_start: bool, board: bool, fresh: bool, daemon_args: tuple[str, ...]) -> None:
     """Write ~/.config/systemd/user/task-pulsed.service for the tasks dir, enable and start it.
 
     The unit runs the task-pulsed of this installation on the tasks dir (--dir before the verb,
@@ -114,6 +117,7 @@ def service_install(ctx: Context, no_start: bool, fresh: bool, daemon_args: tupl
     Examples:
       task-pulse --dir ~/agent/tasks service install
       task-pulse service install -- --openclaw telegram:123456789
+      task-pulse service install --board      # and the live page, beside it
     """
     import os
 
@@ -121,7 +125,7 @@ def service_install(ctx: Context, no_start: bool, fresh: bool, daemon_args: tupl
 
     dir_given = bool(ctx.flags.get("tasks_dir") or os.environ.get("TASK_PULSE_DIR"))
     done = svc.install(ctx.settings.tasks_dir, start=not no_start, daemon_args=list(daemon_args) or None,
-                       keep=not fresh, dir_given=dir_given)
+                       keep=not fresh, dir_given=dir_given, board=board)
     emit(ctx, "\n".join(done), {"done": done})
 
 
@@ -129,7 +133,7 @@ def service_install(ctx: Context, no_start: bool, fresh: bool, daemon_args: tupl
 @json_option
 @pass_ctx
 def service_uninstall(ctx: Context) -> None:
-    """Stop and disable the service and remove its unit file (tasks and state stay).
+    """Stop and disable the service (and the board's) and remove its unit file (tasks and state stay).
 
     \b
     Example:

@@ -1,6 +1,7 @@
 """Reader verbs: what the parent agent (or a cron job) calls to see tasks and take messages.
 
-`status` shows the tasks; `drain` takes the pending notifications out of the outbox.
+`status` shows the tasks (with what the history of their names says: the time left, the stall
+threshold in force, what is overdue); `drain` takes the pending notifications out of the outbox.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from task_pulse.errors import BadInput, OperationFailed
 from task_pulse.markup import MARKUPS, PLAIN
 from task_pulse.messages import pick_for_status, status_view
 from task_pulse.model import Task, TaskFormatError, stalled_for
-from task_pulse.store import task_from_file
+from task_pulse.status import all_hosts_entries, outlooks_of, status_record
 
 if TYPE_CHECKING:
+
+    from task_pulse.history.forecast import Outlook, Profile
     from task_pulse.records import DeliveryStore, Overview, Queued
     from task_pulse.shared import SharedOutbox
 
@@ -35,10 +38,23 @@ DRAIN_BATCH = 500
 STATUS_LIMIT = 50
 
 
-def _status_record(task: Task, now: datetime, default_stall: float) -> dict[str, Any]:
-    stalled = stalled_for(task, now, default_stall)
-    return {**task.to_dict(), "stalled": stalled is not None,
-            "stalledSeconds": None if stalled is None else round(stalled, 1)}
+def _local_profiles(ctx: Context, tasks: list[Task]) -> dict[str, Profile]:
+    """The profiles of the running tasks' names, from this dir's state db (none without one)."""
+    import sqlite3
+
+    from task_pulse.history.reader import read_only
+    from task_pulse.privatedir import UnsafeDir
+
+    names = {t.name for t in tasks if t.status == "running"}
+    if not names:
+        return {}
+    try:
+        with read_only(ctx.store) as runs:
+            return runs.profiles(names) if runs is not None else {}
+    except (sqlite3.Error, UnsafeDir):
+        # Busy past its timeout, unreadable, or a `.pulse/` someone else could have planted (never read):
+        # the tasks are shown without their history (the writers say what is wrong with `.pulse/`).
+        return {}
 
 
 @cli.command()
@@ -85,9 +101,10 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
         raise BadInput("--all-hosts shows every task; for one task, run status ID on its host")
     if task_id is not None:
         task = store.load(store.resolve(task_id), reader=True)
+        outlook = outlooks_of([(task_id, task)], _local_profiles(ctx, [task]), now, settings.stall_seconds)[task_id]
         if ctx.json_output:  # indented, as the original script printed one task
-            return json.dumps(_status_record(task, now, settings.stall_seconds), ensure_ascii=False, indent=2)
-        return task_view(task, now, settings.stall_seconds, ctx.lang)
+            return json.dumps(status_record(task, now, outlook), ensure_ascii=False, indent=2)
+        return task_view(task, now, outlook.stall_seconds, ctx.lang)
     if show_all:
         limit = None
     elif limit is None and not ctx.json_output:
@@ -95,22 +112,22 @@ def _status_text(ctx: Context, task_id: str | None, show_all: bool, limit: int |
     if all_hosts:
         if settings.state_url is None:
             raise BadInput("--all-hosts reads the shared state database: give --state URL (or TASK_PULSE_STATE)")
-        with _shared(settings.state_url) as shared:
-            entries, totals, more, hosts = _all_hosts_entries(shared, now, limit)
+        with shared_db(settings.state_url) as shared:
+            entries, totals, more, hosts, outlooks = all_hosts_entries(shared, now, limit, settings.stall_seconds)
     else:
-        entries, totals, more = _status_entries(ctx, now, limit)
+        entries, totals, more, outlooks = _status_entries(ctx, now, limit)
         hosts = {}
     if ctx.json_output:
         records = [
             {"taskId": tid, "invalid": str(t)} if isinstance(t, TaskFormatError)
-            else {**_status_record(t, now, settings.stall_seconds), **hosts.get(tid, {})}
+            else {**status_record(t, now, outlooks[tid]), **hosts.get(tid, {})}
             for tid, t in entries
         ]
         return json.dumps(records, ensure_ascii=False)
     if hosts:  # the table names each task's host before its name
         entries = [(tid, t if isinstance(t, TaskFormatError) else t.copy(name=f"[{hosts[tid]['host']}] {t.name}"))
                    for tid, t in entries]
-    return status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more)
+    return status_view(entries, now, settings.stall_seconds, ctx.lang, totals, more, outlooks)
 
 
 def task_view(task: Task, now: datetime, default_stall: float, lang: str) -> str:
@@ -128,11 +145,11 @@ def task_view(task: Task, now: datetime, default_stall: float, lang: str) -> str
     return f"{card}\n{details}"
 
 
-def _status_entries(ctx: Context, now: datetime,
-                    limit: int | None) -> tuple[list[tuple[str, Task | TaskFormatError]], dict[str, int] | None, int]:
-    """The tasks to show (at most `limit`), in the order shown, the counts of all of them (None: count
-    what is shown), and how many are not shown. While task-pulsed runs, its state db says which to
-    show and the counts (only the files shown are read); else every file is read."""
+def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
+        list[tuple[str, Task | TaskFormatError]], dict[str, int] | None, int, dict[str, Outlook]]:
+    """The tasks to show (at most `limit`), in the order shown, the counts of all of them (None: count what
+    is shown), how many are not shown, and what the history says of each (by id). While task-pulsed runs,
+    its state db says which to show and the counts (only the files shown are read); else every file is read."""
     settings, store = ctx.settings, ctx.store
     overview = _daemon_overview(ctx, now, limit) if limit is not None else None
     if overview is not None:
@@ -140,38 +157,20 @@ def _status_entries(ctx: Context, now: datetime,
         entries, _ = pick_for_status(list(shown), now, settings.stall_seconds, None)
         totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
                   "error": overview.error}
-        return entries, totals, max(0, overview.total - len(entries))
+        outlooks = outlooks_of(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+                               settings.stall_seconds)
+        return entries, totals, max(0, overview.total - len(entries)), outlooks
     entries = store.list_tasks(reader=True)
-    shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit)
+    outlooks = outlooks_of(entries, _local_profiles(ctx, [t for _, t in entries if isinstance(t, Task)]), now,
+                           settings.stall_seconds)
+    shown, totals = pick_for_status(entries, now, settings.stall_seconds, limit, outlooks)
     if limit is None or len(entries) <= limit:
-        return shown, None, 0
-    return shown, totals, len(entries) - len(shown)
-
-
-def _all_hosts_entries(shared: SharedOutbox, now: datetime, limit: int | None) -> tuple[
-        list[tuple[str, Task | TaskFormatError]], dict[str, int], int, dict[str, dict[str, str]]]:
-    """`_status_entries` for every host of a shared state db: its snapshots, and each entry's host (by
-    the entry's key: host/task id)."""
-    overview = shared.overview(now.timestamp(), limit)
-    texts = shared.snapshots(overview.tasks)
-    entries: list[tuple[str, Task | TaskFormatError]] = []
-    hosts: dict[str, dict[str, str]] = {}
-    for host, task_id in overview.tasks:
-        if (host, task_id) not in texts:
-            continue  # purged meanwhile
-        key = f"{host}/{task_id}"
-        try:
-            entries.append((key, task_from_file(texts[host, task_id], task_id)))
-        except TaskFormatError as exc:
-            entries.append((key, exc))
-        hosts[key] = {"host": host}
-    totals = {"running": overview.running, "stalled": overview.stalled, "done": overview.done,
-              "error": overview.error}
-    return entries, totals, max(0, overview.total - len(entries)), hosts
+        return shown, None, 0, outlooks
+    return shown, totals, len(entries) - len(shown), outlooks
 
 
 @contextmanager
-def _shared(url: str) -> Iterator[SharedOutbox]:
+def shared_db(url: str) -> Iterator[SharedOutbox]:
     """The shared state db for a reader, closed after; any trouble with it is one line, exit 1."""
     from task_pulse.shared import SharedOutbox, shown_url, state_errors
 
@@ -192,21 +191,17 @@ def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None
     """The state db's overview, when a daemon keeps it current (else None: the files say it)."""
     import sqlite3  # only for readers that need it
 
-    from task_pulse.outbox import Outbox
+    from task_pulse.history.reader import read_only_db
+    from task_pulse.outbox import read_overview
 
     store = ctx.store
     if not store.daemon_running():
         return None
     try:
-        outbox = Outbox.for_store(store, create=False)
-    except (FileNotFoundError, sqlite3.Error):
-        return None
-    try:
-        overview = outbox.overview(now.timestamp(), limit)
+        with read_only_db(store) as db:
+            overview = read_overview(db, now.timestamp(), limit) if db is not None else None
     except sqlite3.Error:  # busy for longer than its timeout, or a schema of another version: read the files
         return None
-    finally:
-        outbox.close()
     # The db knows only the tasks the daemon has read: with fewer than `limit` of them, show them all.
     return overview if overview is not None and overview.total > limit else None
 
@@ -246,7 +241,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, markup: str, state_url:
     if state_url is not None:
         ctx.flags["state_url"] = state_url
     if ctx.settings.state_url is not None:
-        with _shared(ctx.settings.state_url) as shared:
+        with shared_db(ctx.settings.state_url) as shared:
             _drain(ctx, shared, limit, digest, markup)
         return
     printed = 0

@@ -7,6 +7,8 @@ do is `task_pulse.writer`, which a plain call reaches without click (`task_pulse
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from task_pulse import writer
@@ -15,6 +17,21 @@ from task_pulse.model import MAX_STALL_SECONDS
 
 # A message is free text: "-3 duplicates removed" is a message, not an unknown option -3.
 FREE_TEXT = {"ignore_unknown_options": True}
+
+
+class StepBudget(click.ParamType):
+    """`NAME=SECONDS`: a budget for the steps named NAME (the last `=` splits, so a name may hold one)."""
+
+    name = "NAME=SECONDS"
+    seconds = FiniteRange(min=1, max=MAX_STALL_SECONDS)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, float]:
+        if isinstance(value, tuple):
+            return value
+        step, eq, seconds = str(value).rpartition("=")
+        if not eq or not step:
+            self.fail(f"{value!r} is not NAME=SECONDS (e.g. write=600).", param, ctx)
+        return step, self.seconds.convert(seconds, param, ctx)
 
 
 def _show(ctx: Context, outcome: writer.Outcome) -> None:
@@ -29,17 +46,27 @@ def _show(ctx: Context, outcome: writer.Outcome) -> None:
 @click.option("--stall", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
               help="Stall threshold for this task [default: TASK_PULSE_STALL or 180].")
 @click.option("--id", "task_id", metavar="ID", help="Use this id instead of NAME-YYYYmmdd-HHMMSS.")
+@click.option("--budget", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
+              help="The task is overdue (one ⏰ message) once it runs longer than this.")
+@click.option("--step-budget", "step_budgets", type=StepBudget(), multiple=True,
+              help="The step NAME is overdue once it runs longer than SECONDS (repeatable).")
 @json_option
 @pass_ctx
-def create(ctx: Context, name: str, steps: tuple[str, ...], stall: float | None, task_id: str | None) -> None:
+def create(ctx: Context, name: str, steps: tuple[str, ...], stall: float | None, task_id: str | None,
+           budget: float | None, step_budgets: tuple[tuple[str, float], ...]) -> None:
     """Create a task whose first step is running; prints its id.
+
+    A budget is separate from the stall threshold: a step that heartbeats but runs too long is
+    overdue, not stalled. Without budgets, a task whose name has 3 successful runs before it is
+    overdue once it runs clearly longer than usual (see `task-pulse history`).
 
     \b
     Example:
       task-pulse create "日报发布" 抓取 筛选 写稿 发布
       task-pulse create --stall 600 --id nightly-build "Nightly build" compile test package
+      task-pulse create --budget 3600 --step-budget test=900 "Nightly build" compile test package
     """
-    _show(ctx, writer.create(ctx.settings, name, list(steps), stall, task_id))
+    _show(ctx, writer.create(ctx.settings, name, list(steps), stall, task_id, budget, dict(step_budgets)))
 
 
 @cli.command("next", context_settings=FREE_TEXT)
@@ -141,9 +168,11 @@ class _RunCommand(click.Command):
               metavar="SECONDS", help="How often to say the command is alive (with its latest output line).")
 @click.option("--stall", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
               help="Stall threshold for this task.")
+@click.option("--budget", type=FiniteRange(min=1, max=MAX_STALL_SECONDS), metavar="SECONDS",
+              help="The task is overdue (one ⏰ message) once it runs longer than this.")
 @pass_ctx
 def run(ctx: Context, name: str | None, name_option: str | None, steps: tuple[str, ...], heartbeat_every: float,
-        stall: float | None) -> None:
+        stall: float | None, budget: float | None) -> None:
     """Run CMD (everything after --) as task NAME: done with its last output line on exit 0, error
     otherwise.
 
@@ -158,6 +187,7 @@ def run(ctx: Context, name: str | None, name_option: str | None, steps: tuple[st
       0 3 * * * task-pulse run "Nightly backup" -- /usr/local/bin/backup.sh --full
       0 9 * * * task-pulse run 日报发布 --step 抓取 --step 发布 -- python3 daily.py
       */5 * * * * task-pulse run --name "Sync" -- rsync -a src/ dest/
+      0 4 * * * task-pulse run "Nightly backup" --budget 5400 -- /usr/local/bin/backup.sh
     """
     from task_pulse.runner import run_wrapped
 
@@ -172,5 +202,5 @@ def run(ctx: Context, name: str | None, name_option: str | None, steps: tuple[st
     if not command:
         raise click.UsageError("give the command after --: task-pulse run NAME -- CMD [ARGS]...", click_ctx)
     code = run_wrapped(ctx.store, ctx.settings, name, list(steps), list(command), heartbeat_every=heartbeat_every,
-                       stall_seconds=stall)
+                       stall_seconds=stall, budget_seconds=budget)
     click_ctx.exit(code)

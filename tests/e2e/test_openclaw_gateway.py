@@ -8,7 +8,9 @@ is lost and nothing comes twice. `-s` shows the figures."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -115,6 +117,17 @@ def run_tasks(store: TaskStore, names: list[str], steps: int, pause: float = 0.2
     return done_at
 
 
+def openclaw_queue(gateway: Gateway) -> int:
+    """Messages OpenClaw's gateway still has in its own delivery queue (its state db, OpenClaw 2026.9.6)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{gateway.state / 'state' / 'openclaw.sqlite'}?mode=ro", uri=True, timeout=30)
+    try:
+        return db.execute("SELECT count(*) FROM delivery_queue_entries WHERE status = 'pending'").fetchone()[0]
+    finally:
+        db.close()
+
+
 def exactly_once(hs: Homeserver, names: list[str], card_and_ping: bool = True) -> None:
     """Nothing twice: one done ping per task, no message body twice, edits of the task's first message only.
     `card_and_ping`: nothing else either (a card OpenClaw had to queue has no id to edit, so what follows it
@@ -175,7 +188,8 @@ def test_a_homeserver_away_for_30_s_loses_nothing_and_sends_nothing_twice(tmp_pa
     # A card OpenClaw had to queue cannot be edited (its id comes to nobody): done pings, then every row.
     wait_for(lambda: settled(synapse, names, 6, final_card=False), 240, "every done ping after the outage")
     wait_for(lambda: all(n["delivered_at"] for n in read_notifications(tasks_dir)), 120, "every row marked")
-    time.sleep(60)  # what the gateway queued comes once; what comes later would be a duplicate
+    # What the gateway queued it delivers once; anything more would come from its queue, so that must be empty.
+    wait_for(lambda: openclaw_queue(gateway) == 0, 300, "OpenClaw's own delivery queue to be empty")
     exactly_once(synapse, names, card_and_ping=False)
     print(f"\nOutage lane: {sorted({r['delivered_by'] for r in read_notifications(tasks_dir)})}")
 
@@ -198,3 +212,36 @@ def test_a_gateway_restart_mid_task_loses_nothing_and_sends_nothing_twice(tmp_pa
     wait_for(lambda: all(n["delivered_at"] for n in read_notifications(tasks_dir)), 120, "every row marked")
     wait_for(lambda: d.log().count("delivering through gateway ws://") >= 2, 180, "the gateway found again")
     exactly_once(synapse, names)
+
+
+def openclaw(gateway: Gateway, *args: str) -> Any:
+    """The real openclaw CLI on the gateway's state dir (it reaches the gateway through its config)."""
+    proc = subprocess.run([str(OPENCLAW), *args, "--json"], capture_output=True, text=True, env=gateway.env,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_real_cron_run_becomes_a_task_with_its_card_and_its_done_ping(tmp_path: Path, tasks_dir: Path,
+                                                                        daemons: list[Daemon], synapse: Homeserver,
+                                                                        gateway: Gateway) -> None:
+    """A real OpenClaw cron command job (no model involved) is run: OpenClaw's task ledger tells the daemon, which
+    makes it a task; its card reaches the room and its end comes as the done ping."""
+    daemons.append(daemon(tasks_dir, gateway, synapse))
+    added = openclaw(gateway, "cron", "add", "--name", "E2E probe", "--every", "1h", "--no-deliver",
+                     "--command-argv", json.dumps(["sh", "-c", "sleep 20; echo probe-ok"]))
+    job_id = added.get("job", added)["id"]
+    openclaw(gateway, "cron", "run", job_id)
+    store = TaskStore(tasks_dir)
+
+    def the_task() -> Any:
+        ids = [t for t in store.task_ids() if t.startswith("openclaw-")]
+        return store.load(ids[0]) if ids else None
+
+    task = wait_for(the_task, 120, "the cron run as a task")
+    assert task.name == "cron: E2E probe" and task.status == "running"
+    wait_for(lambda: the_task().status == "done", 180, "the run's end")
+    assert the_task().result == "probe-ok"
+    name = "cron: E2E probe"
+    wait_for(lambda: settled(synapse, [name], 1), 120, "its card and done ping in the room")
+    exactly_once(synapse, [name])

@@ -9,9 +9,11 @@ It keeps the chat it pretends to deliver to (`chat`: every message sent, with it
 delivered but never answered), `hold_replies` (a threading.Event: sends are delivered, replies wait for it),
 `queue_sends` (that many sends answer OUTBOUND_DELIVERY_QUEUED and are delivered later by `flush_queue`),
 `fail_sends` (errors to answer with, one per send), `rate_limit` (that many sends answer a rate limit of
-`retry_after_ms`), `starting_until` (a monotonic time: before it, `connect` is answered "gateway starting;
-retry shortly", retryable, as a gateway still starting answers); `restart()` closes every connection with
-1012, refuses new ones for `down_for` seconds and forgets every key (a new boot).
+`retry_after_ms`), `upsert(summary)` (a change of OpenClaw's task ledger: kept for `tasks.list` and
+`tasks.get`, and told to every connection as an event `task`), `starting_until` (a monotonic time: before
+it, `connect` is answered "gateway starting; retry shortly", retryable, as a gateway still starting
+answers); `restart()` closes every connection with 1012, refuses new ones for `down_for` seconds and
+forgets every key (a new boot).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class StandInGateway:
         self._lock = threading.Lock()
         self._replies: dict[str, tuple[float, dict[str, Any]]] = {}  # idempotency key → (when, reply frame body)
         self._inflight: dict[str, threading.Event] = {}  # a key being worked on: the same key again waits for it
+        self.ledger: dict[str, dict[str, Any]] = {}  # OpenClaw's task ledger: id → TaskSummary
+        self.scopes: list[list[str]] = []  # what each connection asked for
         self._open: set[ServerConnection] = set()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
@@ -97,6 +101,22 @@ class StandInGateway:
             connections = list(self._open)
         for ws in connections:
             ws.close(1012, "service restart")
+
+    def upsert(self, summary: dict[str, Any], tell: bool = True) -> None:
+        """A ledger change: the record kept, and (`tell`) pushed to every connection as OpenClaw does."""
+        summary = {"updatedAt": int(time.time() * 1000), **summary}
+        with self._lock:
+            self.ledger[summary["id"]] = {**self.ledger.get(summary["id"], {}), **summary}
+            record, connections = self.ledger[summary["id"]], list(self._open)
+        if tell:
+            frame = json.dumps({"type": "event", "event": "task", "payload": {"action": "upserted", "task": record}})
+            for ws in connections:
+                with contextlib.suppress(ConnectionClosed):
+                    ws.send(frame)
+
+    def forget(self, ledger_id: str) -> None:
+        with self._lock:
+            self.ledger.pop(ledger_id, None)
 
     def flush_queue(self) -> None:
         """The chat service is back: the gateway delivers what it queued."""
@@ -139,6 +159,7 @@ class StandInGateway:
                                                f"protocol mismatch: server speaks {self.protocol}")))
                 ws.close(1002, "protocol mismatch")
                 return
+            self.scopes.append(list(params.get("scopes") or []))
             if time.monotonic() < self.starting_until:
                 ws.send(json.dumps(self._error(hello["id"], "UNAVAILABLE", "gateway starting; retry shortly",
                                                retryable=True, retryAfterMs=500)))
@@ -175,7 +196,9 @@ class StandInGateway:
             self.requests.append({"method": method, "params": params, "at": time.time()})
         key = params.get("idempotencyKey")
         lost = False
-        if not key:
+        if method in ("tasks.list", "tasks.get"):
+            reply = self._ledger(request_id, str(method), params)
+        elif not key:
             reply = self._error(request_id, "INVALID_REQUEST", "invalid send params: idempotencyKey required")
         else:
             with self._lock:
@@ -201,6 +224,17 @@ class StandInGateway:
             self.hold_replies.wait(60)
         with contextlib.suppress(ConnectionClosed):
             ws.send(json.dumps(reply))
+
+    def _ledger(self, request_id: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            records = sorted(self.ledger.values(), key=lambda t: -t.get("updatedAt", 0))
+        if method == "tasks.list":
+            return {"type": "res", "id": request_id, "ok": True,
+                    "payload": {"tasks": records[:int(params.get("limit") or 100)]}}
+        found = next((t for t in records if t["id"] == params.get("taskId")), None)
+        if found is None:
+            return self._error(request_id, "INVALID_REQUEST", f"task not found: {params.get('taskId')}")
+        return {"type": "res", "id": request_id, "ok": True, "payload": {"task": found}}
 
     def _act(self, request_id: str, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The reply to a request, and whether it is lost on its way back (the work is done either way)."""

@@ -10,7 +10,7 @@ the gateway's protocol 4 through the `websockets` library (its threading client)
 * requests are `{"type": "req", "id", "method", "params"}`, replies `{"type": "res", "id", "ok",
   "payload" | "error"}`; a reader thread hands each reply to the caller waiting on its id, so several
   couriers share the one connection;
-* events (`tick`, `health`, ledger changes) go to `on_event`.
+* events (`tick`, `health`, ledger changes) go to the listeners (`add_listener`).
 
 What a caller must know about a failed call is whether the request was written. `NotSent`: it was
 not (the gateway is down, refused us, or the connection was gone first), so another route may take
@@ -188,18 +188,18 @@ def probe(endpoint: GatewaySettings, timeout: float = HANDSHAKE_SECONDS) -> Hell
 
 
 class GatewayClient:
-    """The daemon's connection to the gateway: `call` from any thread, events to `on_event`.
+    """The daemon's connection to the gateway: `call` from any thread, events to the listeners.
 
     `on_change(state, detail)` hears every change of state: `up` (detail: the gateway's version),
     `down` (why), `refused` (why, and that retrying soon will not help).
     """
 
     def __init__(self, endpoint: GatewaySettings, *, scopes: list[str] | None = None,
-                 on_event: Callable[[str, Any], None] | None = None,
                  on_change: Callable[[str, str], None] | None = None, connect_wait: float = 5.0) -> None:
         self.endpoint = endpoint
         self.scopes = scopes or ["operator.write"]
-        self.on_event, self.on_change = on_event, on_change
+        self._on_event: list[Callable[[str, Any], None]] = []
+        self._on_change: list[Callable[[str, str], None]] = [on_change] if on_change else []
         self.connect_wait = connect_wait
         self.state, self.detail = "connecting", ""
         self.hello: Hello | None = None
@@ -208,6 +208,15 @@ class GatewayClient:
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="task-pulsed-gateway", daemon=True)
+
+    def add_listener(self, on_event: Callable[[str, Any], None] | None = None,
+                     on_change: Callable[[str, str], None] | None = None) -> None:
+        """Hear the gateway's events, and its changes of state, from now on (before `start`: from the first).
+        Listeners run on the connection's thread: they hand work over, they never wait."""
+        if on_event is not None:
+            self._on_event.append(on_event)
+        if on_change is not None:
+            self._on_change.append(on_change)
 
     def start(self) -> None:
         self._thread.start()
@@ -269,8 +278,9 @@ class GatewayClient:
             changed = (state, detail) != (self.state, self.detail)
             self.state, self.detail = state, detail
             self._cond.notify_all()
-        if changed and self.on_change is not None:
-            self.on_change(state, detail)
+        if changed:
+            for listener in self._on_change:
+                listener(state, detail)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -327,8 +337,9 @@ class GatewayClient:
                 # It is stopping or restarting: what it still answers, it answers; new requests go elsewhere.
                 reason = (frame.get("payload") or {}).get("reason") or "shutting down"
                 self._set("down", f"{self.endpoint.url}: {reason}")
-            elif frame.get("type") == "event" and self.on_event is not None:
-                try:
-                    self.on_event(str(frame.get("event")), frame.get("payload"))
-                except Exception:  # noqa: BLE001 - a listener's bug must not end the connection
-                    log.exception("gateway event %r: its listener failed", frame.get("event"))
+            elif frame.get("type") == "event":
+                for listener in self._on_event:
+                    try:
+                        listener(str(frame.get("event")), frame.get("payload"))
+                    except Exception:  # noqa: BLE001 - a listener's bug must not end the connection
+                        log.exception("gateway event %r: its listener failed", frame.get("event"))

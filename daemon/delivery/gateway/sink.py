@@ -74,7 +74,7 @@ class OpenClawSink(Sink):
     markup = MARKDOWN  # the gateway renders as the CLI does (markup.py)
 
     def __init__(self, destination: str, *, endpoint: GatewaySettings | None, cli: OpenClawCLI | None,
-                 timeout: float = 60, on_route: Callable[[str], None] | None = None) -> None:
+                 timeout: float = 60, on_route: Callable[[str], None] | None = None, read_ledger: bool = False) -> None:
         self.channel, self.target = openclaw_destination(destination)
         if endpoint is None and cli is None:
             raise ValueError("--openclaw needs the gateway or the openclaw CLI, and has neither")
@@ -85,7 +85,10 @@ class OpenClawSink(Sink):
         self._lock = threading.Lock()
         self._route = ""
         self._told = ""  # the way last told in the log: gateway, cli, refused or none
-        self.client = None if endpoint is None else GatewayClient(endpoint, on_change=self._gateway_changed)
+        # `operator.read` too when the ledger bridge listens on the same connection (daemon/bridge.py).
+        scopes = ["operator.read", "operator.write"] if read_ledger else ["operator.write"]
+        self.client = None if endpoint is None else GatewayClient(endpoint, scopes=scopes,
+                                                                  on_change=self._gateway_changed)
         self.replays = self.client is not None  # a send in doubt can be asked again only of a gateway
         self._gateway_changed("connecting" if self.client else "none", "")
 
