@@ -606,12 +606,11 @@ class Worker(threading.Thread):
             window_id, due, first = self.news.hold(time.monotonic())
             if first:
                 self.queue.put((NEWS_SUMMARY[0], window_id), delay=max(0.0, due - time.monotonic()))
-            count = self.outbox.record(seen.task_id, seen, told, held, held_by=window_id,
-                                       held_until=time.time() + (due - time.monotonic()) + HELD_GRACE,
-                                       run=update.run, keep_runs=self.options.history_runs)
+            count = self.outbox.record(seen.task_id, seen, told, update.run, self.options.history_runs,
+                                       held=held, held_by=window_id,
+                                       held_until=time.time() + (due - time.monotonic()) + HELD_GRACE)
         else:
-            count = self.outbox.record(seen.task_id, seen, told, run=update.run,
-                                       keep_runs=self.options.history_runs)
+            count = self.outbox.record(seen.task_id, seen, told, update.run, self.options.history_runs)
         if starts and seen.quiet_run is None:
             self.news.told("task")
         if any(n.kind == "stalled" for n in told):

@@ -351,8 +351,8 @@ class Outbox:
         return self.db.execute(SQL.COUNT_STALLED).fetchone()[0]
 
     def record(self, task_id: str, seen: Seen | None, notifications: Sequence[Notification],
-               held: Sequence[Notification] = (), held_by: str = "", held_until: float = 0.0, run: Run | None = None,
-               keep_runs: int = 0) -> int:
+               run: Run | None = None, keep_runs: int = 0, *,
+               held: Sequence[Notification] = (), held_by: str = "", held_until: float = 0.0) -> int:
         """In one transaction: store (or, with None, drop) the task's snapshot, queue its notifications
         (`held` ones claimed by `held_by` until `held_until`: a flood window's, see daemon/flood.py), and add
         the run that ended (`run`) to the history, keeping the newest `keep_runs` of its name.
