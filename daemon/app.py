@@ -21,7 +21,7 @@ from task_pulse.adapters.openclaw import LedgerFilter
 from task_pulse.errors import ConfigError
 from task_pulse.messages import counted
 from task_pulse.privatedir import UnsafeDir, others_who_can_write
-from task_pulse.shared import SchemaTooNew
+from task_pulse.state.shared import SchemaTooNew
 from task_pulse.store import TaskStore
 from task_pulsed.bridge import LedgerBridge
 from task_pulsed.checkpointer import Checkpointer

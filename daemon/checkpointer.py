@@ -13,7 +13,7 @@ import logging
 import sqlite3
 
 from task_pulse.errors import TaskPulseError
-from task_pulse.outbox import DB_NAME
+from task_pulse.state.outbox import DB_NAME
 from task_pulse.store import TaskStore
 from task_pulsed.poked import PokedThread
 

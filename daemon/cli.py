@@ -16,7 +16,7 @@ from task_pulse.errors import TaskPulseError
 from task_pulse.markup import MARKUPS, PLAIN
 from task_pulse.model import MAX_STALL_SECONDS
 from task_pulse.openclaw.gateway import GatewayConfigError, find_gateway
-from task_pulse.shared import shown_url
+from task_pulse.state.shared import shown_url
 from task_pulsed.app import DaemonOptions, run
 from task_pulsed.delivery import DeliveryOptions
 from task_pulsed.delivery.gateway.client import HandshakeRefused, NotSent, probe

@@ -32,10 +32,11 @@ from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.masking import redact
 from task_pulse.messages import counted
 from task_pulse.model import TaskFormatError
-from task_pulse.outbox import SHARED_STATE_META, Outbox
-from task_pulse.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
 from task_pulse.snapshot import compact, to_json
-from task_pulse.store import TaskStore, expiry_cutoff, task_from_file
+from task_pulse.state.outbox import SHARED_STATE_META, Outbox
+from task_pulse.state.shared import SchemaTooNew, SharedOutbox, SharedTask, shown_url, state_errors
+from task_pulse.store import TaskStore, expiry_cutoff
+from task_pulse.taskfile import task_from_file
 from task_pulsed.poked import PokedThread
 
 log = logging.getLogger("task-pulsed")

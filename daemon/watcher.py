@@ -29,7 +29,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from task_pulse.store import misnamed_reason, task_id_from_filename
+from task_pulse.taskfile import misnamed_reason, task_id_from_filename
 
 log = logging.getLogger("task-pulsed")
 INOTIFY_LOGGER = "watchdog.observers.inotify_c"

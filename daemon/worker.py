@@ -23,19 +23,11 @@ from typing import TYPE_CHECKING
 from task_pulse.history.forecast import Profile
 from task_pulse.messages import counted, shown_id
 from task_pulse.model import Task, TaskFormatError
-from task_pulse.outbox import SHARED_STATE_META, Outbox
 from task_pulse.records import Notification, Seen
 from task_pulse.snapshot import compact, owned
-from task_pulse.store import (
-    HardLinked,
-    NotRemovable,
-    TaskStore,
-    expiry_cutoff,
-    file_signature,
-    misnamed_reason,
-    read_task_file,
-    task_from_file,
-)
+from task_pulse.state.outbox import SHARED_STATE_META, Outbox
+from task_pulse.store import NotRemovable, TaskStore, expiry_cutoff
+from task_pulse.taskfile import HardLinked, file_signature, misnamed_reason, read_task_file, task_from_file
 from task_pulsed.differ import invalid_notification, invalid_summary, news_summary
 from task_pulsed.flood import InvalidFlood, NewsFlood
 from task_pulsed.tracker import Policy, Update, flush_due, flush_held, track

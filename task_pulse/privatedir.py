@@ -16,7 +16,7 @@ Two things make that hold:
 * Once checked, `.pulse` is held open (its file descriptor kept for the process's life), and every
   path task-pulse opens in it is `/proc/self/fd/N/<name>`: the kernel follows that to the directory
   the handle holds, whatever is renamed meanwhile. SQLite resolves such a path to a name itself (it
-  reads the link, then opens by name), so `outbox.py` checks, once connected, that the file SQLite
+  reads the link, then opens by name), so `state/outbox.py` checks, once connected, that the file SQLite
   opened is the one in the held directory.
 
 Within `.pulse`, the directory and every entry task-pulse uses there are real directories and files

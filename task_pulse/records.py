@@ -1,6 +1,6 @@
 """What the state databases hold, as Python values, and what deliverers need of either database.
 
-The local SQLite outbox (outbox.py) and the shared PostgreSQL one (shared.py) store the same things:
+The local SQLite outbox (state/outbox.py) and the shared PostgreSQL one (state/shared.py) store the same things:
 notifications queued for delivery, each task's card, what was announced about each task. These are
 their values; `DeliveryStore` is the interface a deliverer (a drain, a daemon's couriers) uses on
 either one.
@@ -174,7 +174,7 @@ class Seen:
 
 class DeliveryStore(Protocol):
     """What a deliverer (a drain, a daemon's couriers) needs of an outbox: the local state db (`Outbox`)
-    or a shared one (`task_pulse.shared.SharedOutbox`). `host` names a task's daemon in a shared db."""
+    or a shared one (`task_pulse.state.shared.SharedOutbox`). `host` names a task's daemon in a shared db."""
 
     skipped: list[str]  # rows the claims set aside as malformed (see `queued`), one line each, for the caller
 

@@ -228,7 +228,7 @@ def shown_args(daemon_args: list[str]) -> str:
         if eq and name in ("--webhook", "--webhook-header"):
             option, arg = name, value
         if option == "--state" or name == "--state" and eq:
-            from task_pulse.shared import shown_url
+            from task_pulse.state.shared import shown_url
 
             arg = shown_url(value if name == "--state" and eq else arg)
         elif option == "--webhook":

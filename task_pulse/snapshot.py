@@ -1,6 +1,6 @@
 """What the daemon keeps of a task file: what diffing, the card and "put back" detection need, bounded.
 
-A task file may be up to 1 MB (store.MAX_FILE_BYTES), and anyone who may write the tasks dir may write
+A task file may be up to 1 MB (taskfile.MAX_FILE_BYTES), and anyone who may write the tasks dir may write
 one. Kept as it is, announced snapshots grew the user's state db by 836 MB in 19 s of a co-user writing
 and deleting such files (each kept 7 days as a tombstone), and were copied as they were into a shared
 state db. So the daemon diffs and stores a compact form instead, the same for the file it reads and the

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from task_pulse.model import Task, TaskFormatError, stalled_for
-from task_pulse.store import task_from_file
+from task_pulse.taskfile import task_from_file
 
 if TYPE_CHECKING:
     from task_pulse.history.forecast import Outlook, Profile
-    from task_pulse.shared import SharedOutbox
+    from task_pulse.state.shared import SharedOutbox
 
 
 def status_record(task: Task, now: datetime, outlook: Outlook) -> dict[str, Any]:

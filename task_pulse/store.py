@@ -3,24 +3,31 @@
 Writers change a task under a per-task `flock`, and replace the file atomically (temp file in the
 same directory, fsync, `os.replace`), so concurrent writers never lose an update and a reader never
 sees half a file from us. Files written by other tools may still be torn; readers cope with that.
-Nothing here follows a symlink or opens anything but a regular file.
+Nothing here follows a symlink or opens anything but a regular file (taskfile.py reads one file).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
-import re
-import stat
 import time
 from datetime import datetime, timedelta
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
-from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_task, parse_time
+from task_pulse.model import MAX_STEPS, Step, Task, TaskFormatError, parse_time
 from task_pulse.privatedir import NAME as PULSE_DIR
 from task_pulse.privatedir import check_private_dir, handle_path
+from task_pulse.taskfile import (
+    MAX_FILE_BYTES,
+    SUFFIX,
+    check_task_id,
+    file_signature,
+    id_stem,
+    read_task_file,
+    task_from_file,
+    task_id_from_filename,
+)
 
 # A writer call loads this module: paths are strings here, pathlib and contextlib stay out of its
 # import (tests/benchmarks/writer_cost.py). Readers and the daemon get Paths from the properties.
@@ -31,125 +38,9 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
-MAX_ID_BYTES = 200
 # How long a writer waits for a task's lock. A writer holds it for milliseconds; anything longer is
 # a stuck or hostile holder, and waiting forever would hang the agent (TASK_PULSE_LOCK_TIMEOUT).
 LOCK_TIMEOUT = 10.0
-# A task file is a few KB. Anything bigger is refused before it is read whole.
-MAX_FILE_BYTES = 1024 * 1024
-_SUFFIX = ".json"
-
-
-def check_task_id(task_id: str) -> str:
-    """Refuse ids that could escape the tasks dir or hide from it (exit 2)."""
-    if not task_id:
-        raise BadInput("task id is empty")
-    if "/" in task_id or "\\" in task_id or "\0" in task_id:
-        raise BadInput(f"task id {task_id!r} contains a path separator or NUL")
-    if task_id.startswith("."):
-        raise BadInput(f"task id {task_id!r} starts with '.'")
-    try:
-        size = len(task_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise BadInput(f"task id {task_id!r} is not valid UTF-8") from None
-    if size > MAX_ID_BYTES:
-        raise BadInput(f"task id is {size} bytes, over the limit of {MAX_ID_BYTES}")
-    return task_id
-
-
-# Room left in an id for `-YYYYmmdd-HHMMSS` and a collision suffix like `-9999`.
-_STEM_MAX_BYTES = MAX_ID_BYTES - len("-20261124-093000") - len("-9999")
-
-
-def id_stem(name: str) -> str:
-    """The original script's file-safe form of a task name (Unicode word characters survive).
-
-    Secrets are masked first (a name like `deploy ghp_…` must not leak the token through the id).
-    At most 60 characters, as in the original, and short enough in UTF-8 bytes that the full id fits.
-    """
-    from task_pulse.masking import redact  # its patterns cost a heartbeat nothing
-
-    stem = re.sub(r"[^\w\-]", "-", redact(name)).strip("-")[:60]
-    while len(stem.encode("utf-8")) > _STEM_MAX_BYTES:
-        stem = stem[:-1]
-    return stem.rstrip("-") or "task"
-
-
-def task_id_from_filename(name: str) -> str | None:
-    """The task id for a directory entry name, or None when the entry is not a task file."""
-    if not name.endswith(_SUFFIX) or name.startswith("."):
-        return None
-    task_id = name[: -len(_SUFFIX)]
-    try:
-        check_task_id(task_id)
-    except BadInput:
-        return None
-    return task_id
-
-
-def misnamed_reason(name: str) -> str | None:
-    """Why a directory entry that looks like a task file (`*.json`, no dotfile) cannot be one: a name
-    over 200 bytes, with a backslash, not UTF-8. None when it can (or when it is no task file at all)."""
-    if not name.endswith(_SUFFIX) or name.startswith("."):
-        return None
-    try:
-        check_task_id(name[: -len(_SUFFIX)])
-    except BadInput as exc:
-        return f"its name cannot be a task id: {exc}"
-    return None
-
-
-def read_task_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[bytes, os.stat_result]:
-    """Read a task file without following symlinks or blocking on FIFOs; its content and stat.
-
-    Raises FileNotFoundError when it is gone, TaskFormatError when it is not something we read.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise TaskFormatError("is a symlink (never followed)") from None
-        if exc.errno == errno.ENOENT:
-            raise
-        raise TaskFormatError(f"cannot open ({exc.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TaskFormatError("not a regular file")
-        if st.st_nlink > 1:
-            raise HardLinked(f"has {st.st_nlink} hard links (it is also another file): never read as a task")
-        if st.st_size > max_bytes:
-            raise TaskFormatError(f"file too large ({st.st_size} bytes, limit {max_bytes})")
-        # One read of the whole file as it stands, one byte over to see its end: a regular file reads
-        # short only at its end. A file still growing is read on until its end, or past the limit.
-        data = os.read(fd, st.st_size + 1)
-        if len(data) > st.st_size:
-            chunks = [data]
-            remaining = max_bytes + 1 - len(data)
-            while remaining > 0 and (chunk := os.read(fd, min(remaining, 65536))):
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            data = b"".join(chunks)
-        if len(data) > max_bytes:  # grew while we read it
-            raise TaskFormatError(f"file too large (over {max_bytes} bytes)")
-        return data, st
-    finally:
-        os.close(fd)
-
-
-def task_from_file(data: bytes | str, task_id: str) -> Task:
-    """Parse a task file's bytes. The file name is the identity, whatever `taskId` the content claims:
-    a copied file must never be read, announced or written as its source."""
-    task = parse_task(data, task_id)
-    task.task_id = task_id
-    return task
-
-
-def file_signature(st: os.stat_result) -> str:
-    """Changes whenever the file is replaced or rewritten: lets a rescan skip unchanged files."""
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def _iso(now: datetime) -> str:
     return now.isoformat()
 
@@ -185,12 +76,12 @@ class TaskStore:
     # -- paths and ids -----------------------------------------------------------------------------
 
     def path_for(self, task_id: str) -> str:
-        return os.path.join(self._root, f"{check_task_id(task_id)}{_SUFFIX}")
+        return os.path.join(self._root, f"{check_task_id(task_id)}{SUFFIX}")
 
     def checked_path(self, task_id: str) -> str:
         """`path_for` of an id checked already (by `listing`, or when the state db stored it): the
         daemon builds 100,000 of these at a first start, and the check was a fifth of a file's cost."""
-        return os.path.join(self._root, task_id + _SUFFIX)
+        return os.path.join(self._root, task_id + SUFFIX)
 
     def ensure_dirs(self) -> None:
         """Create the tasks dir and the private `.pulse/` (0700) beside the tasks, or check the one
@@ -300,9 +191,9 @@ class TaskStore:
         stat_at, pop = os.stat, known.pop
         try:
             for name in os.listdir(fd):
-                if not name.endswith(_SUFFIX) or name.startswith("."):
+                if not name.endswith(SUFFIX) or name.startswith("."):
                     continue
-                task_id = name[: -len(_SUFFIX)]
+                task_id = name[: -len(SUFFIX)]
                 last = pop(task_id, None)
                 if last is None and task_id_from_filename(name) is None:
                     misnamed.append(name)
@@ -454,7 +345,7 @@ class TaskStore:
         final = self.path_for(task.task_id)
         # Under locked(), so `.pulse` is checked (and held). Temp files live outside the watched dir: an atomic
         # write raises a single inotify event there (the rename's arrival), not a create + close pair to skip.
-        tmp = self.private_path(f"tmp/{task.task_id}{_SUFFIX}.tmp")
+        tmp = self.private_path(f"tmp/{task.task_id}{SUFFIX}.tmp")
         assert tmp is not None
         data = json.dumps(task.to_dict(), ensure_ascii=False, indent=2).encode("utf-8")
         if len(data) > MAX_FILE_BYTES:  # no reader would take it: refuse it here, with the file as it was
@@ -597,12 +488,6 @@ class TaskLocked(OperationFailed):
 
 class NotRemovable(OperationFailed):
     """An expired task's file this user may not remove (another user's, in a sticky dir)."""
-
-
-class HardLinked(TaskFormatError):
-    """A task file with more than one hard link: another file's content under a task's name (a co-user can link
-    a file of the user's into a shared dir where `fs.protected_hardlinks` is 0). Never read as a task."""
-
 
 class FileLock:
     """`flock` on a lock file for a `with` block, waited for at most `timeout` seconds (a class:

@@ -177,8 +177,8 @@ def test_plan_a_task_whose_sink_gave_no_id_gets_new_messages_until_its_next_run(
 
 def test_a_courier_outlives_an_unexpected_error(tmp_path: Path) -> None:
     """Whatever one round raises, the courier hands its claims back and goes on (here: the sink's first call)."""
-    from task_pulse.outbox import Outbox
     from task_pulse.records import Notification
+    from task_pulse.state.outbox import Outbox
     from task_pulsed.delivery import LocalState
     from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell
     from task_pulsed.delivery.pacing import UNPACED, Pacer

@@ -94,7 +94,7 @@ def test_a_backlog_is_taken_in_batches_not_all_at_once(tasks_dir: Path) -> None:
     """`drain --digest`, what the cron route runs every minute, claimed the whole backlog at once: 518 MB for
     50,000 rows, and a drain killed for it left the claim for 300 s, then did it again. 500 rows at a time now,
     each batch summed up per task."""
-    from task_pulse.outbox import Outbox
+    from task_pulse.state.outbox import Outbox
     from task_pulse.store import TaskStore
     from task_pulsed.differ import make_notification
 

@@ -13,9 +13,9 @@ from task_pulse.cli import cli
 from task_pulse.history.reader import read_only
 from task_pulse.history.runs import Observed, Run, StepRun
 from task_pulse.model import task_from_dict
-from task_pulse.outbox import Outbox
 from task_pulse.records import Notification, Seen
-from task_pulse.sql_sqlite import SCHEMA_VERSION
+from task_pulse.state.outbox import Outbox
+from task_pulse.state.sql_sqlite import SCHEMA_VERSION
 from task_pulse.store import TaskStore
 
 

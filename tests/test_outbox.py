@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from task_pulse.cli import cli
 from task_pulse.model import task_from_dict
-from task_pulse.outbox import Outbox
 from task_pulse.records import Card, Notification, Queued, Seen
-from task_pulse.sql_sqlite import SCHEMA_VERSION
+from task_pulse.state.outbox import Outbox
+from task_pulse.state.sql_sqlite import SCHEMA_VERSION
 from tests.conftest import drained_keys, start_drain_loop, wait_for
 
 

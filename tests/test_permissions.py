@@ -225,7 +225,7 @@ def test_a_directory_above_owned_by_another_user_is_sharing(tmp_path: Path) -> N
 def test_the_state_db_is_opened_through_the_checked_handle(tasks_dir: Path) -> None:
     """`.pulse` moved away after it was checked, another put in its place: what the process opens is the one it
     checked (by name, it would have opened the other)."""
-    from task_pulse.outbox import Outbox
+    from task_pulse.state.outbox import Outbox
     from task_pulse.store import TaskStore
 
     run_tp(tasks_dir, "create", "mine", "a")

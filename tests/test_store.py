@@ -16,7 +16,8 @@ import pytest
 
 from task_pulse.errors import BadInput, OperationFailed, TaskNotFound
 from task_pulse.model import Task, TaskFormatError
-from task_pulse.store import MAX_FILE_BYTES, MAX_ID_BYTES, TaskStore, check_task_id
+from task_pulse.store import TaskStore
+from task_pulse.taskfile import MAX_FILE_BYTES, MAX_ID_BYTES, check_task_id
 from tests.conftest import wait_for
 
 CST = timezone(timedelta(hours=8))

@@ -10,8 +10,8 @@ import time
 
 from task_pulse.errors import TaskPulseError
 from task_pulse.messages import counted
-from task_pulse.outbox import Outbox
 from task_pulse.records import DeliveryStore
+from task_pulse.state.outbox import Outbox
 from task_pulse.store import TaskStore
 from task_pulsed.delivery.courier import Courier, DeliveryOptions, Doorbell, StateOpener
 from task_pulsed.delivery.pacing import Pacer, describe
@@ -40,14 +40,14 @@ class SharedState:
     """Couriers deliver from a shared state db, any host's notifications; they wake on its NOTIFY."""
 
     def __init__(self, url: str, host: str) -> None:
-        from task_pulse.shared import state_errors
+        from task_pulse.state.shared import state_errors
 
         self.url, self.host = url, host
         self.owner_prefix = f"sink:{host}:"  # this host's claims, freed when its daemon starts again
         self.errors = (*state_errors(), OSError, TaskPulseError)
 
     def open(self) -> DeliveryStore:
-        from task_pulse.shared import SharedOutbox
+        from task_pulse.state.shared import SharedOutbox
 
         return SharedOutbox(self.url, migrate=False)  # the forwarder sets the schema up
 
@@ -81,7 +81,7 @@ class Delivery:
         for courier in self.couriers:
             courier.start()
         if isinstance(self.state, SharedState):
-            from task_pulse.shared import Listener
+            from task_pulse.state.shared import Listener
 
             listener = Listener(self.state.url, self.bell.ring)
             self._listener = threading.Thread(target=listener.run, args=(self._stopping,),

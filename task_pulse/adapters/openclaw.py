@@ -24,7 +24,8 @@ from typing import Any
 from task_pulse.errors import TaskNotFound, TaskPulseError
 from task_pulse.messages import chat_text
 from task_pulse.model import Task
-from task_pulse.store import TaskStore, check_task_id
+from task_pulse.store import TaskStore
+from task_pulse.taskfile import check_task_id
 
 PREFIX = "openclaw-"
 ACTIVE = frozenset({"queued", "running"})

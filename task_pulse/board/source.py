@@ -37,16 +37,17 @@ from task_pulse.board.view import (
 from task_pulse.history.reader import RunReader, has_runs, read_only_db
 from task_pulse.messages import pick_for_status
 from task_pulse.model import Task, TaskFormatError
-from task_pulse.outbox import read_overview
 from task_pulse.privatedir import UnsafeDir
-from task_pulse.sql_sqlite import SQL
+from task_pulse.state.outbox import read_overview
+from task_pulse.state.sql_sqlite import SQL
 from task_pulse.status import all_hosts_entries, outlooks_of
-from task_pulse.store import TaskStore, file_signature, read_task_file, task_from_file, unwatched_note
+from task_pulse.store import TaskStore, unwatched_note
+from task_pulse.taskfile import file_signature, read_task_file, task_from_file
 
 if TYPE_CHECKING:
     from task_pulse.history.forecast import Outlook, Profile
     from task_pulse.history.runs import Run
-    from task_pulse.shared import SharedOutbox
+    from task_pulse.state.shared import SharedOutbox
 
 POLL_SECONDS = 0.1  # how often the local doorbell is looked at
 REOPEN_SECONDS = 1.0  # how often a missing or broken state db is tried again
@@ -213,7 +214,7 @@ class LocalSource:
         """One task in full: its record, its card as the chat shows it, its notifications (what was
         delivered where), and its name's past runs. None: no such task file. Its own connection."""
         from task_pulse.errors import BadInput
-        from task_pulse.store import check_task_id
+        from task_pulse.taskfile import check_task_id
 
         try:
             check_task_id(task_id)
@@ -249,7 +250,7 @@ class SharedSource:
 
     def __init__(self, url: str, default_stall: float, limit: int, lang: str = "zh",
                  redact_secrets: bool = True) -> None:
-        from task_pulse.shared import shown_url, state_errors
+        from task_pulse.state.shared import shown_url, state_errors
 
         self.url, self.default_stall, self.limit, self.redact_secrets = url, default_stall, limit, redact_secrets
         self.lang = lang
@@ -260,7 +261,7 @@ class SharedSource:
         self._listening: threading.Event | None = None
 
     def _connect(self) -> SharedOutbox:
-        from task_pulse.shared import SharedOutbox
+        from task_pulse.state.shared import SharedOutbox
 
         if self._shared is None:
             self._shared = SharedOutbox(self.url, migrate=False)
@@ -276,8 +277,8 @@ class SharedSource:
 
     def wait(self, timeout: float, stopping: threading.Event) -> bool:
         if self._listening is None:
-            from task_pulse.shared import Listener
-            from task_pulse.sql_postgres import PG
+            from task_pulse.state.shared import Listener
+            from task_pulse.state.sql_postgres import PG
 
             self._listening = threading.Event()
             listener = Listener(self.url, self._rang.set, PG.LISTEN_TASKS)
@@ -313,7 +314,7 @@ class SharedSource:
             self._shared = None
 
     def detail(self, host: str, task_id: str, now: datetime) -> dict[str, Any] | None:
-        from task_pulse.shared import SharedOutbox
+        from task_pulse.state.shared import SharedOutbox
 
         shared = SharedOutbox(self.url, migrate=False)
         try:

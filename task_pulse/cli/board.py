@@ -120,7 +120,7 @@ def _source(ctx: Context, limit: int) -> tuple[Source, str]:
     settings = ctx.settings
     if settings.state_url is not None:
         from task_pulse.cli.reader import shared_db
-        from task_pulse.shared import shown_url
+        from task_pulse.state.shared import shown_url
 
         try:
             with shared_db(settings.state_url):  # reachable, and of this version's schema: else one line now

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from task_pulse.history.forecast import Outlook, Profile
     from task_pulse.records import DeliveryStore, Overview, Queued
-    from task_pulse.shared import SharedOutbox
+    from task_pulse.state.shared import SharedOutbox
 
 # How long a drain's claim lasts: a drain that dies mid-way delays its rows this long; one whose
 # output blocks longer than this may see another deliverer print them too (at least once).
@@ -172,7 +172,7 @@ def _status_entries(ctx: Context, now: datetime, limit: int | None) -> tuple[
 @contextmanager
 def shared_db(url: str) -> Iterator[SharedOutbox]:
     """The shared state db for a reader, closed after; any trouble with it is one line, exit 1."""
-    from task_pulse.shared import SharedOutbox, shown_url, state_errors
+    from task_pulse.state.shared import SharedOutbox, shown_url, state_errors
 
     errors = state_errors()
     try:
@@ -192,7 +192,7 @@ def _daemon_overview(ctx: Context, now: datetime, limit: int) -> Overview | None
     import sqlite3  # only for readers that need it
 
     from task_pulse.history.reader import read_only_db
-    from task_pulse.outbox import read_overview
+    from task_pulse.state.outbox import read_overview
 
     store = ctx.store
     if not store.daemon_running():
@@ -236,7 +236,7 @@ def drain(ctx: Context, limit: int | None, digest: bool, markup: str, state_url:
     """
     import sqlite3  # only for readers that need it
 
-    from task_pulse.outbox import DB_NAME, SHARED_STATE_META, Outbox
+    from task_pulse.state.outbox import DB_NAME, SHARED_STATE_META, Outbox
 
     if state_url is not None:
         ctx.flags["state_url"] = state_url

@@ -41,7 +41,7 @@ def shared_grant(ctx: Context, role: str, as_what: str | None, state_url: str | 
       task-pulse shared grant gpu-1 --host --state postgresql://admin@db.internal/pulse
       task-pulse shared grant courier --deliverer --state postgresql://admin@db.internal/pulse
     """
-    from task_pulse.shared import SharedOutbox, shown_url, state_errors
+    from task_pulse.state.shared import SharedOutbox, shown_url, state_errors
 
     if as_what is None:
         raise BadInput("say what ROLE is: --host (it forwards one host's tasks) or --deliverer")

@@ -6,5 +6,5 @@
   overdue, the stall threshold a step has learned. Functions of (runs, task, now), nothing else.
 * `reader`: the state db's runs for readers (`task-pulse history`, `status`), opened read-only.
 
-The daemon's worker is the only writer of the runs (task_pulse/outbox.py); nothing here writes.
+The daemon's worker is the only writer of the runs (task_pulse/state/outbox.py); nothing here writes.
 """

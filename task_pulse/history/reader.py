@@ -15,7 +15,7 @@ from typing import Any
 
 from task_pulse.history.forecast import WINDOW, Profile, learn
 from task_pulse.history.runs import Run
-from task_pulse.sql_sqlite import SQL
+from task_pulse.state.sql_sqlite import SQL
 from task_pulse.store import TaskStore
 
 

@@ -32,8 +32,8 @@ from task_pulse.errors import ConfigError, TaskPulseError
 from task_pulse.masking import redact
 from task_pulse.messages import shown_id
 from task_pulse.records import Card, Handoff, Malformed, Overview, Queued, queued, utc_stamp
-from task_pulse.sql_postgres import DELIVERER_ROLE, HOST_ROLE, PG, SCHEMA_VERSION
-from task_pulse.store import task_from_file
+from task_pulse.state.sql_postgres import DELIVERER_ROLE, HOST_ROLE, PG, SCHEMA_VERSION
+from task_pulse.taskfile import task_from_file
 
 if TYPE_CHECKING:
     import psycopg
