@@ -27,10 +27,6 @@ from __future__ import annotations
 import functools
 import re
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
 # -- invisible characters ---------------------------------------------------------------------------
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15), in two sets: those with no
 # use in text a person writes (always removed), and those that shape emoji, flags and some scripts (ZWJ in
@@ -100,7 +96,8 @@ SECRETS: list[tuple[str, int, str, tuple[str, ...]]] = [
 ]
 # NAME=value and NAME: value (--name=value, "name": "value" too). Which names are secret is decided
 # apart, on the name alone: one bounded pattern, no nested repeats for a long input to backtrack on.
-_ASSIGNMENT = r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]{1,64})([\"']?[ \t]*([=:])[ \t]*[\"']?)([^&#\s\"',;}]+)"
+_ASSIGNMENT = r"(?<![A-Za-z0-9_.-])([A-Za-z0-9_.-]{1,64})[\"']?[ \t]*([=:])[ \t]*[\"']?"
+_VALUE = r"[^&#\s\"',;}]+"  # what follows a secret's name, up to where a query, a list or a quote goes on
 # How people name secrets, read on the name alone: …PASSWORD (PGPASSWORD, DB_PASSWORD), anything with SECRET
 # in it (SECRET_KEY, client_secret), …TOKEN (GITHUB_TOKEN, access_token; not token_count), …_KEY in capitals
 # and api-key, access_key, AccountKey (not sort_key), a signature (sig=, X-Amz-Signature), credentials.
@@ -122,12 +119,27 @@ _BASE64_OR_SPACE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwx
 _KEY_BEFORE_END_MIN = 16  # base64 characters just before an END line that are taken for a key's tail
 
 
-def _mask_assignment(match: re.Match[str]) -> str:
-    name, sep, kind = match.group(1), match.group(2), match.group(3)
-    bare = name.lstrip("-")
-    secret = _SECRET_NAME_COLON.search(bare) if kind == ":" else (_SECRET_NAME.search(bare) or
-                                                                    _CAPITAL_KEY.search(bare))
-    return f"{name}{sep}***" if secret else match.group(0)
+def _mask_assignments(text: str) -> str:
+    """Every `NAME=value` and `NAME: value` whose name is a secret's, value masked. The value is read only after
+    a secret's name: any other name gives up just itself and its separator, so what follows is read as text
+    again (`Error: password=…` is a name, `Error`, before the assignment that matters), and `a=a=a=…` costs
+    one step per name, never a value's length each."""
+    assignment, value = _assignment()
+    out: list[str] = []
+    kept = search_from = 0
+    while (match := assignment.search(text, search_from)) is not None:
+        search_from = match.end()
+        if _names_a_secret(match.group(1).lstrip("-"), match.group(2)) and \
+                (secret := value.match(text, match.end())) is not None:
+            out.append(text[kept:match.end()] + "***")
+            kept = search_from = secret.end()
+    return "".join(out) + text[kept:]
+
+
+def _names_a_secret(name: str, separator: str) -> bool:
+    if separator == ":":
+        return _SECRET_NAME_COLON.search(name) is not None
+    return _SECRET_NAME.search(name) is not None or _CAPITAL_KEY.search(name) is not None
 
 
 def _mask_key_blocks(text: str) -> str:
@@ -162,14 +174,19 @@ def _mask_key_blocks(text: str) -> str:
     return "".join(out) + text[at:]
 
 
-Rule = tuple[re.Pattern[str], "str | Callable[[re.Match[str]], str]", tuple[str, ...]]
+Rule = tuple[re.Pattern[str], str, tuple[str, ...]]
 
 
 @functools.cache
 def _patterns() -> list[Rule]:
     """Each secret's pattern, with the words a text must hold for it to be tried."""
     rules: list[Rule] = [(re.compile(p, flags), replacement, triggers) for p, flags, replacement, triggers in SECRETS]
-    return [*rules, (re.compile(_ASSIGNMENT), _mask_assignment, _NAME_WORDS)]
+    return rules
+
+
+@functools.cache
+def _assignment() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    return re.compile(_ASSIGNMENT), re.compile(_VALUE)
 
 
 @functools.cache
@@ -203,4 +220,6 @@ def mask(text: str) -> str:
     for pattern, replacement, triggers in _patterns():
         if any(t in lowered for t in triggers):
             text = pattern.sub(replacement, text)
+    if any(t in lowered for t in _NAME_WORDS):
+        text = _mask_assignments(text)
     return text

@@ -135,6 +135,10 @@ SECRETS = [  # (text, what stays, what must go)
      "wJalrXUtnFEMI"),
     ("mysql --password=hunter2 -u root", "--password=***", "hunter2"),
     ("password: hunter2", "password: ***", "hunter2"),
+    # an assignment inside another's value: the first name is not a secret's, the second is
+    ("Error: password=hunter2", "Error: password=***", "hunter2"),
+    ("failed: DB_PASSWORD=hunter2", "failed: DB_PASSWORD=***", "hunter2"),
+    ("x=y=token: abc123", "token: ***", "abc123"),
     ('{"api_key": "abc123def456"}', '"api_key": "***"', "abc123def456"),
     ("Authorization: Basic dXNlcjpodW50ZXIy", "Basic ***", "dXNlcjpodW50ZXIy"),
     ("redis://:s3cretpw@cache:6379/0", "redis://:***@cache:6379/0", "s3cretpw"),
@@ -408,7 +412,7 @@ def test_a_secret_at_the_cap_is_masked_before_it_is_cut() -> None:
                                   "Authorization: ", "bot1234567890:", "eyJ-", "eyJa.", "mysql -", "-u a:",
                                   "Cookie: a;", "xai-a", "-----BEGIN RSA PRIVATE KEY-----",
                                   "AAAA-----END RSA PRIVATE KEY-----", "MTk4NjIyNDg3NjY0NTQ0MjEy.", "--password ", "a.",
-                                  "\u200d", "x\ufe0f"])
+                                  "\u200d", "x\ufe0f", "a=", "Error: ", "password=a=", "a: password="])
 def test_masking_takes_linear_time_on_hostile_text(unit: str) -> None:
     """Every field of every task file goes through `redact`: no input may make it backtrack for ages.
 
