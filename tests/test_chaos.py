@@ -85,7 +85,7 @@ def test_sigkill_at_random_moments_loses_and_repeats_nothing(tmp_path: Path, tas
         kills += 1
         if rng.random() < 0.5:
             time.sleep(rng.uniform(0, 0.3))  # writes land while nobody watches
-        daemons.append(Daemon(tasks_dir, env=env).start())
+        daemons.append(Daemon(tasks_dir, *unlimited, env=env).start())
     assert all(w.wait(60) == 0 for w in writers)
     task_ids = [f"w{p}-{i}" for p in range(processes) for i in range(tasks)]
     expected = expected_events(task_ids, steps)
