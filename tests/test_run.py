@@ -201,8 +201,12 @@ def test_at_a_terminal_the_command_reads_it_and_ctrl_c_reaches_it(tasks_dir: Pat
         os.close(term)
     assert only_task(tasks_dir)["result"].endswith("got yes")  # the answer came from the terminal
 
-    proc, term = _at_a_terminal([tp, "--dir", str(tasks_dir), "run", "Sleep", "--", "sh", "-c",
-                                 "echo waiting; sleep 60"])
+    # The command says "waiting" only once Ctrl-C would end it. (`sh -c 'echo waiting; sleep 60'` did not, now
+    # and then on a loaded machine: dash catches SIGINT under -c, and one that came while it was forking
+    # `sleep` was lost with the child's exec, as it would be at any terminal.)
+    sleeper = ("import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); print('waiting', flush=True); "
+               "time.sleep(60)")
+    proc, term = _at_a_terminal([tp, "--dir", str(tasks_dir), "run", "Sleep", "--", sys.executable, "-c", sleeper])
     seen = bytearray()
     try:
         _read_until(term, b"waiting", seen)
