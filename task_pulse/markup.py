@@ -21,6 +21,7 @@ is printed to a terminal or handed to a command or webhook (unless `--markup mar
 
 from __future__ import annotations
 
+import functools
 import re
 
 PLAIN, MARKDOWN = "plain", "markdown"
@@ -28,25 +29,32 @@ MARKUPS = (PLAIN, MARKDOWN)
 
 # A URL as a chat's linkify takes it: escaping inside would put a backslash into the link itself, so
 # only what could still make a labelled link there (a bracket, a backslash before one) is escaped.
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{1,31}://[^\s<]*")
+_URL = r"[A-Za-z][A-Za-z0-9+.-]{1,31}://[^\s<]*"
 # `_` only where it can open or close emphasis (not inside a word: file_name_x stays as it is), `&` only
 # where it starts an entity.
-_SPECIAL = re.compile(r"[\\`*~\[\]<|@]|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)|(?<![^\W_])_|_(?![^\W_])")
-_SPECIAL_IN_URL = re.compile(r"[\\\[\]]")
+_SPECIAL = r"[\\`*~\[\]<|@]|&(?=#|[A-Za-z][A-Za-z0-9]{0,31};)|(?<![^\W_])_|_(?![^\W_])"
+_SPECIAL_IN_URL = r"[\\\[\]]"
 
 
 def escape_markdown(text: str) -> str:
     """`text` as Markdown that renders as exactly `text`, with no link, mention or formatting of its own."""
-    if not _SPECIAL.search(text):
+    url_pattern, special, special_in_url = _patterns()
+    if not special.search(text):
         return text
     out: list[str] = []
     at = 0
-    for url in _URL.finditer(text):
-        out.append(_SPECIAL.sub(r"\\\g<0>", text[at:url.start()]))
-        out.append(_SPECIAL_IN_URL.sub(r"\\\g<0>", url.group(0)))
+    for url in url_pattern.finditer(text):
+        out.append(special.sub(r"\\\g<0>", text[at:url.start()]))
+        out.append(special_in_url.sub(r"\\\g<0>", url.group(0)))
         at = url.end()
-    out.append(_SPECIAL.sub(r"\\\g<0>", text[at:]))
+    out.append(special.sub(r"\\\g<0>", text[at:]))
     return "".join(out)
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """Compiled when first needed: a writer call loads this module and never escapes anything."""
+    return re.compile(_URL), re.compile(_SPECIAL), re.compile(_SPECIAL_IN_URL)
 
 
 def escaped(text: str, markup: str) -> str:

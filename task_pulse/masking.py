@@ -36,7 +36,7 @@ _ALWAYS_INVISIBLE = ("\u00ad\u034f\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2
                      "\U000e0080-\U000e00ff\U000e01f0-\U000e0fff")
 _SHAPING_INVISIBLE = ("\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u200c\u200d\ufe00-\ufe0f\U000e0020-\U000e007f"
                       "\U000e0100-\U000e01ef")
-INVISIBLE = re.compile(f"(?<=[!-~])[{_ALWAYS_INVISIBLE}{_SHAPING_INVISIBLE}]+(?=[!-~])|[{_ALWAYS_INVISIBLE}]")
+_INVISIBLE = f"(?<=[!-~])[{_ALWAYS_INVISIBLE}{_SHAPING_INVISIBLE}]+(?=[!-~])|[{_ALWAYS_INVISIBLE}]"
 
 # -- rules --------------------------------------------------------------------------------------------
 _TOKEN = "A-Za-z0-9_-"
@@ -103,18 +103,17 @@ _VALUE = r"[^&#\s\"',;}]+"  # what follows a secret's name, up to where a query,
 # and api-key, access_key, AccountKey (not sort_key), a signature (sig=, X-Amz-Signature), credentials.
 _KEY_NAMES = r"(?:api|access|private|secret|account|sharedaccess|shared[_-]access|signing|encryption|master|client|" \
              r"license|app|service[_-]?account|session)[_-]?key"
-_SECRET_NAME = re.compile(r"(?:password|passwd|passphrase|secret|token|credentials?|" + _KEY_NAMES +
-                          r")$|secret|(?:^|[_.-])(?:pwd|pass|auth|sig|signature|creds)$", re.I)
-_CAPITAL_KEY = re.compile(r"[A-Z0-9][_-]KEY$")  # AWS_ACCESS_KEY, STRIPE_KEY: an environment variable's name
+_SECRET_NAME = (r"(?i)(?:password|passwd|passphrase|secret|token|credentials?|" + _KEY_NAMES +
+                r")$|secret|(?:^|[_.-])(?:pwd|pass|auth|sig|signature|creds)$")
+_CAPITAL_KEY = r"[A-Z0-9][_-]KEY$"  # AWS_ACCESS_KEY, STRIPE_KEY: an environment variable's name
 # `name: value` is also plain prose ("auth: ok", "signature: verified"): only names that cannot mean anything else.
-_SECRET_NAME_COLON = re.compile(r"(?:password|passwd|passphrase|secret|token|" + _KEY_NAMES +
-                                r")$|(?:^|[_-])secret", re.I)
+_SECRET_NAME_COLON = r"(?i)(?:password|passwd|passphrase|secret|token|" + _KEY_NAMES + r")$|(?:^|[_-])secret"
 # Key blocks: masked by `_mask_key_blocks`, in one pass (a regex over everything after a header would
 # rescan the text from every header).
-_KEY_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_KEY_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_KEY_BEGIN = r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_KEY_END = r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 # What the lines of a key block hold (base64, and a PGP armor's `Version: …` and `Comment: …` headers).
-_KEY_LINES = re.compile(r"[A-Za-z0-9+/=\s:,.()_-]*")
+_KEY_LINES = r"[A-Za-z0-9+/=\s:,.()_-]*"
 _BASE64_OR_SPACE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t")  # one line
 _KEY_BEFORE_END_MIN = 16  # base64 characters just before an END line that are taken for a key's tail
 
@@ -137,21 +136,23 @@ def _mask_assignments(text: str) -> str:
 
 
 def _names_a_secret(name: str, separator: str) -> bool:
+    secret_name, capital_key, secret_name_colon = _name_rules()
     if separator == ":":
-        return _SECRET_NAME_COLON.search(name) is not None
-    return _SECRET_NAME.search(name) is not None or _CAPITAL_KEY.search(name) is not None
+        return secret_name_colon.search(name) is not None
+    return secret_name.search(name) is not None or capital_key.search(name) is not None
 
 
 def _mask_key_blocks(text: str) -> str:
     """A private key after its BEGIN line, up to its END line or the end of the line, becomes ***; so does the
     base64 just before an END line whose BEGIN is elsewhere (a key split across two fields). One pass each."""
+    key_begin, key_end, key_lines = _key_rules()
     out: list[str] = []
     at = 0
-    while (begin := _KEY_BEGIN.search(text, at)) is not None:
+    while (begin := key_begin.search(text, at)) is not None:
         line_end = text.find("\n", begin.end())
         line_end = len(text) if line_end == -1 else line_end
-        end = _KEY_END.search(text, begin.end())
-        if end is not None and end.start() > line_end and not _KEY_LINES.fullmatch(text, begin.end(), end.start()):
+        end = key_end.search(text, begin.end())
+        if end is not None and end.start() > line_end and not key_lines.fullmatch(text, begin.end(), end.start()):
             end = None  # an END further down, past lines that are no key (a card's other steps): not this key's
         out.append(text[at:begin.end()] + "***")
         at = line_end if end is None else end.end()
@@ -159,7 +160,7 @@ def _mask_key_blocks(text: str) -> str:
     if "-----END" not in text:
         return text
     out, at = [], 0
-    for end in _KEY_END.finditer(text):
+    for end in key_end.finditer(text):
         start = end.start()
         while start > at and text[start - 1] in _BASE64_OR_SPACE:
             start -= 1
@@ -189,6 +190,28 @@ def _assignment() -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(_ASSIGNMENT), re.compile(_VALUE)
 
 
+# Every pattern is compiled when first needed, never at import: a writer call (a process per heartbeat)
+# masks one short text, which mostly needs none of them (tests/benchmarks/writer_cost.py).
+@functools.cache
+def _name_rules() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    return re.compile(_SECRET_NAME), re.compile(_CAPITAL_KEY), re.compile(_SECRET_NAME_COLON)
+
+
+@functools.cache
+def _key_rules() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    return re.compile(_KEY_BEGIN), re.compile(_KEY_END), re.compile(_KEY_LINES)
+
+
+def without_invisible(text: str) -> str:
+    """`text` without the invisible characters that could split a secret (see `_ALWAYS_INVISIBLE`)."""
+    return text if text.isascii() else _invisible().sub("", text)  # every one of them is past ASCII
+
+
+@functools.cache
+def _invisible() -> re.Pattern[str]:
+    return re.compile(_INVISIBLE)
+
+
 @functools.cache
 def _could_hold_a_secret() -> re.Pattern[str]:
     """A first look, on the text in lower case, that costs a twentieth of compiling the patterns: every rule's
@@ -205,7 +228,7 @@ def _could_hold_a_secret() -> re.Pattern[str]:
 
 def redact(text: str) -> str:
     """`text` with common secrets masked, after removing invisible characters that could split them."""
-    text = INVISIBLE.sub("", text)
+    text = without_invisible(text)
     if not _could_hold_a_secret().search(text.lower()):
         return text
     return mask(text)
